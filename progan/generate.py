@@ -1,0 +1,89 @@
+"""Images from a trained generator: single PNGs, a grid, and latent interpolations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from progan.checkpoint import load_generator
+from progan.errors import ProganError
+from progan.stats import grid_image
+
+
+def to_uint8(imgs: torch.Tensor) -> np.ndarray:
+    """(N,3,R,R) in [-1, 1] -> (N,R,R,3) uint8."""
+    x = ((imgs.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation, which keeps Gaussian latents at a typical norm."""
+    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def _save(img: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    Image.fromarray(img).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool = False,
+                    interpolate: bool = False, steps: int = 8, label: int | None = None,
+                    device: str = "cpu", batch: int = 32) -> list[Path]:
+    """Write ``n`` images (seed-NNNN.png) and optionally a grid and an interpolation; returns the paths."""
+    if n < 1:
+        raise ProganError("--n must be >= 1")
+    if interpolate and n < 2:
+        raise ProganError("--interpolate needs --n of at least 2")
+    g = load_generator(checkpoint, device=device)
+    if label is not None and not 0 <= label < max(g.num_classes, 1):
+        raise ProganError(f"--label {label}: the generator has {g.num_classes} classes")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
+    labels = None
+    if g.num_classes:
+        labels = torch.full((n,), label) if label is not None else torch.arange(n) % g.num_classes
+
+    def run(zs, ys):
+        chunks = []
+        with torch.no_grad():
+            for i in range(0, len(zs), batch):
+                y = None if ys is None else ys[i:i + batch].to(device)
+                chunks.append(g(zs[i:i + batch].to(device), y).cpu())
+        return torch.cat(chunks)
+
+    imgs = run(z, labels)
+    paths = [_save(im, out / f"seed{seed:04d}-{i:05d}.png") for i, im in enumerate(to_uint8(imgs))]
+    if grid:
+        paths.append(_save(grid_image(imgs, min_cell=imgs.shape[-1]), out / "grid.png"))
+    if interpolate:
+        frames_z, frames_y = [], []
+        for i in range(n - 1):
+            for s in range(steps):
+                frames_z.append(slerp(z[i], z[i + 1], s / steps))
+                if labels is not None:
+                    frames_y.append(labels[i] if s < steps / 2 else labels[i + 1])
+        frames_z.append(z[-1])
+        if labels is not None:
+            frames_y.append(labels[-1])
+        frames = to_uint8(run(torch.stack(frames_z), torch.stack(frames_y) if frames_y else None))
+        paths.append(_save(np.concatenate(list(frames), axis=1), out / "interpolation.png"))
+        from PIL import Image
+
+        gif = out / "interpolation.gif"
+        tmp = gif.with_name(f".interpolation.tmp-{os.getpid()}.gif")
+        pil = [Image.fromarray(f) for f in frames]
+        pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=80, loop=0)
+        os.replace(tmp, gif)
+        paths.append(gif)
+    return paths

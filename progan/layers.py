@@ -1,0 +1,95 @@
+"""Building blocks of the ProGAN networks: equalized learning rate layers, pixel norm, mbstd.
+
+Equalized learning rate (paper Section 4.1): weights are stored as N(0, 1) draws and multiplied at
+run time by He's constant ``gain / sqrt(fan_in)``, so Adam's per-parameter step sizes act on every
+layer at the same scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_SLOPE = 0.2
+SQRT2 = math.sqrt(2.0)
+
+
+class EqualizedConv2d(nn.Module):
+    """Conv2d whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, gain: float = SQRT2, padding=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.scale = gain / math.sqrt(in_ch * kernel * kernel)
+        self.padding = kernel // 2 if padding is None else padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel={k}, scale={self.scale:.4g}"
+
+
+class EqualizedLinear(nn.Module):
+    """Linear layer whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = gain / math.sqrt(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        o, i = self.weight.shape
+        return f"{i}, {o}, scale={self.scale:.4g}"
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Normalize each pixel's feature vector to unit average square (paper Section 4.2)."""
+    # Computed in fp32 under autocast: the mean of squares of bf16 activations loses too much.
+    xf = _at_least_fp32(x)
+    return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
+    """Append one channel: the std over a group of samples, averaged over features and pixels.
+
+    As in the official code, a group is the samples ``i, i + N/G, i + 2N/G, ...``; the group size is
+    the largest divisor of the batch that is at most ``group_size``, so any batch size works.
+    """
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    while n % g:
+        g -= 1
+    y = _at_least_fp32(x).reshape(g, -1, c, h, w)
+    y = y - y.mean(dim=0)
+    y = (y.square().mean(dim=0) + 1e-8).sqrt()
+    y = y.mean(dim=(1, 2, 3))  # (N/G,)
+    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w).to(x.dtype)
+    return torch.cat([x, y], dim=1)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling, as the paper's generator uses."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling, as the paper's discriminator uses."""
+    return F.avg_pool2d(x, 2)

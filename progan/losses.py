@@ -1,0 +1,62 @@
+"""GAN losses as pure functions of the networks and tensors.
+
+WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda * (||grad D(x_hat)|| - 1)^2 + drift * D(real)^2,
+G minimizes -D(fake). Logistic (non-saturating) with R1 is the option widely used since.
+Each D loss returns (total, stats) where stats are detached scalars for logging.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Critic = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _grad_norm_sq(d: Critic, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward."""
+    x = x.detach().requires_grad_(True)
+    score = d(x)
+    (grad,) = torch.autograd.grad(score.float().sum(), x, create_graph=True)
+    return score, grad.float().square().flatten(1).sum(1)
+
+
+def wgangp_d_loss(
+    d: Critic,
+    reals: torch.Tensor,
+    fakes: torch.Tensor,
+    eps: torch.Tensor,
+    gp_lambda: float = 10.0,
+    drift: float = 0.001,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1)."""
+    d_real = d(reals).float()
+    d_fake = d(fakes).float()
+    x_hat = torch.lerp(reals.detach().float(), fakes.detach().float(), eps.float())
+    _, gn2 = _grad_norm_sq(d, x_hat)
+    gp = (gn2.sqrt() - 1.0).square()
+    loss = d_fake - d_real + gp_lambda * gp + drift * d_real.square()
+    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gp.mean()}
+    return loss.mean(), {k: v.detach() for k, v in stats.items()}
+
+
+def logistic_r1_d_loss(
+    d: Critic, reals: torch.Tensor, fakes: torch.Tensor, r1_gamma: float = 10.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2."""
+    d_real, gn2 = _grad_norm_sq(d, reals)
+    d_real = d_real.float()
+    d_fake = d(fakes).float()
+    loss = F.softplus(d_fake) + F.softplus(-d_real) + 0.5 * r1_gamma * gn2
+    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gn2.mean()}
+    return loss.mean(), {k: v.detach() for k, v in stats.items()}
+
+
+def g_loss(d_fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """Generator loss from the critic's scores of fakes."""
+    d_fake = d_fake.float()
+    if kind == "wgangp":
+        return -d_fake.mean()
+    return F.softplus(-d_fake).mean()

@@ -1,0 +1,383 @@
+"""Turn a folder or zip of images into an LMDB store holding every level 4 … res_max, pre-resized.
+
+Per image: decode → EXIF orientation → 8-bit RGB (alpha composited onto ``background``) →
+centre square crop → LANCZOS resize to ``res_max`` → each lower level is the 2×2 box average of
+the level above. The box chain matches how the trainer derives low-resolution reals (2×2
+average pooling in the fade-in and in D's ``from_rgb`` path), so level R/2 equals avgpool(level R)
+up to rounding and the reals do not jump when training moves from R/2 to R. The official ProGAN
+dataset tool builds its levels the same way.
+
+Workers decode and resize in parallel; the main process writes in batched transactions into
+``OUT.partial-<pid>`` and renames it to ``OUT`` only when complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sys
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+
+from progan.data import (
+    COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, image_key,
+)
+from progan.errors import ProganError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_BATCH_IMAGES, _BATCH_BYTES = 256, 256 << 20
+_INITIAL_MAP_SIZE = 1 << 30  # doubled whenever a transaction fills it
+
+
+# Decoding and resizing (runs in the workers) --------------------------------------------------
+
+def to_rgb8(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparency is composited onto ``background``.
+
+    16-bit and 32-bit integer modes ('I;16', 'I') are taken as 0–65535 and scaled (v/257,
+    rounded), not clipped; 'F' is taken as 0–1 if its maximum is ≤ 1, else as 0–255.
+    """
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        else:
+            a = a / 257.0
+        img = Image.fromarray(np.rint(np.clip(a, 0, 255)).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def box_downsample(a: np.ndarray) -> np.ndarray:
+    """2×2 box average of an (H, W, C) uint8 array, rounded half up."""
+    h, w, c = a.shape
+    s = a.reshape(h // 2, 2, w // 2, 2, c).astype(np.uint16).sum(axis=(1, 3))
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+def make_levels(img: Image.Image, res_max: int, crop: str) -> dict[int, np.ndarray]:
+    """Crop and resize an RGB image to every level {4, …, res_max} as (R, R, 3) uint8 arrays."""
+    w, h = img.size
+    if crop == "center":
+        side = min(w, h)
+        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    else:
+        box = (0, 0, w, h)
+    a = np.asarray(img.resize((res_max, res_max), Image.LANCZOS, box=box))
+    levels, res = {res_max: a}, res_max
+    while res > 4:
+        a, res = box_downsample(a), res // 2
+        levels[res] = a
+    return levels
+
+
+def encode_level(a: np.ndarray, encoding: str) -> bytes:
+    """Encode one (R, R, 3) level: raw RGB CHW bytes, or a lossless PNG/WebP file."""
+    if encoding == "raw":
+        return np.ascontiguousarray(a.transpose(2, 0, 1)).tobytes()
+    buf = io.BytesIO()
+    if encoding == "png":
+        Image.fromarray(a).save(buf, format="PNG", compress_level=6)
+    else:
+        Image.fromarray(a).save(buf, format="WEBP", lossless=True, quality=50, method=4)
+    return buf.getvalue()
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(source: str, is_zip: bool, opts: dict[str, Any], ignore_sigint: bool) -> None:
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
+    _worker.update(source=source, is_zip=is_zip, opts=opts, zip=None)
+
+
+def _read_bytes(name: str) -> bytes:
+    if _worker["is_zip"]:
+        if _worker["zip"] is None:
+            _worker["zip"] = zipfile.ZipFile(_worker["source"])
+        return _worker["zip"].read(name)
+    return (Path(_worker["source"]) / name).read_bytes()
+
+
+def _skip_reason(e: Exception) -> str:
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image"
+    if isinstance(e, Image.DecompressionBombError):
+        return "too large (decompression bomb guard)"
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "runcat" in msg:
+        return "truncated"
+    return f"unreadable ({msg})"
+
+
+def _process(name: str) -> tuple[str, str, Any]:
+    """Decode one file → ("ok", name, (levels, upscaled)) or ("skip", name, reason)."""
+    opts = _worker["opts"]
+    try:
+        data = _read_bytes(name)
+        if not data:
+            return "skip", name, "empty file"
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:  # a corrupt EXIF block should not cost us the picture
+                pass
+            w, h = img.size
+            side = min(w, h) if opts["crop"] == "center" else w
+            if opts["crop"] == "none" and w != h:
+                return "skip", name, f"not square ({w}x{h}); use --crop center"
+            if opts["min_size"] and side < opts["min_size"]:
+                return "skip", name, f"too small ({w}x{h} < --min-size {opts['min_size']})"
+            rgb = to_rgb8(img, tuple(opts["background"]))
+        levels = make_levels(rgb, opts["res_max"], opts["crop"])
+        encoded = [encode_level(levels[r], opts["encoding"][str(r)]) for r in sorted(levels)]
+        return "ok", name, (encoded, side < opts["res_max"])
+    except Exception as e:  # every bad input becomes a reported skip, never a traceback
+        return "skip", name, _skip_reason(e)
+
+
+# Listing the source -------------------------------------------------------------------------
+
+def _is_candidate(rel: str) -> bool:
+    parts = rel.split("/")
+    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    return not hidden and rel.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(src: Path) -> tuple[list[str], bool]:
+    """Sorted relative POSIX paths of candidate images in a folder (recursive) or zip."""
+    if not src.exists():
+        raise ProganError(f"source '{src}' not found")
+    try:
+        if src.is_dir():
+            names = [p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()]
+            return sorted(n for n in names if _is_candidate(n)), False
+        if zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as z:
+                names = [i.filename for i in z.infolist() if not i.is_dir()]
+            return sorted(n for n in names if _is_candidate(n)), True
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ProganError(f"cannot read source '{src}': {e}") from None
+    raise ProganError(f"source '{src}' is neither a folder nor a zip file")
+
+
+# Writing the store --------------------------------------------------------------------------
+
+class _Progress:
+    """A single stderr line updated in place: done/total, images/s, ETA."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.start, self.last = total, enabled, time.monotonic(), 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < 0.25):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0
+        eta_s = f"{int(eta) // 60}:{int(eta) % 60:02d}"
+        line = f"{done}/{self.total} images  {rate:.1f} img/s  ETA {eta_s}"
+        sys.stderr.write(f"\r{line:<60}")
+        sys.stderr.flush()
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{text:<60}\n")
+            sys.stderr.flush()
+
+    def finish(self, done: int) -> None:
+        self.update(done, force=True)
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _write(env: lmdb.Environment, batch: list[tuple[bytes, bytes]], out: Path) -> None:
+    """Write a batch in one transaction, doubling the map size whenever it fills."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for key, value in batch:
+                    txn.put(key, value)
+            return
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+        except (lmdb.Error, OSError) as e:
+            raise ProganError(f"writing '{out}' failed: {e} (disk full?)") from None
+
+
+def _remove_stale_partials(out: Path) -> None:
+    for p in out.parent.glob(f"{out.name}.partial-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        alive = False
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                alive = True
+            except (ProcessLookupError, PermissionError, OverflowError):
+                alive = False
+        if not alive:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def prepare_lmdb(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    res_max: int = 1024,
+    workers: int | None = None,
+    limit: int | None = None,
+    strict: bool = False,
+    labels: bool = False,
+    crop: str = "center",
+    min_size: int | None = None,
+    background: str = "white",
+    lossless: str = "png",
+    compressed_min_res: int = COMPRESSED_MIN_RES,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build an LMDB store at ``out`` from the images in ``src``; return a summary dict.
+
+    ``crop="none"`` keeps the whole picture and so requires square sources (others are skipped);
+    images whose cropped side is below ``res_max`` are upscaled (LANCZOS) and counted, or skipped
+    when below ``min_size``. ``limit`` stops after that many stored images. ``workers=0`` decodes
+    in this process. Levels below ``compressed_min_res`` are raw bytes, the others ``lossless``
+    ("png" or "webp"). With ``strict`` the first skipped file is an error. Nothing is left at
+    ``out`` unless the store is complete; stale ``out.partial-*`` folders of dead runs are removed.
+    """
+    src, out = Path(src), Path(out)
+    if res_max < 4 or res_max & (res_max - 1):
+        raise ProganError(f"--res-max must be a power of two ≥ 4, got {res_max}")
+    if crop not in ("center", "none"):
+        raise ProganError(f"--crop must be 'center' or 'none', got {crop!r}")
+    if lossless not in ("png", "webp"):
+        raise ProganError(f"lossless encoding must be 'png' or 'webp', got {lossless!r}")
+    try:
+        bg = ImageColor.getrgb(background)[:3]
+    except ValueError:
+        msg = f"--background {background!r} is not a colour (try 'white' or '#808080')"
+        raise ProganError(msg) from None
+    if out.exists():
+        raise ProganError(f"output '{out}' already exists; remove it or choose another path")
+    names, is_zip = list_images(src)
+    if not names:
+        raise ProganError(f"no image files in '{src}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    class_names: list[str] = []
+    if labels:
+        class_names = sorted({n.split("/")[0] for n in names if "/" in n})
+        if not class_names:
+            raise ProganError(f"--labels needs class subfolders in '{src}', found none")
+    class_index = {c: i for i, c in enumerate(class_names)}
+    levels = [2**k for k in range(2, res_max.bit_length())]
+    encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
+    opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
+                encoding=encoding)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    total = len(names) if limit is None else min(limit, len(names))
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(out)
+    except OSError as e:
+        raise ProganError(f"cannot create '{out}': {e}") from None
+    partial = out.parent / f"{out.name}.partial-{os.getpid()}"
+    pool = env = None
+    try:
+        env = lmdb.open(str(partial), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False)
+        if workers > 0:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(workers, _init_worker, (str(src), is_zip, opts, True))
+            chunk = max(1, min(16, len(names) // (workers * 8)))
+            results = pool.imap(_process, names, chunksize=chunk)
+        else:
+            _init_worker(str(src), is_zip, opts, False)
+            results = map(_process, names)
+        stored, upscaled, skipped, skipped_files, label_list = 0, 0, Counter(), [], []
+        batch, batch_bytes = [], 0
+        bar = _Progress(total, progress)
+        for status, name, payload in results:
+            if status == "ok" and labels and "/" not in name:
+                status, payload = "skip", "not in a class subfolder"
+            if status == "skip":
+                if strict:
+                    raise ProganError(f"--strict: skipped '{name}': {payload}; no store written")
+                skipped[payload.split(" (")[0]] += 1
+                skipped_files.append((name, payload))
+                bar.message(f"skipped {name}: {payload}")
+                bar.update(stored + len(skipped_files) if limit is None else stored)
+                continue
+            encoded, was_upscaled = payload
+            upscaled += was_upscaled
+            for res, value in zip(levels, encoded):
+                batch.append((image_key(res, stored), value))
+                batch_bytes += len(value)
+            if labels:
+                label_list.append(class_index[name.split("/")[0]])
+            stored += 1
+            if len(batch) >= _BATCH_IMAGES * len(levels) or batch_bytes >= _BATCH_BYTES:
+                _write(env, batch, out)
+                batch, batch_bytes = [], 0
+            bar.update(stored + len(skipped_files) if limit is None else stored)
+            if limit is not None and stored >= limit:
+                break
+        bar.finish(stored + len(skipped_files) if limit is None else stored)
+        if stored == 0:
+            raise ProganError(f"no usable images in '{src}' ({len(skipped_files)} skipped)")
+        meta = {
+            "format": "progan-lmdb", "version": FORMAT_VERSION, "count": stored,
+            "levels": levels, "res_max": res_max, "channels": 3, "channel_order": "RGB",
+            "dtype": "uint8", "layout": "CHW", "encoding": encoding,
+            "key_format": "{res:04d}/{index:08d}", "source": str(src.resolve()),
+            "options": {"crop": crop, "background": list(bg), "min_size": min_size,
+                        "limit": limit, "labels": labels, "strict": strict,
+                        "resize": "lanczos to res_max, then 2x2 box"},
+            "num_classes": len(class_names), "class_names": class_names,
+            "upscaled": upscaled, "skipped": dict(sorted(skipped.items())),
+        }
+        if labels:
+            batch.append((LABELS_KEY, np.asarray(label_list, "<i4").tobytes()))
+        batch.append((META_KEY, json.dumps(meta, indent=1).encode()))
+        _write(env, batch, out)
+        env.sync(True)
+        env.close()
+        env = None
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+        os.rename(partial, out)
+    except BaseException as e:
+        if progress:
+            sys.stderr.write("\n")
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if env is not None:
+            env.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, (lmdb.Error, OSError)):
+            raise ProganError(f"writing '{out}' failed: {e}") from None
+        raise
+    return {
+        "out": str(out), "stored": stored, "levels": levels, "encoding": encoding,
+        "skipped": dict(skipped), "skipped_files": skipped_files, "upscaled": upscaled,
+        "num_classes": len(class_names), "seconds": time.monotonic() - bar.start,
+    }

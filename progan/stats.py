@@ -1,0 +1,66 @@
+"""Training statistics kept on the device (no host sync per step) and sample-grid images."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from progan import distributed as dist_utils
+
+
+class TickStats:
+    """Sums of scalar tensors on the device, read (one host sync) once per tick."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, **values: torch.Tensor) -> None:
+        for k, v in values.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def read_and_reset(self, world: int = 1) -> dict[str, float]:
+        """Means since the last read, averaged over processes."""
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        vec = torch.stack([self.sums[k] for k in keys]) / max(self.count, 1)
+        vec = dist_utils.all_mean(vec)
+        out = dict(zip(keys, vec.tolist()))
+        self.sums, self.count = {}, 0
+        return out
+
+
+def grid_image(imgs: torch.Tensor, min_cell: int = 64) -> np.ndarray:
+    """(N,3,R,R) images in [-1, 1] -> one uint8 HWC grid, nearest-upscaled so cells are >= min_cell px."""
+    imgs = imgs.detach().float().cpu().clamp(-1, 1)
+    n, c, h, w = imgs.shape
+    scale = max(1, math.ceil(min_cell / h))
+    if scale > 1:
+        imgs = imgs.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+        h, w = h * scale, w * scale
+    cols = max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / cols))
+    grid = torch.full((c, rows * h, cols * w), -1.0)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[:, r * h:(r + 1) * h, q * w:(q + 1) * w] = imgs[i]
+    return ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_grid(imgs: torch.Tensor, path: Path, min_cell: int = 64) -> Path:
+    """Write a sample grid PNG atomically; returns its path."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    Image.fromarray(grid_image(imgs, min_cell)).save(tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,393 @@
+"""The training loop: one function, read top to bottom (setup, resume, main loop, snapshots).
+
+Images shown is the clock: the stage (resolution, alpha, minibatch, lr), the data order and every
+random draw are functions of (seed, images_shown), so a run resumed from any checkpoint continues
+exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from progan import checkpoint as ckpt
+from progan import distributed as dist_utils
+from progan.config import ARCH_KEYS, TrainConfig, from_dict, to_toml
+from progan.data import read_meta
+from progan.ema import ema_beta, update_ema
+from progan.errors import ProganError
+from progan.feeding import LevelFeeder, Order, position_generator
+from progan.layers import downsample2x, upsample2x
+from progan.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
+from progan.schedule import phases, stage_at, total_images
+from progan.stats import TickStats, save_grid
+
+# Random streams per step (see feeding.position_generator).
+_Z_D, _Z_G, _EPS, _FLIP, _GRID = 1, 2, 3, 4, 5
+
+
+@dataclass
+class TrainResult:
+    images_shown: int
+    finished: bool
+    checkpoint: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ProganError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def check_store(cfg: TrainConfig) -> dict:
+    """The store's metadata, after checking it holds every level the config trains on."""
+    meta = read_meta(cfg.data)
+    needed = [2**k for k in range(int(math.log2(cfg.res_start)), int(math.log2(cfg.res_max)) + 1)]
+    levels = sorted(int(r) for r in meta["levels"])
+    missing = [r for r in needed if r not in levels]
+    if missing:
+        raise ProganError(
+            f"store '{cfg.data}' has levels {levels[0]}-{levels[-1]}; --res-max {cfg.res_max} needs a "
+            f"store prepared with --res-max {cfg.res_max}"
+        )
+    if cfg.conditional and not meta.get("num_classes"):
+        raise ProganError(f"conditional training needs labels, but store '{cfg.data}' has none (prepare it with --labels)")
+    return meta
+
+
+def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run directory whose checkpoints were made with other networks."""
+    for k in ARCH_KEYS:
+        if k in saved and saved[k] != getattr(cfg, k):
+            raise ProganError(
+                f"run directory '{run_dir}' holds checkpoints of another config ({k} = {saved[k]!r}, "
+                f"requested {getattr(cfg, k)!r}); use a new --run-dir, or --resume to continue it as it was"
+            )
+
+
+def _set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    net.requires_grad_(False)
+    for m in modules:
+        m.requires_grad_(True)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def _make_optimizer(params, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.Adam:
+    fused = device.type == "cuda"
+    return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
+                            foreach=not fused, fused=fused)
+
+
+def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
+    """uint8 -> [-1, 1], mirror, and the fade blend lerp(up(down(x)), x, alpha), all on the device."""
+    x = u8.float() / 127.5 - 1.0
+    if flips is not None:
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+    if alpha < 1.0 and res > 4:
+        x = torch.lerp(upsample2x(downsample2x(x)), x, alpha)
+    return x
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None) -> TrainResult:
+    """Train (or continue training) the run in ``run_dir``; returns where it stopped.
+
+    ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
+    tests use it to interrupt and resume.
+    """
+    run_dir = Path(run_dir)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    is_main = rank == 0
+    log = log or (lambda msg: print(msg, flush=True) if is_main else None)
+
+    # Initialize.
+    meta = check_store(cfg)
+    num_classes = int(meta.get("num_classes", 0)) if cfg.conditional else 0
+    device = dist_utils.local_device(resolve_device(cfg.device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
+    G, D = ckpt.build_networks(cfg, num_classes)
+    G, D = G.to(device), D.to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    plan = phases(cfg)
+    end = total_images(cfg)
+    images_shown, step, opt_phase = 0, 0, None
+    opt_state = None
+
+    # Resume.
+    found = ckpt.latest_checkpoint(run_dir, map_location=device, log=log)
+    if found is not None:
+        path, state = found
+        check_compatible(state["config"], cfg, run_dir)
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        images_shown, step, opt_phase = int(state["images_shown"]), int(state["step"]), int(state["opt_phase"])
+        opt_state = (state["opt_G"], state["opt_D"])
+        log(f"resuming from {path} at {images_shown / 1000:.1f} kimg")
+        del state
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+    writer = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=images_shown)
+    grid_z = torch.randn(cfg.grid_size, cfg.latent_dim, generator=position_generator(cfg.seed, 0, _GRID))
+    grid_labels = torch.arange(cfg.grid_size) % num_classes if num_classes else None
+    order = Order(int(meta["count"]), cfg.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    def make_state() -> dict:
+        here = stage_at(cfg, images_shown, plan)  # the stage the next step would train
+        return {
+            "images_shown": images_shown, "step": step, "res": here.res, "alpha": here.alpha,
+            "opt_phase": opt_phase, "num_classes": num_classes, "config": cfg.to_dict(),
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+        }
+
+    def snapshot() -> Path | None:
+        path = ckpt.save_checkpoint(run_dir, make_state(), cfg.keep_checkpoints) if is_main else None
+        dist_utils.barrier()
+        return path
+
+    def sample_grid(stage) -> None:
+        with torch.no_grad(), autocast:
+            imgs = G_ema(grid_z.to(device), stage.res, stage.alpha,
+                         None if grid_labels is None else grid_labels.to(device)).float()
+        path = save_grid(imgs, run_dir / "samples" / f"fakes-{images_shown:012d}.png")
+        writer.add_image("samples/G_ema", _grid_tensor(imgs), images_shown)
+        log(f"  samples: {path}")
+
+    # Stop cleanly on SIGINT / SIGTERM: finish the step, write a checkpoint, return.
+    stop_signal: list[int] = []
+    old_handlers = {}
+    if is_main or world > 1:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old_handlers[sig] = signal.signal(sig, lambda s, f: stop_signal.append(s))
+            except ValueError:  # not in the main thread
+                pass
+
+    # Main loop.
+    feeder = None
+    feeder_key = None
+    stats = TickStats(device)
+    opt_G = opt_D = None
+    cur_phase = None
+    tick_images = max(1, round(cfg.tick_kimg * 1000))
+    tick_start_time = time.perf_counter()
+    tick_start_images = images_shown
+    last_ckpt: Path | None = None
+    try:
+        if is_main and images_shown == 0:
+            _save_reals_grid(cfg, order, run_dir, writer)
+        while images_shown < end:
+            stage = stage_at(cfg, images_shown, plan)
+
+            # Phase change: trainable blocks, optimizers, data.
+            if cur_phase != stage.phase_index:
+                if cur_phase is not None and is_main:
+                    log(f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at {images_shown / 1000:.1f} kimg")
+                cur_phase = stage.phase_index
+                g_params = _set_trainable(G, G.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
+                d_params = _set_trainable(D, D.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
+                # Adam state starts fresh at every phase change, as in the official code
+                # (reset_opt_for_new_lod), unless reset_optimizer is off.
+                if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
+                    opt_G = _make_optimizer(list(G.parameters()), cfg, stage.lr, device)
+                    opt_D = _make_optimizer(list(D.parameters()), cfg, stage.lr, device)
+                    if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
+                        opt_G.load_state_dict(opt_state[0])
+                        opt_D.load_state_dict(opt_state[1])
+                    opt_phase = stage.phase_index
+                opt_state = None
+                for opt in (opt_G, opt_D):
+                    for group in opt.param_groups:
+                        group["lr"] = stage.lr
+            if feeder_key != (stage.res, cur_phase):
+                feeder_key = (stage.res, cur_phase)
+                feeder = _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log)
+
+            batch = stage.batch
+            lo, hi = dist_utils.shard(batch, rank, world)
+            data = feeder.next()
+            reals_u8 = data.images.to(device, non_blocking=True)
+            labels = data.labels.to(device, non_blocking=True) if data.labels is not None else None
+            z_d = torch.randn(batch, cfg.latent_dim, generator=position_generator(cfg.seed, images_shown, _Z_D))[lo:hi]
+            z_g = torch.randn(batch, cfg.latent_dim, generator=position_generator(cfg.seed, images_shown, _Z_G))[lo:hi]
+            eps = torch.rand(batch, 1, 1, 1, generator=position_generator(cfg.seed, images_shown, _EPS))[lo:hi]
+            flips = None
+            if cfg.mirror:
+                flips = (torch.rand(batch, generator=position_generator(cfg.seed, images_shown, _FLIP)) < 0.5)[lo:hi]
+                flips = flips.to(device)
+            z_d, z_g, eps = z_d.to(device), z_g.to(device), eps.to(device)
+            fake_labels = labels  # conditional fakes use the labels of the reals they are judged with
+            res, alpha = stage.res, stage.alpha
+            # Each rank's loss is weighted by its share of the global batch, so summed gradients
+            # equal one process's gradients on the whole batch.
+            weight = (hi - lo) / batch * world
+
+            # D step.
+            reals = _preprocess_reals(reals_u8, flips, res, alpha)
+            critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
+            with autocast:
+                with torch.no_grad():
+                    fakes = G(z_d, res, alpha, fake_labels)
+                if cfg.loss == "wgangp":
+                    d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
+                else:
+                    d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
+            opt_D.zero_grad(set_to_none=True)
+            (d_loss * weight).backward()
+            dist_utils.average_gradients(d_params)
+            opt_D.step()
+
+            # G step.
+            D.requires_grad_(False)
+            with autocast:
+                gl = g_loss(D(G(z_g, res, alpha, fake_labels), res, alpha, labels), cfg.loss)
+            opt_G.zero_grad(set_to_none=True)
+            (gl * weight).backward()
+            dist_utils.average_gradients(g_params)
+            opt_G.step()
+            for p in d_params:
+                p.requires_grad_(True)
+
+            # G_ema.
+            update_ema(G_ema, G, ema_beta(cfg, step, batch))
+            stats.add(d_loss=d_loss.detach(), g_loss=gl.detach(), **d_stats)
+            images_shown += batch
+            step += 1
+
+            # Tick: console, TensorBoard, samples, checkpoints.
+            at_end = images_shown >= end
+            new_phase = stage_at(cfg, images_shown, plan).phase_index != cur_phase and not at_end
+            tick = images_shown // tick_images != (images_shown - batch) // tick_images
+            stopping = bool(stop_signal) or (stop_at_images is not None and images_shown >= stop_at_images)
+            if tick or at_end or new_phase or stopping:
+                now = time.perf_counter()
+                rate = (images_shown - tick_start_images) / max(now - tick_start_time, 1e-9)
+                tick_start_time, tick_start_images = now, images_shown
+                values = stats.read_and_reset(world)
+                tick_index = images_shown // tick_images
+                if is_main:
+                    _report(log, writer, cfg, stage, images_shown, end, rate, values, device)
+                if is_main and (at_end or new_phase or tick_index % cfg.image_ticks == 0):
+                    sample_grid(stage)
+                if at_end or new_phase or stopping or tick_index % cfg.snapshot_ticks == 0:
+                    last_ckpt = snapshot()
+                    if is_main:
+                        log(f"  checkpoint: {last_ckpt}")
+                if stopping:
+                    break
+        finished = images_shown >= end
+        if finished and is_main:
+            log(f"done: {images_shown / 1000:.1f} kimg; samples in {run_dir / 'samples'}, "
+                f"TensorBoard logs in {run_dir / 'tensorboard'}, checkpoints in {ckpt.checkpoint_dir(run_dir)}")
+        if stop_signal and is_main:
+            log(f"stopped by signal {stop_signal[0]} at {images_shown / 1000:.1f} kimg; "
+                f"resume with: progan train --run-dir {run_dir} --resume")
+        return TrainResult(images_shown, finished, last_ckpt)
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+        if writer is not None:
+            writer.close()
+
+
+def _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log) -> LevelFeeder:
+    """Plan every step of the current phase (pure schedule arithmetic) and start reading it."""
+    steps: list[list[int]] = []
+    t = images_shown
+    while t < end:
+        s = stage_at(cfg, t, plan)
+        if s.phase_index != stage.phase_index:
+            break
+        lo, hi = dist_utils.shard(s.batch, rank, world)
+        steps.append(order.indices(t + lo, hi - lo))
+        t += s.batch
+    return LevelFeeder(cfg.data, stage.res, steps, labeled=num_classes > 0, workers=cfg.data_workers,
+                       cache_mb=cfg.cache_mb, pin=device.type == "cuda", log=log)
+
+
+def _report(log, writer, cfg, stage, images_shown, end, rate, values, device) -> None:
+    kimg = images_shown / 1000
+    phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
+    run_left = max(end - images_shown, 0) / max(rate, 1e-9)
+    log(
+        f"kimg {kimg:9.1f}  res {stage.res:4d}  {stage.phase.kind:6s} alpha {stage.alpha:.3f}  "
+        f"D {values.get('d_loss', float('nan')):+.4f}  G {values.get('g_loss', float('nan')):+.4f}  "
+        f"gp {values.get('gp', float('nan')):.4f}  {rate:7.1f} img/s  "
+        f"ETA phase {_fmt_time(phase_left)}  run {_fmt_time(run_left)}"
+    )
+    step = images_shown  # TensorBoard's step is images shown throughout progan
+    for k, v in values.items():
+        writer.add_scalar(f"loss/{k}", v, step)
+    writer.add_scalar("progress/resolution", stage.res, step)
+    writer.add_scalar("progress/alpha", stage.alpha, step)
+    writer.add_scalar("progress/kimg", kimg, step)
+    writer.add_scalar("speed/images_per_s", rate, step)
+    writer.add_scalar("speed/s_per_kimg", 1000.0 / max(rate, 1e-9), step)
+    if device.type == "cuda":
+        writer.add_scalar("resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step)
+    writer.flush()
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+def _grid_tensor(imgs: torch.Tensor) -> torch.Tensor:
+    import torchvision
+
+    n = imgs.shape[0]
+    return torchvision.utils.make_grid(imgs.clamp(-1, 1) * 0.5 + 0.5, nrow=max(1, int(math.sqrt(n))))
+
+
+def _save_reals_grid(cfg, order, run_dir, writer) -> None:
+    from progan.data import LMDBImages
+
+    ds = LMDBImages(cfg.data, cfg.res_max)
+    idx = order.indices(0, min(cfg.grid_size, len(ds)))
+    items = [ds[i] for i in idx]
+    imgs = torch.stack([x[0] if isinstance(x, tuple) else x for x in items]).float() / 127.5 - 1
+    save_grid(imgs, run_dir / "samples" / "reals.png")
+    writer.add_image("samples/reals", _grid_tensor(imgs), 0)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run directory was started with (``RUN/config.toml``)."""
+    from progan.config import load_toml
+
+    p = Path(run_dir) / "config.toml"
+    if not p.is_file():
+        raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); start it with --data")
+    return from_dict(load_toml(p))

@@ -1,0 +1,127 @@
+"""The paper's properties of the networks: Table 2 sizes, equalized LR, fade-in continuity, mbstd."""
+
+import math
+
+import pytest
+import torch
+
+from progan.layers import EqualizedConv2d, EqualizedLinear, minibatch_stddev
+from progan.networks import (
+    Discriminator,
+    Generator,
+    num_features,
+    stage_parameter_count,
+)
+
+
+def small(res_max=32, **kw):
+    torch.manual_seed(0)
+    g = Generator(res_max, latent_dim=32, fmap_base=128, fmap_max=32, **kw)
+    d = Discriminator(res_max, fmap_base=128, fmap_max=32, **kw)
+    return g.double(), d.double()
+
+
+def test_feature_maps_follow_table_2():
+    assert [num_features(r) for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)] == [
+        512, 512, 512, 512, 256, 128, 64, 32, 16
+    ]
+
+
+def test_parameter_counts_at_1024_match_table_2():
+    g, d = Generator(1024), Discriminator(1024)
+    # Paper Table 2: 23.1 M trainable parameters each for the final 1024x1024 networks.
+    assert round(stage_parameter_count(g, 1024) / 1e6, 1) == 23.1
+    assert round(stage_parameter_count(d, 1024) / 1e6, 1) == 23.1
+    # Allocated up front: every toRGB / fromRGB exists, so the totals are slightly larger.
+    assert sum(p.numel() for p in g.parameters()) > stage_parameter_count(g, 1024)
+
+
+def test_equalized_lr_gives_he_std_at_runtime():
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(256, 128, 3)
+    lin = EqualizedLinear(1024, 512)
+    for layer, fan_in in ((conv, 256 * 9), (lin, 1024)):
+        # Stored weights are N(0, 1); the runtime scale makes them He's N(0, 2 / fan_in).
+        assert abs(layer.weight.std().item() - 1.0) < 0.01
+        effective = (layer.weight * layer.scale).std().item()
+        assert abs(effective / math.sqrt(2.0 / fan_in) - 1.0) < 0.01
+        assert torch.all(layer.bias == 0)
+
+
+def test_equalized_lr_output_keeps_unit_scale_through_depth():
+    torch.manual_seed(0)
+    x = torch.randn(64, 128, 8, 8)
+    for _ in range(6):
+        x = torch.relu(EqualizedConv2d(128, 128, 3)(x))
+    # He init with gain sqrt(2) keeps the second moment of ReLU nets near 1 (no explosion/vanishing).
+    assert 0.3 < x.square().mean().item() < 3.0
+
+
+@pytest.mark.parametrize("res", [8, 16, 32])
+def test_generator_fade_in_is_continuous_at_alpha_zero(res):
+    g, _ = small()
+    z = torch.randn(6, 32, dtype=torch.float64)
+    new = g(z, res, alpha=0.0)
+    old = g(z, res // 2, alpha=1.0)
+    up = old.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(new, up, rtol=0, atol=1e-12)
+    assert not torch.allclose(g(z, res, alpha=0.5), up)
+
+
+@pytest.mark.parametrize("res", [8, 16, 32])
+def test_discriminator_fade_in_is_continuous_at_alpha_zero(res):
+    _, d = small()
+    img = torch.randn(8, 3, res, res, dtype=torch.float64)
+    new = d(img, res, alpha=0.0)
+    old = d(torch.nn.functional.avg_pool2d(img, 2), res // 2, alpha=1.0)
+    torch.testing.assert_close(new, old, rtol=0, atol=1e-10)
+    assert not torch.allclose(d(img, res, alpha=0.5), old)
+
+
+def test_fade_blend_is_linear_in_alpha():
+    g, _ = small()
+    z = torch.randn(4, 32, dtype=torch.float64)
+    a, b, mid = g(z, 16, 0.0), g(z, 16, 1.0), g(z, 16, 0.25)
+    torch.testing.assert_close(mid, 0.75 * a + 0.25 * b)
+
+
+def test_generator_output_shape_and_pixel_norm():
+    g, _ = small()
+    z = torch.randn(5, 32, dtype=torch.float64) * 100  # pixel norm makes the scale of z irrelevant
+    torch.testing.assert_close(g(z, 32), g(z / 100, 32))
+    assert g(z, 32).shape == (5, 3, 32, 32)
+
+
+def test_minibatch_stddev_groups_are_strided_and_any_batch_works():
+    x = torch.randn(8, 3, 4, 4, dtype=torch.float64)
+    y = minibatch_stddev(x, 4)
+    assert y.shape == (8, 4, 4, 4)
+    # Group of sample 0 is samples 0, 2, 4, 6 (reshape [G, N/G, ...]).
+    grp = x[[0, 2, 4, 6]]
+    expected = (grp.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    torch.testing.assert_close(y[0, 3, 0, 0], expected)
+    torch.testing.assert_close(y[2, 3], y[0, 3])
+    assert minibatch_stddev(torch.randn(7, 3, 4, 4), 4).shape == (7, 4, 4, 4)  # prime batch: group 1
+    assert minibatch_stddev(torch.randn(6, 3, 4, 4), 4).shape == (6, 4, 4, 4)  # group 3
+
+
+def test_state_dict_keys_do_not_depend_on_stage():
+    g, d = small()
+    keys = set(g.state_dict())
+    g(torch.randn(2, 32, dtype=torch.float64), 8, 0.5)
+    assert set(g.state_dict()) == keys
+    g2 = Generator(32, latent_dim=32, fmap_base=128, fmap_max=32).double()
+    g2.load_state_dict(g.state_dict())
+
+
+def test_conditional_networks_use_labels():
+    g, d = small(num_classes=3)
+    z = torch.randn(4, 32, dtype=torch.float64)
+    y0, y1 = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    assert not torch.allclose(g(z, 8, 1.0, y0), g(z, 8, 1.0, y1))
+    img = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        d.embed.weight.normal_()
+    assert not torch.allclose(d(img, 8, 1.0, y0), d(img, 8, 1.0, y1))
+    with pytest.raises(ValueError):
+        g(z, 8)

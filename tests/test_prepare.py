@@ -1,0 +1,264 @@
+"""prepare-lmdb: input formats, bad inputs, levels, determinism, atomic output, CLI messages."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import progan.prepare as prepare
+from progan.cli import main
+from progan.data import LMDBImages, read_meta
+from progan.errors import ProganError
+from progan.prepare import box_downsample, prepare_lmdb
+
+RES = 16
+RED, BLUE = (230, 20, 20), (20, 20, 230)
+
+
+def solid(color, size=(RES, RES), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def records(store: Path) -> dict[bytes, bytes]:
+    env = lmdb.open(str(store), readonly=True, lock=False)
+    with env.begin() as txn:
+        out = dict(txn.cursor())
+    env.close()
+    return out
+
+
+def top(store: Path, index: int = 0, res: int = RES) -> np.ndarray:
+    """Image ``index`` at level ``res`` as (H, W, 3)."""
+    return LMDBImages(store, res)[index].numpy().transpose(1, 2, 0).astype(int)
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def make_folder(root: Path) -> None:
+    """One file per format and per kind of bad input or ignored file."""
+    root.mkdir(parents=True, exist_ok=True)
+    solid(RED).save(root / "a_rgb.jpg", quality=95)
+    rgba = solid((0, 255, 0, 255), mode="RGBA")
+    rgba.paste((0, 255, 0, 0), (0, 0, RES, RES // 2))  # top half fully transparent
+    rgba.save(root / "b_rgba.png")
+    pal = solid(0, mode="P")
+    pal.putpalette([0, 0, 255] + [255, 0, 0] * 255)
+    pal.paste(1, (0, RES // 2, RES, RES))  # bottom half index 1 (red), top half index 0
+    pal.save(root / "c_palette.png", transparency=0)
+    solid(77, mode="L").save(root / "d_gray.png")
+    solid(RED).convert("CMYK").save(root / "e_cmyk.jpg", quality=95)
+    i16 = Image.fromarray(np.array([[65535, 32768, 25700, 0] * 4] * RES, np.uint16))
+    assert i16.mode in ("I;16", "I")
+    i16.save(root / "f_gray16.png")
+    wide = solid(RED, size=(2 * RES, RES))
+    wide.paste(BLUE, (RES, 0, 2 * RES, RES))  # stored: red left, blue right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90° clockwise: red on top, blue at the bottom
+    wide.save(root / "g_exif.jpg", quality=95, exif=exif)
+    frames = [solid((255, 0, 0)).convert("P"), solid((0, 0, 255)).convert("P")]
+    frames[0].save(root / "h_anim.gif", save_all=True, append_images=frames[1:])
+    solid(BLUE).save(root / "i_lossless.webp", lossless=True)
+    solid(RED).save(root / "j_image.bmp")
+    solid(BLUE).save(root / "k_image.tiff")
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    Image.fromarray(noise).save(buf, "JPEG")
+    (root / "x_truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (root / "y_empty.png").write_bytes(b"")
+    (root / "z_text.jpg").write_text("not a picture")
+    solid(RED).save(root / ".hidden.png")
+    (root / "notes.txt").write_text("ignored")
+
+
+GOOD = ["a_rgb.jpg", "b_rgba.png", "c_palette.png", "d_gray.png", "e_cmyk.jpg", "f_gray16.png",
+        "g_exif.jpg", "h_anim.gif", "i_lossless.webp", "j_image.bmp", "k_image.tiff"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    make_folder(root / "src")
+    result = run_cli("prepare-lmdb", root / "src", root / "store", "--res-max", RES,
+                     "--background", "#102030", "--workers", "2")
+    return root, result
+
+
+def test_every_format_is_stored_and_bad_files_are_skipped_with_reasons(built):
+    root, result = built
+    assert result.exit_code == 0, result.output
+    assert read_meta(root / "store")["count"] == len(GOOD)
+    assert "skipped 3 (empty file: 1, not an image: 1, truncated: 1)" in result.output
+    assert "x_truncated.jpg: truncated" in result.output
+    assert "y_empty.png: empty file" in result.output
+    assert "z_text.jpg: not an image" in result.output
+    assert ".hidden" not in result.output and "notes.txt" not in result.output
+
+
+def test_images_are_stored_in_sorted_path_order(built):
+    root, _ = built
+    assert np.abs(top(root / "store", GOOD.index("j_image.bmp")) - RED).max() == 0
+    assert np.abs(top(root / "store", GOOD.index("k_image.tiff")) - BLUE).max() == 0
+
+
+def test_fully_transparent_pixels_become_the_background(built):
+    img = top(built[0] / "store", GOOD.index("b_rgba.png"))
+    assert (img[: RES // 2] == (0x10, 0x20, 0x30)).all()
+    assert (img[RES // 2:] == (0, 255, 0)).all()
+
+
+def test_palette_transparency_is_composited(built):
+    img = top(built[0] / "store", GOOD.index("c_palette.png"))
+    assert (img[: RES // 2] == (0x10, 0x20, 0x30)).all()
+    assert (img[RES // 2:] == (255, 0, 0)).all()
+
+
+def test_grayscale_and_cmyk_become_rgb(built):
+    store = built[0] / "store"
+    assert (top(store, GOOD.index("d_gray.png")) == 77).all()
+    assert np.abs(top(store, GOOD.index("e_cmyk.jpg")) - RED).max() <= 6
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped(built):
+    img = top(built[0] / "store", GOOD.index("f_gray16.png"))
+    assert img[0, :4, 0].tolist() == [255, 128, 100, 0]
+    assert (img[..., 0] == img[..., 2]).all()
+
+
+def test_exif_orientation_is_applied(built):
+    img = top(built[0] / "store", GOOD.index("g_exif.jpg"))
+    assert np.abs(img[2, RES // 2] - RED).max() < 40, "top should be red after rotation"
+    assert np.abs(img[RES - 3, RES // 2] - BLUE).max() < 40, "bottom should be blue after rotation"
+
+
+def test_gif_uses_its_first_frame(built):
+    assert (top(built[0] / "store", GOOD.index("h_anim.gif")) == (255, 0, 0)).all()
+
+
+def test_each_level_is_the_box_average_of_the_level_above(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (50, 40, 3), np.uint8)).save(tmp_path / "n.png")
+    prepare_lmdb(tmp_path, tmp_path / "s", res_max=32, workers=0,
+                 progress=False)
+    for res in (32, 16, 8):
+        hi = top(tmp_path / "s", 0, res).astype(float)
+        lo = top(tmp_path / "s", 0, res // 2)
+        mean = hi.reshape(res // 2, 2, res // 2, 2, 3).mean(axis=(1, 3))
+        assert np.abs(lo - mean).max() <= 0.5
+    assert (box_downsample(np.full((2, 2, 3), 3, np.uint8)) == 3).all()
+
+
+def test_two_runs_give_identical_records_and_a_zip_gives_the_same(tmp_path):
+    make_folder(tmp_path / "src")
+    with zipfile.ZipFile(tmp_path / "src.zip", "w") as z:
+        for p in sorted((tmp_path / "src").iterdir()):
+            z.write(p, f"pics/{p.name}")
+        z.writestr("__MACOSX/pics/._a_rgb.jpg", b"junk")
+    for name, src in [("s1", "src"), ("s2", "src"), ("z", "src.zip")]:
+        prepare_lmdb(tmp_path / src, tmp_path / name, res_max=RES, workers=2, progress=False)
+    r1, r2, rz = (records(tmp_path / n) for n in ("s1", "s2", "z"))
+    assert r1 == r2
+    assert {k: v for k, v in r1.items() if k != b"__meta__"} == \
+           {k: v for k, v in rz.items() if k != b"__meta__"}
+
+
+def test_labels_come_from_first_level_subfolders(tmp_path):
+    for cls, color in [("dogs", BLUE), ("cats", RED)]:
+        (tmp_path / "src" / cls / "deep").mkdir(parents=True)
+        for i in range(2):
+            solid(color).save(tmp_path / "src" / cls / "deep" / f"{i}.png")
+    prepare_lmdb(tmp_path / "src", tmp_path / "s", res_max=8, labels=True, workers=0,
+                 progress=False)
+    meta = read_meta(tmp_path / "s")
+    assert (meta["num_classes"], meta["class_names"]) == (2, ["cats", "dogs"])
+    items = [LMDBImages(tmp_path / "s", 8)[i] for i in range(4)]
+    assert [label for _, label in items] == [0, 0, 1, 1]
+    assert items[0][0][0, 0, 0] == RED[0] and items[3][0][2, 0, 0] == BLUE[2]
+
+
+def test_small_images_are_upscaled_and_counted_or_skipped_below_min_size(tmp_path):
+    solid(RED, size=(8, 8)).save(tmp_path / "small.png")
+    solid(RED, size=(40, 34)).save(tmp_path / "big.png")
+    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s1", "--res-max", 32, "--workers", 0)
+    assert result.exit_code == 0 and "1 images were smaller than 32 px" in result.output
+    assert read_meta(tmp_path / "s1")["upscaled"] == 1
+    s = prepare_lmdb(tmp_path, tmp_path / "s2", res_max=32, min_size=16, workers=0, progress=False)
+    assert (s["stored"], s["skipped"]) == (1, {"too small": 1})
+
+
+def test_crop_none_skips_non_square_images(tmp_path):
+    solid(RED, size=(20, 10)).save(tmp_path / "wide.png")
+    solid(BLUE, size=(10, 10)).save(tmp_path / "square.png")
+    s = prepare_lmdb(tmp_path, tmp_path / "s", res_max=8, crop="none", workers=0, progress=False)
+    assert (s["stored"], s["skipped"]) == (1, {"not square": 1})
+
+
+def test_strict_fails_and_leaves_no_store(tmp_path):
+    make_folder(tmp_path / "src")
+    result = run_cli("prepare-lmdb", tmp_path / "src", tmp_path / "out", "--res-max", 8, "--strict")
+    assert result.exit_code != 0 and "--strict" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_refuses_existing_output_and_missing_source(tmp_path):
+    (tmp_path / "out").mkdir()
+    solid(RED).save(tmp_path / "a.png")
+    result = run_cli("prepare-lmdb", tmp_path / "a.png", tmp_path / "out", "--res-max", 8)
+    assert result.exit_code == 2 and "already exists" in result.output
+    result = run_cli("prepare-lmdb", tmp_path / "nope", tmp_path / "out2")
+    assert result.exit_code == 2 and "nope' not found" in result.output
+    (tmp_path / "empty").mkdir()
+    result = run_cli("prepare-lmdb", tmp_path / "empty", tmp_path / "out3")
+    assert result.exit_code == 2 and "no image files" in result.output
+
+
+def test_zero_usable_images_is_an_error(tmp_path):
+    (tmp_path / "bad.png").write_text("x")
+    with pytest.raises(ProganError, match="no usable images"):
+        prepare_lmdb(tmp_path, tmp_path / "s", res_max=8, workers=0, progress=False)
+    assert not list(tmp_path.glob("s*"))
+
+
+def test_ctrl_c_and_disk_errors_clean_up_the_partial_store(tmp_path, monkeypatch):
+    for i in range(3):
+        solid(RED).save(tmp_path / f"{i}.png")
+    out = tmp_path / "out"
+    stale = tmp_path / "out.partial-999999999"
+    stale.mkdir()
+    monkeypatch.setattr(prepare, "_BATCH_IMAGES", 1)
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "_write", interrupt)
+    result = run_cli("prepare-lmdb", tmp_path, out, "--res-max", 8, "--workers", 0)
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert not list(tmp_path.glob("out*")), "the stale and the new partial store are both gone"
+    monkeypatch.undo()
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare.os, "rename", full)
+    result = run_cli("prepare-lmdb", tmp_path, out, "--res-max", 8, "--workers", 0)
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_map_size_grows_as_needed(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(prepare, "_INITIAL_MAP_SIZE", 64 << 10)
+    prepare_lmdb(tmp_path, tmp_path / "s", res_max=64, workers=0, progress=False)
+    assert LMDBImages(tmp_path / "s", 64).read_level().shape == (6, 3, 64, 64)

@@ -1,0 +1,69 @@
+"""The schedule as a pure function of images shown, and config loading."""
+
+import pytest
+
+from progan.config import TrainConfig, from_dict, load_config, to_toml, load_toml
+from progan.errors import ProganError
+from progan.schedule import phases, stage_at, total_images
+
+
+def test_paper_schedule_is_13_6_million_images():
+    cfg = TrainConfig()
+    assert total_images(cfg) == 13_600_000
+    ph = phases(cfg)
+    assert [(p.res, p.kind) for p in ph[:3]] == [(4, "stable"), (8, "fade"), (8, "stable")]
+    assert ph[-1].res == 1024 and ph[-1].end == 13_600_000
+    assert all(a.end == b.start for a, b in zip(ph, ph[1:]))
+
+
+def test_alpha_rises_linearly_over_the_fade_by_images_shown():
+    cfg = TrainConfig()
+    assert stage_at(cfg, 799_999).res == 4
+    s0, s_mid, s_end = stage_at(cfg, 800_000), stage_at(cfg, 1_200_000), stage_at(cfg, 1_600_000)
+    assert (s0.res, s0.alpha) == (8, 0.0)
+    assert (s_mid.res, s_mid.alpha) == (8, 0.5)
+    assert (s_end.res, s_end.alpha, s_end.phase.kind) == (8, 1.0, "stable")
+
+
+def test_minibatch_and_lr_follow_the_tables():
+    cfg = TrainConfig(lr_table={256: 0.002})
+    assert stage_at(cfg, 0).batch == 16
+    at_1024 = stage_at(cfg, 13_000_000)
+    assert (at_1024.res, at_1024.batch) == (1024, 3)
+    s256 = next(p for p in phases(cfg) if p.res == 256)
+    assert stage_at(cfg, s256.start).lr == 0.002 and stage_at(cfg, 0).lr == 0.001
+
+
+def test_total_kimg_extends_the_last_phase():
+    cfg = TrainConfig(res_max=8, kimg_fade=1, kimg_stable=1, total_kimg=10, minibatch={4: 4, 8: 4})
+    assert phases(cfg)[-1].end == 10_000
+    assert stage_at(cfg, 9_999).res == 8
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ProganError, match="unknown config key 'fmap_maxx'"):
+        from_dict({"fmap_maxx": 64})
+
+
+def test_res_max_must_be_power_of_two():
+    with pytest.raises(ProganError, match="res_max must be a power of two"):
+        TrainConfig(res_max=100)
+
+
+def test_bad_value_names_the_key():
+    with pytest.raises(ProganError, match="'seed'"):
+        from_dict({"seed": "abc"})
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = TrainConfig(res_max=64, minibatch={4: 8, 8: 8, 16: 8, 32: 4, 64: 2}, total_kimg=12.5,
+                      lr_table={64: 0.002}, mirror=False)
+    p = tmp_path / "c.toml"
+    p.write_text(to_toml(cfg))
+    assert from_dict(load_toml(p)) == cfg
+
+
+@pytest.mark.parametrize("name", ["celebahq-1024", "ffhq-1024", "lsun-256", "cifar10-32", "demo"])
+def test_shipped_configs_load(name):
+    cfg = load_config(name)
+    assert cfg.res_max in (32, 256, 1024)

@@ -1,0 +1,257 @@
+"""Training end to end on CPU: growth, checkpoints, exact resume, TensorBoard, errors, generate."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from progan.checkpoint import list_checkpoints, load_checkpoint
+from progan.cli import main
+from progan.config import TrainConfig
+from progan.errors import ProganError
+from progan.training_loop import train
+
+TINY = dict(res_max=16, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
+            minibatch={4: 8, 8: 8, 16: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=2,
+            device="cpu", data_workers=0, grid_size=16, keep_checkpoints=50)
+TINY_ARGS = ["--res-max", "16", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
+             "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg", "0.032",
+             "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
+
+
+def tiny(store, **kw) -> TrainConfig:
+    return TrainConfig(data=str(store), **{**TINY, **kw})
+
+
+def quiet(msg):
+    pass
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(list_checkpoints(run_dir)[-1])
+    return {f"{net}.{k}": v for net in ("G", "D", "G_ema") for k, v in state[net].items()}
+
+
+def test_training_grows_through_two_resolutions_with_finite_losses(face_store, tmp_path):
+    run = tmp_path / "run"
+    lines = []
+    result = train(tiny(face_store), run, log=lines.append)
+    assert result.finished and result.images_shown >= 320
+    ticks = [ln for ln in lines if ln.startswith("kimg")]
+    assert {int(ln.split()[3]) for ln in ticks} == {4, 8, 16}
+    d_losses = [float(ln.split(" D ")[1].split()[0]) for ln in ticks]
+    assert all(math.isfinite(v) for v in d_losses)
+    state = torch.load(list_checkpoints(run)[-1], weights_only=True)
+    assert state["res"] == 16 and state["alpha"] == 1.0 and state["images_shown"] == result.images_shown
+    assert (run / "config.toml").is_file() and (run / "samples" / "reals.png").is_file()
+    assert len(list((run / "samples").glob("fakes*.png"))) >= 3
+    # A checkpoint at every phase change: 4 stable | 8 fade | 8 stable | 16 fade | 16 stable.
+    shown = [load_checkpoint(p)["images_shown"] for p in list_checkpoints(run)]
+    for boundary in (64, 128, 192, 256):
+        assert boundary in shown
+
+
+def test_generator_learns_something(face_store, tmp_path):
+    """After a short run G_ema's images have moved from the initial ones toward the data's colours."""
+    from progan.checkpoint import load_generator
+    from progan.data import LMDBImages
+
+    run = tmp_path / "run"
+    train(tiny(face_store, res_max=8, kimg_stable=0.4, kimg_fade=0.1, lr=0.003), run, log=quiet)
+    g = load_generator(run)
+    z = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    fakes = g(z)
+    reals = LMDBImages(face_store, 8).read_level().float() / 127.5 - 1
+    torch.manual_seed(0)
+    g0 = TrainConfig(**{**TINY, "res_max": 8})
+    from progan.checkpoint import build_networks
+
+    init, _ = build_networks(g0)
+    init_fakes = init(z, 8, 1.0)
+    dist_now = (fakes.mean(0) - reals.mean(0)).abs().mean()
+    dist_init = (init_fakes.mean(0) - reals.mean(0)).abs().mean()
+    assert dist_now < 0.6 * dist_init
+
+
+def test_resume_after_stop_is_bit_exact(face_store, tmp_path):
+    cfg = tiny(face_store)
+    train(cfg, tmp_path / "a", log=quiet)
+    r = train(cfg, tmp_path / "b", log=quiet, stop_at_images=100)  # stops mid-fade at 8x8
+    assert not r.finished
+    train(cfg, tmp_path / "b", log=quiet)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
+    cfg = tiny(face_store)
+    train(cfg, tmp_path / "a", log=quiet)
+    run = tmp_path / "b"
+    cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
+           *TINY_ARGS]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(run)) < 4 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "run finished before it could be killed"
+    killed_at = load_checkpoint(list_checkpoints(run)[-1])["images_shown"]
+    assert killed_at < 320
+    result = CliRunner().invoke(main, ["train", "--run-dir", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output
+    wa, wb = weights(tmp_path / "a"), weights(run)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_sigint_writes_a_checkpoint_and_exits(face_store, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
+           *TINY_ARGS, "--kimg-stable", "50", "--snapshot-ticks", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "samples" / "reals.png").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    assert "resume with: progan train --run-dir" in out
+    assert len(list_checkpoints(run)) >= 1
+
+
+def test_checkpoint_is_weights_only_loadable(face_store, tmp_path):
+    train(tiny(face_store, res_max=8), tmp_path / "run", log=quiet)
+    state = torch.load(list_checkpoints(tmp_path / "run")[-1], weights_only=True)
+    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "config", "images_shown", "step", "res", "alpha"):
+        assert key in state
+    assert isinstance(state["images_shown"], int)
+
+
+def test_tensorboard_holds_scalars_and_images(face_store, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny(face_store, res_max=8), tmp_path / "run", log=quiet)
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for t in ("loss/d_loss", "loss/g_loss", "loss/gp", "loss/d_real", "loss/d_fake", "progress/alpha",
+              "progress/resolution", "speed/images_per_s", "speed/s_per_kimg"):
+        assert t in tags["scalars"], t
+    assert "samples/G_ema" in tags["images"] and "samples/reals" in tags["images"]
+    res = [e.value for e in acc.Scalars("progress/resolution")]
+    assert res[0] == 4 and res[-1] == 8
+
+
+def test_logistic_loss_and_conditional_training_run(labelled_store, tmp_path):
+    cfg = TrainConfig(data=str(labelled_store), **{**TINY, "res_max": 8, "minibatch": {4: 8, 8: 8}},
+                      loss="logistic", conditional=True)
+    r = train(cfg, tmp_path / "run", log=quiet)
+    assert r.finished
+    state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert state["num_classes"] == 2 and "embed.weight" in state["G"]
+
+
+def test_bf16_run_trains(face_store, tmp_path):
+    r = train(tiny(face_store, res_max=8, precision="bf16"), tmp_path / "run", log=quiet)
+    assert r.finished
+    w = weights(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    err = [ln for ln in result.output.splitlines() if ln.startswith("error:") or "Error:" in ln]
+    assert err, result.output
+    for n in needles:
+        assert n in result.output, result.output
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    r = run_cli("train", "--data", tmp_path / "nope.lmdb", "--run-dir", tmp_path / "run", "--device", "cpu")
+    assert_one_line_error(r, "nope.lmdb")
+
+
+def test_store_without_the_resolution_is_a_clear_error(face_store, tmp_path):
+    r = run_cli("train", "--data", face_store, "--run-dir", tmp_path / "run", "--res-max", "64")
+    assert_one_line_error(r, "--res-max 64")
+
+
+def test_res_max_not_power_of_two_is_a_clear_error(face_store, tmp_path):
+    r = run_cli("train", "--data", face_store, "--run-dir", tmp_path / "run", "--res-max", "48")
+    assert_one_line_error(r, "power of two")
+
+
+def test_run_dir_of_another_config_is_refused(face_store, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(face_store, res_max=8), run, log=quiet)
+    r = run_cli("train", "--data", face_store, "--run-dir", run, *TINY_ARGS, "--res-max", "8",
+                "--fmap-max", "8")
+    assert_one_line_error(r, "another config", "fmap_max")
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(face_store, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny(face_store, res_max=8)
+    train(cfg, run, log=quiet, stop_at_images=96)
+    ckpts = list_checkpoints(run)
+    assert len(ckpts) >= 2
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])
+    lines = []
+    r = train(cfg, run, log=lines.append)
+    assert r.finished
+    assert any("corrupt" in ln and ckpts[-1].name in ln for ln in lines)
+    assert any(f"resuming from {ckpts[-2]}" in ln for ln in lines)
+
+
+def test_corrupt_checkpoint_for_generate_is_a_clear_error(tmp_path):
+    bad = tmp_path / "ckpt-000000000001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_cli("generate", bad, "--out", tmp_path / "out")
+    assert_one_line_error(r, "corrupt")
+
+
+def test_generate_writes_images_grid_and_interpolation(face_store, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(face_store, res_max=8), run, log=quiet)
+    out = tmp_path / "out"
+    r = run_cli("generate", run, "--out", out, "--n", 4, "--grid", "--interpolate", "--steps", 3)
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    pngs = sorted(out.glob("seed0000-*.png"))
+    assert len(pngs) == 4 and Image.open(pngs[0]).size == (8, 8)
+    assert Image.open(out / "grid.png").size == (16, 16)
+    assert Image.open(out / "interpolation.png").size == (8 * 10, 8)
+    assert (out / "interpolation.gif").is_file()
+
+
+def test_load_generator_api_matches_checkpoint_stage(face_store, tmp_path):
+    import progan
+
+    run = tmp_path / "run"
+    train(tiny(face_store), run, log=quiet, stop_at_images=100)
+    g = progan.load_generator(run)
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert g.res == state["res"] == 8 and 0 < g.alpha < 1
+    assert g(torch.randn(2, 16)).shape == (2, 3, 8, 8)
