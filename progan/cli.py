@@ -154,13 +154,16 @@ def _int_pow2(ctx, param, value):
 @click.option("--snapshot-ticks", type=int, help="Ticks between checkpoints.")
 @click.option("--image-ticks", type=int, help="Ticks between sample grids.")
 @click.option("--workers", "data_workers", type=int, help="DataLoader worker processes for levels not cached in RAM.")
+@click.option("--gpus", type=int, default=1, show_default=True,
+              help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.")
 @_user_errors
-def train(data, run_dir, config_path, resume, batch, **overrides):
+def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
     """Train a progressive GAN; running the same command again continues the run.
 
     Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM;
     an interrupted run continues exactly from its newest valid checkpoint.
     """
+    from progan import distributed as dist_utils
     from progan.config import load_config
     from progan.training_loop import load_run_config, train as run_training
 
@@ -181,7 +184,29 @@ def train(data, run_dir, config_path, resume, batch, **overrides):
         if batch < 1:
             raise ProganError("--batch must be >= 1")
         cfg = cfg.replace(minibatch={str(r): batch for r in cfg.minibatch})
-    result = run_training(cfg, run_dir)
+    if gpus < 1:
+        raise ProganError("--gpus must be >= 1")
+    if gpus > 1 and not dist_utils.wanted():
+        import subprocess
+
+        cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
+        click.echo("launching: " + " ".join(cmd))
+        sys.exit(subprocess.call(cmd))
+    from progan.training_loop import resolve_device
+
+    dist_utils.init(dist_utils.local_device(resolve_device(cfg.device)))
+    try:
+        result = run_training(cfg, run_dir)
+    except RuntimeError as e:
+        if not dist_utils.is_initialized():
+            raise
+        # A collective failed: another process of the job died or lost its connection.
+        raise ProganError(
+            f"rank {dist_utils.rank()}: lost another process of the job ({str(e).splitlines()[0][:120]}); "
+            f"resume with: progan train --run-dir {run_dir} --resume"
+        ) from None
+    finally:
+        dist_utils.shutdown()
     if not result.finished:
         sys.exit(130)
 

@@ -50,6 +50,15 @@ def all_mean(t: torch.Tensor) -> torch.Tensor:
     return t / world_size()
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank."""
+    if not is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average the gradients of ``params`` over all processes, in one flat all-reduce."""
     if not is_initialized():
@@ -63,3 +72,58 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         n = g.numel()
         p.grad = flat[offset:offset + n].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[offset:offset + n].view_as(p))
         offset += n
+
+
+def wanted() -> bool:
+    """True when launched by torchrun (or --gpus) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device, timeout_s: float = 600.0) -> None:
+    """Join the process group from torchrun's environment: NCCL on CUDA, gloo on CPU.
+
+    The timeout bounds how long surviving ranks wait in a collective for a rank that died; torchrun
+    normally ends the job sooner, as soon as it sees a worker exit.
+    """
+    from datetime import timedelta
+
+    if not wanted() or is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+
+
+def shutdown() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Make every rank hold rank 0's parameters and buffers (they are seeded alike; this makes sure)."""
+    if not is_initialized():
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+def launch_command(nproc: int, argv: list[str]) -> list[str]:
+    """The torchrun command that runs ``progan <argv>`` in ``nproc`` processes on this machine."""
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "progan", *argv]
+
+
+def strip_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out

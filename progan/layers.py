@@ -70,18 +70,20 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     """Append one channel: the std over a group of samples, averaged over features and pixels.
 
-    As in the official code, a group is the samples ``i, i + N/G, i + 2N/G, ...``; the group size is
-    the largest divisor of the batch that is at most ``group_size``, so any batch size works.
+    Groups are runs of ``group_size`` consecutive samples (the official code strides them, i, i+N/G,
+    ...; for a shuffled batch the statistics are the same). Consecutive groups make a batch split
+    across processes in multiples of the group size compute exactly what one process computes on the
+    whole batch. The group size falls to the largest divisor of the batch, so any batch size works.
     """
     n, c, h, w = x.shape
     g = min(group_size, n)
     while n % g:
         g -= 1
-    y = _at_least_fp32(x).reshape(g, -1, c, h, w)
-    y = y - y.mean(dim=0)
-    y = (y.square().mean(dim=0) + 1e-8).sqrt()
+    y = _at_least_fp32(x).reshape(-1, g, c, h, w)
+    y = y - y.mean(dim=1, keepdim=True)
+    y = (y.square().mean(dim=1) + 1e-8).sqrt()
     y = y.mean(dim=(1, 2, 3))  # (N/G,)
-    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w).to(x.dtype)
+    y = y.repeat_interleave(g).reshape(-1, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
     return torch.cat([x, y], dim=1)
 
 

@@ -120,6 +120,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
     G, D = ckpt.build_networks(cfg, num_classes)
     G, D = G.to(device), D.to(device)
+    dist_utils.broadcast_module(G)
+    dist_utils.broadcast_module(D)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     plan = phases(cfg)
     end = total_images(cfg)
@@ -279,6 +281,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
             new_phase = stage_at(cfg, images_shown, plan).phase_index != cur_phase and not at_end
             tick = images_shown // tick_images != (images_shown - batch) // tick_images
             stopping = bool(stop_signal) or (stop_at_images is not None and images_shown >= stop_at_images)
+            if world > 1:
+                # Ranks see signals at different steps: agree on stopping at tick boundaries only.
+                stopping = (tick or at_end or new_phase) and dist_utils.any_true(stopping, device)
             if tick or at_end or new_phase or stopping:
                 now = time.perf_counter()
                 rate = (images_shown - tick_start_images) / max(now - tick_start_time, 1e-9)

@@ -92,15 +92,18 @@ def test_generator_output_shape_and_pixel_norm():
     assert g(z, 32).shape == (5, 3, 32, 32)
 
 
-def test_minibatch_stddev_groups_are_strided_and_any_batch_works():
+def test_minibatch_stddev_groups_are_consecutive_and_any_batch_works():
     x = torch.randn(8, 3, 4, 4, dtype=torch.float64)
     y = minibatch_stddev(x, 4)
     assert y.shape == (8, 4, 4, 4)
-    # Group of sample 0 is samples 0, 2, 4, 6 (reshape [G, N/G, ...]).
-    grp = x[[0, 2, 4, 6]]
-    expected = (grp.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
-    torch.testing.assert_close(y[0, 3, 0, 0], expected)
-    torch.testing.assert_close(y[2, 3], y[0, 3])
+    torch.testing.assert_close(y[:, :3], x)
+    # Sample 0's group is samples 0-3: std over the group, averaged over features and pixels.
+    expected = (x[:4].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    torch.testing.assert_close(y[0, 3], expected.expand(4, 4))
+    torch.testing.assert_close(y[3, 3], y[0, 3])
+    assert not torch.allclose(y[4, 3], y[0, 3])
+    # Splitting the batch in multiples of the group (as across processes) changes nothing.
+    torch.testing.assert_close(torch.cat([minibatch_stddev(x[:4], 4), minibatch_stddev(x[4:], 4)]), y)
     assert minibatch_stddev(torch.randn(7, 3, 4, 4), 4).shape == (7, 4, 4, 4)  # prime batch: group 1
     assert minibatch_stddev(torch.randn(6, 3, 4, 4), 4).shape == (6, 4, 4, 4)  # group 3
 
