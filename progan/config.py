@@ -42,6 +42,7 @@ class TrainConfig:
     kimg_fade: float = 800.0
     kimg_stable: float = 800.0
     total_kimg: float | None = None  # default: the end of the last stabilize phase
+    kimg_table: dict[int, float] = field(default_factory=dict)  # per-resolution kimg of fade and of stabilize
     minibatch: dict[int, int] = field(default_factory=lambda: dict(PAPER_MINIBATCH))
     lr: float = 0.001
     lr_table: dict[int, float] = field(default_factory=dict)  # per-resolution overrides of lr
@@ -77,6 +78,12 @@ class TrainConfig:
     def batch_for(self, res: int) -> int:
         return int(self.minibatch[res])
 
+    def kimg_for(self, res: int, kind: str) -> float:
+        """Thousands of images in the fade or stabilize phase of ``res``."""
+        if res in self.kimg_table:
+            return float(self.kimg_table[res])
+        return self.kimg_fade if kind == "fade" else self.kimg_stable
+
     def lr_for(self, res: int) -> float:
         return float(self.lr_table.get(res, self.lr))
 
@@ -85,6 +92,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["minibatch"] = {str(k): v for k, v in self.minibatch.items()}
         d["lr_table"] = {str(k): v for k, v in self.lr_table.items()}
+        d["kimg_table"] = {str(k): v for k, v in self.kimg_table.items()}
         d["betas"] = list(self.betas)
         return {k: v for k, v in d.items() if v is not None}
 
@@ -127,7 +135,7 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "minibatch":
             return {int(k): int(v) for k, v in dict(value).items()}
-        if name == "lr_table":
+        if name in ("lr_table", "kimg_table"):
             return {int(k): float(v) for k, v in dict(value).items()}
         if name == "betas":
             b = tuple(float(v) for v in value)

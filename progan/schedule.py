@@ -35,18 +35,18 @@ class Stage:
 
 def phases(cfg: TrainConfig) -> list[Phase]:
     """Every phase of the run, in order."""
-    fade, stable = round(cfg.kimg_fade * 1000), round(cfg.kimg_stable * 1000)
     out: list[Phase] = []
     t = 0
     for k in range(int(math.log2(cfg.res_start)), int(math.log2(cfg.res_max)) + 1):
         res = 2**k
+        fade, stable = round(cfg.kimg_for(res, "fade") * 1000), round(cfg.kimg_for(res, "stable") * 1000)
         if res > cfg.res_start and fade > 0:
             out.append(Phase(res, "fade", t, t + fade))
             t += fade
         out.append(Phase(res, "stable", t, t + stable))
         t += stable
     last = out[-1]
-    end = total_images(cfg)
+    end = round(cfg.total_kimg * 1000) if cfg.total_kimg is not None else t
     out[-1] = Phase(last.res, last.kind, last.start, max(end, last.start))
     return out
 
@@ -55,8 +55,7 @@ def total_images(cfg: TrainConfig) -> int:
     """Images shown at the end of the run: ``total_kimg``, or the end of the last phase."""
     if cfg.total_kimg is not None:
         return round(cfg.total_kimg * 1000)
-    n = int(math.log2(cfg.res_max)) - int(math.log2(cfg.res_start))
-    return round((cfg.kimg_stable + n * (cfg.kimg_fade + cfg.kimg_stable)) * 1000)
+    return phases(cfg)[-1].end
 
 
 def stage_at(cfg: TrainConfig, images_shown: int, _phases: list[Phase] | None = None) -> Stage:

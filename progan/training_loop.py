@@ -7,6 +7,7 @@ exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -96,6 +97,44 @@ def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, al
     if alpha < 1.0 and res > 4:
         x = torch.lerp(upsample2x(downsample2x(x)), x, alpha)
     return x
+
+
+def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
+               labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
+               d_params: list, g_params: list, weight: float = 1.0, autocast=None) -> dict[str, torch.Tensor]:
+    """One D step (with its penalty) and one G step; returns detached loss statistics.
+
+    Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
+    process's losses by its share of the global batch before gradients are averaged over processes.
+    """
+    autocast = autocast or contextlib.nullcontext()
+
+    # D step.
+    critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
+    with autocast:
+        with torch.no_grad():
+            fakes = G(z_d, res, alpha, labels)
+        if cfg.loss == "wgangp":
+            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
+        else:
+            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
+    opt_D.zero_grad(set_to_none=True)
+    (d_loss * weight).backward()
+    dist_utils.average_gradients(d_params)
+    opt_D.step()
+
+    # G step: D's parameters need no gradient here.
+    for p in d_params:
+        p.requires_grad_(False)
+    with autocast:
+        gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss)
+    opt_G.zero_grad(set_to_none=True)
+    (gl * weight).backward()
+    dist_utils.average_gradients(g_params)
+    opt_G.step()
+    for p in d_params:
+        p.requires_grad_(True)
+    return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats}
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None) -> TrainResult:
@@ -238,41 +277,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 flips = (torch.rand(batch, generator=position_generator(cfg.seed, images_shown, _FLIP)) < 0.5)[lo:hi]
                 flips = flips.to(device)
             z_d, z_g, eps = z_d.to(device), z_g.to(device), eps.to(device)
-            fake_labels = labels  # conditional fakes use the labels of the reals they are judged with
             res, alpha = stage.res, stage.alpha
             # Each rank's loss is weighted by its share of the global batch, so summed gradients
             # equal one process's gradients on the whole batch.
             weight = (hi - lo) / batch * world
 
-            # D step.
             reals = _preprocess_reals(reals_u8, flips, res, alpha)
-            critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
-            with autocast:
-                with torch.no_grad():
-                    fakes = G(z_d, res, alpha, fake_labels)
-                if cfg.loss == "wgangp":
-                    d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
-                else:
-                    d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
-            opt_D.zero_grad(set_to_none=True)
-            (d_loss * weight).backward()
-            dist_utils.average_gradients(d_params)
-            opt_D.step()
-
-            # G step.
-            D.requires_grad_(False)
-            with autocast:
-                gl = g_loss(D(G(z_g, res, alpha, fake_labels), res, alpha, labels), cfg.loss)
-            opt_G.zero_grad(set_to_none=True)
-            (gl * weight).backward()
-            dist_utils.average_gradients(g_params)
-            opt_G.step()
-            for p in d_params:
-                p.requires_grad_(True)
+            step_stats = train_step(G, D, opt_G, opt_D, cfg, res, alpha, reals, labels, z_d, z_g, eps,
+                                    d_params, g_params, weight, autocast)
 
             # G_ema.
             update_ema(G_ema, G, ema_beta(cfg, step, batch))
-            stats.add(d_loss=d_loss.detach(), g_loss=gl.detach(), **d_stats)
+            stats.add(**step_stats)
             images_shown += batch
             step += 1
 

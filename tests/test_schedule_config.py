@@ -67,3 +67,13 @@ def test_toml_round_trip(tmp_path):
 def test_shipped_configs_load(name):
     cfg = load_config(name)
     assert cfg.res_max in (32, 256, 1024)
+
+
+def test_kimg_table_sets_per_resolution_phase_lengths():
+    cfg = TrainConfig(res_max=16, kimg_fade=1, kimg_stable=1, kimg_table={4: 5, 16: 2},
+                      minibatch={4: 4, 8: 4, 16: 4})
+    ph = phases(cfg)
+    assert [(p.res, p.kind, p.end - p.start) for p in ph] == [
+        (4, "stable", 5000), (8, "fade", 1000), (8, "stable", 1000), (16, "fade", 2000), (16, "stable", 2000)
+    ]
+    assert total_images(cfg) == 11000
