@@ -28,7 +28,7 @@ class TrainConfig:
     mirror: bool = True
     conditional: bool = False  # use the store's labels (label embedding in G, projection in D)
     data_workers: int = 2
-    cache_mb: int = 2048  # levels whose raw pixels fit are read once into RAM
+    cache_mb: int = 2048  # levels whose raw pixels fit are read once into device memory
 
     # Networks (paper Table 2).
     res_max: int = 1024

@@ -84,17 +84,20 @@ class LevelFeeder:
     """
 
     def __init__(self, store: str, res: int, plan: list[list[int]], *, labeled: bool, workers: int,
-                 cache_mb: int, pin: bool, log=print):
+                 cache_mb: int, device: torch.device, log=print):
         self.plan = plan
         self.step = 0
         self.cache = None
         count = LMDBImages(store, res).__len__()
         if count * 3 * res * res <= cache_mb * 2**20:
-            self.cache = _load_level(store, res, labeled, log)
+            # The cached level lives on the device, so a batch is one gather there, no copy.
+            images, labels = _load_level(store, res, labeled, log)
+            self.cache = (images.to(device), None if labels is None else labels.to(device))
+            self.device = device
         else:
             items = _Items(store, res, plan, labeled)
             loader = torch.utils.data.DataLoader(
-                items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin,
+                items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
                 prefetch_factor=4 if workers else None, persistent_workers=False,
             )
             self.iter = iter(loader)
@@ -104,7 +107,7 @@ class LevelFeeder:
         self.step += 1
         if self.cache is not None:
             images, labels = self.cache
-            t = torch.as_tensor(idx)
+            t = torch.as_tensor(idx).to(self.device, non_blocking=True)
             return Batch(images[t], labels[t] if labels is not None else None)
         images, labels = next(self.iter)
         return Batch(images, labels if labels.numel() else None)

@@ -343,7 +343,7 @@ def _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_cla
         steps.append(order.indices(t + lo, hi - lo))
         t += s.batch
     return LevelFeeder(cfg.data, stage.res, steps, labeled=num_classes > 0, workers=cfg.data_workers,
-                       cache_mb=cfg.cache_mb, pin=device.type == "cuda", log=log)
+                       cache_mb=cfg.cache_mb, device=device, log=log)
 
 
 def _report(log, writer, cfg, stage, images_shown, end, rate, values, device) -> None:

@@ -255,3 +255,16 @@ def test_load_generator_api_matches_checkpoint_stage(face_store, tmp_path):
     state = load_checkpoint(list_checkpoints(run)[-1])
     assert g.res == state["res"] == 8 and 0 < g.alpha < 1
     assert g(torch.randn(2, 16)).shape == (2, 3, 8, 8)
+
+
+def test_dataloader_workers_feed_the_same_batches_as_the_ram_cache(face_store, tmp_path):
+    """Levels too large for RAM are read by DataLoader workers; training is identical either way."""
+    cached = tiny(face_store, res_max=8)
+    streamed = tiny(face_store, res_max=8, cache_mb=0, data_workers=2)
+    train(cached, tmp_path / "a", log=quiet)
+    lines = []
+    train(streamed, tmp_path / "b", log=lines.append)
+    assert not any("into memory" in ln for ln in lines)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
