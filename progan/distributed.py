@@ -92,7 +92,12 @@ def init(device: torch.device, timeout_s: float = 600.0) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+    # torchrun's store outlives a restart (--max-restarts); keys of the failed round would point the
+    # new processes at dead peers, so each round gets its own key prefix.
+    store, rank_, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout_s)))
+    store = dist.PrefixStore(f"progan-round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend, store=store, rank=rank_, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
 
 
 def shutdown() -> None:

@@ -98,3 +98,22 @@ def test_killing_one_rank_ends_the_job_and_resume_continues(face_store, tmp_path
     assert r.returncode == 0, r.stderr + r.stdout
     assert f"resuming from" in r.stdout
     assert load_checkpoint(list_checkpoints(run)[-1])["images_shown"] == saved + 64
+
+
+def test_torchrun_max_restarts_resumes_after_a_rank_dies(face_store, tmp_path):
+    """With --max-restarts, a transient failure costs at most one checkpoint interval."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--max-restarts=1", "-m", "progan", "train", "--data", str(face_store), "--run-dir",
+           str(run), *ARGS, "--kimg-stable", "1.5"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(run)) < 2:
+        time.sleep(0.05)
+    ranks = _worker_pids(proc.pid)
+    assert set(ranks) == {0, 1}, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert "resuming from" in out
+    assert load_checkpoint(list_checkpoints(run)[-1])["images_shown"] == 1500 + 64 + 1500
