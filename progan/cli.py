@@ -7,6 +7,7 @@ means a bug.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -194,15 +195,15 @@ def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
         sys.exit(subprocess.call(cmd))
     from progan.training_loop import resolve_device
 
-    dist_utils.init(dist_utils.local_device(resolve_device(cfg.device)))
     try:
+        dist_utils.init(dist_utils.local_device(resolve_device(cfg.device)))
         result = run_training(cfg, run_dir)
     except RuntimeError as e:
-        if not dist_utils.is_initialized():
+        if not dist_utils.wanted():
             raise
         # A collective failed: another process of the job died or lost its connection.
         raise ProganError(
-            f"rank {dist_utils.rank()}: lost another process of the job ({str(e).splitlines()[0][:120]}); "
+            f"rank {os.environ.get('RANK', '?')}: lost another process of the job ({str(e).splitlines()[0][:120]}); "
             f"resume with: progan train --run-dir {run_dir} --resume"
         ) from None
     finally:
