@@ -63,7 +63,7 @@ def test_toml_round_trip(tmp_path):
     assert from_dict(load_toml(p)) == cfg
 
 
-@pytest.mark.parametrize("name", ["celebahq-1024", "ffhq-1024", "lsun-256", "cifar10-32", "demo"])
+@pytest.mark.parametrize("name", ["celebahq-1024", "celebahq-1024-8gpu", "ffhq-1024", "lsun-256", "cifar10-32", "demo"])
 def test_shipped_configs_load(name):
     cfg = load_config(name)
     assert cfg.res_max in (32, 256, 1024)
