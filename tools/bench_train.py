@@ -1,0 +1,267 @@
+"""Benchmark full ProGAN training iterations: images/s, ms/iter, peak memory and achieved TFLOP/s.
+
+    python tools/bench_train.py --config celebahq-1024 --device cuda --res 4,8,16,32,64,128 --json out.json
+    python tools/bench_train.py --flops-table
+
+One iteration is what the trainer runs per step: ``train_step`` (D step with the WGAN-GP penalty's
+double backward, then the G step) and the G_ema update, on synthetic inputs already on the device,
+at the config's minibatch for each resolution (or ``--batch``). Timing starts after ``--warmup``
+iterations and ends with a device synchronisation; nothing in the timed loop reads a value back.
+
+Paths: ``fp32_eager`` is the trainer as it runs today with ``precision = "fp32"`` (foreach Adam on
+CPU, fused on CUDA). ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalty norms and loss sums
+stay fp32: layers.py and losses.py do that), channels_last networks and inputs, TF32 and
+cudnn.benchmark on CUDA, and with ``--compile`` G's forward through ``torch.compile`` (D stays eager:
+the penalty's double backward does not compile).
+
+TFLOP/s use ``train_flops_per_image``: an analytic count of the convolutions and dense layers that
+one iteration executes (see its docstring for the multipliers; a dispatch-level count of the aten
+ops agrees, tests/test_bench.py checks it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import platform
+import resource
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from progan.config import TrainConfig, load_config
+from progan.ema import update_ema
+from progan.networks import Discriminator, Generator, num_features
+from progan.schedule import phases
+from progan.training_loop import _make_optimizer, _set_trainable, train_step
+
+PATHS = ("fp32_eager", "optimised")
+
+# DESIGN.md section 3: GFLOP per image, paper networks, stable phase.
+DESIGN_GFLOP = {4: 1.4, 8: 11.7, 16: 52.8, 32: 217, 64: 464, 128: 710, 256: 957, 512: 1204, 1024: 1451}
+
+# Multiples of one forward pass that an iteration executes, per image (see train_flops_per_image).
+EXECUTED = {"G": 4, "D": 14}
+DESIGN_CONVENTION = {"G": 4, "D": 13}
+
+
+def forward_flops(res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512,
+                  fade: bool = False) -> tuple[int, int]:
+    """FLOPs (2 x multiply-adds) of one image through G's and D's convs and dense layers at ``res``."""
+    nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
+    c4 = nf(4)
+    g = latent_dim * c4 * 16 + c4 * c4 * 9 * 16  # dense to C x 4 x 4, 3x3 conv
+    d = (c4 + 1) * c4 * 9 * 16 + c4 * 16 * c4 + c4  # mbstd conv, 4x4 "conv" as dense, dense to 1
+    r = 8
+    while r <= res:
+        g += (nf(r // 2) + nf(r)) * nf(r) * 9 * r * r  # upsample, conv, conv
+        d += (nf(r) + nf(r // 2)) * nf(r) * 9 * r * r  # conv, conv, downsample
+        r *= 2
+    g += nf(res) * 3 * res * res  # to_rgb
+    d += 3 * nf(res) * res * res  # from_rgb
+    if fade and res > 4:
+        g += nf(res // 2) * 3 * (res // 2) ** 2
+        d += 3 * nf(res // 2) * (res // 2) ** 2
+    return 2 * g, 2 * d
+
+
+def train_flops_per_image(res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512,
+                          fade: bool = False, convention: str = "executed") -> float:
+    """FLOPs of one training iteration per image, as multiples of the forward passes F_G and F_D.
+
+    D step: fakes G(z) under no_grad, 1 F_G; D on reals and on fakes, forward + backward (weights and
+    input), 2 x 3 F_D; the penalty on x_hat: forward 1, gradient to x_hat with create_graph (input
+    gradients only) 1, and its backward 4 = 2 through the gradient graph (per conv: the gradient of
+    its transposed conv with respect to the incoming gradient and to the weight) + 2 through the
+    forward graph (weights and inputs), which mbstd's second-order term (and leaky ReLU's and
+    avg_pool's double backwards, on zeros) reach: 6 F_D. G step: G forward + backward 3 F_G; D forward
+    + input-only backward (D's weights are frozen) 2 F_D. Total 4 F_G + 14 F_D ("executed", what the
+    aten ops count to). DESIGN.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D).
+    """
+    m = EXECUTED if convention == "executed" else DESIGN_CONVENTION
+    g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade)
+    return float(m["G"] * g + m["D"] * d)
+
+
+def flops_table(fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512) -> str:
+    lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'DESIGN.md':>10} {'ratio':>6} "
+             f"{'executed':>10}   GFLOP/image, stable phase"]
+    for r, ref in DESIGN_GFLOP.items():
+        g, d = forward_flops(r, fmap_base, fmap_max, latent_dim)
+        des = train_flops_per_image(r, fmap_base, fmap_max, latent_dim, convention="design") / 1e9
+        exe = train_flops_per_image(r, fmap_base, fmap_max, latent_dim) / 1e9
+        lines.append(f"{r:>5} {g / 1e9:>9.3f} {d / 1e9:>9.3f} {des:>12.1f} {ref:>10.1f} {des / ref:>6.3f} {exe:>10.1f}")
+    return "\n".join(lines)
+
+
+def _peak_mem(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process-wide peak RSS, Linux KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, device: torch.device,
+               seed: int = 0, compile_g: bool = False):
+    """Networks, optimizers and synthetic inputs for one (resolution, path); returns ``step()``."""
+    optimised = path == "optimised"
+    torch.manual_seed(seed)
+    G = Generator(res_max=res, latent_dim=cfg.latent_dim, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max).to(device)
+    D = Discriminator(res_max=res, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max,
+                      mbstd_group=cfg.mbstd_group).to(device)
+    fmt = torch.channels_last if optimised else torch.contiguous_format
+    G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    g_params = _set_trainable(G, G.stage_modules(res, alpha))
+    d_params = _set_trainable(D, D.stage_modules(res, alpha))
+    opt_G = _make_optimizer(list(G.parameters()), cfg, cfg.lr, device)
+    opt_D = _make_optimizer(list(D.parameters()), cfg, cfg.lr, device)
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
+    z_d = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
+    z_g = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
+    eps = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=optimised)
+    G_call = torch.compile(G, dynamic=False) if (optimised and compile_g) else G
+
+    def step() -> dict[str, torch.Tensor]:
+        out = train_step(G_call, D, opt_G, opt_D, cfg, res, alpha, reals, None, z_d, z_g, eps,
+                         d_params, g_params, 1.0, autocast)
+        update_ema(G_ema, G, 0.999)
+        return out
+
+    return step, (G, D)
+
+
+def _set_backend_flags(device: torch.device, optimised: bool) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = optimised
+        torch.backends.cudnn.allow_tf32 = optimised
+        torch.backends.cudnn.benchmark = optimised
+
+
+def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, device: torch.device,
+              iters: int, warmup: int, compile_g: bool = False) -> dict:
+    """Time ``iters`` iterations after ``warmup``; returns images_per_s, ms_per_iter, peak memory, TFLOP/s."""
+    _set_backend_flags(device, path == "optimised")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = _peak_mem(device) if device.type == "cpu" else 0
+    step, _ = build_step(cfg, res, alpha, batch, path, device, compile_g=compile_g)
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    dt = (time.perf_counter() - t0) / iters
+    flops = train_flops_per_image(res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade=alpha < 1.0)
+    peak = _peak_mem(device)
+    return {
+        "res": res, "phase": "fade" if alpha < 1.0 else "stable", "path": path, "batch": batch,
+        "images_per_s": batch / dt, "ms_per_iter": dt * 1e3, "peak_mem_bytes": peak,
+        "peak_mem_delta_bytes": peak - rss_before if device.type == "cpu" else peak,
+        "gflop_per_image": flops / 1e9, "tflops": flops * batch / dt / 1e12,
+    }
+
+
+def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> tuple[float, list[str]]:
+    """Seconds for the config's whole schedule at the measured images/s; unmeasured phases are
+    extrapolated from the nearest measured resolution's achieved FLOP/s, and listed as such."""
+    notes, total = [], 0.0
+    for ph in phases(cfg):
+        images = ph.end - ph.start
+        key = (ph.res, ph.kind) if (ph.res, ph.kind) in rates else (ph.res, "stable") if (ph.res, "stable") in rates \
+            else (ph.res, "fade") if (ph.res, "fade") in rates else None
+        if key is not None:
+            total += images / rates[key]
+            continue
+        near = min(rates, key=lambda k: abs(math.log2(k[0]) - math.log2(ph.res)))
+        fl_near = train_flops_per_image(near[0], cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, near[1] == "fade")
+        fl = train_flops_per_image(ph.res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, ph.kind == "fade")
+        total += images / (rates[near] * fl_near / fl)
+        notes.append(f"{ph.res} {ph.kind}")
+    return total, notes
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
+
+
+@click.command()
+@click.option("--config", "config_name", default="celebahq-1024", show_default=True)
+@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--res", "res_list", default="4,8,16,32", show_default=True, help="Comma-separated resolutions.")
+@click.option("--batch", type=int, default=None, help="Minibatch for every resolution (default: the config's).")
+@click.option("--fmap-max", type=int, default=None)
+@click.option("--fmap-base", type=int, default=None)
+@click.option("--iters", default=10, show_default=True)
+@click.option("--warmup", default=2, show_default=True)
+@click.option("--phase", type=click.Choice(["stable", "fade", "both"]), default="stable", show_default=True)
+@click.option("--paths", default=",".join(PATHS), show_default=True)
+@click.option("--compile", "compile_g", is_flag=True, help="Optimised path: torch.compile G's forward.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against DESIGN.md and exit.")
+def main(config_name, device, res_list, batch, fmap_max, fmap_base, iters, warmup, phase, paths, compile_g,
+         json_out, show_flops):
+    """Time training iterations per resolution and path; print a table, optionally write JSON."""
+    cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device)
+    if show_flops:
+        click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
+        return
+    dev = torch.device(device)
+    path_list = [p for p in paths.split(",") if p]
+    for p in path_list:
+        if p not in PATHS:
+            raise click.BadParameter(f"unknown path {p!r}; known: {', '.join(PATHS)}", param_hint="--paths")
+    res_values = [int(r) for r in res_list.split(",") if r]
+    alphas = {"stable": [1.0], "fade": [0.5], "both": [0.5, 1.0]}[phase]
+    rows = []
+    click.echo(f"{'res':>5} {'phase':>6} {'path':>11} {'batch':>5} {'img/s':>9} {'ms/iter':>9} "
+               f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'x fp32':>7}")
+    for r in res_values:
+        b = batch or cfg.batch_for(r)
+        for a in alphas:
+            base = None
+            for p in path_list:
+                row = bench_one(cfg, r, a, b, p, dev, iters, warmup, compile_g)
+                if p == "fp32_eager":
+                    base = row["images_per_s"]
+                row["ratio_vs_fp32_eager"] = row["images_per_s"] / base if base else None
+                rows.append(row)
+                ratio = f"{row['ratio_vs_fp32_eager']:.2f}" if base else "-"
+                click.echo(f"{r:>5} {row['phase']:>6} {p:>11} {b:>5} {row['images_per_s']:>9.1f} "
+                           f"{row['ms_per_iter']:>9.1f} {row['gflop_per_image']:>10.2f} {row['tflops']:>8.4f} "
+                           f"{row['peak_mem_bytes'] / 2**20:>9.0f} {ratio:>7}")
+    if dev.type == "cpu":
+        click.echo("peak MiB on CPU: the process's peak RSS so far (getrusage), not per path.")
+    projections = {}
+    for p in path_list:
+        rates = {(row["res"], row["phase"]): row["images_per_s"] for row in rows if row["path"] == p}
+        secs, extrapolated = project_schedule(cfg, rates)
+        projections[p] = {"seconds": secs, "extrapolated_phases": extrapolated}
+        note = f" ({len(extrapolated)} phases extrapolated by FLOPs from the nearest measured resolution)" \
+            if extrapolated else ""
+        click.echo(f"projected {config_name} schedule, {p}: {_fmt_s(secs)}{note}")
+    if json_out is not None:
+        meta = {"config": config_name, "device": str(dev), "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                "iters": iters, "warmup": warmup, "compile": compile_g,
+                "fmap_base": cfg.fmap_base, "fmap_max": cfg.fmap_max}
+        json_out.write_text(json.dumps({"meta": meta, "results": rows, "projection": projections}, indent=1))
+        click.echo(f"wrote {json_out}")
+
+
+if __name__ == "__main__":
+    main()
