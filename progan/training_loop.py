@@ -99,6 +99,14 @@ def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, al
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> None:
+    """Backward, average the gradients over processes, and take one optimizer step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    dist_utils.average_gradients(params)
+    opt.step()
+
+
 def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
                labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
                d_params: list, g_params: list, weight: float = 1.0, autocast=None) -> dict[str, torch.Tensor]:
@@ -118,20 +126,14 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
             d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
         else:
             d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
-    opt_D.zero_grad(set_to_none=True)
-    (d_loss * weight).backward()
-    dist_utils.average_gradients(d_params)
-    opt_D.step()
+    _descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
     for p in d_params:
         p.requires_grad_(False)
     with autocast:
         gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss)
-    opt_G.zero_grad(set_to_none=True)
-    (gl * weight).backward()
-    dist_utils.average_gradients(g_params)
-    opt_G.step()
+    _descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)
     return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats}
