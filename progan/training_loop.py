@@ -12,7 +12,6 @@ import copy
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

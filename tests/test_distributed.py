@@ -96,7 +96,7 @@ def test_killing_one_rank_ends_the_job_and_resume_continues(face_store, tmp_path
     # Resume in one process (a different world size): the global batch and data order are kept.
     r = progan("train", "--run-dir", run, "--resume", "--total-kimg", str((saved + 64) / 1000))
     assert r.returncode == 0, r.stderr + r.stdout
-    assert f"resuming from" in r.stdout
+    assert "resuming from" in r.stdout
     assert load_checkpoint(list_checkpoints(run)[-1])["images_shown"] == saved + 64
 
 

@@ -10,14 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 
 from progan.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
 from progan.config import TrainConfig
-from progan.errors import ProganError
 from progan.training_loop import train
 
 TINY = dict(res_max=16, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,

@@ -21,7 +21,6 @@ ops agrees, tests/test_bench.py checks it).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
