@@ -94,3 +94,26 @@ def test_swd_rejects_mismatched_or_float_inputs(reals):
         swd(reals, reals[:10])
     with pytest.raises(ValueError, match="uint8"):
         swd(reals.float(), reals.float())
+
+
+def test_streamed_batches_give_the_unbatched_result():
+    # swd builds each level's pyramid `batch` images at a time; uneven batches (64 = 3·21 + 1)
+    # and batch sizes above and below N must all equal the one-batch computation exactly.
+    reals, fakes = blobs(64, seed=7), add_noise(blobs(64, seed=8), 8)
+    whole = swd(reals, fakes, seed=2, batch=64)
+    assert whole == swd(reals, fakes, seed=2, batch=1000)
+    assert swd(reals, fakes, seed=2, batch=16) == whole
+    assert swd(reals, fakes, seed=2, batch=21) == whole
+    assert whole["avg"] > 0
+    with pytest.raises(ValueError, match="batch"):
+        swd(reals, fakes, batch=0)
+
+
+def test_streamed_levels_equal_the_whole_pyramid():
+    # Each level rebuilt for a slice of the images is the whole set's pyramid level, bit for bit.
+    from progan.metrics.swd import _laplacian_level
+
+    images = blobs(8, seed=3, res=64)
+    pyramid = laplacian_pyramid(images, 3)
+    for lod in range(3):
+        assert torch.equal(_laplacian_level(images[2:5], lod, 3), pyramid[lod][2:5])

@@ -70,26 +70,45 @@ def swd_resolutions(resolution: int) -> list[int]:
     return levels
 
 
-def _descriptors(level: torch.Tensor, per_image: int, gen: torch.Generator) -> torch.Tensor:
-    """``per_image`` random 7×7 neighbourhoods of each image, fully inside it: (N·k, 3, 7, 7)."""
-    n, c, h, w = level.shape
+def _laplacian_level(images: torch.Tensor, lod: int, num_levels: int) -> torch.Tensor:
+    """Level ``lod`` of ``laplacian_pyramid(images, num_levels)``, the same operations, alone."""
+    g = images.to(torch.float32)
+    for _ in range(lod):
+        g = _pyr_down(g)
+    if lod == num_levels - 1:
+        return g
+    return g - _pyr_up(_pyr_down(g))
+
+
+def _positions(
+    n: int, h: int, w: int, per_image: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres of ``per_image`` random 7×7 neighbourhoods inside each of ``n`` h×w images."""
     half = NHOOD_SIZE // 2
-    count = n * per_image
+    y0 = torch.randint(half, h - half, (n * per_image,), generator=gen)
+    x0 = torch.randint(half, w - half, (n * per_image,), generator=gen)
+    return y0, x0
+
+
+def _gather(level: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The 7×7 neighbourhoods centred at (y0, x0), k = len(y0) / N of them per image of ``level``,
+    image by image: (N·k, C, 7, 7)."""
+    n, c = level.shape[:2]
+    per_image = y0.shape[0] // n
+    half = NHOOD_SIZE // 2
     dev = level.device
     img = torch.arange(n, device=dev).repeat_interleave(per_image)
-    y0 = torch.randint(half, h - half, (count,), generator=gen).to(dev)
-    x0 = torch.randint(half, w - half, (count,), generator=gen).to(dev)
     off = torch.arange(-half, half + 1, device=dev)
-    ys = (y0[:, None] + off)[:, None, :, None]
-    xs = (x0[:, None] + off)[:, None, None, :]
+    ys = (y0.to(dev)[:, None] + off)[:, None, :, None]
+    xs = (x0.to(dev)[:, None] + off)[:, None, None, :]
     chans = torch.arange(c, device=dev)[None, :, None, None]
     return level[img[:, None, None, None], chans, ys, xs]
 
 
 def _normalize(desc: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit (population) std per colour channel over the whole set; flattened."""
-    desc = desc - desc.mean(dim=(0, 2, 3), keepdim=True)
-    desc = desc / desc.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    """Zero mean, unit (population) std per colour channel over the whole set; in place, flat."""
+    desc -= desc.mean(dim=(0, 2, 3), keepdim=True)
+    desc /= desc.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
     return desc.reshape(desc.shape[0], -1)
 
 
@@ -101,27 +120,45 @@ def _sort_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _sliced_wasserstein(
-    a: torch.Tensor, b: torch.Tensor, repeats: int, dirs_per_repeat: int, gen: torch.Generator
+    a_t: torch.Tensor, b_t: torch.Tensor, repeats: int, dirs_per_repeat: int, gen: torch.Generator
 ) -> float:
-    """Mean over repeats and directions of the 1-D W1 distance between sorted projections."""
-    a_t, b_t = a.t().contiguous(), b.t().contiguous()  # (component, descriptor): sort rows
+    """Mean over repeats and directions of the 1-D W1 distance between sorted projections.
+
+    ``a_t``, ``b_t``: the descriptors as contiguous (component, descriptor) matrices, so that the
+    projections come out as rows to sort.
+    """
+    dim, count = a_t.shape
     # Directions in chunks bound the (direction × descriptor) projections to ~2**26 floats.
-    chunk = max(1, min(dirs_per_repeat, 2**26 // a.shape[0]))
+    chunk = max(1, min(dirs_per_repeat, 2**26 // count))
     results = []
     for _ in range(repeats):
-        dirs = torch.randn(dirs_per_repeat, a.shape[1], generator=gen, dtype=torch.float64)
-        dirs = (dirs / dirs.square().sum(dim=1, keepdim=True).sqrt()).to(a)
+        dirs = torch.randn(dirs_per_repeat, dim, generator=gen, dtype=torch.float64)
+        dirs = (dirs / dirs.square().sum(dim=1, keepdim=True).sqrt()).to(a_t)
         total = 0.0
         for i in range(0, dirs_per_repeat, chunk):
             d = dirs[i : i + chunk]
             pa, pb = _sort_rows(d @ a_t), _sort_rows(d @ b_t)
             total += (pa - pb).abs().sum(dtype=torch.float64).item()
-        results.append(total / (a.shape[0] * dirs_per_repeat))
+        results.append(total / (count * dirs_per_repeat))
     return sum(results) / len(results)
 
 
 def _generator(seed: int, lod: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1000 + lod * 2 + stream)
+
+
+def _set_descriptors(
+    images: torch.Tensor, lod: int, num_levels: int, y0: torch.Tensor, x0: torch.Tensor, batch: int
+) -> torch.Tensor:
+    """The descriptors of one level of one set, ``batch`` images' pyramid level at a time."""
+    n, c = images.shape[:2]
+    k = y0.shape[0] // n
+    out = torch.empty(n * k, c, NHOOD_SIZE, NHOOD_SIZE, device=images.device)
+    for i in range(0, n, batch):
+        j = min(n, i + batch)
+        level = _laplacian_level(images[i:j], lod, num_levels)
+        out[i * k : j * k] = _gather(level, y0[i * k : j * k], x0[i * k : j * k])
+    return out
 
 
 def swd(
@@ -132,6 +169,7 @@ def swd(
     dirs_per_repeat: int = 128,
     repeats: int = 4,
     seed: int = 0,
+    batch: int = 64,
 ) -> dict[int | str, float]:
     """SWD ×1e3 per pyramid level between two uint8 (N, 3, R, R) image sets of equal N.
 
@@ -139,8 +177,13 @@ def swd(
     The paper used 16,384 images per set; fewer give a noisier, upward-biased estimate (two
     disjoint samples of one distribution score > 0). Neighbourhood positions (shared by both
     sets) and directions come from generators seeded by ``seed`` and the level: same inputs and
-    seed, same numbers; identical sets score exactly 0. Memory: about N·k·147 floats per set and
-    level (k = ``descriptors_per_image``).
+    seed, same numbers, whatever ``batch``; identical sets score exactly 0.
+
+    Memory: the levels are done one after another, and each level's descriptors are taken from
+    the pyramids of ``batch`` images at a time, so besides the uint8 inputs only one level's
+    descriptors are held, N·k·147 float32 per set (k = ``descriptors_per_image``; 75 kB per image
+    and set at k = 128), never the float pyramids of whole sets. The price: every level rebuilds
+    the batch's pyramid down to it (cheap next to the sorting).
     """
     if real.shape != fake.shape:
         raise ValueError(
@@ -150,18 +193,27 @@ def swd(
         raise ValueError(f"SWD expects (N, 3, R, R) images, got {tuple(real.shape)}")
     if real.dtype != torch.uint8 or fake.dtype != torch.uint8:
         raise ValueError("SWD expects uint8 images (as stored and as saved)")
+    if batch < 1:
+        raise ValueError(f"SWD batch must be positive, got {batch}")
     resolutions = swd_resolutions(real.shape[-1])
-    pyramids = [laplacian_pyramid(x, len(resolutions)) for x in (real, fake)]
+    n = real.shape[0]
     result: dict[int | str, float] = {}
     for lod, res in enumerate(resolutions):
         # Both sets take their neighbourhoods at the same random places (common random numbers):
         # each set's sample is still uniform, identical sets give exactly 0, and the difference
         # between two models is less noisy than with independent draws.
+        size = real.shape[-1]
+        for _ in range(lod):
+            size = (size + 1) // 2  # the level's true size (_pyr_down keeps odd sizes' last row)
+        y0, x0 = _positions(n, size, size, descriptors_per_image, _generator(seed, lod, 0))
+        # Transposed at once, (component, descriptor), so only one set is ever held twice.
         a, b = (
-            _normalize(_descriptors(p[lod], descriptors_per_image, _generator(seed, lod, 0)))
-            for p in pyramids
+            _normalize(_set_descriptors(x, lod, len(resolutions), y0, x0, batch)).t().contiguous()
+            for x in (real, fake)
         )
+        del y0, x0
         dirs = _generator(seed, lod, 1)
         result[res] = _sliced_wasserstein(a, b, repeats, dirs_per_repeat, dirs) * 1e3
+        del a, b
     result["avg"] = sum(result[r] for r in resolutions) / len(resolutions)
     return result
