@@ -7,7 +7,6 @@ images shown: ``RUN/checkpoints/ckpt-000001200000.pt``.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from progan.errors import ProganError
+from progan.fileio import atomic_path
 
 FORMAT = "progan-checkpoint"
 VERSION = 1
@@ -39,36 +39,13 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if _NAME.match(p.name))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary name, fsync, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=True) as tmp:
+            torch.save(obj, tmp)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ProganError(f"could not write checkpoint '{path}': {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 5) -> Path:

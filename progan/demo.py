@@ -6,10 +6,11 @@ colour, size and position. Drawn at 4x and downsampled, so edges are antialiased
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from progan.fileio import atomic_path
 
 
 def face_image(rng: np.random.Generator, size: int = 64):
@@ -45,7 +46,6 @@ def make_demo_images(folder: str | Path, n: int = 2000, size: int = 64, seed: in
         img = face_image(rng, size)
         path = folder / f"face{i:05d}.png"
         if not path.exists():
-            tmp = folder / f".face{i:05d}.tmp-{os.getpid()}.png"
-            img.save(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                img.save(tmp)
     return folder

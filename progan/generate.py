@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 
 from progan.checkpoint import load_generator
 from progan.errors import ProganError
+from progan.fileio import atomic_path
 from progan.stats import grid_image
 
 
@@ -30,9 +30,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 def _save(img: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    Image.fromarray(img).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp)
     return path
 
 
@@ -81,9 +80,8 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         from PIL import Image
 
         gif = out / "interpolation.gif"
-        tmp = gif.with_name(f".interpolation.tmp-{os.getpid()}.gif")
         pil = [Image.fromarray(f) for f in frames]
-        pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=80, loop=0)
-        os.replace(tmp, gif)
+        with atomic_path(gif) as tmp:
+            pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=80, loop=0)
         paths.append(gif)
     return paths

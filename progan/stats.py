@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from progan import distributed as dist_utils
+from progan.fileio import atomic_path
 
 
 class TickStats:
@@ -59,8 +59,6 @@ def save_grid(imgs: torch.Tensor, path: Path, min_cell: int = 64) -> Path:
     """Write a sample grid PNG atomically; returns its path."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    Image.fromarray(grid_image(imgs, min_cell)).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid_image(imgs, min_cell)).save(tmp)
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from progan.data import read_meta
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
 from progan.feeding import LevelFeeder, Order, position_generator
+from progan.fileio import atomic_path
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
 from progan.schedule import phases, stage_at, total_images
@@ -184,7 +184,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         del state
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+        with atomic_path(run_dir / "config.toml") as tmp:
+            tmp.write_text(to_toml(cfg))
     writer = None
     if is_main:
         from torch.utils.tensorboard import SummaryWriter
@@ -399,12 +400,6 @@ def _save_reals_grid(cfg, order, run_dir, writer) -> None:
     imgs = torch.stack([x[0] if isinstance(x, tuple) else x for x in items]).float() / 127.5 - 1
     save_grid(imgs, run_dir / "samples" / "reals.png")
     writer.add_image("samples/reals", _grid_tensor(imgs), 0)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

@@ -26,6 +26,7 @@ import torch
 
 from progan.checkpoint import list_checkpoints, load_checkpoint, load_generator
 from progan.errors import ProganError
+from progan.fileio import atomic_path
 from progan.metrics.fid import (
     extract_features,
     feature_stats,
@@ -142,12 +143,10 @@ def _usable_cache(cache_dir: Path, log: Callable[[str], None]) -> Path | None:
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(obj, indent=2) + "\n")
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ProganError(f"could not write '{path}': {e.strerror or e}") from None
 
 

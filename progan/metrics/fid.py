@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -24,6 +23,7 @@ from PIL import Image
 from scipy import linalg
 
 from progan.errors import ProganError
+from progan.fileio import atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -98,20 +98,8 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> Pa
     path = Path(path)
     if path.suffix != ".npz":
         raise ProganError(f"stats file '{path}' must end in .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64)
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, fsync=True) as tmp:
+        np.savez_compressed(tmp, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))
     return path
 
 
