@@ -1,5 +1,7 @@
 """The schedule as a pure function of images shown, and config loading."""
 
+from pathlib import Path
+
 import pytest
 
 from progan.config import TrainConfig, from_dict, load_config, to_toml, load_toml
@@ -63,10 +65,50 @@ def test_toml_round_trip(tmp_path):
     assert from_dict(load_toml(p)) == cfg
 
 
-@pytest.mark.parametrize("name", ["celebahq-1024", "celebahq-1024-8gpu", "ffhq-1024", "lsun-256", "cifar10-32", "demo"])
+SHIPPED = sorted(p.stem for p in (Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name):
     cfg = load_config(name)
     assert cfg.res_max in (32, 256, 1024)
+
+
+# The official code's presets (tkarras/progressive_growing_of_gans config.py: preset-v1-1gpu and
+# preset-v2-{1,2,4,8}gpu(s), each a minibatch_base, a minibatch_dict and a G/D_lrate_dict; its
+# TrainingSchedule takes dict.get(res, base), then caps the minibatch at '-fp32's max_minibatch_per_gpu
+# {256: 16, 512: 8, 1024: 4} times the GPUs): (config, GPUs, base, dict, lr dict, kimg per phase,
+# total kimg, stddev group).
+OFFICIAL_PRESETS = [
+    ("celebahq-1024", 1, 16, {256: 14, 512: 6, 1024: 3}, {}, 800, 19000, 16),
+    ("celebahq-1024-v2-1gpu", 1, 4, {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4},
+     {1024: 0.0015}, 600, 12000, 4),
+    ("celebahq-1024-v2-2gpu", 2, 8, {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8},
+     {512: 0.0015, 1024: 0.002}, 600, 12000, 4),
+    ("celebahq-1024-v2-4gpu", 4, 16, {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16},
+     {256: 0.0015, 512: 0.002, 1024: 0.003}, 600, 12000, 4),
+    ("celebahq-1024-v2-8gpu", 8, 32, {4: 512, 8: 256, 16: 128, 32: 64, 64: 32},
+     {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}, 600, 12000, 4),
+]
+FP32_CAP_PER_GPU = {256: 16, 512: 8, 1024: 4}
+
+
+@pytest.mark.parametrize("name, gpus, base, table, lrs, kimg, total, group", OFFICIAL_PRESETS,
+                         ids=[p[0] for p in OFFICIAL_PRESETS])
+def test_paper_configs_follow_the_official_presets(name, gpus, base, table, lrs, kimg, total, group):
+    cfg = load_config(name)
+    for res in [2**k for k in range(2, 11)]:
+        official = table.get(res, base)
+        official -= official % gpus
+        official = min(official, FP32_CAP_PER_GPU.get(res, official) * gpus)
+        assert cfg.batch_for(res) == official, res
+        assert cfg.lr_for(res) == lrs.get(res, 0.001), res
+        assert cfg.kimg_for(res, "fade") == cfg.kimg_for(res, "stable") == kimg
+    assert total_images(cfg) == total * 1000 and cfg.mbstd_group == group
+    assert cfg.mirror and not cfg.ema_rampup and cfg.ema_beta == 0.999
+    # Official TrainingSchedule: 4x4 stabilizes, then each of 8 doublings fades and stabilizes; the
+    # last stabilize phase (1024) starts after 1 + 8 + 7 phases and runs on to the total.
+    assert phases(cfg)[-1].start == 16 * kimg * 1000 and phases(cfg)[-1].res == 1024
 
 
 def test_kimg_table_sets_per_resolution_phase_lengths():
