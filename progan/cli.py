@@ -162,39 +162,30 @@ def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
     """Train a progressive GAN; running the same command again continues the run.
 
     Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM;
-    an interrupted run continues exactly from its newest valid checkpoint.
+    an interrupted run continues exactly from its newest valid checkpoint. On a run directory that
+    has a saved config, the command's options must agree with it except data, device, precision,
+    total_kimg and the logging intervals; options given on the command line change it on purpose.
+    A scalar option replaces its per-resolution table: --batch every minibatch entry, --lr the
+    lr_table, --kimg-fade/--kimg-stable the kimg_table.
     """
     from progan import distributed as dist_utils
-    from progan.config import load_config
-    from progan.training_loop import load_run_config, train as run_training
+    from progan.config import resolve_config
+    from progan.devices import resolve_device
+    from progan.training_loop import preflight, train as run_training
 
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if data is not None:
-        overrides["data"] = data
-    if resume:
-        if config_path:
-            raise ProganError("--resume continues with the run's saved config; drop --config")
-        cfg = load_run_config(run_dir)
-        if overrides:
-            cfg = cfg.replace(**overrides)
-    else:
-        cfg = load_config(config_path, **overrides)
-        if not cfg.data:
-            raise ProganError("no data: give --data STORE (or --resume to continue a run)")
-    if batch is not None:
-        if batch < 1:
-            raise ProganError("--batch must be >= 1")
-        cfg = cfg.replace(minibatch={str(r): batch for r in cfg.minibatch})
     if gpus < 1:
         raise ProganError("--gpus must be >= 1")
+    overrides = {**overrides, "data": data, "batch": batch}
+    main_rank = os.environ.get("RANK", "0") == "0"
+    cfg = resolve_config(run_dir, config_path, overrides, resume=resume,
+                         log=click.echo if main_rank else None)
+    preflight(cfg, run_dir, gpus if gpus > 1 else dist_utils.world_size_from_env())
     if gpus > 1 and not dist_utils.wanted():
         import subprocess
 
         cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
         click.echo("launching: " + " ".join(cmd))
         sys.exit(subprocess.call(cmd))
-    from progan.training_loop import resolve_device
-
     try:
         dist_utils.init(dist_utils.local_device(resolve_device(cfg.device)))
         result = run_training(cfg, run_dir)
@@ -219,9 +210,10 @@ def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
 @click.option("--seed", default=0, show_default=True, help="Seed of the latents.")
 @click.option("--grid", is_flag=True, help="Also write all images as one grid.png.")
 @click.option("--interpolate", is_flag=True, help="Write a latent interpolation strip (PNG) and GIF through the N latents.")
-@click.option("--steps", default=8, show_default=True, help="Frames between two latents when interpolating.")
+@click.option("--steps", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Frames between two latents when interpolating.")
 @click.option("--label", type=int, help="Class for a conditional generator (default: cycle through classes).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, auto.")
 @_user_errors
 def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device):
     """Write images from a checkpoint's G_ema (a checkpoint file or a run directory's newest)."""
@@ -237,7 +229,7 @@ def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device):
 def _echo_result(path, r):
     head = (f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
             f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s)")
-    if r["metric"] != "swd":
+    if "levels" not in r:
         click.echo(f"{head}  {r['metric']} = {r['value']:.4f}")
         return
     click.echo(f"{head}  SWD ×1e3, {r['n']:,} images per set:")
@@ -252,7 +244,7 @@ def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, ca
     from pathlib import Path
 
     from progan.checkpoint import list_checkpoints
-    from progan.metrics.evaluate import Evaluator, default_n, metric_name, result_path
+    from progan.metrics.evaluate import Evaluator, default_n, result_name, result_path
 
     if interval <= 0:
         raise ProganError(f"--interval must be > 0 seconds, got {interval}")
@@ -268,7 +260,7 @@ def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, ca
     if n is not None and n < 2:
         raise ProganError(f"--n must be at least 2 (statistics of one image are undefined), "
                           f"got {n}")
-    name = metric_name(metric, n if n is not None else default_n(metric))
+    name = result_name(metric, n if n is not None else default_n(metric), seed, ref)
     done = all(result_path(p, name).exists() for p in list_checkpoints(target)) if is_run else False
     if done and not watch:
         click.echo(f"nothing to do: every checkpoint in '{target}' has its {name} result")

@@ -15,8 +15,16 @@ from typing import Any
 
 from progan.errors import ProganError
 
+# The largest resolution progan builds networks for (the paper's 1024 and one step beyond).
+RES_CEILING = 2048
+
 # Paper, Appendix A.1, one GPU: 16 up to 128x128, then 14, 6, 3.
 PAPER_MINIBATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
+
+
+def levels(res_min: int, res_max: int) -> list[int]:
+    """The powers of two res_min, 2 res_min, ..., res_max."""
+    return [2**k for k in range(int(math.log2(res_min)), int(math.log2(res_max)) + 1)]
 
 
 @dataclass(frozen=True)
@@ -107,25 +115,57 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def _validate(c: TrainConfig) -> None:
+    """Every value in range, checked once for the whole config (file, overrides, saved run alike)."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ProganError(msg)
+
+    def positive(name: str, v: float) -> None:
+        need(math.isfinite(v) and v > 0, f"{name} must be a finite number > 0, got {v}")
+
     for name, res in (("res_max", c.res_max), ("res_start", c.res_start)):
-        if res < 4 or res & (res - 1):
-            raise ProganError(f"{name} must be a power of two >= 4 (4, 8, ..., 1024), got {res}")
-    if c.res_start > c.res_max:
-        raise ProganError(f"res_start {c.res_start} is above res_max {c.res_max}")
-    needed = [2**k for k in range(int(math.log2(c.res_start)), int(math.log2(c.res_max)) + 1)]
-    missing = [r for r in needed if r not in c.minibatch]
-    if missing:
-        raise ProganError(f"minibatch table has no entry for resolution(s) {missing}")
-    if any(int(v) < 1 for v in c.minibatch.values()):
-        raise ProganError("minibatch sizes must be >= 1")
-    if c.loss not in ("wgangp", "logistic"):
-        raise ProganError(f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
-    if c.precision not in ("fp32", "bf16"):
-        raise ProganError(f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
-    if c.kimg_fade < 0 or c.kimg_stable <= 0:
-        raise ProganError("kimg_fade must be >= 0 and kimg_stable > 0")
-    if c.tick_kimg <= 0:
-        raise ProganError("tick_kimg must be > 0")
+        need(4 <= res <= RES_CEILING and not res & (res - 1),
+             f"{name} must be a power of two from 4 to {RES_CEILING}, got {res}")
+    need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
+    missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
+    need(not missing, f"minibatch table has no entry for resolution(s) {missing} (set [minibatch] "
+                      "in the config, or --batch N for every resolution)")
+    bad = {r: v for r, v in c.minibatch.items() if int(v) < 1}
+    need(not bad, f"minibatch sizes must be >= 1, got {bad}")
+    for name in ("latent_dim", "fmap_base", "fmap_max", "snapshot_ticks", "image_ticks", "grid_size"):
+        need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
+    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints", "seed"):
+        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
+    need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
+    need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
+    positive("lr", c.lr)
+    for r, v in c.lr_table.items():
+        positive(f"lr_table[{r}]", v)
+    need(all(0 <= b < 1 for b in c.betas), f"betas must be in [0, 1), got {list(c.betas)}")
+    positive("adam_eps", c.adam_eps)
+    for name in ("gp_lambda", "drift", "r1_gamma"):
+        v = getattr(c, name)
+        need(math.isfinite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v}")
+    need(0 <= c.ema_beta <= 1, f"ema_beta must be in [0, 1], got {c.ema_beta}")
+    if c.ema_kimg is not None:
+        positive("ema_kimg", c.ema_kimg)
+    need(math.isfinite(c.kimg_fade) and c.kimg_fade >= 0, f"kimg_fade must be >= 0, got {c.kimg_fade}")
+    positive("kimg_stable", c.kimg_stable)
+    for r, v in c.kimg_table.items():
+        positive(f"kimg_table[{r}]", v)
+    if c.total_kimg is not None:
+        positive("total_kimg", c.total_kimg)
+    positive("tick_kimg", c.tick_kimg)
+    if c.device != "auto":
+        # Parsed here (no CUDA call) so a typo fails at once; availability is checked at start.
+        try:
+            import torch
+
+            ok = torch.device(c.device).type in ("cpu", "cuda")
+        except (RuntimeError, TypeError):
+            ok = False
+        need(ok, f"device must be auto, cpu, cuda or cuda:N, got {c.device!r}")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -188,6 +228,125 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     d: dict[str, Any] = load_toml(path) if path else {}
     d.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(d)
+
+
+# Keys a continued run may change from its saved config without being asked explicitly: where the
+# data is read from and how, the device and precision, how often things are written, and where the
+# run ends (raise total_kimg to train longer). Any other difference is a conflict unless given on
+# the command line; the networks' keys (ARCH_KEYS) never change within a run.
+RESUME_MAY_CHANGE = (
+    "data", "data_workers", "cache_mb", "device", "precision", "total_kimg", "tick_kimg",
+    "snapshot_ticks", "image_ticks", "keep_checkpoints", "grid_size",
+)  # fmt: skip
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """``base`` with command-line ``overrides``; returns it and the keys they set.
+
+    A scalar given on the command line replaces the per-resolution table it stands for: ``batch``
+    sets ``minibatch`` at every resolution (filling entries the table lacks), ``lr`` clears
+    ``lr_table``, and ``kimg_fade`` / ``kimg_stable`` clear ``kimg_table`` so that both scalars
+    apply at every resolution. Values that are None are not given.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    out = {**base}
+    keys = set(given) - {"batch"}
+    if "lr" in given:
+        out["lr_table"] = {}
+        keys.add("lr_table")
+    if "kimg_fade" in given or "kimg_stable" in given:
+        out["kimg_table"] = {}
+        keys.add("kimg_table")
+    batch = given.pop("batch", None)
+    out.update(given)
+    if batch is not None:
+        if int(batch) < 1:
+            raise ProganError(f"--batch must be >= 1, got {batch}")
+        res_max = int(out.get("res_max", TrainConfig.res_max))
+        out["minibatch"] = {r: int(batch) for r in levels(4, check_pow2(res_max, "res_max"))}
+        keys.add("minibatch")
+    return out, keys
+
+
+def check_world(cfg: TrainConfig, world: int) -> None:
+    """Refuse a global minibatch that would leave a process without an image at some resolution."""
+    small = {r: cfg.batch_for(r) for r in levels(cfg.res_start, cfg.res_max) if cfg.batch_for(r) < world}
+    if small:
+        r, b = next(iter(small.items()))
+        raise ProganError(
+            f"the global minibatch is {b} at {r}x{r}, fewer images than the {world} processes "
+            f"(resolutions {sorted(small)}): use a multi-GPU config (e.g. celebahq-1024-8gpu) or "
+            f"--batch N with N >= {world}"
+        )
+
+
+def check_pow2(res: int, name: str) -> int:
+    """``res`` if it is a power of two from 4 to RES_CEILING, else a ProganError naming ``name``."""
+    if not 4 <= res <= RES_CEILING or res & (res - 1):
+        raise ProganError(f"{name} must be a power of two from 4 to {RES_CEILING}, got {res}")
+    return res
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run directory was started with (``RUN/config.toml``)."""
+    p = Path(run_dir) / "config.toml"
+    if not p.is_file():
+        raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); "
+                          "start it with --data (without --resume)")
+    return from_dict(load_toml(p))
+
+
+def resolve_config(
+    run_dir: str | Path,
+    config_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    log=None,
+) -> TrainConfig:
+    """The config ``progan train`` runs: the command's, reconciled with the run directory's saved one.
+
+    A new run directory takes defaults, then ``config_path``, then ``overrides``. A run directory
+    with a saved config continues it: with ``resume`` and no ``config_path`` the saved config is the
+    base; otherwise the command's config must agree with the saved one on every key except
+    ``RESUME_MAY_CHANGE`` and the keys given explicitly in ``overrides`` (deliberate changes, logged).
+    The networks' keys (ARCH_KEYS) must always agree. A conflict names the key and both values.
+    """
+    log = log or (lambda msg: None)
+    saved_file = Path(run_dir) / "config.toml"
+    saved = load_run_config(run_dir) if (resume or saved_file.is_file()) else None
+    if saved is not None and resume and config_path is None:
+        base = saved.to_dict()
+    else:
+        base = load_toml(config_path) if config_path else {}
+    merged, explicit = apply_overrides(base, overrides or {})
+    if saved is not None and not merged.get("data"):
+        merged["data"] = saved.data  # the store the run was started on
+    cfg = from_dict(merged)
+    if saved is None:
+        if not cfg.data:
+            raise ProganError("no data: give --data STORE (or --resume to continue a run)")
+        return cfg
+    where = f"'{config_path}'" if config_path else "the defaults"
+    requested, before = cfg.to_dict(), saved.to_dict()
+    for key in _FIELDS:
+        new, old = requested.get(key), before.get(key)
+        if new == old:
+            continue
+        if key in ARCH_KEYS:
+            raise ProganError(
+                f"run directory '{run_dir}' holds a run of another config ({key} = {old!r}, "
+                f"requested {new!r}: the networks differ); use a new --run-dir"
+            )
+        if key in explicit or key in RESUME_MAY_CHANGE:
+            log(f"continuing '{run_dir}' with {key} = {new!r} (was {old!r})")
+            continue
+        raise ProganError(
+            f"run directory '{run_dir}' was started with {key} = {old!r}, but {where} gives {new!r}; "
+            "continue it as started with `progan train --run-dir RUN --resume` (options given on "
+            "the command line change on purpose), or use a new --run-dir"
+        )
+    return cfg
 
 
 def _toml_value(v: Any) -> str:

@@ -74,6 +74,11 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         offset += n
 
 
+def world_size_from_env() -> int:
+    """Processes of the job as torchrun announces them (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def wanted() -> bool:
     """True when launched by torchrun (or --gpus) with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

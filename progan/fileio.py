@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,3 +45,45 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
         tmp.unlink(missing_ok=True)
     if fsync:
         fsync_dir(path.parent)
+
+
+def write_failure(what: str, folder: Path, error: BaseException) -> "ProganError":
+    """One-line error for a failed write of ``what`` into ``folder``, saying why where it can.
+
+    torch.save reports a full disk as RuntimeError ("file write failed") without an errno, so the
+    free space of ``folder`` is looked up to name the likely cause.
+    """
+    from progan.errors import ProganError
+
+    if isinstance(error, OSError) and error.strerror:
+        cause = error.strerror
+    else:
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[-1][:160]
+        try:
+            if shutil.disk_usage(folder).free < 64 * 2**20:
+                cause = f"no space left on device ({cause})"
+        except OSError:
+            pass
+    return ProganError(f"could not write {what}: {cause}; files written before are intact")
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Raise a ProganError unless the folder ``path`` exists writable or can be created.
+
+    Checked by creating (and removing) a file in ``path`` or its nearest existing ancestor, which
+    is true for any user, root included, and any file system; nothing else is left behind.
+    """
+    from progan.errors import ProganError
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a file")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".progan-write-test-", dir=probe)
+    except OSError as e:
+        raise ProganError(f"{what} '{path}' is not writable ({e.strerror or e} in '{probe}')") from None
+    os.close(fd)
+    os.unlink(name)

@@ -9,7 +9,8 @@ import torch
 
 from progan.checkpoint import load_generator
 from progan.errors import ProganError
-from progan.fileio import atomic_path
+from progan.devices import resolve_device
+from progan.fileio import atomic_path, check_writable
 from progan.stats import grid_image
 
 
@@ -43,6 +44,10 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         raise ProganError("--n must be >= 1")
     if interpolate and n < 2:
         raise ProganError("--interpolate needs --n of at least 2")
+    if steps < 1:
+        raise ProganError(f"--steps must be >= 1, got {steps}")
+    device = resolve_device(device)
+    check_writable(out, "output folder")
     g = load_generator(checkpoint, device=device)
     if label is not None and not 0 <= label < max(g.num_classes, 1):
         raise ProganError(f"--label {label}: the generator has {g.num_classes} classes")

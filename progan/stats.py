@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from progan import distributed as dist_utils
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, write_failure
 
 
 class TickStats:
@@ -56,9 +56,62 @@ def grid_image(imgs: torch.Tensor, min_cell: int = 64) -> np.ndarray:
 
 
 def save_grid(imgs: torch.Tensor, path: Path, min_cell: int = 64) -> Path:
-    """Write a sample grid PNG atomically; returns its path."""
+    """Write a sample grid PNG atomically; returns its path. A failed write is a ProganError."""
     from PIL import Image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid_image(imgs, min_cell)).save(tmp)
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(grid_image(imgs, min_cell)).save(tmp)
+    except OSError as e:
+        raise write_failure(f"sample grid '{path}'", path.parent, e) from None
     return path
+
+
+class EventWriter:
+    """TensorBoard's SummaryWriter whose write failures are one ProganError, never a traceback.
+
+    The SummaryWriter writes from a background thread; when a write fails there (a full disk), the
+    thread stores the exception, which the next call here re-raises, and Python would also print the
+    thread's traceback: a thread hook keeps that one quiet, since the error is reported here.
+    """
+
+    def __init__(self, logdir: Path, **kwargs):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.logdir = Path(logdir)
+        _quiet_tensorboard_threads()
+        self._writer = self._call(SummaryWriter, str(logdir), **kwargs)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, RuntimeError) as e:
+            raise write_failure(f"TensorBoard events in '{self.logdir}'", self.logdir, e) from None
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self._call(self._writer.add_scalar, tag, value, step)
+
+    def add_image(self, tag: str, img: torch.Tensor, step: int) -> None:
+        self._call(self._writer.add_image, tag, img, step)
+
+    def flush(self) -> None:
+        self._call(self._writer.flush)
+
+    def close(self) -> None:
+        self._call(self._writer.close)
+
+
+def _quiet_tensorboard_threads() -> None:
+    """Install (once) a threading hook that drops exceptions of TensorBoard's writer threads."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "_progan", False):
+        return
+
+    def hook(args):
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            previous(args)
+
+    hook._progan = True  # type: ignore[attr-defined]
+    threading.excepthook = hook

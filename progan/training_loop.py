@@ -19,16 +19,17 @@ import torch
 
 from progan import checkpoint as ckpt
 from progan import distributed as dist_utils
-from progan.config import ARCH_KEYS, TrainConfig, from_dict, to_toml
+from progan.config import ARCH_KEYS, TrainConfig, check_world, levels, to_toml
 from progan.data import read_meta
+from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
 from progan.feeding import LevelFeeder, Order, position_generator
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, check_writable, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
 from progan.schedule import phases, stage_at, total_images
-from progan.stats import TickStats, save_grid
+from progan.stats import EventWriter, TickStats, save_grid
 
 # Random streams per step (see feeding.position_generator).
 _Z_D, _Z_G, _EPS, _FLIP, _GRID = 1, 2, 3, 4, 5
@@ -41,23 +42,14 @@ class TrainResult:
     checkpoint: Path | None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ProganError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
-
-
 def check_store(cfg: TrainConfig) -> dict:
     """The store's metadata, after checking it holds every level the config trains on."""
     meta = read_meta(cfg.data)
-    needed = [2**k for k in range(int(math.log2(cfg.res_start)), int(math.log2(cfg.res_max)) + 1)]
-    levels = sorted(int(r) for r in meta["levels"])
-    missing = [r for r in needed if r not in levels]
+    have = sorted(int(r) for r in meta["levels"])
+    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
     if missing:
         raise ProganError(
-            f"store '{cfg.data}' has levels {levels[0]}-{levels[-1]}; --res-max {cfg.res_max} needs a "
+            f"store '{cfg.data}' has levels {have[0]}-{have[-1]}; --res-max {cfg.res_max} needs a "
             f"store prepared with --res-max {cfg.res_max}"
         )
     if cfg.conditional and not meta.get("num_classes"):
@@ -75,6 +67,17 @@ def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
             )
 
 
+def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, torch.device]:
+    """Everything a run needs, checked before anything is written: store, device, minibatch per
+    process, run directory. Returns the store's metadata and the device this process trains on.
+    """
+    meta = check_store(cfg)
+    device = dist_utils.local_device(resolve_device(cfg.device))
+    check_world(cfg, world)
+    check_writable(run_dir, "run directory")
+    return meta, device
+
+
 def _set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
     net.requires_grad_(False)
     for m in modules:
@@ -83,9 +86,10 @@ def _set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list
 
 
 def _make_optimizer(params, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.Adam:
-    fused = device.type == "cuda"
-    return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
-                            foreach=not fused, fused=fused)
+    """Fused Adam (CPU and CUDA): it alone takes ``found_inf``, which skips a step on the device."""
+    opt = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=True)
+    opt.found_inf = torch.zeros((), device=device)
+    return opt
 
 
 def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
@@ -98,12 +102,20 @@ def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, al
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> None:
-    """Backward, average the gradients over processes, and take one optimizer step."""
+def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
+    """Backward, average the gradients over processes, and take one optimizer step.
+
+    A step whose gradients are not all finite is skipped on the device (weights and Adam state
+    untouched, no host sync), as the official code skips non-finite updates; returns 1.0 when it was.
+    """
     opt.zero_grad(set_to_none=True)
     loss.backward()
     dist_utils.average_gradients(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch._foreach_norm(grads) if grads else [torch.zeros((), device=opt.found_inf.device)]
+    opt.found_inf = (~torch.stack(norms).sum().isfinite()).float()
     opt.step()
+    return opt.found_inf
 
 
 def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
@@ -125,17 +137,18 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
             d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
         else:
             d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
-    _descend(opt_D, d_loss * weight, d_params)
+    d_skipped = _descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
     for p in d_params:
         p.requires_grad_(False)
     with autocast:
         gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss)
-    _descend(opt_G, gl * weight, g_params)
+    g_skipped = _descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)
-    return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats}
+    return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats,
+            "skipped": torch.maximum(d_skipped, g_skipped)}
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None) -> TrainResult:
@@ -150,9 +163,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     log = log or (lambda msg: print(msg, flush=True) if is_main else None)
 
     # Initialize.
-    meta = check_store(cfg)
+    meta, device = preflight(cfg, run_dir, world)
     num_classes = int(meta.get("num_classes", 0)) if cfg.conditional else 0
-    device = dist_utils.local_device(resolve_device(cfg.device))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -169,28 +181,32 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     end = total_images(cfg)
     images_shown, step, opt_phase = 0, 0, None
     opt_state = None
+    unreadable: frozenset[Path] = frozenset()
 
     # Resume.
     found = ckpt.latest_checkpoint(run_dir, map_location=device, log=log)
     if found is not None:
-        path, state = found
+        state, unreadable = found.state, found.unreadable
         check_compatible(state["config"], cfg, run_dir)
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         G_ema.load_state_dict(state["G_ema"])
         images_shown, step, opt_phase = int(state["images_shown"]), int(state["step"]), int(state["opt_phase"])
         opt_state = (state["opt_G"], state["opt_D"])
-        log(f"resuming from {path} at {images_shown / 1000:.1f} kimg")
         del state
+        if images_shown >= end:
+            log(f"run '{run_dir}' is already finished at {images_shown / 1000:.1f} kimg "
+                f"(total_kimg {end / 1000:g}); raise --total-kimg to train longer")
+            return TrainResult(images_shown, True, found.path)
+        log(f"resuming from {found.path} at {images_shown / 1000:.1f} kimg")
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "config.toml") as tmp:
-            tmp.write_text(to_toml(cfg))
-    writer = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=images_shown)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(run_dir / "config.toml") as tmp:
+                tmp.write_text(to_toml(cfg))
+        except OSError as e:
+            raise write_failure(f"'{run_dir / 'config.toml'}'", run_dir, e) from None
+    writer = EventWriter(run_dir / "tensorboard", purge_step=images_shown) if is_main else None
     grid_z = torch.randn(cfg.grid_size, cfg.latent_dim, generator=position_generator(cfg.seed, 0, _GRID))
     grid_labels = torch.arange(cfg.grid_size) % num_classes if num_classes else None
     order = Order(int(meta["count"]), cfg.seed)
@@ -206,7 +222,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         }
 
     def snapshot() -> Path | None:
-        path = ckpt.save_checkpoint(run_dir, make_state(), cfg.keep_checkpoints) if is_main else None
+        nonlocal unreadable
+        path = None
+        if is_main:
+            path = ckpt.save_checkpoint(run_dir, make_state(), cfg.keep_checkpoints, unreadable)
+            unreadable -= {path}  # an unreadable file of that name was moved aside
         dist_utils.barrier()
         return path
 
@@ -308,12 +328,33 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 now = time.perf_counter()
                 rate = (images_shown - tick_start_images) / max(now - tick_start_time, 1e-9)
                 tick_start_time, tick_start_images = now, images_shown
+                steps_in_tick = stats.count
                 values = stats.read_and_reset(world)
+                skipped = round(values.pop("skipped", 0.0) * steps_in_tick)
                 tick_index = images_shown // tick_images
-                if is_main:
-                    _report(log, writer, cfg, stage, images_shown, end, rate, values, device)
-                if is_main and (at_end or new_phase or tick_index % cfg.image_ticks == 0):
-                    sample_grid(stage)
+                try:
+                    if is_main:
+                        _report(log, writer, cfg, stage, images_shown, end, rate, values, device)
+                        writer.add_scalar("progress/skipped_steps", skipped, images_shown)
+                    if is_main and (at_end or new_phase or tick_index % cfg.image_ticks == 0):
+                        sample_grid(stage)
+                except ProganError:
+                    # Logs or samples could not be written (a full disk?): keep the weights if a
+                    # checkpoint still can be, then stop with the error.
+                    with contextlib.suppress(ProganError):
+                        log(f"  checkpoint: {snapshot()}")
+                    raise
+                if skipped:
+                    log(f"  skipped {skipped} of {steps_in_tick} steps: non-finite loss or gradient")
+                if skipped == steps_in_tick:
+                    # Skipped steps leave the weights as they were, so this checkpoint holds the
+                    # weights from before the divergence.
+                    path = snapshot()
+                    raise ProganError(
+                        f"training diverged: every step of the last tick ({steps_in_tick}) had a "
+                        f"non-finite loss or gradient; {path} holds the weights from before; lower "
+                        "--lr or use --precision fp32, then resume"
+                    )
                 if at_end or new_phase or stopping or tick_index % cfg.snapshot_ticks == 0:
                     last_ckpt = snapshot()
                     if is_main:
@@ -332,7 +373,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(ProganError):  # a write error was already raised and reported
+                writer.close()
 
 
 def _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log) -> LevelFeeder:
@@ -402,11 +444,3 @@ def _save_reals_grid(cfg, order, run_dir, writer) -> None:
     writer.add_image("samples/reals", _grid_tensor(imgs), 0)
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The config a run directory was started with (``RUN/config.toml``)."""
-    from progan.config import load_toml
-
-    p = Path(run_dir) / "config.toml"
-    if not p.is_file():
-        raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); start it with --data")
-    return from_dict(load_toml(p))

@@ -200,18 +200,18 @@ def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run):
     result = invoke("swd", run, "--n", N, "--device", "cpu")
     assert result.exit_code == 0, result.output
     ckpt = list_checkpoints(run)[-1]
-    record = json.loads((ckpt.parent / f"{ckpt.stem}.swd.json").read_text())
-    assert record["metric"] == "swd" and record["n"] == N and record["res"] == 16
+    record = json.loads((ckpt.parent / f"{ckpt.stem}.swd{N}.json").read_text())
+    assert record["metric"] == f"swd{N}" and record["n"] == N and record["res"] == 16
     assert set(record["levels"]) == {"16"} and record["value"] == record["levels"]["16"] > 0
     assert f"{record['value']:10.4f}" in result.output and "avg" in result.output
     step = record["images_shown"]
-    assert scalars(run, "metrics/swd_avg") == [(step, pytest.approx(record["value"]))]
-    assert scalars(run, "metrics/swd_16") == [(step, pytest.approx(record["levels"]["16"]))]
+    assert scalars(run, f"metrics/swd{N}_avg") == [(step, pytest.approx(record["value"]))]
+    assert scalars(run, f"metrics/swd{N}_16") == [(step, pytest.approx(record["levels"]["16"]))]
     # `progan fid --metric swd` is the same command.
     again = invoke("fid", ckpt, "--metric", "swd", "--n", N, "--device", "cpu")
     assert again.exit_code == 0, again.output
     assert (
-        json.loads((ckpt.parent / f"{ckpt.stem}.swd.json").read_text())["value"] == record["value"]
+        json.loads((ckpt.parent / f"{ckpt.stem}.swd{N}.json").read_text())["value"] == record["value"]
     )
 
 
@@ -299,12 +299,12 @@ def test_a_corrupt_checkpoint_in_a_run_is_reported_and_passed_over(run, tiny_fea
     result = invoke("swd", run, "--n", 16, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "corrupt" in result.output and "passed over" in result.output
-    assert len(list((run / "checkpoints").glob("*.swd.json"))) == 1
+    assert len(list((run / "checkpoints").glob("*.swd16.json"))) == 1
 
 
 def test_evaluator_is_usable_from_python(run, tiny_features):
     result = ev.compute_swd(run, n=16, device="cpu", write=False)
-    assert result["metric"] == "swd" and result["n"] == 16
+    assert result["metric"] == "swd16" and result["n"] == 16
     assert not list((run / "checkpoints").glob("*.json"))
     with pytest.raises(ProganError, match="unknown metric"):
         ev.Evaluator("is")

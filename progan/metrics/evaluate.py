@@ -13,6 +13,7 @@ keyed by the store (path, size, mtime), the level and N.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 
 from progan.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, write_failure
 from progan.metrics.fid import (
+    check_source,
     extract_features,
     feature_stats,
     fid_from_sources,
@@ -51,6 +54,7 @@ __all__ = [
     "fid_between",
     "generated_images",
     "metric_name",
+    "result_name",
     "result_path",
 ]
 
@@ -64,10 +68,27 @@ def default_n(metric: str) -> int:
 
 
 def metric_name(metric: str, n: int) -> str:
-    """Result name: ``fid50k`` for N = 50,000 (any whole thousand), ``fid32`` for others; ``swd``."""
-    if metric == "swd":
+    """``fid50k`` for N = 50,000 (any whole thousand), ``fid32`` for others; ``swd`` for the
+    paper's 16,384 images, ``swd2k``, ``swd100`` for others."""
+    if metric == "swd" and n == SWD_N:
         return "swd"
-    return f"fid{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"fid{n}"
+    return f"{metric}{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{metric}{n}"
+
+
+def result_name(metric: str, n: int, seed: int = 0, ref: str | os.PathLike | None = None) -> str:
+    """The name of a result file and TensorBoard tag: everything that changes the number is in it.
+
+    ``fid50k`` is N = 50,000 fakes with seed 0 against the checkpoint's training store; another seed
+    adds ``-seed7``, an explicit reference ``-ref-<name>-<hash of its path>``, so that evaluations
+    with other settings sit beside earlier ones instead of overwriting them.
+    """
+    name = metric_name(metric, n)
+    if seed:
+        name += f"-seed{seed}"
+    if ref is not None:
+        resolved = str(Path(ref).resolve())
+        name += f"-ref-{Path(resolved).stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:6]}"
+    return name
 
 
 def result_path(checkpoint: str | os.PathLike, name: str) -> Path:
@@ -80,18 +101,6 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/progan/fid`` (``~/.cache/progan/fid``): a store's stats serve every run."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "progan" / "fid"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; asking for CUDA without it is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ProganError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ProganError(f"unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
 
 
 def generated_images(
@@ -147,17 +156,17 @@ def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(obj, indent=2) + "\n")
     except OSError as e:
-        raise ProganError(f"could not write '{path}': {e.strerror or e}") from None
+        raise write_failure(f"'{path}'", path.parent, e) from None
 
 
 def _write_tensorboard(run_dir: Path, step: int, scalars: dict[str, float]) -> None:
     """Scalars into ``RUN/tensorboard`` through an event file of their own (training's is untouched)."""
-    from torch.utils.tensorboard import SummaryWriter
+    from progan.stats import EventWriter
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"), filename_suffix=".metrics")
+    writer = EventWriter(run_dir / "tensorboard", filename_suffix=".metrics")
     try:
         for tag, value in scalars.items():
-            writer.add_scalar(tag, value, global_step=step)
+            writer.add_scalar(tag, value, step)
     finally:
         writer.close()
 
@@ -193,7 +202,7 @@ class Evaluator:
             )
         if batch < 1:
             raise ProganError(f"--batch must be at least 1, got {batch}")
-        self.name = metric_name(metric, self.n)
+        self.name = result_name(metric, self.n, seed, ref)
         self.ref = Path(ref) if ref is not None else None
         self.batch, self.seed, self.progress, self.log = batch, seed, progress, log
         self.device = resolve_device(device)
@@ -297,7 +306,7 @@ class Evaluator:
             )
         ref = self._reference(info["data"])
         result: dict[str, Any] = {
-            "metric": self.name, "value": None, "n": self.n, "images_shown": shown, "res": res,
+            "metric": metric_name(self.metric, self.n), "name": self.name, "value": None, "n": self.n, "images_shown": shown, "res": res,
             "alpha": info["alpha"], "ref": str(ref), "seconds": None, "seed": self.seed,
         }  # fmt: skip
         if self.metric == "fid":
@@ -307,8 +316,8 @@ class Evaluator:
             per_level, result["n"] = self._swd(g, ref, res)
             result["value"] = per_level["avg"]
             result["levels"] = {str(r): v for r, v in per_level.items() if r != "avg"}
-            scalars = {"metrics/swd_avg": per_level["avg"]}
-            scalars.update({f"metrics/swd_{r}": v for r, v in result["levels"].items()})
+            scalars = {f"metrics/{self.name}_avg": per_level["avg"]}
+            scalars.update({f"metrics/{self.name}_{r}": v for r, v in result["levels"].items()})
         result["seconds"] = round(time.perf_counter() - start, 3)
         if write:
             _write_json_atomic(result_path(checkpoint, self.name), result)
@@ -395,10 +404,18 @@ def fid_between(
         )
     if batch < 1:
         raise ProganError(f"--batch must be at least 1, got {batch}")
+    sides = {}
     for source in (real, fake):
-        p = Path(source)
-        if not (p.is_dir() or p.is_file()):
-            raise ProganError(f"FID source '{p}' not found")
+        if not Path(source).exists():
+            raise ProganError(f"FID source '{source}' not found")
+        sides[source] = check_source(source, n, resolution)
+    if None not in sides.values() and len(set(sides.values())) > 1:
+        _stderr(
+            "warning: "
+            + " and ".join(f"'{s}' holds {r}x{r} images" for s, r in sides.items())
+            + "; both are resized to 299x299 for Inception, so FID also measures the difference "
+            "in resolution (pass --res to pick a store level)"
+        )
     dev = resolve_device(device)
     model = load_fid_inception(inception_weights, dev)
     cache = _usable_cache(

@@ -316,6 +316,51 @@ def source_stats(
     raise ProganError(f"FID source '{path}' is not an image folder, an LMDB store or an .npz file")
 
 
+def check_source(
+    source: str | os.PathLike, n: int | None = None, resolution: int | None = None
+) -> int | None:
+    """Check an FID source before any feature is computed; returns its image side (None: ``.npz``).
+
+    It must exist and be an ``.npz`` of statistics, a store holding ``resolution`` (default its
+    largest level) or a folder of images of one size, with at least ``n`` (and 2) images. Only file
+    headers are read.
+    """
+    path = Path(source)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise ProganError(f"stats file '{path}' not found")
+        return None
+    if is_store(path):
+        from progan.data import read_meta
+
+        meta = read_meta(path)
+        levels = [int(r) for r in meta["levels"]]
+        res = resolution if resolution is not None else levels[-1]
+        if res not in levels:
+            raise ProganError(f"store '{path}' has levels {levels[0]}-{levels[-1]}, not --res {res}")
+        _take(max(n or 2, 2), int(meta["count"]), f"store '{path}'")
+        return res
+    if not path.is_dir():
+        raise ProganError(f"FID source '{path}' is not an image folder, an LMDB store or an .npz file")
+    files = list_image_files(path)
+    _take(max(n or 2, 2), len(files), f"folder '{path}'")
+    files = files[:n] if n else files
+    sizes: dict[tuple[int, int], Path] = {}
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                sizes.setdefault(img.size, f)
+        except (OSError, ValueError) as e:
+            raise ProganError(f"'{f}' is not a readable image ({e}); remove it from '{path}'") from None
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h} ('{f.name}')" for (w, h), f in list(sizes.items())[:3])
+        raise ProganError(f"FID images in '{path}' must all have one size; found {shown}")
+    (w, h), = sizes
+    if w != h:
+        raise ProganError(f"images in '{path}' are {w}x{h}; FID here compares square images")
+    return w
+
+
 def fid_from_sources(
     real: str | os.PathLike,
     fake: str | os.PathLike,
