@@ -98,11 +98,13 @@ def test_every_format_is_stored_and_bad_files_are_skipped_with_reasons(built):
     root, result = built
     assert result.exit_code == 0, result.output
     assert read_meta(root / "store")["count"] == len(GOOD)
-    assert "skipped 3 (empty file: 1, not an image: 1, truncated: 1)" in result.output
+    assert ("skipped 4 (empty file: 1, not an image: 1, other extension: 1, truncated: 1)"
+            in result.output)
     assert "x_truncated.jpg: truncated" in result.output
     assert "y_empty.png: empty file" in result.output
     assert "z_text.jpg: not an image" in result.output
-    assert ".hidden" not in result.output and "notes.txt" not in result.output
+    assert "notes.txt: other extension (.txt)" in result.output
+    assert ".hidden" not in result.output
 
 
 def test_images_are_stored_in_sorted_path_order(built):
@@ -187,12 +189,14 @@ def test_labels_come_from_first_level_subfolders(tmp_path):
 
 
 def test_small_images_are_upscaled_and_counted_or_skipped_below_min_size(tmp_path):
-    solid(RED, size=(8, 8)).save(tmp_path / "small.png")
-    solid(RED, size=(40, 34)).save(tmp_path / "big.png")
-    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s1", "--res-max", 32, "--workers", 0)
+    src = tmp_path / "src"
+    src.mkdir()
+    solid(RED, size=(8, 8)).save(src / "small.png")
+    solid(RED, size=(40, 34)).save(src / "big.png")
+    result = run_cli("prepare-lmdb", src, tmp_path / "s1", "--res-max", 32, "--workers", 0)
     assert result.exit_code == 0 and "1 images were smaller than 32 px" in result.output
     assert read_meta(tmp_path / "s1")["upscaled"] == 1
-    s = prepare_lmdb(tmp_path, tmp_path / "s2", res_max=32, min_size=16, workers=0, progress=False)
+    s = prepare_lmdb(src, tmp_path / "s2", res_max=32, min_size=16, workers=0, progress=False)
     assert (s["stored"], s["skipped"]) == (1, {"too small": 1})
 
 
