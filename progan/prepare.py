@@ -186,7 +186,7 @@ def _process(name: str) -> tuple[str, str, Any]:
 
 def _is_hidden(rel: str) -> bool:
     """Hidden files and macOS zip metadata are not part of a data set: ignored, not listed."""
-    return any(p.startswith(".") or p == "__MACOSX" for p in rel.split("/"))
+    return any((p.startswith(".") and p != "..") or p == "__MACOSX" for p in rel.split("/"))
 
 
 def _entry_problem(rel: str, size: int, max_bytes: int) -> str | None:
