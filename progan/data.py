@@ -326,11 +326,16 @@ class LMDBImages(torch.utils.data.Dataset):
             f"({why}); `progan info --verify {self.path}` lists every bad record",
         )
 
-    def _decode(self, value: bytes | memoryview | None, index: int) -> np.ndarray:
+    def _check(self, value: bytes | memoryview | None, index: int) -> None:
         if value is None:
             raise self._bad_record(index, "missing")
         if self.crcs is not None and checksum(value) != self.crcs[index]:
             raise self._bad_record(index, "checksum mismatch")
+        if self.encoding == "raw" and len(value) != 3 * self.resolution**2:
+            raise self._bad_record(index, f"{len(value)} bytes, not {3 * self.resolution**2}")
+
+    def _decode(self, value: bytes | memoryview | None, index: int) -> np.ndarray:
+        self._check(value, index)
         try:
             return decode_image(value, self.encoding, self.resolution)
         except Exception as e:  # a damaged record of a store without checksums
@@ -363,7 +368,11 @@ class LMDBImages(torch.utils.data.Dataset):
             else:
                 values = (txn.get(image_key(res, i)) for i in order)
             for j, (index, value) in enumerate(zip(order, values)):
-                out[j] = self._decode(value, index)
+                if self.encoding == "raw":
+                    self._check(value, index)
+                    out[j] = np.frombuffer(value, np.uint8).reshape(3, res, res)
+                else:
+                    out[j] = self._decode(value, index)
         return torch.from_numpy(out)
 
 

@@ -3,7 +3,8 @@
 LMDB trusts its file: a ``data.mdb`` shorter than its header says (an incomplete copy) is mapped
 anyway and the first read of a missing page kills the process with SIGBUS; a zeroed or overwritten
 tree page trips a C assertion (``IS_LEAF(mp)``) that aborts the process. Neither can be caught in
-Python, so ``check_lmdb_file`` reads the file itself first (plain reads, never a mapping):
+Python, so ``check_lmdb_file`` reads the file itself first (the header with plain reads, the rest
+through a mapping of only the pages the file is found to hold):
 
 - the two meta pages (magic 0xBEEFC0DE, data version 1), picking the newer as LMDB does;
 - the file holds every page up to the recorded last page;
@@ -18,6 +19,7 @@ Layout as in liblmdb 0.9 ``mdb.c`` on a 64-bit little-endian machine.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -86,47 +88,44 @@ def read_lmdb_meta(fd: int) -> Meta:
     return max(first, second, key=lambda m: m.txnid)
 
 
-def _pages(fd: int, pgnos: list[int], psize: int) -> np.ndarray:
-    return np.frombuffer(b"".join(_read(fd, p * psize, psize) for p in pgnos), np.uint8).reshape(
-        len(pgnos), psize
-    )
+def _u16(words: np.ndarray, pgnos: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Little-endian uint16 at even byte ``offsets`` of pages ``pgnos``, as int64."""
+    return words[pgnos, offsets // 2].astype(np.int64)
 
 
-def _u16(pages: np.ndarray, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    return pages[rows, offsets].astype(np.int64) | (pages[rows, offsets + 1].astype(np.int64) << 8)
+def _u64(file: np.ndarray, pgnos: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Little-endian uint64 at any byte ``offsets`` of pages ``pgnos``, as int64."""
+    out = np.zeros(len(pgnos), np.uint64)
+    for k in range(8):
+        out |= file[pgnos, offsets + k].astype(np.uint64) << np.uint64(8 * k)
+    return out.astype(np.int64)
 
 
-def _check_headers(pages: np.ndarray, pgnos: list[int], kind: int, psize: int) -> None:
-    header = pages[:, :PAGE_HEADER].copy().view(np.dtype("<u8, <u2, <u2, <u2, <u2"))[:, 0]
-    numbers, flags, lower, upper = header["f0"], header["f2"], header["f3"], header["f4"]
+def _check_headers(file: np.ndarray, words: np.ndarray, pgnos: np.ndarray, kind: int) -> None:
+    psize = file.shape[1]
+    numbers = _u64(file, pgnos, np.zeros_like(pgnos))
+    flags, lower, upper = (words[pgnos, i].astype(np.int64) for i in (5, 6, 7))
+    types = P_BRANCH | P_LEAF | P_OVERFLOW | P_META | P_LEAF2
     name = "branch" if kind == P_BRANCH else "leaf"
     bad = np.flatnonzero(
-        (numbers != np.asarray(pgnos, np.uint64)) | ((flags & (P_BRANCH | P_LEAF | P_OVERFLOW
-         | P_META | P_LEAF2)) != kind) | (lower < PAGE_HEADER) | (lower > upper)
-        | (upper > psize) | ((lower - PAGE_HEADER) % 2 == 1)
+        (numbers != pgnos) | ((flags & types) != kind) | (lower < PAGE_HEADER) | (lower > upper)
+        | (upper > psize) | (lower % 2 == 1)
     )
     if len(bad):
         raise LmdbDamage(f"has a damaged {name} page, {pgnos[bad[0]]} ({len(bad)} in all)")
 
 
-def _nodes(pages: np.ndarray, psize: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, offset) of every node of the given pages, in page order."""
-    lower = _u16(pages, np.arange(len(pages)), np.full(len(pages), 12))
-    upper = _u16(pages, np.arange(len(pages)), np.full(len(pages), 14))
+def _nodes(words: np.ndarray, pgnos: np.ndarray, psize: int) -> tuple[np.ndarray, np.ndarray]:
+    """(page number, byte offset) of every node of the given pages, in page order."""
+    lower, upper = words[pgnos, 6].astype(np.int64), words[pgnos, 7].astype(np.int64)
     counts = (lower - PAGE_HEADER) // 2
-    rows = np.repeat(np.arange(len(pages)), counts)
+    rows = np.repeat(np.arange(len(pgnos)), counts)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    ptrs = _u16(pages, rows, PAGE_HEADER + 2 * slot)
-    if np.any((ptrs < upper[rows]) | (ptrs > psize - 8)):
+    at = pgnos[rows]
+    ptrs = _u16(words, at, PAGE_HEADER + 2 * slot)
+    if np.any((ptrs < upper[rows]) | (ptrs > psize - 8) | (ptrs % 2 == 1)):
         raise LmdbDamage("has a tree page with an offset outside the page")
-    return rows, ptrs
-
-
-def _u64_at(pages: np.ndarray, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(rows), np.uint64)
-    for k in range(8):
-        out |= pages[rows, offsets + k].astype(np.uint64) << np.uint64(8 * k)
-    return out
+    return at, ptrs
 
 
 def check_lmdb_file(path: Path) -> Meta:
@@ -143,49 +142,51 @@ def check_lmdb_file(path: Path) -> Meta:
                 f"is truncated: {size:,} bytes of the {needed:,} its header records "
                 "(an incomplete copy?)"
             )
-        _check_tree(fd, meta)
+        # Mapped only as far as the pages just found to be present, so no read can fault. The
+        # mapping goes when its last view does (an exception's traceback may hold one a while).
+        mapped = mmap.mmap(fd, needed, prot=mmap.PROT_READ)
+        _check_tree(np.frombuffer(mapped, np.uint8).reshape(-1, meta.psize), meta)
         return meta
     finally:
         os.close(fd)
 
 
-def _check_tree(fd: int, meta: Meta) -> None:
+def _check_tree(file: np.ndarray, meta: Meta) -> None:
     psize, last = meta.psize, meta.last_pgno
+    words = file.view("<u2")
     if meta.root == P_INVALID:
         if meta.entries or meta.depth:
             raise LmdbDamage("records entries but no tree")
         return
-    level, branch_pages, leaf_pages = [meta.root], 0, 0
+    level, branch_pages, leaf_pages = np.array([meta.root], np.int64), 0, 0
     for depth in range(1, meta.depth + 1):
-        if any(not 2 <= p <= last for p in level):
+        if np.any((level < 2) | (level > last)):
             raise LmdbDamage("has a tree page pointing outside the file")
         kind = P_LEAF if depth == meta.depth else P_BRANCH
-        pages = _pages(fd, level, psize)
-        _check_headers(pages, level, kind, psize)
-        rows, ptrs = _nodes(pages, psize)
-        ksize = _u16(pages, rows, ptrs + 6)
+        _check_headers(file, words, level, kind)
+        at, ptrs = _nodes(words, level, psize)
+        ksize = _u16(words, at, ptrs + 6)
         if kind == P_BRANCH:
             branch_pages += len(level)
             if np.any(ptrs + 8 + ksize > psize):
                 raise LmdbDamage("has a branch page with a key outside the page")
-            child = (_u16(pages, rows, ptrs) | (_u16(pages, rows, ptrs + 2) << 16)
-                     | (_u16(pages, rows, ptrs + 4) << 32))
-            level = child.tolist()
+            level = (_u16(words, at, ptrs) | (_u16(words, at, ptrs + 2) << 16)
+                     | (_u16(words, at, ptrs + 4) << 32))
             continue
         leaf_pages += len(level)
-        dsize = _u16(pages, rows, ptrs) | (_u16(pages, rows, ptrs + 2) << 16)
-        flags = _u16(pages, rows, ptrs + 4)
+        dsize = _u16(words, at, ptrs) | (_u16(words, at, ptrs + 2) << 16)
+        flags = _u16(words, at, ptrs + 4)
         big = (flags & F_BIGDATA) != 0
         if np.any(ptrs + 8 + ksize + np.where(big, 8, dsize) > psize):
             raise LmdbDamage("has a leaf page with a record outside the page")
-        first = _u64_at(pages, rows[big], (ptrs + 8 + ksize)[big]).astype(np.int64)
+        first = _u64(file, at[big], (ptrs + 8 + ksize)[big])
         count = (PAGE_HEADER - 1 + dsize[big]) // psize + 1
         if np.any((first < 2) | (first + count - 1 > last)):
             raise LmdbDamage("has a record pointing outside the file")
         if np.any(flags & (F_SUBDATA | F_DUPDATA)):
             continue  # sub-databases keep their own counts (not a progan store anyway)
-        if len(rows) != meta.entries:
-            raise LmdbDamage(f"holds {len(rows)} records in its tree, {meta.entries} by its header")
+        if len(at) != meta.entries:
+            raise LmdbDamage(f"holds {len(at)} records in its tree, {meta.entries} by its header")
         if count.sum() != meta.overflow_pages:
             raise LmdbDamage("counts large-record pages differently in its tree and its header")
     if (branch_pages, leaf_pages) != (meta.branch_pages, meta.leaf_pages):
