@@ -146,7 +146,8 @@ def _verify(store, meta):
     bar = Progress(meta["count"] * len(meta["levels"]), sys.stderr.isatty(), unit="records")
     checked, bad = verify_store(store, progress=lambda done, total: bar.update(done))
     bar.finish(checked)
-    how = "by checksum" if meta["version"] >= 2 else "by size and decoding only: format 1 has no checksums"
+    how = ("by checksum" if meta["version"] >= 2
+           else "by size and decoding only: format 1 has no checksums")
     if not bad:
         click.echo(f"verified:   all {checked} records ({how})")
         return

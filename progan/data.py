@@ -398,8 +398,9 @@ def _level_values(txn: lmdb.Transaction, res: int,
         index += 1
 
 
-def verify_store(path: str | os.PathLike,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[int, list[tuple[str, str]]]:
+def verify_store(
+    path: str | os.PathLike, progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, list[tuple[str, str]]]:
     """Read every record of a store and return (records checked, [(key, problem), ...]).
 
     Format 2 records are checked against their CRC-32; format 1 stores have none, so their raw

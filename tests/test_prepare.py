@@ -302,7 +302,8 @@ def test_folder_files_over_the_cap_are_skipped_and_strict_refuses_them(tmp_path)
     (tmp_path / "src" / "b.bmp").write_bytes(bytes((1 << 20) + 1))
     s = prepare_lmdb(tmp_path / "src", tmp_path / "s", res_max=8, max_file_mb=1, workers=0,
                      progress=False)
-    assert s["stored"] == 1 and s["skipped_files"] == [("b.bmp", "too large (1 MiB > --max-file-mb 1)")]
+    assert s["stored"] == 1
+    assert s["skipped_files"] == [("b.bmp", "too large (1 MiB > --max-file-mb 1)")]
     with pytest.raises(ProganError, match="--strict: skipped 'b.bmp': too large"):
         prepare_lmdb(tmp_path / "src", tmp_path / "s2", res_max=8, max_file_mb=1, strict=True,
                      workers=0, progress=False)
@@ -330,7 +331,7 @@ def test_reading_stops_at_the_cap_whatever_the_header_says(tmp_path):
 
 @pytest.mark.parametrize("res_max", [1048576, 8192, 12])
 def test_res_max_beyond_the_ceiling_is_refused_before_reading(tmp_path, res_max):
-    """Before: 1048576 was blamed on every image as 'unreadable (MemoryError)' (or the OOM killer)."""
+    """Before: 1048576 was blamed on every image as 'unreadable (MemoryError)', or OOM-killed."""
     solid(RED).save(tmp_path / "a.png")
     result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", res_max)
     assert result.exit_code == 2

@@ -211,7 +211,8 @@ def test_verify_of_a_sound_store_reads_every_record_with_progress(store):
     assert (checked, bad) == (N * 4, [])
     assert calls[-1] == (N * 4, N * 4) and len(calls) == N * 4
     result = CliRunner().invoke(main, ["info", "--verify", str(store[0])])
-    assert result.exit_code == 0 and f"verified:   all {N * 4} records (by checksum)" in result.output
+    assert result.exit_code == 0
+    assert f"verified:   all {N * 4} records (by checksum)" in result.output
     assert "checksums:  CRC-32 per record" in result.output
 
 
@@ -261,7 +262,8 @@ def foreign(path: Path, records: dict[bytes, bytes]) -> Path:
 
 
 @pytest.mark.parametrize("records, why", [
-    ({b"user:1": b"alice", b"user:2": b"bob"}, "an LMDB without progan metadata; first key b'user:1'"),
+    ({b"user:1": b"alice", b"user:2": b"bob"},
+     "an LMDB without progan metadata; first key b'user:1'"),
     ({}, "an empty LMDB"),
     ({META_KEY: json.dumps({"format": "other-tool", "version": 3}).encode()},
      "its metadata says format 'other-tool'"),
