@@ -63,14 +63,18 @@ def main():
               help="Colour that transparent pixels are composited onto (name or #rrggbb).")
 @click.option("--lossless", type=click.Choice(["png", "webp"]), default="png", show_default=True,
               help="Encoding of levels ≥ 256 (smaller levels are raw bytes).")
+@click.option("--max-file-mb", default=256, show_default=True,
+              help="Skip files (and zip entries) larger than this many MiB, unread.")
 @_user_errors
 def prepare_lmdb_cmd(src, out, res_max, res_min, workers, limit, strict, labels, crop, min_size,
-                     background, lossless):
+                     background, lossless, max_file_mb):
     """Build an LMDB store of every level 4…RES_MAX from a folder (recursive) or .zip of images.
 
     JPEG, PNG, WebP, BMP, TIFF and GIF (first frame) are read in sorted path order; EXIF
     orientation is applied, transparency is composited onto --background, and lower levels are
-    2×2 box averages of the level above. Unreadable files are skipped and listed.
+    2×2 box averages of the level above. Unreadable files, other extensions, files over
+    --max-file-mb, zip entries with '..' paths or bomb-like compression are skipped and listed;
+    hidden files and __MACOSX are ignored. Each record's CRC-32 is stored (see `info --verify`).
 
     The store is built in OUT.partial-<pid> and renamed to OUT only when complete, so an
     interrupted run leaves no OUT; re-running the same command removes stale partial folders and
@@ -82,7 +86,7 @@ def prepare_lmdb_cmd(src, out, res_max, res_min, workers, limit, strict, labels,
         raise ProganError("--res-min must be 4: the networks start at 4×4, every level is stored")
     s = prepare_lmdb(src, out, res_max=res_max, workers=workers, limit=limit, strict=strict,
                      labels=labels, crop=crop, min_size=min_size, background=background,
-                     lossless=lossless)
+                     lossless=lossless, max_file_mb=max_file_mb)
     skipped = sum(s["skipped"].values())
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items()))
     click.echo(f"stored {s['stored']} images (levels {s['levels'][0]}–{s['levels'][-1]}) in "
@@ -95,9 +99,15 @@ def prepare_lmdb_cmd(src, out, res_max, res_min, workers, limit, strict, labels,
 
 @main.command("info")
 @click.argument("store", type=click.Path(path_type=str))
+@click.option("--verify", is_flag=True,
+              help="Read every record and check it against its checksum; list the bad ones.")
 @_user_errors
-def info_cmd(store):
-    """Print a store's metadata and the bytes each level takes on disk."""
+def info_cmd(store, verify):
+    """Print a store's metadata and the bytes each level takes on disk.
+
+    A damaged store (truncated, overwritten pages) is refused in one line. --verify reads
+    everything (progress on stderr), names each bad record and exits 1 if there is any.
+    """
     from progan.data import level_sizes, read_meta
 
     meta = read_meta(store)
@@ -114,12 +124,38 @@ def info_cmd(store):
     if meta.get("skipped") or meta.get("upscaled"):
         click.echo(f"prepare:    skipped {meta.get('skipped', {})}, "
                    f"upscaled {meta.get('upscaled', 0)}")
+    if meta["version"] >= 2:
+        click.echo("checksums:  CRC-32 per record, checked on every read (all at once: --verify)")
+    else:
+        click.echo("checksums:  none (format 1 store: reads are not verified; prepare it again "
+                   "to add them)")
     click.echo("level  encoding       bytes   bytes/image")
     for res in meta["levels"]:
         n = sizes[res]
         per_image = n // max(meta["count"], 1)
         click.echo(f"{res:5d}  {meta['encoding'][str(res)]:8s} {n:12,d} {per_image:13,d}")
     click.echo(f"total  {'':8s} {sum(sizes.values()):12,d}")
+    if verify:
+        _verify(store, meta)
+
+
+def _verify(store, meta):
+    from progan.data import verify_store
+    from progan.progress import Progress
+
+    bar = Progress(meta["count"] * len(meta["levels"]), sys.stderr.isatty(), unit="records")
+    checked, bad = verify_store(store, progress=lambda done, total: bar.update(done))
+    bar.finish(checked)
+    how = ("by checksum" if meta["version"] >= 2
+           else "by size and decoding only: format 1 has no checksums")
+    if not bad:
+        click.echo(f"verified:   all {checked} records ({how})")
+        return
+    for key, problem in bad:
+        click.echo(f"bad record: {key}: {problem}")
+    click.echo(f"error: store '{store}' has {len(bad)} bad records of {checked} (listed above); "
+               "prepare it again with progan prepare-lmdb", err=True)
+    sys.exit(1)
 
 
 # --- training commands (train, generate) -------------------------------------------------------

@@ -1,6 +1,6 @@
 """Read the LMDB image store that ``progan prepare-lmdb`` writes: format, metadata, Dataset.
 
-Store format (version 1), one LMDB environment (a directory holding ``data.mdb``):
+Store format (version 2), one LMDB environment (a directory holding ``data.mdb``):
 
 - ``b"__meta__"``: UTF-8 JSON metadata (see ``read_meta``); written last, so a store without it is
   incomplete.
@@ -9,13 +9,24 @@ Store format (version 1), one LMDB environment (a directory holding ``data.mdb``
   level ``res``. Levels are every power of two from 4 to ``res_max``; images are numbered
   0..count-1. The value's encoding is per level (``meta["encoding"][str(res)]``): ``"raw"`` is
   3·R·R uint8 bytes in RGB CHW order; ``"png"``/``"webp"`` is a lossless 8-bit RGB image file.
+- ``b"__crc32__/RRRR"`` (``checksum_key(res)``): ``count`` little-endian uint32, the CRC-32 of each
+  record of level ``res``; each table's own CRC-32 is in ``meta["checksum_tables"]``, the labels'
+  in ``meta["labels_crc32"]``. Version 1 stores lack them and are read without verification.
+
+Damage never crashes a reader: ``data.mdb`` is checked against its own header and tree before LMDB
+maps it (``progan.storecheck``), LMDB's errors become ProganError, and every record read is checked
+against its CRC-32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +36,21 @@ import torch
 from PIL import Image
 
 from progan.errors import ProganError
+from progan.storecheck import LmdbDamage, check_lmdb_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 stores have no checksums; they are read unverified
 META_KEY = b"__meta__"
 LABELS_KEY = b"__labels__"
+CHECKSUM_PREFIX = b"__crc32__/"
 ENCODINGS = ("raw", "png", "webp")
 # Levels at or above this are stored losslessly compressed, below it raw: see datasets/README.md
 # (PNG saves < 3% up to 128 px but costs ~200x the decode time of raw bytes).
 COMPRESSED_MIN_RES = 256
 MAX_READERS = 1024
 _REQUIRED_META = ("version", "count", "levels", "encoding", "num_classes", "class_names")
+_IMAGE_KEY = re.compile(rb"\d{4}/\d{8}")
+_PREPARE_AGAIN = "prepare it again with progan prepare-lmdb"
 
 
 def image_key(res: int, index: int) -> bytes:
@@ -42,8 +58,51 @@ def image_key(res: int, index: int) -> bytes:
     return f"{res:04d}/{index:08d}".encode()
 
 
+def checksum_key(res: int) -> bytes:
+    """The key of level ``res``'s checksum table: ``count`` little-endian uint32 CRC-32s."""
+    return CHECKSUM_PREFIX + f"{res:04d}".encode()
+
+
+def checksum(value: bytes | memoryview) -> int:
+    """A record's checksum: CRC-32 (zlib), a few GB/s, far below the cost of decoding."""
+    return zlib.crc32(value)
+
+
 def _level_prefix(res: int) -> bytes:
     return f"{res:04d}/".encode()
+
+
+def _damaged(path: Path, what: str) -> ProganError:
+    return ProganError(f"store '{path}' is damaged: {what}; {_PREPARE_AGAIN}")
+
+
+@contextlib.contextmanager
+def _lmdb_errors(path: Path) -> Iterator[None]:
+    """Turn LMDB's errors while reading (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...) into one line."""
+    try:
+        yield
+    except lmdb.Error as e:
+        raise _damaged(path, str(e).splitlines()[0]) from None
+
+
+# Files checked in this process (by device, inode, size and mtime). Kept across fork(), so forked
+# DataLoader workers do not read the tree again.
+_checked: set[tuple[int, int, int, int]] = set()
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a truncated or structurally damaged data.mdb before LMDB maps it (see storecheck)."""
+    st = (path / "data.mdb").stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _checked:
+        return
+    try:
+        check_lmdb_file(path / "data.mdb")
+    except LmdbDamage as e:
+        raise _damaged(path, f"data.mdb {e}") from None
+    except OSError as e:
+        raise ProganError(f"store '{path}' cannot be read: {e}") from None
+    _checked.add(key)
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -54,6 +113,7 @@ def _open_env(path: Path) -> lmdb.Environment:
         raise ProganError(
             f"'{path}' is not an LMDB store (no data.mdb); create one with prepare-lmdb"
         )
+    _check_file(path)
     try:
         return lmdb.open(
             str(path), readonly=True, lock=False, readahead=False, meminit=False,
@@ -94,38 +154,65 @@ def _shared_env(path: Path) -> lmdb.Environment:
     return _envs[key]
 
 
+def _not_progan(path: Path, why: str) -> ProganError:
+    return ProganError(
+        f"'{path}' is not a progan store ({why}); make one with progan prepare-lmdb"
+    )
+
+
 def _validate_meta(path: Path, env: lmdb.Environment) -> dict[str, Any]:
-    with env.begin() as txn:
+    with _lmdb_errors(path), env.begin() as txn:
         raw = txn.get(META_KEY)
-    entries = env.stat()["entries"]
+        cursor = txn.cursor()
+        first = cursor.key() if cursor.first() else None
+        entries = env.stat()["entries"]
     if raw is None:
-        raise ProganError(f"store '{path}' is incomplete (no metadata record); prepare it again")
+        if first is None:
+            raise _not_progan(path, "an empty LMDB")
+        if not _IMAGE_KEY.fullmatch(first):
+            raise _not_progan(path, f"an LMDB without progan metadata; first key {first[:40]!r}")
+        raise ProganError(f"store '{path}' is incomplete (no metadata record); {_PREPARE_AGAIN}")
     try:
         meta = json.loads(raw)
     except ValueError:
-        msg = f"store '{path}' has a corrupt metadata record; prepare it again"
-        raise ProganError(msg) from None
+        raise _damaged(path, "its metadata record is corrupt") from None
     if not isinstance(meta, dict) or "version" not in meta:
-        raise ProganError(f"store '{path}' has a corrupt metadata record; prepare it again")
-    if meta["version"] != FORMAT_VERSION:
+        raise _damaged(path, "its metadata record is corrupt")
+    if meta.get("format", "progan-lmdb") != "progan-lmdb":
+        raise _not_progan(path, f"its metadata says format {meta['format']!r}")
+    if meta["version"] not in READABLE_VERSIONS:
         raise ProganError(
-            f"store '{path}' has format version {meta['version']}; this progan reads version "
-            f"{FORMAT_VERSION}: prepare it again with this version"
+            f"store '{path}' has format version {meta['version']}; this progan reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: prepare it again with this version"
         )
-    missing = [k for k in _REQUIRED_META if k not in meta]
+    required = _REQUIRED_META + (("checksum_tables",) if meta["version"] >= 2 else ())
+    missing = [k for k in required if k not in meta]
     if missing:
-        raise ProganError(f"store '{path}' metadata lacks {', '.join(missing)}; prepare it again")
+        raise _damaged(path, f"its metadata lacks {', '.join(missing)}")
     meta["levels"] = [int(r) for r in meta["levels"]]
     bad = {e for e in meta["encoding"].values() if e not in ENCODINGS}
     if bad or sorted(meta["encoding"], key=int) != [str(r) for r in meta["levels"]]:
-        raise ProganError(f"store '{path}' has an unknown or incomplete level encoding table")
-    expected = meta["count"] * len(meta["levels"]) + 1 + (1 if meta["num_classes"] else 0)
+        raise _damaged(path, "its level encoding table is unknown or incomplete")
+    tables = len(meta["levels"]) if meta["version"] >= 2 else 0
+    expected = meta["count"] * len(meta["levels"]) + 1 + (1 if meta["num_classes"] else 0) + tables
     if entries != expected:
         raise ProganError(
             f"store '{path}' is incomplete: {entries} of {expected} records present; "
-            "prepare it again"
+            f"{_PREPARE_AGAIN}"
         )
     return meta
+
+
+def _checksum_table(path: Path, txn: lmdb.Transaction, meta: dict[str, Any],
+                    res: int) -> np.ndarray | None:
+    """Level ``res``'s CRC-32 per image, itself checked against the metadata; None in version 1."""
+    if meta["version"] < 2:
+        return None
+    raw = txn.get(checksum_key(res))
+    if (raw is None or len(raw) != 4 * meta["count"]
+            or checksum(raw) != meta["checksum_tables"].get(str(res))):
+        raise _damaged(path, f"the checksum table of level {res} is damaged")
+    return np.frombuffer(raw, "<u4").astype(np.uint32)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -146,7 +233,7 @@ def level_sizes(path: str | os.PathLike) -> dict[int, int]:
     env = _shared_env(path)
     meta = _validate_meta(path, env)
     sizes = {}
-    with env.begin(buffers=True) as txn:
+    with _lmdb_errors(path), env.begin(buffers=True) as txn:
         cur = txn.cursor()
         for res in meta["levels"]:
             prefix, total = _level_prefix(res), 0
@@ -165,7 +252,29 @@ def decode_image(value: bytes | memoryview, encoding: str, res: int) -> np.ndarr
         return np.frombuffer(value, np.uint8).reshape(3, res, res).copy()
     with Image.open(io.BytesIO(value)) as img:
         hwc = np.asarray(img.convert("RGB"))
+    if hwc.shape != (res, res, 3):
+        raise ValueError(f"a {hwc.shape[1]}x{hwc.shape[0]} image at level {res}")
     return np.ascontiguousarray(hwc.transpose(2, 0, 1))
+
+
+def _record_problem(value: bytes | memoryview | None, encoding: str, res: int,
+                    expected_crc: int | None) -> str | None:
+    """Why a record cannot be used (missing, checksum, size, undecodable), or None if it can.
+
+    With a checksum only the checksum is tested; without one (format 1) raw records are checked
+    for their size and compressed ones are decoded.
+    """
+    if value is None:
+        return "missing"
+    if expected_crc is not None:
+        return None if checksum(value) == expected_crc else "checksum mismatch"
+    if encoding == "raw":
+        return None if len(value) == 3 * res * res else f"{len(value)} bytes, not {3 * res * res}"
+    try:
+        decode_image(value, encoding, res)
+    except Exception as e:  # any decoder failure means the record is unusable
+        return f"undecodable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    return None
 
 
 class LMDBImages(torch.utils.data.Dataset):
@@ -173,7 +282,8 @@ class LMDBImages(torch.utils.data.Dataset):
 
     ``dataset[i]`` is a tensor, or ``(tensor, label)`` when the store has labels. The environment
     opens lazily in each process, checked by pid (so forked or spawned DataLoader workers each get
-    their own), and is never pickled.
+    their own), and is never pickled. Every record read is checked against its CRC-32 (format 2
+    stores); a bad one raises ProganError naming its key, so training never runs on garbage.
     """
 
     def __init__(self, path: str | os.PathLike, resolution: int) -> None:
@@ -190,16 +300,18 @@ class LMDBImages(torch.utils.data.Dataset):
         self.resolution = resolution
         self.encoding = self.meta["encoding"][str(resolution)]
         self.num_classes = int(self.meta["num_classes"])
-        self.labels = self._read_labels() if self.num_classes else None
+        with _lmdb_errors(self.path), self._txn() as txn:
+            self.crcs = _checksum_table(self.path, txn, self.meta, resolution)
+            self.labels = self._read_labels(txn) if self.num_classes else None
 
-    def _read_labels(self) -> np.ndarray:
-        with self._txn() as txn:
-            raw = txn.get(LABELS_KEY)
+    def _read_labels(self, txn: lmdb.Transaction) -> np.ndarray:
+        raw = txn.get(LABELS_KEY)
+        crc = self.meta.get("labels_crc32")
+        if raw is None or (crc is not None and checksum(raw) != crc):
+            raise _damaged(self.path, "its label record is damaged")
         labels = np.frombuffer(raw, "<i4").astype(np.int64)
         if len(labels) != self.meta["count"]:
-            raise ProganError(
-                f"store '{self.path}' has {len(labels)} labels for {len(self)} images"
-            )
+            raise _damaged(self.path, f"it has {len(labels)} labels for {len(self)} images")
         return labels
 
     def _txn(self) -> lmdb.Transaction:
@@ -207,15 +319,37 @@ class LMDBImages(torch.utils.data.Dataset):
         # workers) never carries one and forked workers open their own on first use.
         return _shared_env(self.path).begin(buffers=True)
 
+    def _bad_record(self, index: int, why: str) -> ProganError:
+        key = image_key(self.resolution, index).decode()
+        return _damaged(
+            self.path, f"record {key} (image {index} at level {self.resolution}) is unusable "
+            f"({why}); `progan info --verify {self.path}` lists every bad record",
+        )
+
+    def _check(self, value: bytes | memoryview | None, index: int) -> None:
+        if value is None:
+            raise self._bad_record(index, "missing")
+        if self.crcs is not None and checksum(value) != self.crcs[index]:
+            raise self._bad_record(index, "checksum mismatch")
+        if self.encoding == "raw" and len(value) != 3 * self.resolution**2:
+            raise self._bad_record(index, f"{len(value)} bytes, not {3 * self.resolution**2}")
+
+    def _decode(self, value: bytes | memoryview | None, index: int) -> np.ndarray:
+        self._check(value, index)
+        try:
+            return decode_image(value, self.encoding, self.resolution)
+        except Exception as e:  # a damaged record of a store without checksums
+            raise self._bad_record(index, f"undecodable: {e}") from None
+
     def __len__(self) -> int:
         return int(self.meta["count"])
 
     def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, int]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
-        with self._txn() as txn:
+        with _lmdb_errors(self.path), self._txn() as txn:
             value = txn.get(image_key(self.resolution, index))
-            image = torch.from_numpy(decode_image(value, self.encoding, self.resolution))
+            image = torch.from_numpy(self._decode(value, index))
         if self.labels is not None:
             return image, int(self.labels[index])
         return image
@@ -226,25 +360,76 @@ class LMDBImages(torch.utils.data.Dataset):
         ``indices=None`` reads every image in order with one sequential cursor pass.
         """
         res = self.resolution
-        n = len(self) if indices is None else len(indices)
-        out = np.empty((n, 3, res, res), np.uint8)
-        with self._txn() as txn:
+        order = range(len(self)) if indices is None else [int(i) for i in indices]
+        out = np.empty((len(order), 3, res, res), np.uint8)
+        with _lmdb_errors(self.path), self._txn() as txn:
             if indices is None:
-                values = self._iter_level(txn)
+                values = _level_values(txn, res, len(self))
             else:
-                values = (txn.get(image_key(res, int(i))) for i in indices)
-            for j, value in enumerate(values):
+                values = (txn.get(image_key(res, i)) for i in order)
+            for j, (index, value) in enumerate(zip(order, values)):
                 if self.encoding == "raw":
+                    self._check(value, index)
                     out[j] = np.frombuffer(value, np.uint8).reshape(3, res, res)
                 else:
-                    out[j] = decode_image(value, self.encoding, res)
+                    out[j] = self._decode(value, index)
         return torch.from_numpy(out)
 
-    def _iter_level(self, txn: lmdb.Transaction):
-        prefix = _level_prefix(self.resolution)
-        cur = txn.cursor()
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if not bytes(key).startswith(prefix):
-                    return
+
+def _level_values(txn: lmdb.Transaction, res: int,
+                  count: int) -> Iterator[memoryview | None]:
+    """Every record of a level in index order by one cursor pass; None where one is missing."""
+    prefix, index = _level_prefix(res), 0
+    cur = txn.cursor()
+    if cur.set_range(prefix):
+        for key, value in cur:
+            key = bytes(key)
+            if not key.startswith(prefix) or index >= count:
+                break
+            found = int(key[len(prefix):])
+            while index < min(found, count):
+                yield None
+                index += 1
+            if found == index:
                 yield value
+                index += 1
+    while index < count:
+        yield None
+        index += 1
+
+
+def verify_store(
+    path: str | os.PathLike, progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, list[tuple[str, str]]]:
+    """Read every record of a store and return (records checked, [(key, problem), ...]).
+
+    Format 2 records are checked against their CRC-32; format 1 stores have none, so their raw
+    records are checked for size and their compressed ones decoded. ``progress(done, total)`` is
+    called as records are read. Structural damage is a ProganError, as for every reader.
+    """
+    path = Path(path)
+    env = _shared_env(path)
+    meta = _validate_meta(path, env)
+    count, total, done, bad = int(meta["count"]), int(meta["count"]) * len(meta["levels"]), 0, []
+    with _lmdb_errors(path), env.begin(buffers=True) as txn:
+        if meta["num_classes"]:
+            raw = txn.get(LABELS_KEY)
+            crc = meta.get("labels_crc32")
+            if raw is None or len(raw) != 4 * count or (crc is not None and checksum(raw) != crc):
+                bad.append((LABELS_KEY.decode(), "damaged"))
+        for res in meta["levels"]:
+            try:
+                crcs = _checksum_table(path, txn, meta, res)
+            except ProganError:
+                bad.append((checksum_key(res).decode(), "damaged"))
+                crcs = None
+            encoding = meta["encoding"][str(res)]
+            for index, value in enumerate(_level_values(txn, res, count)):
+                expected = None if crcs is None else int(crcs[index])
+                problem = _record_problem(value, encoding, res, expected)
+                if problem:
+                    bad.append((image_key(res, index).decode(), problem))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    return done, bad

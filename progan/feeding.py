@@ -14,6 +14,17 @@ import numpy as np
 import torch
 
 from progan.data import LMDBImages
+from progan.errors import ProganError
+
+
+def worker_error_message(e: ProganError) -> str:
+    """The one-line message of a ProganError, also when a DataLoader worker re-raised it.
+
+    PyTorch re-raises a worker's exception with the worker's traceback as its message; the
+    original message is its last line.
+    """
+    last = str(e).rstrip().splitlines()[-1] if str(e).strip() else ""
+    return last.removeprefix(f"{ProganError.__module__}.{ProganError.__name__}: ")
 
 
 def _seed(*words: int) -> int:
@@ -109,7 +120,10 @@ class LevelFeeder:
             images, labels = self.cache
             t = torch.as_tensor(idx).to(self.device, non_blocking=True)
             return Batch(images[t], labels[t] if labels is not None else None)
-        images, labels = next(self.iter)
+        try:
+            images, labels = next(self.iter)
+        except ProganError as e:
+            raise ProganError(worker_error_message(e)) from None
         return Batch(images, labels if labels.numel() else None)
 
 

@@ -24,21 +24,32 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lmdb
 import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from progan.data import (
-    COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, image_key,
+    COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, checksum, checksum_key, image_key,
 )
 from progan.errors import ProganError
+from progan.progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _BATCH_IMAGES, _BATCH_BYTES = 256, 256 << 20
+_SHOWN_SKIPS = 20  # per reason; the rest are counted in the summary and listed in its dict
 _INITIAL_MAP_SIZE = 1 << 30  # doubled whenever a transaction fills it
+# The largest level made: each worker holds ~16·R² bytes per image at R (4096: ~270 MB), and the
+# paper's networks stop at 1024. Far larger values would only fail later as a MemoryError.
+MAX_RES_MAX = 4096
+# Files larger than this are skipped unread (--max-file-mb); with PIL's own pixel limit
+# (Image.MAX_IMAGE_PIXELS, ~179 Mpixel before it refuses) it bounds each worker's memory.
+DEFAULT_MAX_FILE_MB = 256
+# A zip entry that inflates more than this many times, above 1 MiB, is a decompression bomb:
+# deflate cannot exceed ~1032:1, real images (JPEG, PNG, WebP) barely compress at all.
+_BOMB_RATIO, _BOMB_MIN_BYTES = 200, 1 << 20
 
 
 # Decoding and resizing (runs in the workers) --------------------------------------------------
@@ -108,15 +119,32 @@ def _init_worker(source: str, is_zip: bool, opts: dict[str, Any], ignore_sigint:
     _worker.update(source=source, is_zip=is_zip, opts=opts, zip=None)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def read_capped(f: BinaryIO, max_bytes: int) -> bytes:
+    """Read a whole file, but never more than ``max_bytes`` (a size header can lie)."""
+    data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _TooLarge(f"too large (over --max-file-mb {max_bytes >> 20} while reading)")
+    return data
+
+
 def _read_bytes(name: str) -> bytes:
+    cap = _worker["opts"]["max_file_bytes"]
     if _worker["is_zip"]:
         if _worker["zip"] is None:
             _worker["zip"] = zipfile.ZipFile(_worker["source"])
-        return _worker["zip"].read(name)
-    return (Path(_worker["source"]) / name).read_bytes()
+        with _worker["zip"].open(name) as f:
+            return read_capped(f, cap)
+    with open(Path(_worker["source"]) / name, "rb") as f:
+        return read_capped(f, cap)
 
 
 def _skip_reason(e: Exception) -> str:
+    if isinstance(e, _TooLarge):
+        return str(e)
     if isinstance(e, UnidentifiedImageError):
         return "not an image"
     if isinstance(e, Image.DecompressionBombError):
@@ -128,7 +156,7 @@ def _skip_reason(e: Exception) -> str:
 
 
 def _process(name: str) -> tuple[str, str, Any]:
-    """Decode one file → ("ok", name, (levels, upscaled)) or ("skip", name, reason)."""
+    """Decode one file → ("ok", name, (levels, crcs, upscaled)) or ("skip", name, reason)."""
     opts = _worker["opts"]
     try:
         data = _read_bytes(name)
@@ -149,66 +177,69 @@ def _process(name: str) -> tuple[str, str, Any]:
             rgb = to_rgb8(img, tuple(opts["background"]))
         levels = make_levels(rgb, opts["res_max"], opts["crop"])
         encoded = [encode_level(levels[r], opts["encoding"][str(r)]) for r in sorted(levels)]
-        return "ok", name, (encoded, side < opts["res_max"])
+        return "ok", name, (encoded, [checksum(v) for v in encoded], side < opts["res_max"])
     except Exception as e:  # every bad input becomes a reported skip, never a traceback
         return "skip", name, _skip_reason(e)
 
 
 # Listing the source -------------------------------------------------------------------------
 
-def _is_candidate(rel: str) -> bool:
+def _is_hidden(rel: str) -> bool:
+    """Hidden files and macOS zip metadata are not part of a data set: ignored, not listed."""
+    return any((p.startswith(".") and p != "..") or p == "__MACOSX" for p in rel.split("/"))
+
+
+def _entry_problem(rel: str, size: int, max_bytes: int) -> str | None:
+    """Why a listed file is skipped before it is read, or None to read it."""
     parts = rel.split("/")
-    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
-    return not hidden and rel.lower().endswith(IMAGE_EXTENSIONS)
+    if rel.startswith("/") or ".." in parts or "\\" in rel or ":" in parts[0]:
+        return "unsafe path (absolute or with '..')"
+    if not rel.lower().endswith(IMAGE_EXTENSIONS):
+        return f"other extension ({Path(rel).suffix or 'none'})"
+    if size > max_bytes:
+        return f"too large ({size / 2**20:,.0f} MiB > --max-file-mb {max_bytes >> 20})"
+    return None
 
 
-def list_images(src: Path) -> tuple[list[str], bool]:
-    """Sorted relative POSIX paths of candidate images in a folder (recursive) or zip."""
+def list_images(src: Path, max_bytes: int = DEFAULT_MAX_FILE_MB << 20
+                ) -> tuple[list[str], bool, list[tuple[str, str]]]:
+    """Sorted relative POSIX paths of the images to read in a folder (recursive) or zip.
+
+    Returns (names, is_zip, skipped): ``skipped`` lists (name, reason) for files that are not
+    images by extension, have unsafe zip paths, exceed ``max_bytes`` or (zip) inflate like a
+    decompression bomb. Hidden files and ``__MACOSX`` are ignored.
+    """
     if not src.exists():
         raise ProganError(f"source '{src}' not found")
     try:
         if src.is_dir():
-            names = [p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()]
-            return sorted(n for n in names if _is_candidate(n)), False
-        if zipfile.is_zipfile(src):
+            entries = [(p.relative_to(src).as_posix(), p.stat().st_size, 0)
+                       for p in src.rglob("*") if p.is_file()]
+            is_zip = False
+        elif zipfile.is_zipfile(src):
             with zipfile.ZipFile(src) as z:
-                names = [i.filename for i in z.infolist() if not i.is_dir()]
-            return sorted(n for n in names if _is_candidate(n)), True
+                entries = [(i.filename, i.file_size, i.compress_size)
+                           for i in z.infolist() if not i.is_dir()]
+            is_zip = True
+        else:
+            raise ProganError(f"source '{src}' is neither a folder nor a zip file")
     except (OSError, zipfile.BadZipFile) as e:
         raise ProganError(f"cannot read source '{src}': {e}") from None
-    raise ProganError(f"source '{src}' is neither a folder nor a zip file")
+    names, skipped = [], []
+    for rel, size, packed in sorted(entries):
+        if _is_hidden(rel):
+            continue
+        problem = _entry_problem(rel, size, max_bytes)
+        if problem is None and is_zip and size > _BOMB_MIN_BYTES and size > _BOMB_RATIO * packed:
+            problem = f"decompression bomb ({size / max(packed, 1):,.0f}:1 compression)"
+        if problem is None:
+            names.append(rel)
+        else:
+            skipped.append((rel, problem))
+    return names, is_zip, skipped
 
 
 # Writing the store --------------------------------------------------------------------------
-
-class _Progress:
-    """A single stderr line updated in place: done/total, images/s, ETA."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.start, self.last = total, enabled, time.monotonic(), 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.25):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else 0
-        eta_s = f"{int(eta) // 60}:{int(eta) % 60:02d}"
-        line = f"{done}/{self.total} images  {rate:.1f} img/s  ETA {eta_s}"
-        sys.stderr.write(f"\r{line:<60}")
-        sys.stderr.flush()
-
-    def message(self, text: str) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\r{text:<60}\n")
-            sys.stderr.flush()
-
-    def finish(self, done: int) -> None:
-        self.update(done, force=True)
-        if self.enabled:
-            sys.stderr.write("\n")
-
 
 def _write(env: lmdb.Environment, batch: list[tuple[bytes, bytes]], out: Path) -> None:
     """Write a batch in one transaction, doubling the map size whenever it fills."""
@@ -252,6 +283,7 @@ def prepare_lmdb(
     background: str = "white",
     lossless: str = "png",
     compressed_min_res: int = COMPRESSED_MIN_RES,
+    max_file_mb: int = DEFAULT_MAX_FILE_MB,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Build an LMDB store at ``out`` from the images in ``src``; return a summary dict.
@@ -260,12 +292,20 @@ def prepare_lmdb(
     images whose cropped side is below ``res_max`` are upscaled (LANCZOS) and counted, or skipped
     when below ``min_size``. ``limit`` stops after that many stored images. ``workers=0`` decodes
     in this process. Levels below ``compressed_min_res`` are raw bytes, the others ``lossless``
-    ("png" or "webp"). With ``strict`` the first skipped file is an error. Nothing is left at
-    ``out`` unless the store is complete; stale ``out.partial-*`` folders of dead runs are removed.
+    ("png" or "webp"). Files over ``max_file_mb`` MiB (by their size or zip header, and while
+    reading) are skipped unread, as are zip entries that inflate like a decompression bomb. With
+    ``strict`` the first skipped file (other than by extension) is an error. Nothing is
+    left at ``out`` unless the store is complete; stale ``out.partial-*`` folders of dead runs are
+    removed. Every record's CRC-32 is stored (format 2) so that readers can detect damage.
     """
     src, out = Path(src), Path(out)
-    if res_max < 4 or res_max & (res_max - 1):
-        raise ProganError(f"--res-max must be a power of two ≥ 4, got {res_max}")
+    if res_max < 4 or res_max & (res_max - 1) or res_max > MAX_RES_MAX:
+        raise ProganError(
+            f"--res-max must be a power of two from 4 to {MAX_RES_MAX}, got {res_max} "
+            f"(each worker holds ~16·R² bytes per image; the paper's networks stop at 1024)"
+        )
+    if max_file_mb < 1:
+        raise ProganError(f"--max-file-mb must be at least 1, got {max_file_mb}")
     if crop not in ("center", "none"):
         raise ProganError(f"--crop must be 'center' or 'none', got {crop!r}")
     if lossless not in ("png", "webp"):
@@ -277,9 +317,12 @@ def prepare_lmdb(
         raise ProganError(msg) from None
     if out.exists():
         raise ProganError(f"output '{out}' already exists; remove it or choose another path")
-    names, is_zip = list_images(src)
+    names, is_zip, listed_skips = list_images(src, max_file_mb << 20)
     if not names:
-        raise ProganError(f"no image files in '{src}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        also = f"; skipped {len(listed_skips)} other files" if listed_skips else ""
+        raise ProganError(
+            f"no image files in '{src}' (looked for {', '.join(IMAGE_EXTENSIONS)}{also})"
+        )
     class_names: list[str] = []
     if labels:
         class_names = sorted({n.split("/")[0] for n in names if "/" in n})
@@ -289,9 +332,9 @@ def prepare_lmdb(
     levels = [2**k for k in range(2, res_max.bit_length())]
     encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
     opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
-                encoding=encoding)
+                encoding=encoding, max_file_bytes=max_file_mb << 20)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    total = len(names) if limit is None else min(limit, len(names))
+    total = len(names) + len(listed_skips) if limit is None else min(limit, len(names))
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -311,21 +354,33 @@ def prepare_lmdb(
             _init_worker(str(src), is_zip, opts, False)
             results = map(_process, names)
         stored, upscaled, skipped, skipped_files, label_list = 0, 0, Counter(), [], []
+        crcs: list[list[int]] = []
         batch, batch_bytes = [], 0
-        bar = _Progress(total, progress)
+        bar = Progress(total, progress)
+
+        def skip(name: str, reason: str) -> None:
+            kind = reason.split(" (")[0]
+            if strict and kind != "other extension":
+                raise ProganError(f"--strict: skipped '{name}': {reason}; no store written")
+            skipped[kind] += 1
+            skipped_files.append((name, reason))
+            if skipped[kind] <= _SHOWN_SKIPS:
+                bar.message(f"skipped {name}: {reason}")
+            elif skipped[kind] == _SHOWN_SKIPS + 1:
+                bar.message(f"(further '{kind}' skips are counted, not shown)")
+
+        for name, reason in listed_skips:
+            skip(name, reason)
         for status, name, payload in results:
             if status == "ok" and labels and "/" not in name:
                 status, payload = "skip", "not in a class subfolder"
             if status == "skip":
-                if strict:
-                    raise ProganError(f"--strict: skipped '{name}': {payload}; no store written")
-                skipped[payload.split(" (")[0]] += 1
-                skipped_files.append((name, payload))
-                bar.message(f"skipped {name}: {payload}")
+                skip(name, payload)
                 bar.update(stored + len(skipped_files) if limit is None else stored)
                 continue
-            encoded, was_upscaled = payload
+            encoded, record_crcs, was_upscaled = payload
             upscaled += was_upscaled
+            crcs.append(record_crcs)
             for res, value in zip(levels, encoded):
                 batch.append((image_key(res, stored), value))
                 batch_bytes += len(value)
@@ -351,9 +406,18 @@ def prepare_lmdb(
                         "resize": "lanczos to res_max, then 2x2 box"},
             "num_classes": len(class_names), "class_names": class_names,
             "upscaled": upscaled, "skipped": dict(sorted(skipped.items())),
+            "checksum": "crc32",
         }
+        tables = np.asarray(crcs, "<u4").T  # (levels, count)
+        meta["checksum_tables"] = {}
+        for res, table in zip(levels, tables):
+            raw = table.tobytes()
+            batch.append((checksum_key(res), raw))
+            meta["checksum_tables"][str(res)] = checksum(raw)
         if labels:
-            batch.append((LABELS_KEY, np.asarray(label_list, "<i4").tobytes()))
+            raw = np.asarray(label_list, "<i4").tobytes()
+            batch.append((LABELS_KEY, raw))
+            meta["labels_crc32"] = checksum(raw)
         batch.append((META_KEY, json.dumps(meta, indent=1).encode()))
         _write(env, batch, out)
         env.sync(True)

@@ -98,11 +98,13 @@ def test_every_format_is_stored_and_bad_files_are_skipped_with_reasons(built):
     root, result = built
     assert result.exit_code == 0, result.output
     assert read_meta(root / "store")["count"] == len(GOOD)
-    assert "skipped 3 (empty file: 1, not an image: 1, truncated: 1)" in result.output
+    assert ("skipped 4 (empty file: 1, not an image: 1, other extension: 1, truncated: 1)"
+            in result.output)
     assert "x_truncated.jpg: truncated" in result.output
     assert "y_empty.png: empty file" in result.output
     assert "z_text.jpg: not an image" in result.output
-    assert ".hidden" not in result.output and "notes.txt" not in result.output
+    assert "notes.txt: other extension (.txt)" in result.output
+    assert ".hidden" not in result.output
 
 
 def test_images_are_stored_in_sorted_path_order(built):
@@ -187,12 +189,14 @@ def test_labels_come_from_first_level_subfolders(tmp_path):
 
 
 def test_small_images_are_upscaled_and_counted_or_skipped_below_min_size(tmp_path):
-    solid(RED, size=(8, 8)).save(tmp_path / "small.png")
-    solid(RED, size=(40, 34)).save(tmp_path / "big.png")
-    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s1", "--res-max", 32, "--workers", 0)
+    src = tmp_path / "src"
+    src.mkdir()
+    solid(RED, size=(8, 8)).save(src / "small.png")
+    solid(RED, size=(40, 34)).save(src / "big.png")
+    result = run_cli("prepare-lmdb", src, tmp_path / "s1", "--res-max", 32, "--workers", 0)
     assert result.exit_code == 0 and "1 images were smaller than 32 px" in result.output
     assert read_meta(tmp_path / "s1")["upscaled"] == 1
-    s = prepare_lmdb(tmp_path, tmp_path / "s2", res_max=32, min_size=16, workers=0, progress=False)
+    s = prepare_lmdb(src, tmp_path / "s2", res_max=32, min_size=16, workers=0, progress=False)
     assert (s["stored"], s["skipped"]) == (1, {"too small": 1})
 
 
@@ -262,3 +266,91 @@ def test_map_size_grows_as_needed(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "_INITIAL_MAP_SIZE", 64 << 10)
     prepare_lmdb(tmp_path, tmp_path / "s", res_max=64, workers=0, progress=False)
     assert LMDBImages(tmp_path / "s", 64).read_level().shape == (6, 3, 64, 64)
+
+
+def png_bytes(color=RED) -> bytes:
+    buf = io.BytesIO()
+    solid(color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_zip_entries_too_large_bomb_like_or_with_unsafe_paths_are_skipped_unread(tmp_path):
+    """Before: a 1 GiB entry was read whole (2.6 GB of RAM) and a '..' entry vanished silently."""
+    with zipfile.ZipFile(tmp_path / "src.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("good.png", png_bytes())
+        z.writestr("../escape.png", png_bytes(BLUE))
+        z.writestr("/abs.png", png_bytes(BLUE))
+        z.writestr("big.png", np.random.default_rng(0).bytes(3 << 20))  # incompressible
+        z.writestr("bomb.png", bytes(2 << 20))  # ~1000:1
+        z.writestr("readme.txt", "about")
+    result = run_cli("prepare-lmdb", tmp_path / "src.zip", tmp_path / "s", "--res-max", 8,
+                     "--workers", 0, "--max-file-mb", 2)
+    assert result.exit_code == 0, result.output
+    assert "skipped ../escape.png: unsafe path" in result.output
+    assert "skipped /abs.png: unsafe path" in result.output
+    assert "skipped big.png: too large (3 MiB > --max-file-mb 2)" in result.output
+    assert "skipped bomb.png: decompression bomb (" in result.output
+    assert "skipped readme.txt: other extension (.txt)" in result.output
+    assert read_meta(tmp_path / "s")["skipped"] == {
+        "decompression bomb": 1, "other extension": 1, "too large": 1, "unsafe path": 2}
+    assert (top(tmp_path / "s", 0, 8) == RED).all()
+
+
+def test_folder_files_over_the_cap_are_skipped_and_strict_refuses_them(tmp_path):
+    (tmp_path / "src").mkdir()
+    solid(RED).save(tmp_path / "src" / "a.png")
+    (tmp_path / "src" / "b.bmp").write_bytes(bytes((1 << 20) + 1))
+    s = prepare_lmdb(tmp_path / "src", tmp_path / "s", res_max=8, max_file_mb=1, workers=0,
+                     progress=False)
+    assert s["stored"] == 1
+    assert s["skipped_files"] == [("b.bmp", "too large (1 MiB > --max-file-mb 1)")]
+    with pytest.raises(ProganError, match="--strict: skipped 'b.bmp': too large"):
+        prepare_lmdb(tmp_path / "src", tmp_path / "s2", res_max=8, max_file_mb=1, strict=True,
+                     workers=0, progress=False)
+
+
+def test_reading_stops_at_the_cap_whatever_the_header_says(tmp_path):
+    """A size header can lie (or a file grow after listing): reads never go past the cap."""
+    class Endless(io.RawIOBase):
+        given = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            b[:] = bytes(len(b))
+            self.given += len(b)
+            return len(b)
+
+    stream = Endless()
+    with pytest.raises(Exception, match="over --max-file-mb 1 while reading"):
+        prepare.read_capped(stream, 1 << 20)
+    assert stream.given == (1 << 20) + 1
+    assert prepare.read_capped(io.BytesIO(b"abc"), 3) == b"abc"
+
+
+@pytest.mark.parametrize("res_max", [1048576, 8192, 12])
+def test_res_max_beyond_the_ceiling_is_refused_before_reading(tmp_path, res_max):
+    """Before: 1048576 was blamed on every image as 'unreadable (MemoryError)', or OOM-killed."""
+    solid(RED).save(tmp_path / "a.png")
+    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", res_max)
+    assert result.exit_code == 2
+    assert f"--res-max must be a power of two from 4 to 4096, got {res_max}" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_every_record_has_a_checksum_that_matches(tmp_path):
+    import zlib
+
+    from progan.data import checksum_key
+
+    for i, color in enumerate([RED, BLUE]):
+        solid(color).save(tmp_path / f"{i}.png")
+    prepare_lmdb(tmp_path, tmp_path / "s", res_max=RES, workers=0, progress=False)
+    recs, meta = records(tmp_path / "s"), read_meta(tmp_path / "s")
+    assert (meta["version"], meta["checksum"]) == (2, "crc32")
+    for res in meta["levels"]:
+        table = np.frombuffer(recs[checksum_key(res)], "<u4")
+        values = [recs[f"{res:04d}/{i:08d}".encode()] for i in range(2)]
+        assert table.tolist() == [zlib.crc32(v) for v in values]
+        assert meta["checksum_tables"][str(res)] == zlib.crc32(table.tobytes())
