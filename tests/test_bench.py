@@ -3,7 +3,6 @@ script runs end to end."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import subprocess
@@ -18,7 +17,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from progan.config import TrainConfig
-from progan.losses import g_loss, wgangp_d_loss
 from progan.networks import Discriminator, Generator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,18 +70,9 @@ def _losses_and_grads(channels_last: bool, bf16: bool, noise: TorchFunctionMode 
     if channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         reals = reals.contiguous(memory_format=torch.channels_last)
-    critic = lambda x: D(x, RES, 1.0)  # noqa: E731
-    noise = noise or contextlib.nullcontext()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), noise:
-        with torch.no_grad():
-            fakes = G(z, RES, 1.0)
-        d_loss, _ = wgangp_d_loss(critic, reals, fakes, eps)
-    d_grads = torch.autograd.grad(d_loss, list(D.parameters()), allow_unused=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), noise:
-        gl = g_loss(D(G(z, RES, 1.0), RES, 1.0), "wgangp")
-    g_grads = torch.autograd.grad(gl, list(G.parameters()), allow_unused=True)
-    flat = lambda grads: torch.cat([g.flatten() for g in grads if g is not None])  # noqa: E731
-    return d_loss.detach(), gl.detach(), flat(d_grads), flat(g_grads)
+    d_loss, gl, d_grads, g_grads = bench.loss_gradients(G, D, reals, z, eps, RES, bf16, noise)
+    flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
+    return d_loss, gl, flat(d_grads), flat(g_grads)
 
 
 def _deviation(got, ref) -> list[float]:
@@ -120,6 +109,18 @@ def test_optimised_path_matches_fp32_within_bf16_tolerance(fp32_reference):
     got = _deviation(_losses_and_grads(channels_last=True, bf16=True), ref)
     for name, dev, b in zip(("D loss", "G loss", "D grads", "G grads"), got, bound):
         assert dev <= b, f"{name}: bf16 deviates {dev:.4g} from fp32, beyond {b:.4g} ({TOL_ROUNDINGS} u per op)"
+
+
+def test_precision_report_compares_every_trained_parameter():
+    cfg = TrainConfig(fmap_base=FMAP * 8, fmap_max=16, latent_dim=32, res_max=8)
+    text = bench.precision_report(cfg, 8, 4, torch.device("cpu"))
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    G = Generator(res_max=8, latent_dim=32, fmap_base=FMAP * 8, fmap_max=16)
+    expected = {f"G.{n}" for n, _ in G.named_parameters() if ".4." not in n}  # to_rgb at 4 is off at 8
+    assert expected <= set(rows)
+    assert "D.output.dense1.weight" in rows and "D.from_rgb.8.weight" in rows
+    for net in "DG":
+        assert 0 < float(rows[f"{net},"][-1]) < 0.5  # all parameters: rel. error
 
 
 @pytest.mark.parametrize("res", [4, 8, 16, 32, 64, 128, 256, 512, 1024])
