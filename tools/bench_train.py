@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import contextlib
 import math
 import platform
 import resource
@@ -34,6 +35,7 @@ import torch
 
 from progan.config import TrainConfig, load_config
 from progan.ema import update_ema
+from progan.losses import g_loss, wgangp_d_loss
 from progan.networks import Discriminator, Generator, num_features
 from progan.schedule import phases
 from progan.training_loop import _make_optimizer, _set_trainable, train_step
@@ -174,6 +176,58 @@ def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, d
     }
 
 
+def loss_gradients(G, D, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, res: int, bf16: bool,
+                   context=None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """WGAN-GP D loss and G loss of one step (stable phase), with the gradients of D's and G's
+    parameters by name; ``context`` (e.g. a TorchFunctionMode) wraps the forward passes."""
+    critic = lambda x: D(x, res, 1.0)  # noqa: E731
+    context = context or contextlib.nullcontext()
+    with torch.autocast(reals.device.type, dtype=torch.bfloat16, enabled=bf16), context:
+        with torch.no_grad():
+            fakes = G(z, res, 1.0)
+        d_loss, _ = wgangp_d_loss(critic, reals, fakes, eps)
+    d_names, d_params = zip(*D.named_parameters())
+    d_grads = dict(zip(d_names, torch.autograd.grad(d_loss, d_params, allow_unused=True)))
+    with torch.autocast(reals.device.type, dtype=torch.bfloat16, enabled=bf16), context:
+        gl = g_loss(D(G(z, res, 1.0), res, 1.0), "wgangp")
+    g_names, g_params = zip(*G.named_parameters())
+    g_grads = dict(zip(g_names, torch.autograd.grad(gl, g_params, allow_unused=True)))
+    drop_unused = lambda grads: {k: v for k, v in grads.items() if v is not None}  # noqa: E731
+    return d_loss.detach(), gl.detach(), drop_unused(d_grads), drop_unused(g_grads)
+
+
+def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.device) -> str:
+    """Per parameter tensor: how far the optimised path's gradients (bf16 autocast, channels_last)
+    are from fp32's on one step of freshly initialised networks, to find the op that loses precision
+    on a given machine (ONEDNN_MAX_CPU_ISA selects the CPU kernel path; docs/performance.md)."""
+    out = []
+    for optimised in (False, True):
+        torch.manual_seed(0)
+        G = Generator(res_max=res, latent_dim=cfg.latent_dim, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
+        D = Discriminator(res_max=res, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max, mbstd_group=cfg.mbstd_group)
+        fmt = torch.channels_last if optimised else torch.contiguous_format
+        G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
+        gen = torch.Generator().manual_seed(1)
+        reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
+        z = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
+        eps = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
+        out.append(loss_gradients(G, D, reals, z, eps, res, bf16=optimised))
+    (d_ref, g_ref, *grads_ref), (d_opt, g_opt, *grads_opt) = out
+    lines = [f"D loss fp32 {d_ref.item():.6g} optimised {d_opt.item():.6g}; "
+             f"G loss fp32 {g_ref.item():.6g} optimised {g_opt.item():.6g}",
+             f"{'gradient of':<28} {'|fp32|':>10} {'rel. error':>10} {'cosine':>8}"]
+    for net, ref, opt in zip("DG", grads_ref, grads_opt):
+        for name, r in ref.items():
+            o = opt[name].to(r.dtype)
+            rel = ((o - r).norm() / r.norm()).item()
+            cos = torch.nn.functional.cosine_similarity(o.flatten(), r.flatten(), dim=0).item()
+            lines.append(f"{net}.{name:<26} {r.norm().item():>10.3e} {rel:>10.4f} {cos:>8.5f}")
+        flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
+        rel = ((flat(opt) - flat(ref)).norm() / flat(ref).norm()).item()
+        lines.append(f"{net + ', all parameters':<28} {flat(ref).norm().item():>10.3e} {rel:>10.4f}")
+    return "\n".join(lines)
+
+
 def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> tuple[float, list[str]]:
     """Seconds for the config's whole schedule at the measured images/s; unmeasured phases are
     extrapolated from the nearest measured resolution's achieved FLOP/s, and listed as such."""
@@ -211,14 +265,20 @@ def _fmt_s(s: float) -> str:
 @click.option("--compile", "compile_g", is_flag=True, help="Optimised path: torch.compile G's forward.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against DESIGN.md and exit.")
+@click.option("--precision-report", "show_precision", is_flag=True,
+              help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.")
 def main(config_name, device, res_list, batch, fmap_max, fmap_base, iters, warmup, phase, paths, compile_g,
-         json_out, show_flops):
+         json_out, show_flops, show_precision):
     """Time training iterations per resolution and path; print a table, optionally write JSON."""
     cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device)
     if show_flops:
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return
     dev = torch.device(device)
+    if show_precision:
+        for r in (int(r) for r in res_list.split(",") if r):
+            click.echo(f"res {r}, batch {batch or 8}\n{precision_report(cfg, r, batch or 8, dev)}")
+        return
     path_list = [p for p in paths.split(",") if p]
     for p in path_list:
         if p not in PATHS:
