@@ -37,6 +37,7 @@ class TrainConfig:
     fmap_base: int = 8192
     fmap_max: int = 512
     mbstd_group: int = 4
+    d_pool: str = "before_bias"  # official default (fused_scale=True); "after_act": original Theano code
 
     # Schedule, in thousands of images shown (paper: 800k + 800k; official v2 configs: 600 + 600).
     kimg_fade: float = 800.0
@@ -54,6 +55,8 @@ class TrainConfig:
     loss: str = "wgangp"  # "wgangp" (paper) or "logistic" (non-saturating, with R1)
     gp_lambda: float = 10.0
     drift: float = 0.001
+    gp_target: float = 1.0  # gamma of the penalty (||g|| - gamma)^2 * lambda / gamma^2; paper CIFAR-10: 750
+    gp_space: str = "full"  # gradient w.r.t. the image at res_max (official) or at the stage's res ("native")
     r1_gamma: float = 10.0
 
     # Generator EMA: beta per step (paper 0.999), or a half-life in kimg if ema_kimg is set.
@@ -101,7 +104,7 @@ class TrainConfig:
 
 
 # Keys that change the networks: a run directory's checkpoints only resume with the same values.
-ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional")
+ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional", "d_pool")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -120,6 +123,12 @@ def _validate(c: TrainConfig) -> None:
         raise ProganError("minibatch sizes must be >= 1")
     if c.loss not in ("wgangp", "logistic"):
         raise ProganError(f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
+    if c.d_pool not in ("before_bias", "after_act"):
+        raise ProganError(f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}")
+    if c.gp_space not in ("full", "native"):
+        raise ProganError(f"gp_space must be 'full' or 'native', got {c.gp_space!r}")
+    if c.gp_target <= 0:
+        raise ProganError(f"gp_target must be > 0, got {c.gp_target}")
     if c.precision not in ("fp32", "bf16"):
         raise ProganError(f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
     if c.kimg_fade < 0 or c.kimg_stable <= 0:

@@ -1,7 +1,7 @@
 """GAN losses as pure functions of the networks and tensors.
 
-WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda * (||grad D(x_hat)|| - 1)^2 + drift * D(real)^2,
-G minimizes -D(fake). Logistic (non-saturating) with R1 is the option widely used since.
+WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda / gamma^2 * (||grad D(x_hat)|| - gamma)^2
++ drift * D(real)^2 (gamma = 1 but for the paper's CIFAR-10 runs), G minimizes -D(fake). Logistic (non-saturating) with R1 is the option widely used since.
 Each D loss returns (total, stats) where stats are detached scalars for logging.
 """
 
@@ -30,16 +30,34 @@ def wgangp_d_loss(
     eps: torch.Tensor,
     gp_lambda: float = 10.0,
     drift: float = 0.001,
+    gp_target: float = 1.0,
+    grad_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1)."""
+    """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1).
+
+    ``grad_scale`` multiplies the gradient norm before the penalty: ``res / res_max`` gives the norm
+    of the gradient with respect to the image upscaled (nearest) to full resolution, where the
+    official code takes it (see ``penalty_grad_scale``).
+    """
     d_real = d(reals).float()
     d_fake = d(fakes).float()
     x_hat = torch.lerp(reals.detach().float(), fakes.detach().float(), eps.float())
     _, gn2 = _grad_norm_sq(d, x_hat)
-    gp = (gn2.sqrt() - 1.0).square()
-    loss = d_fake - d_real + gp_lambda * gp + drift * d_real.square()
+    gp = (gn2.sqrt() * grad_scale - gp_target).square()
+    loss = d_fake - d_real + gp_lambda / gp_target**2 * gp + drift * d_real.square()
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gp.mean()}
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
+
+
+def penalty_grad_scale(res: int, res_max: int, space: str) -> float:
+    """Factor from the gradient norm at the stage's resolution to the norm in the penalty's space.
+
+    The official code feeds D every image upscaled (nearest) to full resolution and D pools it
+    back, so d/d(full image) = upscale(d/d(native image)) / f**2 with f = res_max / res, and its
+    norm is the native norm / f: at low resolutions the official penalty asks for a native gradient
+    norm of f (a weaker constraint). ``space="native"`` takes the norm at the stage's resolution.
+    """
+    return res / res_max if space == "full" else 1.0
 
 
 def logistic_r1_d_loss(

@@ -57,17 +57,19 @@ class GBlock(nn.Module):
 
 
 class GInput(nn.Module):
-    """The 4x4 block: normalized latent -> dense to C x 4 x 4 -> 3x3 conv."""
+    """The 4x4 block: normalized latent -> dense to C x 4 x 4 (+ one bias per channel) -> 3x3 conv."""
 
     def __init__(self, in_features: int, out_ch: int):
         super().__init__()
-        # The official code's "4x4 conv on a 1x1 input" is a dense layer with gain sqrt(2)/4.
-        self.dense = EqualizedLinear(in_features, out_ch * 16, gain=SQRT2 / 4)
+        # The official code's "4x4 conv on a 1x1 input" is a dense layer with gain sqrt(2)/4, whose
+        # bias, as a conv's, is one value per channel (not one per channel and pixel).
+        self.dense = EqualizedLinear(in_features, out_ch * 16, gain=SQRT2 / 4, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
         self.conv = EqualizedConv2d(out_ch, out_ch, 3)
         self.out_ch = out_ch
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.dense(z).view(-1, self.out_ch, 4, 4)
+        x = self.dense(z).view(-1, self.out_ch, 4, 4) + self.bias.view(1, -1, 1, 1)
         x = pixel_norm(lrelu(x))
         return pixel_norm(lrelu(self.conv(x)))
 
@@ -130,28 +132,37 @@ class Generator(nn.Module):
         return mods
 
 
-class DBlock(nn.Module):
-    """Two 3x3 convs with leaky ReLU, then 2x2 average pooling."""
+# Where D's blocks pool: "before_bias" (the official code's default, fused_scale=True: its
+# strided 4x4 conv equals conv3x3 -> 2x2 average, then bias and leaky ReLU) or "after_act" (the
+# original Theano code and official networks built with fused_scale=False).
+D_POOL_CHOICES = ("before_bias", "after_act")
 
-    def __init__(self, in_ch: int, out_ch: int):
+
+class DBlock(nn.Module):
+    """Two 3x3 convs with leaky ReLU and 2x2 average pooling (before or after the second's bias and act)."""
+
+    def __init__(self, in_ch: int, out_ch: int, pool: str = "before_bias"):
         super().__init__()
         self.conv0 = EqualizedConv2d(in_ch, in_ch, 3)
         self.conv1 = EqualizedConv2d(in_ch, out_ch, 3)
+        self.pool_before_bias = pool == "before_bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = lrelu(self.conv0(x))
+        if self.pool_before_bias:
+            return lrelu(downsample2x(self.conv1(x, add_bias=False)) + self.conv1.bias.view(1, -1, 1, 1))
         return downsample2x(lrelu(self.conv1(x)))
 
 
 class DOutput(nn.Module):
-    """The 4x4 block: minibatch stddev, 3x3 conv, 4x4 conv (as dense) to C, dense to 1."""
+    """The 4x4 block: minibatch stddev, 3x3 conv, 4x4 conv (as dense) to ``hidden``, dense to 1."""
 
-    def __init__(self, in_ch: int, mbstd_group: int = 4):
+    def __init__(self, in_ch: int, hidden: int, mbstd_group: int = 4):
         super().__init__()
         self.mbstd_group = mbstd_group
         self.conv = EqualizedConv2d(in_ch + (1 if mbstd_group else 0), in_ch, 3)
-        self.dense0 = EqualizedLinear(in_ch * 16, in_ch)
-        self.dense1 = EqualizedLinear(in_ch, 1, gain=1.0)
+        self.dense0 = EqualizedLinear(in_ch * 16, hidden)
+        self.dense1 = EqualizedLinear(hidden, 1, gain=1.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mbstd_group:
@@ -171,8 +182,11 @@ class Discriminator(nn.Module):
         fmap_max: int = 512,
         num_classes: int = 0,
         mbstd_group: int = 4,
+        pool: str = "before_bias",
     ):
         super().__init__()
+        if pool not in D_POOL_CHOICES:
+            raise ValueError(f"pool must be one of {D_POOL_CHOICES}, got {pool!r}")
         self.res_max = res_max
         self.num_classes = num_classes
         nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
@@ -180,11 +194,13 @@ class Discriminator(nn.Module):
             {str(r): EqualizedConv2d(3, nf(r), 1) for r in resolutions(res_max)}
         )
         self.blocks = nn.ModuleDict(
-            {str(r): DBlock(nf(r), nf(r // 2)) for r in resolutions(res_max)[1:]}
+            {str(r): DBlock(nf(r), nf(r // 2), pool) for r in resolutions(res_max)[1:]}
         )
-        self.output = DOutput(nf(4), mbstd_group)
+        # The official Dense0 is min(fmap_base, fmap_max) wide, i.e. "nf(2)" (= nf(4) unless
+        # fmap_base < 2 * fmap_max).
+        self.output = DOutput(nf(4), nf(2), mbstd_group)
         # Conditional D: projection discriminator (Miyato & Koyama 2018), score += <embed(y), h>.
-        self.embed = nn.Embedding(num_classes, nf(4)) if num_classes else None
+        self.embed = nn.Embedding(num_classes, nf(2)) if num_classes else None
 
     def forward(
         self, img: torch.Tensor, res: int, alpha: float = 1.0, labels: torch.Tensor | None = None

@@ -26,7 +26,8 @@ from progan.errors import ProganError
 from progan.feeding import LevelFeeder, Order, position_generator
 from progan.fileio import atomic_path
 from progan.layers import downsample2x, upsample2x
-from progan.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
+from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
+from progan.optim import TFAdam
 from progan.schedule import phases, stage_at, total_images
 from progan.stats import TickStats, save_grid
 
@@ -82,10 +83,9 @@ def _set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list
     return [p for p in net.parameters() if p.requires_grad]
 
 
-def _make_optimizer(params, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.Adam:
-    fused = device.type == "cuda"
-    return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
-                            foreach=not fused, fused=fused)
+def _make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
+    # TensorFlow's epsilon placement, as the official code trained with (progan.optim).
+    return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
 
 def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
@@ -122,7 +122,8 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
         with torch.no_grad():
             fakes = G(z_d, res, alpha, labels)
         if cfg.loss == "wgangp":
-            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
+            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
+                                            penalty_grad_scale(res, cfg.res_max, cfg.gp_space))
         else:
             d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
     _descend(opt_D, d_loss * weight, d_params)
@@ -254,8 +255,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 # Adam state starts fresh at every phase change, as in the official code
                 # (reset_opt_for_new_lod), unless reset_optimizer is off.
                 if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-                    opt_G = _make_optimizer(list(G.parameters()), cfg, stage.lr, device)
-                    opt_D = _make_optimizer(list(D.parameters()), cfg, stage.lr, device)
+                    opt_G = _make_optimizer(list(G.parameters()), cfg, stage.lr)
+                    opt_D = _make_optimizer(list(D.parameters()), cfg, stage.lr)
                     if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
                         opt_G.load_state_dict(opt_state[0])
                         opt_D.load_state_dict(opt_state[1])

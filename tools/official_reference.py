@@ -241,9 +241,9 @@ def run_case(name: str, spec: dict, v1, shim, tfutil, seed: int) -> tuple[dict, 
                     f"d_label_logits/{lod}": label_logits, f"d_loss/{lod}": dl, f"g_loss/{lod}": gl})
 
     for lod in spec["step_lods"]:
-        set_lod(lod)
         _set(tfutil, G, g_init)
         _set(tfutil, D, d_init)
+        set_lod(lod)  # after the variables, which include lod
         D_opt.reset_optimizer_state()
         G_opt.reset_optimizer_state()
         reals_full = _up(stage_reals(images, lod), 2 ** int(np.floor(lod)))
