@@ -118,8 +118,9 @@ def build_networks(cfg, num_classes: int = 0):
     """Generator and Discriminator for a config (``TrainConfig``)."""
     from progan.networks import Discriminator, Generator
 
-    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes)
-    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool)
+    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
+    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
+                      cfg.conditioning)
     return g, d
 
 

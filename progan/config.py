@@ -26,7 +26,9 @@ class TrainConfig:
     # Data.
     data: str = ""
     mirror: bool = True
-    conditional: bool = False  # use the store's labels (label embedding in G, projection in D)
+    conditional: bool = False  # use the store's labels (see conditioning)
+    conditioning: str = "acgan"  # official: one-hot in G's latent, class logits in D; or "projection"
+    cond_weight: float = 1.0  # weight of the AC-GAN label cross-entropy terms
     data_workers: int = 2
     cache_mb: int = 2048  # levels whose raw pixels fit are read once into device memory
 
@@ -104,7 +106,7 @@ class TrainConfig:
 
 
 # Keys that change the networks: a run directory's checkpoints only resume with the same values.
-ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional", "d_pool")
+ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional", "d_pool", "conditioning")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -125,6 +127,8 @@ def _validate(c: TrainConfig) -> None:
         raise ProganError(f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
     if c.d_pool not in ("before_bias", "after_act"):
         raise ProganError(f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}")
+    if c.conditioning not in ("acgan", "projection"):
+        raise ProganError(f"conditioning must be 'acgan' or 'projection', got {c.conditioning!r}")
     if c.gp_space not in ("full", "native"):
         raise ProganError(f"gp_space must be 'full' or 'native', got {c.gp_space!r}")
     if c.gp_target <= 0:

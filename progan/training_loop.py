@@ -123,16 +123,17 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
             fakes = G(z_d, res, alpha, labels)
         if cfg.loss == "wgangp":
             d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
-                                            penalty_grad_scale(res, cfg.res_max, cfg.gp_space))
+                                            penalty_grad_scale(res, cfg.res_max, cfg.gp_space), labels,
+                                            cfg.cond_weight)
         else:
-            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
+            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight)
     _descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
     for p in d_params:
         p.requires_grad_(False)
     with autocast:
-        gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss)
+        gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
     _descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)
