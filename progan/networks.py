@@ -70,7 +70,8 @@ class GInput(nn.Module):
         self.out_ch = out_ch
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.dense(z).view(-1, self.out_ch, 4, 4) + self.bias.view(1, -1, 1, 1)
+        x = self.dense(z).view(-1, self.out_ch, 4, 4)
+        x = x + self.bias.to(x.dtype).view(1, -1, 1, 1)  # x is bf16 under autocast
         x = pixel_norm(lrelu(x))
         return pixel_norm(lrelu(self.conv(x)))
 
@@ -163,7 +164,8 @@ class DBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = lrelu(self.conv0(x))
         if self.pool_before_bias:
-            return lrelu(downsample2x(self.conv1(x, add_bias=False)) + self.conv1.bias.view(1, -1, 1, 1))
+            y = downsample2x(self.conv1(x, add_bias=False))
+            return lrelu(y + self.conv1.bias.to(y.dtype).view(1, -1, 1, 1))  # y is bf16 under autocast
         return downsample2x(lrelu(self.conv1(x)))
 
 

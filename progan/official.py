@@ -260,7 +260,7 @@ def config_from_official(nets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     g_kw, d_kw = nets["G"]["static_kwargs"], nets["D"]["static_kwargs"]
     for kw in (g_kw, d_kw):
         for key, value in _FIXED_OPTIONS.items():
-            if key in kw and kw[key] != value and not (key == "use_pixelnorm" and kw is d_kw):
+            if key in kw and kw[key] != value:
                 raise ProganError(f"the official network was built with {key} = {kw[key]!r}; progan's networks "
                                   f"implement only {key} = {value!r}")
     opt = lambda kw, k: kw.get(k, _DEFAULTS[k])  # noqa: E731
