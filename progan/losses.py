@@ -1,7 +1,9 @@
 """GAN losses as pure functions of the networks and tensors.
 
 WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda / gamma^2 * (||grad D(x_hat)|| - gamma)^2
-+ drift * D(real)^2 (gamma = 1 but for the paper's CIFAR-10 runs), G minimizes -D(fake). Logistic (non-saturating) with R1 is the option widely used since.
++ drift * D(real)^2 (gamma = 1 but for the paper's CIFAR-10 runs), G minimizes -D(fake).
+Logistic (non-saturating) with R1 is the option widely used since. A conditional AC-GAN critic
+adds the cross-entropy of its class logits (official code, ``loss.py``).
 Each D loss returns (total, stats) where stats are detached scalars for logging.
 """
 

@@ -33,7 +33,9 @@ def _conv(w: np.ndarray) -> np.ndarray:  # [k, k, in, out] -> [out, in, k, k]
     return w.transpose(3, 2, 0, 1)
 
 
-def _conv_transposed(w: np.ndarray) -> np.ndarray:  # conv2d_transpose's [k, k, out, in] -> [out, in, k, k], flipped
+def _conv_transposed(
+    w: np.ndarray,
+) -> np.ndarray:  # conv2d_transpose's [k, k, out, in] -> [out, in, k, k], flipped
     return w.transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
 
 
@@ -77,7 +79,9 @@ def _discriminator_key(name: str, res_max: int) -> tuple[str, Transform]:
         return f"from_rgb.{res_max >> int(m[1])}.{m[2]}", _conv if m[2] == "weight" else _same
     if m := re.fullmatch(r"4x4/(Conv|Dense0|Dense1)/(weight|bias)", name):
         layer = {"Conv": "conv", "Dense0": "dense0", "Dense1": "dense1"}[m[1]]
-        return f"output.{layer}.{m[2]}", _same if m[2] == "bias" else _conv if layer == "conv" else _dense
+        return f"output.{layer}.{m[2]}", _same if m[
+            2
+        ] == "bias" else _conv if layer == "conv" else _dense
     if m := re.fullmatch(r"(\d+)x\1/(Conv0|Conv1_down|Conv1)/(weight|bias)", name):
         layer = "conv0" if m[2] == "Conv0" else "conv1"
         return f"blocks.{m[1]}.{layer}.{m[3]}", _conv if m[3] == "weight" else _same
@@ -90,7 +94,9 @@ def _to_state(variables: dict[str, np.ndarray], key_of, res_max: int) -> dict[st
         if name == "lod":
             continue
         key, transform = key_of(name, res_max)
-        state[key] = torch.from_numpy(np.array(transform(np.asarray(value, dtype=np.float32)), order="C"))
+        state[key] = torch.from_numpy(
+            np.array(transform(np.asarray(value, dtype=np.float32)), order="C")
+        )
     return state
 
 
@@ -105,6 +111,7 @@ def discriminator_state(variables: dict[str, np.ndarray], res_max: int) -> dict[
 
 
 # --- reading an official pickle without running it ----------------------------------------------
+
 
 class OfficialNetwork:
     """Stands in for ``tfutil.Network``: keeps the pickled state (a dict) and never runs its source."""
@@ -150,7 +157,11 @@ _NDARRAY = object()  # stands for numpy.ndarray, the only class _reconstruct may
 def _array_from_bytes(raw: bytes, dtype: np.dtype, shape: Any, order: str) -> np.ndarray:
     if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise ValueError("unexpected array shape")
-    return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order=order).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(bytes(raw), dtype=dtype)
+        .reshape(shape, order=order)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _reconstruct(cls: Any, shape: Any, typecode: Any) -> _ArrayStub:
@@ -166,22 +177,36 @@ def _scalar(dtype: Any, raw: Any) -> Any:
 
 
 def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-    if not isinstance(dtype, _DType) or not isinstance(buf, (bytes, bytearray)) or order not in ("C", "F"):
+    if (
+        not isinstance(dtype, _DType)
+        or not isinstance(buf, (bytes, bytearray))
+        or order not in ("C", "F")
+    ):
         raise ValueError("unexpected array")
     return _array_from_bytes(buf, dtype.dtype, shape, order)
 
 
-def _latin1(text: Any, encoding: Any = "latin1") -> bytes:  # protocol-2 bytes: _codecs.encode(str, "latin1")
+def _latin1(
+    text: Any, encoding: Any = "latin1"
+) -> bytes:  # protocol-2 bytes: _codecs.encode(str, "latin1")
     if not isinstance(text, str) or encoding != "latin1":
         raise ValueError("unexpected _codecs.encode call")
     return text.encode("latin1")
 
 
-_ALLOWED = {("tfutil", "Network"): OfficialNetwork, ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _DType,
-            ("_codecs", "encode"): _latin1, ("collections", "OrderedDict"): dict}
+_ALLOWED = {
+    ("tfutil", "Network"): OfficialNetwork,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _DType,
+    ("_codecs", "encode"): _latin1,
+    ("collections", "OrderedDict"): dict,
+}
 for _core in ("numpy.core", "numpy._core"):
-    _ALLOWED |= {(f"{_core}.multiarray", "_reconstruct"): _reconstruct, (f"{_core}.multiarray", "scalar"): _scalar,
-                 (f"{_core}.numeric", "_frombuffer"): _frombuffer}
+    _ALLOWED |= {
+        (f"{_core}.multiarray", "_reconstruct"): _reconstruct,
+        (f"{_core}.multiarray", "scalar"): _scalar,
+        (f"{_core}.numeric", "_frombuffer"): _frombuffer,
+    }
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -194,7 +219,9 @@ class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
-        raise _Refused(f"it references {module}.{name}, which an official network pickle does not contain")
+        raise _Refused(
+            f"it references {module}.{name}, which an official network pickle does not contain"
+        )
 
 
 def _resolve(obj: Any) -> Any:
@@ -227,18 +254,29 @@ def load_official_pickle(path: str | Path) -> dict[str, dict[str, Any]]:
     except _Refused as e:
         raise ProganError(f"refused '{path}': {e}; nothing in it was run") from None
     except Exception as e:  # a truncated or foreign file raises many types
-        raise ProganError(f"'{path}' is not an official network pickle ({type(e).__name__}: {str(e)[:100]})") from None
-    if not (isinstance(loaded, tuple) and len(loaded) == 3 and all(isinstance(n, OfficialNetwork) for n in loaded)):
-        raise ProganError(f"'{path}' is not an official network pickle (expected the tuple (G, D, Gs))")
+        raise ProganError(
+            f"'{path}' is not an official network pickle ({type(e).__name__}: {str(e)[:100]})"
+        ) from None
+    if not (
+        isinstance(loaded, tuple)
+        and len(loaded) == 3
+        and all(isinstance(n, OfficialNetwork) for n in loaded)
+    ):
+        raise ProganError(
+            f"'{path}' is not an official network pickle (expected the tuple (G, D, Gs))"
+        )
     nets = {}
     for key, net, func in zip(("G", "D", "Gs"), loaded, ("G_paper", "D_paper", "G_paper")):
         s = net.state
         if s.get("version") != 2 or s.get("build_func_name") != func:
-            raise ProganError(f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
-                              f"built by {s.get('build_func_name')!r}); only G_paper / D_paper networks are read")
+            raise ProganError(
+                f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
+                f"built by {s.get('build_func_name')!r}); only G_paper / D_paper networks are read"
+            )
         variables = s.get("variables")
         if not isinstance(variables, list) or not all(
-                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in variables):
+            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in variables
+        ):
             raise ProganError(f"'{path}': {key} has no variable list")
         if not isinstance(s.get("static_kwargs"), dict):
             raise ProganError(f"'{path}': {key} has no static_kwargs")
@@ -249,10 +287,23 @@ def load_official_pickle(path: str | Path) -> dict[str, dict[str, Any]]:
 # --- a progan run from an official pickle ---------------------------------------------------------
 
 # Build options of G_paper / D_paper that progan's networks implement only at these values.
-_FIXED_OPTIONS = {"num_channels": 3, "fmap_decay": 1.0, "normalize_latents": True,
-                  "use_wscale": True, "use_pixelnorm": True, "pixelnorm_epsilon": 1e-8, "use_leakyrelu": True}
+_FIXED_OPTIONS = {
+    "num_channels": 3,
+    "fmap_decay": 1.0,
+    "normalize_latents": True,
+    "use_wscale": True,
+    "use_pixelnorm": True,
+    "pixelnorm_epsilon": 1e-8,
+    "use_leakyrelu": True,
+}
 # The official defaults of the options that progan's config carries.
-_DEFAULTS = {"resolution": 32, "fmap_base": 8192, "fmap_max": 512, "mbstd_group_size": 4, "fused_scale": True}
+_DEFAULTS = {
+    "resolution": 32,
+    "fmap_base": 8192,
+    "fmap_max": 512,
+    "mbstd_group_size": 4,
+    "fused_scale": True,
+}
 
 
 def config_from_official(nets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -261,8 +312,10 @@ def config_from_official(nets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for kw in (g_kw, d_kw):
         for key, value in _FIXED_OPTIONS.items():
             if key in kw and kw[key] != value:
-                raise ProganError(f"the official network was built with {key} = {kw[key]!r}; progan's networks "
-                                  f"implement only {key} = {value!r}")
+                raise ProganError(
+                    f"the official network was built with {key} = {kw[key]!r}; progan's networks "
+                    f"implement only {key} = {value!r}"
+                )
     opt = lambda kw, k: kw.get(k, _DEFAULTS[k])  # noqa: E731
     if any(opt(g_kw, k) != opt(d_kw, k) for k in ("resolution", "fmap_base", "fmap_max")):
         raise ProganError("the official G and D differ in resolution or feature maps")
@@ -287,8 +340,13 @@ def check_fits(net: torch.nn.Module, state: dict[str, torch.Tensor], what: str) 
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     wrong = [k for k in want.keys() & got.keys() if want[k] != got[k]]
     if missing or extra or wrong:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
-                  f"{wrong[0]} is {got[wrong[0]]}, progan expects {want[wrong[0]]}")
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {extra[:3]}"
+            if extra
+            else f"{wrong[0]} is {got[wrong[0]]}, progan expects {want[wrong[0]]}"
+        )
         raise ProganError(f"the official {what} does not map onto progan's networks: {detail}")
 
 
@@ -307,14 +365,19 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
 
     run_dir = Path(run_dir)
     if ckpt.list_checkpoints(run_dir):
-        raise ProganError(f"run directory '{run_dir}' already holds checkpoints; import into a new --run-dir")
+        raise ProganError(
+            f"run directory '{run_dir}' already holds checkpoints; import into a new --run-dir"
+        )
     nets = load_official_pickle(pkl)
     cfg = from_dict(config_from_official(nets))
     num_classes = int(nets["G"]["static_kwargs"].get("label_size", 0))
     G, D = ckpt.build_networks(cfg, num_classes)
     G_ema, _ = ckpt.build_networks(cfg, num_classes)
-    for net, key, to_state, what in ((G, "G", generator_state, "generator G"), (D, "D", discriminator_state,
-                                     "discriminator D"), (G_ema, "Gs", generator_state, "generator Gs")):
+    for net, key, to_state, what in (
+        (G, "G", generator_state, "generator G"),
+        (D, "D", discriminator_state, "discriminator D"),
+        (G_ema, "Gs", generator_state, "generator Gs"),
+    ):
         state = to_state(nets[key]["variables"], cfg.res_max)
         check_fits(net, state, what)
         net.load_state_dict(state)
@@ -323,15 +386,34 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     if res < cfg.res_start:
         raise ProganError(f"the official network's lod {lod} is below progan's first resolution")
     plan = phases(cfg)
-    index, phase = next((i, p) for i, p in enumerate(plan) if p.res == res and (p.kind == "fade") == (alpha < 1))
+    index, phase = next(
+        (i, p) for i, p in enumerate(plan) if p.res == res and (p.kind == "fade") == (alpha < 1)
+    )
     images_shown = phase.start + (round(alpha * (phase.end - phase.start)) if alpha < 1 else 0)
-    fresh = lambda net: TFAdam(net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps).state_dict()  # noqa: E731
-    state = {"images_shown": images_shown, "step": 0, "res": res, "alpha": alpha, "opt_phase": index,
-             "num_classes": num_classes, "config": cfg.to_dict(), "G": G.state_dict(), "D": D.state_dict(),
-             "G_ema": G_ema.state_dict(), "opt_G": fresh(G), "opt_D": fresh(D)}
+
+    def fresh(net: torch.nn.Module) -> dict:  # optimizer state of a new phase: empty
+        return TFAdam(net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps).state_dict()
+
+    state = {
+        "images_shown": images_shown,
+        # Steps are counted for the EMA ramp-up only: past it, G_ema continues from Gs.
+        "step": images_shown // cfg.batch_for(res),
+        "res": res,
+        "alpha": alpha,
+        "opt_phase": index,
+        "num_classes": num_classes,
+        "config": cfg.to_dict(),
+        "G": G.state_dict(),
+        "D": D.state_dict(),
+        "G_ema": G_ema.state_dict(),
+        "opt_G": fresh(G),
+        "opt_D": fresh(D),
+    }
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.toml") as tmp:
         tmp.write_text(to_toml(cfg))
     path = ckpt.save_checkpoint(run_dir, state)
-    log(f"imported '{pkl}' ({cfg.res_max}x{cfg.res_max}, lod {lod:g}: {res}x{res}, alpha {alpha:g}) as {path}")
+    log(
+        f"imported '{pkl}' ({cfg.res_max}x{cfg.res_max}, lod {lod:g}: {res}x{res}, alpha {alpha:g}) as {path}"
+    )
     return path

@@ -16,7 +16,9 @@ import torch
 class TFAdam(torch.optim.Optimizer):
     """Adam with TensorFlow's epsilon placement; ``state_dict`` works as for ``torch.optim.Adam``."""
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
     @torch.no_grad()
@@ -47,5 +49,9 @@ class TFAdam(torch.optim.Optimizer):
             denom = torch._foreach_add(torch._foreach_sqrt(vs), group["eps"])
             for t, idx in by_step.items():
                 lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-                torch._foreach_addcdiv_([params[i] for i in idx], [ms[i] for i in idx], [denom[i] for i in idx],
-                                        value=-lr_t)
+                torch._foreach_addcdiv_(
+                    [params[i] for i in idx],
+                    [ms[i] for i in idx],
+                    [denom[i] for i in idx],
+                    value=-lr_t,
+                )

@@ -31,7 +31,9 @@ from progan.training_loop import _set_trainable, train_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 UNCONDITIONAL = ["official-32", "official-64-unfused"]
-ALL = UNCONDITIONAL + ["official-8-cond"]  # conditional: the official AC-GAN, progan's conditioning="acgan"
+ALL = UNCONDITIONAL + [
+    "official-8-cond"
+]  # conditional: the official AC-GAN, progan's conditioning="acgan"
 
 
 class Case:
@@ -54,13 +56,19 @@ class Case:
         self.labels = one_hot.argmax(1) if self.num_classes else None
 
     def vars(self, prefix: str) -> dict[str, np.ndarray]:
-        return {k[len(prefix):]: self.z[k] for k in self.z.files if k.startswith(prefix)}
+        return {k[len(prefix) :]: self.z[k] for k in self.z.files if k.startswith(prefix)}
 
     def config(self) -> TrainConfig:
-        return TrainConfig(res_max=self.res_max, fmap_base=self.kw["fmap_base"], fmap_max=self.kw["fmap_max"],
-                           latent_dim=self.z["latents_d"].shape[1], mirror=False, conditional=self.num_classes > 0,
-                           d_pool="before_bias" if self.kw.get("fused_scale", True) else "after_act",
-                           minibatch={r: self.n for r in (4, 8, 16, 32, 64)})
+        return TrainConfig(
+            res_max=self.res_max,
+            fmap_base=self.kw["fmap_base"],
+            fmap_max=self.kw["fmap_max"],
+            latent_dim=self.z["latents_d"].shape[1],
+            mirror=False,
+            conditional=self.num_classes > 0,
+            d_pool="before_bias" if self.kw.get("fused_scale", True) else "after_act",
+            minibatch={r: self.n for r in (4, 8, 16, 32, 64)},
+        )
 
     def networks(self) -> tuple[Generator, Discriminator]:
         c = self.config()
@@ -78,8 +86,11 @@ class Case:
 
     def reals(self, res: int, alpha: float) -> torch.Tensor:
         """The official process_reals at this stage (pooled, faded), at the stage's resolution."""
-        x = F.avg_pool2d(self.tensor("images").double(), self.res_max // res) if res < self.res_max else \
-            self.tensor("images").double()
+        x = (
+            F.avg_pool2d(self.tensor("images").double(), self.res_max // res)
+            if res < self.res_max
+            else self.tensor("images").double()
+        )
         y = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0, mode="nearest")
         return (x + (y - x) * (1.0 - alpha)).float()
 
@@ -105,7 +116,12 @@ def test_generator_matches_official_at_every_lod(name, lod):
     res, alpha = lod_to_stage(lod, case.res_max)
     ref = case.tensor(f"g_images/{lod}")
     with torch.no_grad():
-        ours = G(case.tensor("latents_d")[: ref.shape[0]], res, alpha, case.batch_labels(slice(ref.shape[0])))
+        ours = G(
+            case.tensor("latents_d")[: ref.shape[0]],
+            res,
+            alpha,
+            case.batch_labels(slice(ref.shape[0])),
+        )
     assert ours.shape == ref.shape
     assert _rel_diff(ours, ref) <= 1e-5
 
@@ -117,9 +133,15 @@ def test_discriminator_matches_official_at_every_lod(name, lod):
     res, alpha = lod_to_stage(lod, case.res_max)
     # The official D takes full-resolution images and pools them to its stage; progan takes the
     # stage's resolution.
-    images = F.avg_pool2d(case.tensor("images"), case.res_max // res) if res < case.res_max else case.tensor("images")
+    images = (
+        F.avg_pool2d(case.tensor("images"), case.res_max // res)
+        if res < case.res_max
+        else case.tensor("images")
+    )
     with torch.no_grad():
-        scores, logits = split_critic_output(D(images[case.perm], res, alpha, case.batch_labels(case.perm)))
+        scores, logits = split_critic_output(
+            D(images[case.perm], res, alpha, case.batch_labels(case.perm))
+        )
     assert _rel_diff(scores, case.tensor(f"d_scores/{lod}")[case.perm]) <= 1e-5
     if case.num_classes:
         assert _rel_diff(logits, case.tensor(f"d_label_logits/{lod}")[case.perm]) <= 1e-5
@@ -132,7 +154,10 @@ def test_discriminator_pool_order_matters():
     other = Discriminator(case.res_max, case.kw["fmap_base"], case.kw["fmap_max"], pool="after_act")
     other.load_state_dict(D.state_dict())
     with torch.no_grad():
-        ours, theirs = D(case.tensor("images")[case.perm], 32), other(case.tensor("images")[case.perm], 32)
+        ours, theirs = (
+            D(case.tensor("images")[case.perm], 32),
+            other(case.tensor("images")[case.perm], 32),
+        )
     assert _rel_diff(ours, case.tensor("d_scores/0.0")[case.perm]) <= 1e-5
     assert _rel_diff(theirs, case.tensor("d_scores/0.0")[case.perm]) > 1e-3
 
@@ -145,8 +170,17 @@ def _losses(case: Case, G, D, lod: float, space: str = "full") -> tuple[torch.Te
     with torch.no_grad():
         fakes = G(case.tensor("latents_d")[p], res, alpha, y)
     eps = case.tensor("mix")[p].view(-1, 1, 1, 1)
-    d_loss, _ = wgangp_d_loss(critic, case.reals(res, alpha)[p], fakes, eps, 10.0, 0.001, 1.0,
-                              penalty_grad_scale(res, case.res_max, space), y)
+    d_loss, _ = wgangp_d_loss(
+        critic,
+        case.reals(res, alpha)[p],
+        fakes,
+        eps,
+        10.0,
+        0.001,
+        1.0,
+        penalty_grad_scale(res, case.res_max, space),
+        y,
+    )
     gl = g_loss(critic(G(case.tensor("latents_g")[p], res, alpha, y)), "wgangp", y)
     return d_loss.detach(), gl.detach()
 
@@ -190,9 +224,22 @@ def test_one_training_step_matches_official(name, lod):
     opt_G = TFAdam(G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     opt_D = TFAdam(D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     p = case.perm
-    train_step(G, D, opt_G, opt_D, cfg, res, alpha, case.reals(res, alpha)[p], case.batch_labels(p),
-               case.tensor("latents_d")[p], case.tensor("latents_g")[p], case.tensor("mix")[p].view(-1, 1, 1, 1),
-               d_params, g_params)
+    train_step(
+        G,
+        D,
+        opt_G,
+        opt_D,
+        cfg,
+        res,
+        alpha,
+        case.reals(res, alpha)[p],
+        case.batch_labels(p),
+        case.tensor("latents_d")[p],
+        case.tensor("latents_g")[p],
+        case.tensor("mix")[p].view(-1, 1, 1, 1),
+        d_params,
+        g_params,
+    )
     want_g = generator_state(case.vars(f"step/{lod}/G/"), case.res_max)
     want_d = discriminator_state(case.vars(f"step/{lod}/D/"), case.res_max)
     before_g = generator_state(case.vars("G/"), case.res_max)
@@ -298,9 +345,17 @@ def test_build_module_src_is_never_executed(tmp_path, monkeypatch):
     marker = tmp_path / "ran.txt"
     nets = load_official_pickle(PICKLE)
     src = f"open({str(marker)!r}, 'w').write('ran')\ndef G_paper(*a, **k): pass\ndef D_paper(*a, **k): pass\n"
-    states = [{"version": 2, "name": k, "static_kwargs": nets[k]["static_kwargs"], "build_module_src": src,
-               "build_func_name": "D_paper" if k == "D" else "G_paper", "variables": list(nets[k]["variables"].items())}
-              for k in ("G", "D", "Gs")]
+    states = [
+        {
+            "version": 2,
+            "name": k,
+            "static_kwargs": nets[k]["static_kwargs"],
+            "build_module_src": src,
+            "build_func_name": "D_paper" if k == "D" else "G_paper",
+            "variables": list(nets[k]["variables"].items()),
+        }
+        for k in ("G", "D", "Gs")
+    ]
     path = tmp_path / "net.pkl"
     path.write_bytes(_official_layout_pickle(monkeypatch, states))
     import_official(path, tmp_path / "run", log=lambda msg: None)
@@ -362,8 +417,23 @@ def test_imported_run_generates_and_fine_tunes_through_the_cli(tmp_path):
     assert len(list((tmp_path / "gen").glob("*.png"))) == 2
     (start,) = list_checkpoints(run)
     shown = int(start.stem.split("-")[1])
-    r = CliRunner().invoke(main, ["train", "--run-dir", str(run), "--resume", "--data", str(tmp_path / "faces.lmdb"),
-                                  "--total-kimg", str((shown + 32) / 1000), "--device", "cpu", "--workers", "0"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--run-dir",
+            str(run),
+            "--resume",
+            "--data",
+            str(tmp_path / "faces.lmdb"),
+            "--total-kimg",
+            str((shown + 32) / 1000),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert f"resuming from {start}" in r.output
     assert int(list_checkpoints(run)[-1].stem.split("-")[1]) == shown + 32

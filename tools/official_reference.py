@@ -45,21 +45,34 @@ CASES = {
     # fused_scale=True (the official default): D pools before bias and activation. Strided mbstd
     # groups (N = 8, group 4). (At least 4 feature maps everywhere: pixel norm over 1-2 channels
     # is so ill-conditioned that fp32 rounding alone moves G's output by 1e-4.)
-    "official-32": dict(kwargs=dict(resolution=32, fmap_base=64, fmap_max=8), n=8,
-                        lods=[0.0, 0.5, 1.0, 1.7, 2.0, 3.0], step_lods=[1.7, 3.0]),
+    "official-32": dict(
+        kwargs=dict(resolution=32, fmap_base=64, fmap_max=8),
+        n=8,
+        lods=[0.0, 0.5, 1.0, 1.7, 2.0, 3.0],
+        step_lods=[1.7, 3.0],
+    ),
     # fused_scale=False (networks converted from the original Theano code).
-    "official-64-unfused": dict(kwargs=dict(resolution=64, fmap_base=256, fmap_max=8, fused_scale=False),
-                                n=4, lods=[0.3, 1.0, 2.5, 4.0], step_lods=[0.3]),
+    "official-64-unfused": dict(
+        kwargs=dict(resolution=64, fmap_base=256, fmap_max=8, fused_scale=False),
+        n=4,
+        lods=[0.3, 1.0, 2.5, 4.0],
+        step_lods=[0.3],
+    ),
     # Conditional: one-hot labels concatenated to the latents, D with label logits (AC-GAN);
     # fmap_base < 2 * fmap_max, so nf(0) != nf(1) (latent size and D's Dense0 width differ from nf(1)).
-    "official-8-cond": dict(kwargs=dict(resolution=8, fmap_base=20, fmap_max=12, label_size=3), n=8,
-                            lods=[0.0, 0.5, 1.0], step_lods=[0.5]),
+    "official-8-cond": dict(
+        kwargs=dict(resolution=8, fmap_base=20, fmap_max=12, label_size=3),
+        n=8,
+        lods=[0.0, 0.5, 1.0],
+        step_lods=[0.5],
+    ),
 }
 G_SAMPLES = 1  # G has no batch coupling: its images are stored for the first sample only
 PLACEHOLDER_SRC = "# build_module_src of the official networks.py: left out (CC BY-NC); progan never executes it\n"
 
 
 # --- TF1 graph code on TF2, NCHW on CPU ----------------------------------------------------------
+
 
 def _tf_shim(tf):
     """A ``tensorflow`` module for the official code: ``tf.compat.v1``, with NCHW ops via NHWC."""
@@ -71,15 +84,24 @@ def _tf_shim(tf):
 
     def conv2d(x, w, strides, padding, data_format="NHWC", **kw):
         if data_format != "NCHW":
-            return v1.nn.conv2d(x, w, strides=strides, padding=padding, data_format=data_format, **kw)
+            return v1.nn.conv2d(
+                x, w, strides=strides, padding=padding, data_format=data_format, **kw
+            )
         y = v1.nn.conv2d(v1.transpose(x, to_nhwc), w, strides=perm(strides), padding=padding)
         return v1.transpose(y, to_nchw)
 
     def conv2d_transpose(x, w, output_shape, strides, padding="SAME", data_format="NHWC", **kw):
         if data_format != "NCHW":
-            return v1.nn.conv2d_transpose(x, w, output_shape, strides, padding=padding, data_format=data_format, **kw)
-        y = v1.nn.conv2d_transpose(v1.transpose(x, to_nhwc), w, v1.stack(perm(output_shape)),
-                                   strides=perm(strides), padding=padding)
+            return v1.nn.conv2d_transpose(
+                x, w, output_shape, strides, padding=padding, data_format=data_format, **kw
+            )
+        y = v1.nn.conv2d_transpose(
+            v1.transpose(x, to_nhwc),
+            w,
+            v1.stack(perm(output_shape)),
+            strides=perm(strides),
+            padding=padding,
+        )
         return v1.transpose(y, to_nchw)
 
     def avg_pool(x, ksize, strides, padding, data_format="NHWC", **kw):
@@ -119,6 +141,7 @@ def load_official(repo: Path):
 
 
 # --- the oracle -------------------------------------------------------------------------------------
+
 
 class _Labels:
     """Stands in for the official training set: the G loss asks it for labels."""
@@ -189,13 +212,23 @@ def run_case(name: str, spec: dict, v1, shim, tfutil, seed: int) -> tuple[dict, 
     z_d = rng.standard_normal((n, latent)).astype(np.float32)
     z_g = rng.standard_normal((n, latent)).astype(np.float32)
     mix = rng.random((n, 1, 1, 1)).astype(np.float32)
-    labels = np.eye(label_size, dtype=np.float32)[rng.integers(0, label_size, n)] if label_size else \
-        np.zeros((n, 0), np.float32)
+    labels = (
+        np.eye(label_size, dtype=np.float32)[rng.integers(0, label_size, n)]
+        if label_size
+        else np.zeros((n, 0), np.float32)
+    )
     # fp16-representable values, stored as fp16 (half the size, exactly the same numbers).
     images = rng.standard_normal((n, 3, res_max, res_max)).astype(np.float16)
-    out.update(latents_d=z_d, latents_g=z_g, mix=mix.reshape(n), labels=labels, images=images,
-               lods=np.array(spec["lods"], np.float32), step_lods=np.array(spec["step_lods"], np.float32),
-               static_kwargs=json.dumps(kw))
+    out.update(
+        latents_d=z_d,
+        latents_g=z_g,
+        mix=mix.reshape(n),
+        labels=labels,
+        images=images,
+        lods=np.array(spec["lods"], np.float32),
+        step_lods=np.array(spec["step_lods"], np.float32),
+        static_kwargs=json.dumps(kw),
+    )
 
     # Graph: G and D outputs, the official losses, the official optimizers.
     z_in = v1.placeholder(v1.float32, [None, latent])
@@ -207,15 +240,28 @@ def run_case(name: str, spec: dict, v1, shim, tfutil, seed: int) -> tuple[dict, 
     import loss as official_loss
 
     shim.feeds[:] = [z_d, mix]
-    d_loss = official_loss.D_wgangp_acgan(G=G, D=D, opt=_NoScaling(), training_set=None, minibatch_size=n,
-                                          reals=reals_in, labels=v1.constant(labels))
+    d_loss = official_loss.D_wgangp_acgan(
+        G=G,
+        D=D,
+        opt=_NoScaling(),
+        training_set=None,
+        minibatch_size=n,
+        reals=reals_in,
+        labels=v1.constant(labels),
+    )
     shim.feeds[:] = [z_g]
-    g_loss = official_loss.G_wgan_acgan(G=G, D=D, opt=_NoScaling(), training_set=_Labels(v1, labels),
-                                        minibatch_size=n)
+    g_loss = official_loss.G_wgan_acgan(
+        G=G, D=D, opt=_NoScaling(), training_set=_Labels(v1, labels), minibatch_size=n
+    )
     assert not shim.feeds
     lrate_in = v1.placeholder(v1.float32, [])
-    opt_args = dict(tf_optimizer="tensorflow.compat.v1.train.AdamOptimizer", learning_rate=lrate_in,
-                    beta1=0.0, beta2=0.99, epsilon=1e-8)  # the official config.py G_opt / D_opt
+    opt_args = dict(
+        tf_optimizer="tensorflow.compat.v1.train.AdamOptimizer",
+        learning_rate=lrate_in,
+        beta1=0.0,
+        beta2=0.99,
+        epsilon=1e-8,
+    )  # the official config.py G_opt / D_opt
     D_opt = tfutil.Optimizer(name=f"TrainD_{G.scope}", **opt_args)
     G_opt = tfutil.Optimizer(name=f"TrainG_{G.scope}", **opt_args)
     D_opt.register_gradients(v1.reduce_mean(d_loss), D.trainables)
@@ -231,14 +277,25 @@ def run_case(name: str, spec: dict, v1, shim, tfutil, seed: int) -> tuple[dict, 
         f = 2 ** int(np.floor(lod))
         full = tfutil.run(g_out, {z_in: z_d[:G_SAMPLES], y_in: labels[:G_SAMPLES]})
         native = full[:, :, ::f, ::f]
-        assert np.array_equal(_up(native, f), full), "G output is not a nearest upscale of its stage"
+        assert np.array_equal(_up(native, f), full), (
+            "G output is not a nearest upscale of its stage"
+        )
         scores, label_logits = tfutil.run(d_out, {x_in: images.astype(np.float32)})
         reals_full = _up(stage_reals(images, lod), f)
         # The official D loss broadcasts [N, 1] scores against [N] penalties to [N, N]; its mean,
         # which the optimizer minimizes, is the mean of the terms.
-        dl, gl = tfutil.run([v1.reduce_mean(d_loss), v1.reduce_mean(g_loss)], {reals_in: reals_full})
-        out.update({f"g_images/{lod}": native, f"d_scores/{lod}": scores[:, 0],
-                    f"d_label_logits/{lod}": label_logits, f"d_loss/{lod}": dl, f"g_loss/{lod}": gl})
+        dl, gl = tfutil.run(
+            [v1.reduce_mean(d_loss), v1.reduce_mean(g_loss)], {reals_in: reals_full}
+        )
+        out.update(
+            {
+                f"g_images/{lod}": native,
+                f"d_scores/{lod}": scores[:, 0],
+                f"d_label_logits/{lod}": label_logits,
+                f"d_loss/{lod}": dl,
+                f"g_loss/{lod}": gl,
+            }
+        )
 
     for lod in spec["step_lods"]:
         _set(tfutil, G, g_init)
@@ -255,7 +312,17 @@ def run_case(name: str, spec: dict, v1, shim, tfutil, seed: int) -> tuple[dict, 
     _set(tfutil, G, g_init)
     _set(tfutil, D, d_init)
     set_lod(0.0)
-    return out, dict(G=G, D=D, kw=kw, z=z_d[:G_SAMPLES], labels=labels[:G_SAMPLES], g_out=g_out, z_in=z_in, y_in=y_in, rng=rng)
+    return out, dict(
+        G=G,
+        D=D,
+        kw=kw,
+        z=z_d[:G_SAMPLES],
+        labels=labels[:G_SAMPLES],
+        g_out=g_out,
+        z_in=z_in,
+        y_in=y_in,
+        rng=rng,
+    )
 
 
 class _NoScaling:
@@ -276,8 +343,12 @@ def write_pickle(path: Path, ctx: dict, tfutil) -> dict:
     """
     G, D = ctx["G"], ctx["D"]
     Gs = G.clone("Gs_" + G.name)
-    gs_vars = {k: (v + 0.05 * ctx["rng"].standard_normal(np.shape(v)).astype(np.float32)) if k != "lod" else v
-               for k, v in _get(tfutil, G).items()}
+    gs_vars = {
+        k: (v + 0.05 * ctx["rng"].standard_normal(np.shape(v)).astype(np.float32))
+        if k != "lod"
+        else v
+        for k, v in _get(tfutil, G).items()
+    }
     _set(tfutil, Gs, gs_vars)
     g_out = Gs.get_output_for(ctx["z_in"], ctx["y_in"])
     images = tfutil.run(g_out, {ctx["z_in"]: ctx["z"], ctx["y_in"]: ctx["labels"]})
@@ -300,18 +371,35 @@ def full_size_shapes(tfutil) -> dict:
     """Variable names and shapes of the paper's 1024x1024 G and D (official defaults)."""
     kw = dict(num_channels=3, resolution=1024, label_size=0)
     nets = {k: tfutil.Network(f"{k}_1024", func=f"networks.{k}_paper", **kw) for k in ("G", "D")}
-    return {"static_kwargs": kw,
-            **{k: {name: [d.value for d in v.shape] for name, v in net.vars.items()} for k, net in nets.items()}}
+    return {
+        "static_kwargs": kw,
+        **{
+            k: {name: [d.value for d in v.shape] for name, v in net.vars.items()}
+            for k, net in nets.items()
+        },
+    }
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official-repo", required=True, type=Path, help="checkout of tkarras/progressive_growing_of_gans")
-    ap.add_argument("--out", required=True, type=Path, help="fixture folder (tests/fixtures/official/)")
+    ap.add_argument(
+        "--official-repo",
+        required=True,
+        type=Path,
+        help="checkout of tkarras/progressive_growing_of_gans",
+    )
+    ap.add_argument(
+        "--out", required=True, type=Path, help="fixture folder (tests/fixtures/official/)"
+    )
     ap.add_argument("--seed", type=int, default=2018)
     args = ap.parse_args(argv)
-    if not (args.official_repo / "networks.py").is_file() or not (args.official_repo / "tfutil.py").is_file():
-        sys.exit(f"error: '{args.official_repo}' is not a checkout of the official ProGAN code (no networks.py / tfutil.py)")
+    if (
+        not (args.official_repo / "networks.py").is_file()
+        or not (args.official_repo / "tfutil.py").is_file()
+    ):
+        sys.exit(
+            f"error: '{args.official_repo}' is not a checkout of the official ProGAN code (no networks.py / tfutil.py)"
+        )
     v1, shim, tfutil, _, _ = load_official(args.official_repo.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (name, spec) in enumerate(CASES.items()):
@@ -322,8 +410,10 @@ def main(argv=None) -> None:
         print(f"{name}: {len(out)} arrays -> {args.out / (name + '.npz')}")
     shapes = full_size_shapes(tfutil)
     lines = [f'"static_kwargs": {json.dumps(shapes.pop("static_kwargs"))}']
-    lines += [f'"{k}": {{\n' + ",\n".join(f"  {json.dumps(n)}: {s}" for n, s in v.items()) + "\n}"
-              for k, v in shapes.items()]
+    lines += [
+        f'"{k}": {{\n' + ",\n".join(f"  {json.dumps(n)}: {s}" for n, s in v.items()) + "\n}"
+        for k, v in shapes.items()
+    ]
     (args.out / "shapes-1024.json").write_text("{\n" + ",\n".join(lines) + "\n}\n")
     print(f"shapes -> {args.out / 'shapes-1024.json'}")
 
