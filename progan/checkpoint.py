@@ -21,7 +21,7 @@ from progan.errors import ProganError
 from progan.fileio import atomic_path, write_failure
 
 FORMAT = "progan-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: per-channel bias of G's 4x4 dense layer, TF-style Adam state
 _NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
 
 
@@ -189,8 +189,9 @@ def build_networks(cfg, num_classes: int = 0):
     """Generator and Discriminator for a config (``TrainConfig``)."""
     from progan.networks import Discriminator, Generator
 
-    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes)
-    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group)
+    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
+    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
+                      cfg.conditioning)
     return g, d
 
 

@@ -260,6 +260,23 @@ def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device):
     click.echo(f"wrote {len(paths)} files to {out}")
 
 
+@main.command("import-official")
+@click.argument("network", type=click.Path(path_type=str), metavar="NETWORK.pkl")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="New run directory to write.")
+@_user_errors
+def import_official_cmd(network, run_dir):
+    """Turn an official ProGAN network pickle (G, D, Gs) into a progan run directory.
+
+    The pickle is read without TensorFlow and without running anything it carries: only numpy
+    arrays, plain containers and the network states are admitted, anything else is refused.
+    Gs becomes G_ema; `progan generate RUN_DIR` samples it and `progan train --run-dir RUN_DIR
+    --resume --data STORE` fine-tunes it.
+    """
+    from progan.official import import_official
+
+    import_official(network, run_dir, log=click.echo)
+
+
 # --- metric commands (fid, swd) ----------------------------------------------------------------
 
 def _echo_result(path, r):

@@ -34,7 +34,9 @@ class TrainConfig:
     # Data.
     data: str = ""
     mirror: bool = True
-    conditional: bool = False  # use the store's labels (label embedding in G, projection in D)
+    conditional: bool = False  # use the store's labels (see conditioning)
+    conditioning: str = "acgan"  # official: one-hot in G's latent, class logits in D; or "projection"
+    cond_weight: float = 1.0  # weight of the AC-GAN label cross-entropy terms
     data_workers: int = 2
     cache_mb: int = 2048  # levels whose raw pixels fit are read once into device memory
 
@@ -45,6 +47,7 @@ class TrainConfig:
     fmap_base: int = 8192
     fmap_max: int = 512
     mbstd_group: int = 4
+    d_pool: str = "before_bias"  # official default (fused_scale=True); "after_act": original Theano code
 
     # Schedule, in thousands of images shown (paper: 800k + 800k; official v2 configs: 600 + 600).
     kimg_fade: float = 800.0
@@ -62,6 +65,8 @@ class TrainConfig:
     loss: str = "wgangp"  # "wgangp" (paper) or "logistic" (non-saturating, with R1)
     gp_lambda: float = 10.0
     drift: float = 0.001
+    gp_target: float = 1.0  # gamma of the penalty (||g|| - gamma)^2 * lambda / gamma^2; paper CIFAR-10: 750
+    gp_space: str = "full"  # gradient w.r.t. the image at res_max (official) or at the stage's res ("native")
     r1_gamma: float = 10.0
 
     # Generator EMA: beta per step (paper 0.999), or a half-life in kimg if ema_kimg is set.
@@ -109,7 +114,7 @@ class TrainConfig:
 
 
 # Keys that change the networks: a run directory's checkpoints only resume with the same values.
-ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional")
+ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional", "d_pool", "conditioning")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -166,6 +171,14 @@ def _validate(c: TrainConfig) -> None:
         except (RuntimeError, TypeError):
             ok = False
         need(ok, f"device must be auto, cpu, cuda or cuda:N, got {c.device!r}")
+    need(c.d_pool in ("before_bias", "after_act"),
+         f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}")
+    need(c.conditioning in ("acgan", "projection"),
+         f"conditioning must be 'acgan' or 'projection', got {c.conditioning!r}")
+    need(c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}")
+    positive("gp_target", c.gp_target)
+    need(math.isfinite(c.cond_weight) and c.cond_weight >= 0,
+         f"cond_weight must be a finite number >= 0, got {c.cond_weight}")
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -27,8 +27,8 @@ class EqualizedConv2d(nn.Module):
         self.scale = gain / math.sqrt(in_ch * kernel * kernel)
         self.padding = kernel // 2 if padding is None else padding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+    def forward(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias if add_bias else None, padding=self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -38,10 +38,10 @@ class EqualizedConv2d(nn.Module):
 class EqualizedLinear(nn.Module):
     """Linear layer whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward."""
 
-    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2):
+    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = gain / math.sqrt(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

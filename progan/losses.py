@@ -1,7 +1,9 @@
 """GAN losses as pure functions of the networks and tensors.
 
-WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda * (||grad D(x_hat)|| - 1)^2 + drift * D(real)^2,
-G minimizes -D(fake). Logistic (non-saturating) with R1 is the option widely used since.
+WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda / gamma^2 * (||grad D(x_hat)|| - gamma)^2
++ drift * D(real)^2 (gamma = 1 but for the paper's CIFAR-10 runs), G minimizes -D(fake).
+Logistic (non-saturating) with R1 is the option widely used since. A conditional AC-GAN critic
+adds the cross-entropy of its class logits (official code, ``loss.py``).
 Each D loss returns (total, stats) where stats are detached scalars for logging.
 """
 
@@ -15,12 +17,26 @@ import torch.nn.functional as F
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
+def split_critic_output(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(scores, class logits or None): an AC-GAN critic returns (N, 1 + classes), others (N,)."""
+    if out.dim() == 2:
+        return out[:, 0], out[:, 1:]
+    return out, None
+
+
+def label_penalty(logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | float:
+    """AC-GAN's per-sample cross-entropy of the critic's class logits (0 without them)."""
+    if logits is None:
+        return 0.0
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
 def _grad_norm_sq(d: Critic, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward."""
+    """The critic's output on ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward."""
     x = x.detach().requires_grad_(True)
-    score = d(x)
-    (grad,) = torch.autograd.grad(score.float().sum(), x, create_graph=True)
-    return score, grad.float().square().flatten(1).sum(1)
+    out = d(x)
+    (grad,) = torch.autograd.grad(split_critic_output(out)[0].float().sum(), x, create_graph=True)
+    return out, grad.float().square().flatten(1).sum(1)
 
 
 def wgangp_d_loss(
@@ -30,33 +46,58 @@ def wgangp_d_loss(
     eps: torch.Tensor,
     gp_lambda: float = 10.0,
     drift: float = 0.001,
+    gp_target: float = 1.0,
+    grad_scale: float = 1.0,
+    labels: torch.Tensor | None = None,
+    cond_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1)."""
-    d_real = d(reals).float()
-    d_fake = d(fakes).float()
+    """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1).
+
+    ``grad_scale`` multiplies the gradient norm before the penalty: ``res / res_max`` gives the norm
+    of the gradient with respect to the image upscaled (nearest) to full resolution, where the
+    official code takes it (see ``penalty_grad_scale``). An AC-GAN critic's class logits add
+    ``cond_weight`` times their cross-entropy on reals and fakes (``labels``: those of the reals,
+    which the fakes were generated with).
+    """
+    d_real, real_logits = split_critic_output(d(reals).float())
+    d_fake, fake_logits = split_critic_output(d(fakes).float())
     x_hat = torch.lerp(reals.detach().float(), fakes.detach().float(), eps.float())
     _, gn2 = _grad_norm_sq(d, x_hat)
-    gp = (gn2.sqrt() - 1.0).square()
-    loss = d_fake - d_real + gp_lambda * gp + drift * d_real.square()
+    gp = (gn2.sqrt() * grad_scale - gp_target).square()
+    loss = d_fake - d_real + gp_lambda / gp_target**2 * gp + drift * d_real.square()
+    loss = loss + cond_weight * (label_penalty(real_logits, labels) + label_penalty(fake_logits, labels))
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gp.mean()}
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
 
+def penalty_grad_scale(res: int, res_max: int, space: str) -> float:
+    """Factor from the gradient norm at the stage's resolution to the norm in the penalty's space.
+
+    The official code feeds D every image upscaled (nearest) to full resolution and D pools it
+    back, so d/d(full image) = upscale(d/d(native image)) / f**2 with f = res_max / res, and its
+    norm is the native norm / f: at low resolutions the official penalty asks for a native gradient
+    norm of f (a weaker constraint). ``space="native"`` takes the norm at the stage's resolution.
+    """
+    return res / res_max if space == "full" else 1.0
+
+
 def logistic_r1_d_loss(
-    d: Critic, reals: torch.Tensor, fakes: torch.Tensor, r1_gamma: float = 10.0
+    d: Critic, reals: torch.Tensor, fakes: torch.Tensor, r1_gamma: float = 10.0,
+    labels: torch.Tensor | None = None, cond_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2."""
-    d_real, gn2 = _grad_norm_sq(d, reals)
-    d_real = d_real.float()
-    d_fake = d(fakes).float()
+    out_real, gn2 = _grad_norm_sq(d, reals)
+    d_real, real_logits = split_critic_output(out_real.float())
+    d_fake, fake_logits = split_critic_output(d(fakes).float())
     loss = F.softplus(d_fake) + F.softplus(-d_real) + 0.5 * r1_gamma * gn2
+    loss = loss + cond_weight * (label_penalty(real_logits, labels) + label_penalty(fake_logits, labels))
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gn2.mean()}
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
 
-def g_loss(d_fake: torch.Tensor, kind: str) -> torch.Tensor:
-    """Generator loss from the critic's scores of fakes."""
-    d_fake = d_fake.float()
-    if kind == "wgangp":
-        return -d_fake.mean()
-    return F.softplus(-d_fake).mean()
+def g_loss(d_fake: torch.Tensor, kind: str, labels: torch.Tensor | None = None,
+           cond_weight: float = 1.0) -> torch.Tensor:
+    """Generator loss from the critic's output on fakes (with AC-GAN's label term if it has logits)."""
+    d_fake, logits = split_critic_output(d_fake.float())
+    loss = -d_fake if kind == "wgangp" else F.softplus(-d_fake)
+    return (loss + cond_weight * label_penalty(logits, labels)).mean()

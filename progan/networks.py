@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from progan.layers import (
@@ -57,17 +58,20 @@ class GBlock(nn.Module):
 
 
 class GInput(nn.Module):
-    """The 4x4 block: normalized latent -> dense to C x 4 x 4 -> 3x3 conv."""
+    """The 4x4 block: normalized latent -> dense to C x 4 x 4 (+ one bias per channel) -> 3x3 conv."""
 
     def __init__(self, in_features: int, out_ch: int):
         super().__init__()
-        # The official code's "4x4 conv on a 1x1 input" is a dense layer with gain sqrt(2)/4.
-        self.dense = EqualizedLinear(in_features, out_ch * 16, gain=SQRT2 / 4)
+        # The official code's "4x4 conv on a 1x1 input" is a dense layer with gain sqrt(2)/4, whose
+        # bias, as a conv's, is one value per channel (not one per channel and pixel).
+        self.dense = EqualizedLinear(in_features, out_ch * 16, gain=SQRT2 / 4, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
         self.conv = EqualizedConv2d(out_ch, out_ch, 3)
         self.out_ch = out_ch
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.dense(z).view(-1, self.out_ch, 4, 4)
+        x = x + self.bias.to(x.dtype).view(1, -1, 1, 1)  # x is bf16 under autocast
         x = pixel_norm(lrelu(x))
         return pixel_norm(lrelu(self.conv(x)))
 
@@ -82,15 +86,20 @@ class Generator(nn.Module):
         fmap_base: int = 8192,
         fmap_max: int = 512,
         num_classes: int = 0,
+        conditioning: str = "acgan",
     ):
         super().__init__()
+        if conditioning not in CONDITIONING_CHOICES:
+            raise ValueError(f"conditioning must be one of {CONDITIONING_CHOICES}, got {conditioning!r}")
         self.res_max = res_max
         self.latent_dim = latent_dim
         self.num_classes = num_classes
+        self.acgan = conditioning == "acgan" and num_classes > 0
         nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
-        # Conditional G: a learned label embedding concatenated to the normalized latent.
-        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
-        in_features = latent_dim * (2 if num_classes else 1)
+        # Conditional G: the one-hot label concatenated to the latent before both are normalized
+        # (official, "acgan"), or a learned embedding, normalized apart ("projection").
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes and not self.acgan else None
+        in_features = latent_dim + (num_classes if self.acgan else latent_dim if num_classes else 0)
         self.input = GInput(in_features, nf(4))
         self.blocks = nn.ModuleDict(
             {str(r): GBlock(nf(r // 2), nf(r)) for r in resolutions(res_max)[1:]}
@@ -102,10 +111,13 @@ class Generator(nn.Module):
     def forward(
         self, z: torch.Tensor, res: int, alpha: float = 1.0, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        x = pixel_norm(z)
+        if self.num_classes and labels is None:
+            raise ValueError("this generator is conditional: pass labels")
+        if self.acgan:
+            x = pixel_norm(torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1))
+        else:
+            x = pixel_norm(z)
         if self.embed is not None:
-            if labels is None:
-                raise ValueError("this generator is conditional: pass labels")
             x = torch.cat([x, pixel_norm(self.embed(labels))], dim=1)
         x = self.input(x)
         prev = x
@@ -130,28 +142,42 @@ class Generator(nn.Module):
         return mods
 
 
-class DBlock(nn.Module):
-    """Two 3x3 convs with leaky ReLU, then 2x2 average pooling."""
+# Where D's blocks pool: "before_bias" (the official code's default, fused_scale=True: its
+# strided 4x4 conv equals conv3x3 -> 2x2 average, then bias and leaky ReLU) or "after_act" (the
+# original Theano code and official networks built with fused_scale=False).
+D_POOL_CHOICES = ("before_bias", "after_act")
+# How labels condition the networks: "acgan" (official: one-hot label appended to G's latent, D
+# predicts the class as extra outputs, trained with a cross-entropy term) or "projection" (a label
+# embedding in G and a projection discriminator, Miyato & Koyama 2018).
+CONDITIONING_CHOICES = ("acgan", "projection")
 
-    def __init__(self, in_ch: int, out_ch: int):
+
+class DBlock(nn.Module):
+    """Two 3x3 convs with leaky ReLU and 2x2 average pooling (before or after the second's bias and act)."""
+
+    def __init__(self, in_ch: int, out_ch: int, pool: str = "before_bias"):
         super().__init__()
         self.conv0 = EqualizedConv2d(in_ch, in_ch, 3)
         self.conv1 = EqualizedConv2d(in_ch, out_ch, 3)
+        self.pool_before_bias = pool == "before_bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = lrelu(self.conv0(x))
+        if self.pool_before_bias:
+            y = downsample2x(self.conv1(x, add_bias=False))
+            return lrelu(y + self.conv1.bias.to(y.dtype).view(1, -1, 1, 1))  # y is bf16 under autocast
         return downsample2x(lrelu(self.conv1(x)))
 
 
 class DOutput(nn.Module):
-    """The 4x4 block: minibatch stddev, 3x3 conv, 4x4 conv (as dense) to C, dense to 1."""
+    """The 4x4 block: minibatch stddev, 3x3 conv, 4x4 conv (as dense) to ``hidden``, dense to ``outputs``."""
 
-    def __init__(self, in_ch: int, mbstd_group: int = 4):
+    def __init__(self, in_ch: int, hidden: int, mbstd_group: int = 4, outputs: int = 1):
         super().__init__()
         self.mbstd_group = mbstd_group
         self.conv = EqualizedConv2d(in_ch + (1 if mbstd_group else 0), in_ch, 3)
-        self.dense0 = EqualizedLinear(in_ch * 16, in_ch)
-        self.dense1 = EqualizedLinear(in_ch, 1, gain=1.0)
+        self.dense0 = EqualizedLinear(in_ch * 16, hidden)
+        self.dense1 = EqualizedLinear(hidden, outputs, gain=1.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mbstd_group:
@@ -162,7 +188,10 @@ class DOutput(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """ProGAN discriminator (critic): image (N, 3, res, res) -> score (N,)."""
+    """ProGAN discriminator (critic): image (N, 3, res, res) -> score (N,).
+
+    A conditional "acgan" D returns (N, 1 + num_classes): the score, then the class logits.
+    """
 
     def __init__(
         self,
@@ -171,20 +200,29 @@ class Discriminator(nn.Module):
         fmap_max: int = 512,
         num_classes: int = 0,
         mbstd_group: int = 4,
+        pool: str = "before_bias",
+        conditioning: str = "acgan",
     ):
         super().__init__()
+        if pool not in D_POOL_CHOICES:
+            raise ValueError(f"pool must be one of {D_POOL_CHOICES}, got {pool!r}")
+        if conditioning not in CONDITIONING_CHOICES:
+            raise ValueError(f"conditioning must be one of {CONDITIONING_CHOICES}, got {conditioning!r}")
         self.res_max = res_max
         self.num_classes = num_classes
+        self.acgan = conditioning == "acgan" and num_classes > 0
         nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
         self.from_rgb = nn.ModuleDict(
             {str(r): EqualizedConv2d(3, nf(r), 1) for r in resolutions(res_max)}
         )
         self.blocks = nn.ModuleDict(
-            {str(r): DBlock(nf(r), nf(r // 2)) for r in resolutions(res_max)[1:]}
+            {str(r): DBlock(nf(r), nf(r // 2), pool) for r in resolutions(res_max)[1:]}
         )
-        self.output = DOutput(nf(4), mbstd_group)
-        # Conditional D: projection discriminator (Miyato & Koyama 2018), score += <embed(y), h>.
-        self.embed = nn.Embedding(num_classes, nf(4)) if num_classes else None
+        # The official Dense0 is min(fmap_base, fmap_max) wide, i.e. "nf(2)" (= nf(4) unless
+        # fmap_base < 2 * fmap_max).
+        self.output = DOutput(nf(4), nf(2), mbstd_group, 1 + (num_classes if self.acgan else 0))
+        # Projection discriminator: score += <embed(y), h>.
+        self.embed = nn.Embedding(num_classes, nf(2)) if num_classes and not self.acgan else None
 
     def forward(
         self, img: torch.Tensor, res: int, alpha: float = 1.0, labels: torch.Tensor | None = None
@@ -197,8 +235,10 @@ class Discriminator(nn.Module):
                 x = torch.lerp(skip, x, alpha)
         for r in range(int(math.log2(res)) - 1, 2, -1):
             x = self.blocks[str(2**r)](x)
-        score, h = self.output(x)
-        score = score.squeeze(1)
+        out, h = self.output(x)
+        if self.acgan:
+            return out
+        score = out.squeeze(1)
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this discriminator is conditional: pass labels")

@@ -27,7 +27,8 @@ from progan.errors import ProganError
 from progan.feeding import LevelFeeder, Order, position_generator
 from progan.fileio import atomic_path, check_writable, write_failure
 from progan.layers import downsample2x, upsample2x
-from progan.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
+from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
+from progan.optim import TFAdam
 from progan.schedule import phases, stage_at, total_images
 from progan.stats import EventWriter, TickStats, save_grid
 
@@ -85,11 +86,9 @@ def _set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list
     return [p for p in net.parameters() if p.requires_grad]
 
 
-def _make_optimizer(params, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Fused Adam (CPU and CUDA): it alone takes ``found_inf``, which skips a step on the device."""
-    opt = torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=True)
-    opt.found_inf = torch.zeros((), device=device)
-    return opt
+def _make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
+    # TensorFlow's epsilon placement, as the official code trained with (progan.optim).
+    return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
 
 def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
@@ -105,14 +104,14 @@ def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, al
 def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
     """Backward, average the gradients over processes, and take one optimizer step.
 
-    A step whose gradients are not all finite is skipped on the device (weights and Adam state
-    untouched, no host sync), as the official code skips non-finite updates; returns 1.0 when it was.
+    A step whose gradients are not all finite is skipped (weights and Adam state untouched), as the
+    official code skips non-finite updates; returns 1.0 (a tensor) when it was.
     """
     opt.zero_grad(set_to_none=True)
     loss.backward()
     dist_utils.average_gradients(params)
     grads = [p.grad for p in params if p.grad is not None]
-    norms = torch._foreach_norm(grads) if grads else [torch.zeros((), device=opt.found_inf.device)]
+    norms = torch._foreach_norm(grads) if grads else [loss.new_zeros(())]
     opt.found_inf = (~torch.stack(norms).sum().isfinite()).float()
     opt.step()
     return opt.found_inf
@@ -134,16 +133,18 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
         with torch.no_grad():
             fakes = G(z_d, res, alpha, labels)
         if cfg.loss == "wgangp":
-            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift)
+            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
+                                            penalty_grad_scale(res, cfg.res_max, cfg.gp_space), labels,
+                                            cfg.cond_weight)
         else:
-            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma)
+            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight)
     d_skipped = _descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
     for p in d_params:
         p.requires_grad_(False)
     with autocast:
-        gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss)
+        gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
     g_skipped = _descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)
@@ -274,8 +275,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 # Adam state starts fresh at every phase change, as in the official code
                 # (reset_opt_for_new_lod), unless reset_optimizer is off.
                 if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-                    opt_G = _make_optimizer(list(G.parameters()), cfg, stage.lr, device)
-                    opt_D = _make_optimizer(list(D.parameters()), cfg, stage.lr, device)
+                    opt_G = _make_optimizer(list(G.parameters()), cfg, stage.lr)
+                    opt_D = _make_optimizer(list(D.parameters()), cfg, stage.lr)
                     if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
                         opt_G.load_state_dict(opt_state[0])
                         opt_D.load_state_dict(opt_state[1])

@@ -118,7 +118,7 @@ def test_state_dict_keys_do_not_depend_on_stage():
 
 
 def test_conditional_networks_use_labels():
-    g, d = small(num_classes=3)
+    g, d = small(num_classes=3, conditioning="projection")
     z = torch.randn(4, 32, dtype=torch.float64)
     y0, y1 = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
     assert not torch.allclose(g(z, 8, 1.0, y0), g(z, 8, 1.0, y1))
@@ -126,5 +126,17 @@ def test_conditional_networks_use_labels():
     with torch.no_grad():
         d.embed.weight.normal_()
     assert not torch.allclose(d(img, 8, 1.0, y0), d(img, 8, 1.0, y1))
+    with pytest.raises(ValueError):
+        g(z, 8)
+
+
+def test_acgan_networks_take_one_hot_labels_and_predict_classes():
+    g, d = small(num_classes=3)  # "acgan", the official conditioning
+    z = torch.randn(4, 32, dtype=torch.float64)
+    y0, y1 = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    assert not torch.allclose(g(z, 8, 1.0, y0), g(z, 8, 1.0, y1))
+    assert g.input.dense.weight.shape[1] == 32 + 3 and g.embed is None and d.embed is None
+    out = d(torch.randn(4, 3, 8, 8, dtype=torch.float64), 8, 1.0, y0)
+    assert out.shape == (4, 1 + 3)  # the score, then one logit per class
     with pytest.raises(ValueError):
         g(z, 8)

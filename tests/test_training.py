@@ -162,7 +162,10 @@ def test_logistic_loss_and_conditional_training_run(labelled_store, tmp_path):
     r = train(cfg, tmp_path / "run", log=quiet)
     assert r.finished
     state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
-    assert state["num_classes"] == 2 and "embed.weight" in state["G"]
+    assert state["num_classes"] == 2
+    # Official (AC-GAN) conditioning: one-hot labels in G's input, one logit per class in D's output.
+    assert state["G"]["input.dense.weight"].shape[1] == cfg.latent_dim + 2
+    assert state["D"]["output.dense1.weight"].shape[0] == 1 + 2
 
 
 def test_bf16_run_trains(face_store, tmp_path):

@@ -117,14 +117,14 @@ def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, 
     torch.manual_seed(seed)
     G = Generator(res_max=res, latent_dim=cfg.latent_dim, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max).to(device)
     D = Discriminator(res_max=res, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max,
-                      mbstd_group=cfg.mbstd_group).to(device)
+                      mbstd_group=cfg.mbstd_group, pool=cfg.d_pool).to(device)
     fmt = torch.channels_last if optimised else torch.contiguous_format
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     g_params = _set_trainable(G, G.stage_modules(res, alpha))
     d_params = _set_trainable(D, D.stage_modules(res, alpha))
-    opt_G = _make_optimizer(list(G.parameters()), cfg, cfg.lr, device)
-    opt_D = _make_optimizer(list(D.parameters()), cfg, cfg.lr, device)
+    opt_G = _make_optimizer(list(G.parameters()), cfg, cfg.lr)
+    opt_D = _make_optimizer(list(D.parameters()), cfg, cfg.lr)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
     z_d = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
