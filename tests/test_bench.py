@@ -3,6 +3,8 @@ script runs end to end."""
 
 from __future__ import annotations
 
+import math
+
 import importlib.util
 import json
 import subprocess
@@ -58,6 +60,43 @@ class _RelativeNoise(TorchFunctionMode):
         return t * (1 + self.eps * (2 * torch.rand(t.shape, generator=self.gen) - 1))
 
 
+def _kernel_roundings() -> float:
+    """This CPU's bf16 kernels' error per op, in units of one correctly rounded bf16 op (>= 1).
+
+    A 3x3 conv (channels_last, as the optimised path runs it) and a dense layer of the test's
+    shapes, forward and both backward products, under autocast against fp32; the unit is the same
+    op computed in fp32 from bf16-rounded operands with its result rounded to bf16. oneDNN picks
+    different kernels on different CPUs (AVX512-BF16, AMX, emulation), so the noise the bound
+    admits scales with what this machine's kernels measurably do, never with which machine it is.
+    """
+    gen = torch.Generator().manual_seed(2)
+    cases = [
+        (lambda x, w: F.conv2d(x, w, padding=1),
+         torch.randn(BATCH, FMAP, RES, RES, generator=gen).contiguous(memory_format=torch.channels_last),
+         torch.randn(FMAP, FMAP, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)),
+        (F.linear, torch.randn(BATCH, 4 * FMAP, generator=gen), torch.randn(16 * FMAP, 4 * FMAP, generator=gen)),
+    ]
+
+    def products(op, x, w, gy, bf16: bool, rounded: bool):
+        r = (lambda t: t.bfloat16().float()) if rounded else (lambda t: t)
+        x, w = r(x).requires_grad_(), r(w).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = op(x, w)
+        gx, gw = torch.autograd.grad(y, (x, w), r(gy).to(y.dtype))
+        return [r(t.float()) for t in (y, gx, gw)]
+
+    ratio = 1.0
+    for op, x, w in cases:
+        gy = torch.randn(op(x, w).shape, generator=gen)
+        ref = products(op, x, w, gy, bf16=False, rounded=False)
+        kernel = products(op, x, w, gy, bf16=True, rounded=False)
+        ideal = products(op, x, w, gy, bf16=False, rounded=True)
+        for k, i, f in zip(kernel, ideal, ref):
+            ratio = max(ratio, ((k - f).norm() / (i - f).norm()).item())
+    assert math.isfinite(ratio)
+    return ratio
+
+
 def _losses_and_grads(channels_last: bool, bf16: bool, noise: TorchFunctionMode | None = None):
     """WGAN-GP D loss and G loss on a small pair, with gradients of D's and G's parameters."""
     torch.manual_seed(0)
@@ -102,13 +141,15 @@ def test_optimised_path_matches_fp32_within_bf16_tolerance(fp32_reference):
     # more. So the bound is measured on the fp32 graph: the mean deviation, over 4 seeds, of fp32
     # with TOL_ROUNDINGS * u of relative noise on every conv and dense layer. On the kernel paths
     # measured (docs/performance.md) bf16 deviates as fp32 does with ~1 u per op: 0.03-0.17 of the bound.
+    # Where this CPU's kernels measurably round more than a correctly rounded op does, the admitted
+    # noise grows by the same factor (_kernel_roundings; about 1 on AVX512-BF16).
     ref = fp32_reference
-    noisy = [_deviation(_losses_and_grads(False, False, _RelativeNoise(TOL_ROUNDINGS * BF16_U, s)), ref)
-             for s in range(4)]
+    per_op = TOL_ROUNDINGS * BF16_U * _kernel_roundings()
+    noisy = [_deviation(_losses_and_grads(False, False, _RelativeNoise(per_op, s)), ref) for s in range(4)]
     bound = [sum(col) / len(col) for col in zip(*noisy)]
     got = _deviation(_losses_and_grads(channels_last=True, bf16=True), ref)
     for name, dev, b in zip(("D loss", "G loss", "D grads", "G grads"), got, bound):
-        assert dev <= b, f"{name}: bf16 deviates {dev:.4g} from fp32, beyond {b:.4g} ({TOL_ROUNDINGS} u per op)"
+        assert dev <= b, f"{name}: bf16 deviates {dev:.4g} from fp32, beyond {b:.4g} ({per_op / BF16_U:.3g} u per op)"
 
 
 def test_precision_report_compares_every_trained_parameter():
