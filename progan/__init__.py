@@ -13,8 +13,8 @@ from progan.errors import ProganError
 def load_generator(checkpoint, device="cpu"):
     """Return G_ema from a checkpoint as an ``nn.Module`` mapping latents to images.
 
-    The module runs at the checkpoint's resolution and alpha; see ``progan.checkpoint``.
+    The module runs at the checkpoint's resolution and alpha; see ``progan.sampling``.
     """
-    from progan.checkpoint import load_generator as _load
+    from progan.sampling import load_generator as _load
 
     return _load(checkpoint, device=device)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from progan.errors import ProganError
 from progan.fileio import atomic_path, write_failure
@@ -168,40 +167,3 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.exists():
         raise ProganError(f"checkpoint '{p}' not found")
     return p
-
-
-class StageGenerator(nn.Module):
-    """A generator fixed at one resolution and alpha: ``forward(z, labels=None) -> images``."""
-
-    def __init__(self, g: nn.Module, res: int, alpha: float):
-        super().__init__()
-        self.g = g
-        self.res = res
-        self.alpha = alpha
-        self.latent_dim = g.latent_dim
-        self.num_classes = g.num_classes
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.g(z, self.res, self.alpha, labels)
-
-
-def build_networks(cfg, num_classes: int = 0):
-    """Generator and Discriminator for a config (``TrainConfig``)."""
-    from progan.networks import Discriminator, Generator
-
-    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
-    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
-                      cfg.conditioning)
-    return g, d
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> StageGenerator:
-    """G_ema of a checkpoint (or a run directory's newest) at the checkpoint's resolution and alpha."""
-    from progan.config import from_dict
-
-    state = load_checkpoint(resolve_checkpoint(path))
-    cfg = from_dict(state["config"])
-    g, _ = build_networks(cfg, int(state.get("num_classes", 0)))
-    g.load_state_dict(state["G_ema"])
-    g.eval().requires_grad_(False)
-    return StageGenerator(g, int(state["res"]), float(state["alpha"])).to(device)

@@ -160,19 +160,13 @@ def _verify(store, meta):
 
 # --- training commands (train, generate) -------------------------------------------------------
 
-def _int_pow2(ctx, param, value):
-    if value is not None and (value < 4 or value & (value - 1)):
-        raise click.BadParameter(f"must be a power of two >= 4 (4, 8, ..., 1024), got {value}")
-    return value
-
-
 @main.command()
 @click.option("--data", type=click.Path(), help="Store made by `progan prepare-lmdb`.")
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints, samples and logs go.")
 @click.option("--config", "config_path", type=click.Path(), help="TOML config (configs/NAME.toml, or just NAME).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR from its newest valid checkpoint with its saved config.")
-@click.option("--res-max", type=int, callback=_int_pow2, help="Final resolution.")
-@click.option("--res-start", type=int, callback=_int_pow2, help="First resolution (default 4).")
+@click.option("--res-max", type=int, help="Final resolution.")
+@click.option("--res-start", type=int, help="First resolution (default 4).")
 @click.option("--batch", type=int, help="Global minibatch at every resolution (overrides the table).")
 @click.option("--kimg-fade", type=float, help="Thousands of images per fade-in phase (paper 800).")
 @click.option("--kimg-stable", type=float, help="Thousands of images per stabilize phase (paper 800).")
@@ -297,7 +291,7 @@ def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, ca
     from pathlib import Path
 
     from progan.checkpoint import list_checkpoints
-    from progan.metrics.evaluate import Evaluator, default_n, result_name, result_path
+    from progan.metrics.evaluate import Evaluator, check_counts, default_n, result_name, result_path
 
     if interval <= 0:
         raise ProganError(f"--interval must be > 0 seconds, got {interval}")
@@ -310,9 +304,7 @@ def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, ca
                           f"(expected {target / 'checkpoints'}/ckpt-*.pt)")
     if watch and not is_run:
         raise ProganError("--watch needs a run directory, not a checkpoint file")
-    if n is not None and n < 2:
-        raise ProganError(f"--n must be at least 2 (statistics of one image are undefined), "
-                          f"got {n}")
+    check_counts(n, batch)
     name = result_name(metric, n if n is not None else default_n(metric), seed, ref)
     done = all(result_path(p, name).exists() for p in list_checkpoints(target)) if is_run else False
     if done and not watch:

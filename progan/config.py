@@ -130,8 +130,7 @@ def _validate(c: TrainConfig) -> None:
         need(math.isfinite(v) and v > 0, f"{name} must be a finite number > 0, got {v}")
 
     for name, res in (("res_max", c.res_max), ("res_start", c.res_start)):
-        need(4 <= res <= RES_CEILING and not res & (res - 1),
-             f"{name} must be a power of two from 4 to {RES_CEILING}, got {res}")
+        check_pow2(res, name)
     need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
     missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
     need(not missing, f"minibatch table has no entry for resolution(s) {missing} (set [minibatch] "
@@ -293,10 +292,15 @@ def check_world(cfg: TrainConfig, world: int) -> None:
         )
 
 
-def check_pow2(res: int, name: str) -> int:
-    """``res`` if it is a power of two from 4 to RES_CEILING, else a ProganError naming ``name``."""
-    if not 4 <= res <= RES_CEILING or res & (res - 1):
-        raise ProganError(f"{name} must be a power of two from 4 to {RES_CEILING}, got {res}")
+def is_level(res: int, ceiling: int = RES_CEILING) -> bool:
+    """Whether ``res`` is a power of two from 4 to ``ceiling``: a level of stores and networks."""
+    return 4 <= res <= ceiling and not res & (res - 1)
+
+
+def check_pow2(res: int, name: str, ceiling: int = RES_CEILING) -> int:
+    """``res`` if it is a power of two from 4 to ``ceiling``, else a ProganError naming ``name``."""
+    if not is_level(res, ceiling):
+        raise ProganError(f"{name} must be a power of two from 4 to {ceiling}, got {res}")
     return res
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from progan.config import TrainConfig, is_level, levels
 from progan.errors import ProganError
 from progan.storecheck import LmdbDamage, check_lmdb_file
 
@@ -227,6 +228,22 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return _validate_meta(path, _shared_env(path))
 
 
+def check_store(cfg: TrainConfig) -> dict[str, Any]:
+    """The store's metadata, after checking it holds every level the config trains on."""
+    meta = read_meta(cfg.data)
+    have = sorted(int(r) for r in meta["levels"])
+    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
+    if missing:
+        raise ProganError(
+            f"store '{cfg.data}' has levels {have[0]}-{have[-1]}; --res-max {cfg.res_max} needs a "
+            f"store prepared with --res-max {cfg.res_max}"
+        )
+    if cfg.conditional and not meta.get("num_classes"):
+        raise ProganError(f"conditional training needs labels, but store '{cfg.data}' has none "
+                          "(prepare it with --labels)")
+    return meta
+
+
 def level_sizes(path: str | os.PathLike) -> dict[int, int]:
     """Sum of record sizes in bytes per level (what ``progan info`` prints)."""
     path = Path(path)
@@ -294,7 +311,7 @@ class LMDBImages(torch.utils.data.Dataset):
             raise ProganError(
                 f"store '{self.path}' has levels {levels[0]}–{levels[-1]}; "
                 f"resolution {resolution} needs a store prepared with --res-max {resolution}"
-                if resolution > levels[-1] and resolution & (resolution - 1) == 0
+                if resolution > levels[-1] and is_level(resolution)
                 else f"store '{self.path}' has no level {resolution} (levels: {levels})"
             )
         self.resolution = resolution

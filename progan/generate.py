@@ -7,17 +7,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from progan.checkpoint import load_generator
-from progan.errors import ProganError
 from progan.devices import resolve_device
+from progan.errors import ProganError
 from progan.fileio import atomic_path, check_writable
-from progan.stats import grid_image
+from progan.sampling import cycling_labels, image_grid, latents, load_generator, sample, to_uint8
 
 
-def to_uint8(imgs: torch.Tensor) -> np.ndarray:
-    """(N,3,R,R) in [-1, 1] -> (N,R,R,3) uint8."""
-    x = ((imgs.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+def _hwc(imgs: torch.Tensor) -> np.ndarray:
+    """(N, 3, R, R) in [-1, 1] -> (N, R, R, 3) uint8, the pixels of the PNGs."""
+    return to_uint8(imgs).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -53,23 +51,18 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         raise ProganError(f"--label {label}: the generator has {g.num_classes} classes")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
-    labels = None
-    if g.num_classes:
-        labels = torch.full((n,), label) if label is not None else torch.arange(n) % g.num_classes
+    z = latents(n, g.latent_dim, seed)
+    labels = cycling_labels(n, g.num_classes)
+    if labels is not None and label is not None:
+        labels = torch.full((n,), label)
 
     def run(zs, ys):
-        chunks = []
-        with torch.no_grad():
-            for i in range(0, len(zs), batch):
-                y = None if ys is None else ys[i:i + batch].to(device)
-                chunks.append(g(zs[i:i + batch].to(device), y).cpu())
-        return torch.cat(chunks)
+        return torch.cat([x.cpu() for x in sample(g, zs, ys, batch=batch, device=device)])
 
     imgs = run(z, labels)
-    paths = [_save(im, out / f"seed{seed:04d}-{i:05d}.png") for i, im in enumerate(to_uint8(imgs))]
+    paths = [_save(im, out / f"seed{seed:04d}-{i:05d}.png") for i, im in enumerate(_hwc(imgs))]
     if grid:
-        paths.append(_save(grid_image(imgs, min_cell=imgs.shape[-1]), out / "grid.png"))
+        paths.append(_save(image_grid(imgs).permute(1, 2, 0).numpy(), out / "grid.png"))
     if interpolate:
         frames_z, frames_y = [], []
         for i in range(n - 1):
@@ -80,7 +73,7 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         frames_z.append(z[-1])
         if labels is not None:
             frames_y.append(labels[-1])
-        frames = to_uint8(run(torch.stack(frames_z), torch.stack(frames_y) if frames_y else None))
+        frames = _hwc(run(torch.stack(frames_z), torch.stack(frames_y) if frames_y else None))
         paths.append(_save(np.concatenate(list(frames), axis=1), out / "interpolation.png"))
         from PIL import Image
 

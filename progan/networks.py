@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progan.config import TrainConfig, check_pow2, levels
 from progan.layers import (
     SQRT2,
     EqualizedConv2d,
@@ -30,17 +31,9 @@ def num_features(res: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
     return min(int(fmap_base / 2 ** (int(math.log2(res)) - 1)), fmap_max)
 
 
-def check_resolution(res: int, what: str = "resolution") -> int:
-    """Raise ValueError unless ``res`` is a power of two >= 4."""
-    if res < 4 or res & (res - 1):
-        raise ValueError(f"{what} must be a power of two >= 4, got {res}")
-    return res
-
-
 def resolutions(res_max: int) -> list[int]:
-    """4, 8, ..., res_max."""
-    check_resolution(res_max, "res_max")
-    return [2**k for k in range(2, int(math.log2(res_max)) + 1)]
+    """4, 8, ..., res_max: the levels a network holds blocks for."""
+    return levels(4, check_pow2(res_max, "res_max"))
 
 
 class GBlock(nn.Module):
@@ -257,10 +250,6 @@ class Discriminator(nn.Module):
         return mods
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 def stage_parameter_count(net: Generator | Discriminator, res: int) -> int:
     """Trainable parameters of the network as it stands at ``res`` after its fade-in (alpha = 1)."""
     seen: set[int] = set()
@@ -271,3 +260,11 @@ def stage_parameter_count(net: Generator | Discriminator, res: int) -> int:
                 seen.add(id(p))
                 total += p.numel()
     return total
+
+
+def build_networks(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discriminator]:
+    """Generator and Discriminator for a config (``TrainConfig``)."""
+    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
+    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
+                      cfg.conditioning)
+    return g, d

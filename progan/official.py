@@ -360,6 +360,7 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     from progan import checkpoint as ckpt
     from progan.config import from_dict, to_toml
     from progan.fileio import atomic_path
+    from progan.networks import build_networks
     from progan.optim import TFAdam
     from progan.schedule import phases
 
@@ -371,8 +372,8 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     nets = load_official_pickle(pkl)
     cfg = from_dict(config_from_official(nets))
     num_classes = int(nets["G"]["static_kwargs"].get("label_size", 0))
-    G, D = ckpt.build_networks(cfg, num_classes)
-    G_ema, _ = ckpt.build_networks(cfg, num_classes)
+    G, D = build_networks(cfg, num_classes)
+    G_ema, _ = build_networks(cfg, num_classes)
     for net, key, to_state, what in (
         (G, "G", generator_state, "generator G"),
         (D, "D", discriminator_state, "discriminator D"),

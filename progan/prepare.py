@@ -30,6 +30,7 @@ import lmdb
 import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
+from progan import config
 from progan.data import (
     COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, checksum, checksum_key, image_key,
 )
@@ -299,11 +300,7 @@ def prepare_lmdb(
     removed. Every record's CRC-32 is stored (format 2) so that readers can detect damage.
     """
     src, out = Path(src), Path(out)
-    if res_max < 4 or res_max & (res_max - 1) or res_max > MAX_RES_MAX:
-        raise ProganError(
-            f"--res-max must be a power of two from 4 to {MAX_RES_MAX}, got {res_max} "
-            f"(each worker holds ~16·R² bytes per image; the paper's networks stop at 1024)"
-        )
+    config.check_pow2(res_max, "--res-max", MAX_RES_MAX)
     if max_file_mb < 1:
         raise ProganError(f"--max-file-mb must be at least 1, got {max_file_mb}")
     if crop not in ("center", "none"):
@@ -329,7 +326,7 @@ def prepare_lmdb(
         if not class_names:
             raise ProganError(f"--labels needs class subfolders in '{src}', found none")
     class_index = {c: i for i, c in enumerate(class_names)}
-    levels = [2**k for k in range(2, res_max.bit_length())]
+    levels = config.levels(4, res_max)
     encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
     opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
                 encoding=encoding, max_file_bytes=max_file_mb << 20)

@@ -1,9 +1,22 @@
-"""A one-line progress report on stderr (done/total, rate, ETA), shared by prepare-lmdb and info."""
+"""A one-line progress report on stderr (done/total, rate, ETA); how progan writes a duration."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+
+
+def fmt_duration(s: float) -> str:
+    """A duration as ``0m45s``, ``12m05s``, ``3h07m`` or ``2d04h`` (``?`` when unknown)."""
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s"
 
 
 class Progress:
@@ -20,8 +33,7 @@ class Progress:
         self.last = now
         rate = done / max(now - self.start, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else 0
-        eta_s = f"{int(eta) // 60}:{int(eta) % 60:02d}"
-        line = f"{done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  ETA {eta_s}"
+        line = f"{done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  ETA {fmt_duration(eta)}"
         sys.stderr.write(f"\r{line:<60}")
         sys.stderr.flush()
 

@@ -7,10 +7,9 @@ last stabilize phase runs on to ``total_kimg``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from progan.config import TrainConfig
+from progan.config import TrainConfig, levels
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,7 @@ def phases(cfg: TrainConfig) -> list[Phase]:
     """Every phase of the run, in order."""
     out: list[Phase] = []
     t = 0
-    for k in range(int(math.log2(cfg.res_start)), int(math.log2(cfg.res_max)) + 1):
-        res = 2**k
+    for res in levels(cfg.res_start, cfg.res_max):
         fade, stable = round(cfg.kimg_for(res, "fade") * 1000), round(cfg.kimg_for(res, "stable") * 1000)
         if res > cfg.res_start and fade > 0:
             out.append(Phase(res, "fade", t, t + fade))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ import torch
 
 from progan import checkpoint as ckpt
 from progan import distributed as dist_utils
-from progan.config import ARCH_KEYS, TrainConfig, check_world, levels, to_toml
-from progan.data import read_meta
+from progan.config import ARCH_KEYS, TrainConfig, check_world, to_toml
+from progan.data import LMDBImages, check_store
 from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
@@ -28,9 +27,11 @@ from progan.feeding import LevelFeeder, Order, position_generator
 from progan.fileio import atomic_path, check_writable, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
+from progan.networks import build_networks
 from progan.optim import TFAdam
+from progan.reporting import EventWriter, TickStats, report_grid, report_tick
+from progan.sampling import cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
-from progan.stats import EventWriter, TickStats, save_grid
 
 # Random streams per step (see feeding.position_generator).
 _Z_D, _Z_G, _EPS, _FLIP, _GRID = 1, 2, 3, 4, 5
@@ -41,21 +42,6 @@ class TrainResult:
     images_shown: int
     finished: bool
     checkpoint: Path | None
-
-
-def check_store(cfg: TrainConfig) -> dict:
-    """The store's metadata, after checking it holds every level the config trains on."""
-    meta = read_meta(cfg.data)
-    have = sorted(int(r) for r in meta["levels"])
-    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
-    if missing:
-        raise ProganError(
-            f"store '{cfg.data}' has levels {have[0]}-{have[-1]}; --res-max {cfg.res_max} needs a "
-            f"store prepared with --res-max {cfg.res_max}"
-        )
-    if cfg.conditional and not meta.get("num_classes"):
-        raise ProganError(f"conditional training needs labels, but store '{cfg.data}' has none (prepare it with --labels)")
-    return meta
 
 
 def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
@@ -79,15 +65,16 @@ def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, 
     return meta, device
 
 
-def _set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+def set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    """Make only ``modules`` of ``net`` trainable (the stage's blocks); returns their parameters."""
     net.requires_grad_(False)
     for m in modules:
         m.requires_grad_(True)
     return [p for p in net.parameters() if p.requires_grad]
 
 
-def _make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
-    # TensorFlow's epsilon placement, as the official code trained with (progan.optim).
+def make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
+    """Adam with TensorFlow's epsilon placement, as the official code trained with (progan.optim)."""
     return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
 
@@ -171,7 +158,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
-    G, D = ckpt.build_networks(cfg, num_classes)
+    G, D = build_networks(cfg, num_classes)
     # channels_last: oneDNN and cuDNN run these convolutions faster in NHWC (tools/bench_train.py).
     G = G.to(device, memory_format=torch.channels_last)
     D = D.to(device, memory_format=torch.channels_last)
@@ -208,8 +195,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         except OSError as e:
             raise write_failure(f"'{run_dir / 'config.toml'}'", run_dir, e) from None
     writer = EventWriter(run_dir / "tensorboard", purge_step=images_shown) if is_main else None
-    grid_z = torch.randn(cfg.grid_size, cfg.latent_dim, generator=position_generator(cfg.seed, 0, _GRID))
-    grid_labels = torch.arange(cfg.grid_size) % num_classes if num_classes else None
+    grid_z = latents(cfg.grid_size, cfg.latent_dim, position_generator(cfg.seed, 0, _GRID))
+    grid_labels = cycling_labels(cfg.grid_size, num_classes)
     order = Order(int(meta["count"]), cfg.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
@@ -234,9 +221,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     def sample_grid(stage) -> None:
         with torch.no_grad(), autocast:
             imgs = G_ema(grid_z.to(device), stage.res, stage.alpha,
-                         None if grid_labels is None else grid_labels.to(device)).float()
-        path = save_grid(imgs, run_dir / "samples" / f"fakes-{images_shown:012d}.png")
-        writer.add_image("samples/G_ema", _grid_tensor(imgs), images_shown)
+                         None if grid_labels is None else grid_labels.to(device))
+        path = run_dir / "samples" / f"fakes-{images_shown:012d}.png"
+        report_grid(writer, "samples/G_ema", imgs, path, images_shown)
         log(f"  samples: {path}")
 
     # Stop cleanly on SIGINT / SIGTERM: finish the step, write a checkpoint, return.
@@ -270,13 +257,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 if cur_phase is not None and is_main:
                     log(f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at {images_shown / 1000:.1f} kimg")
                 cur_phase = stage.phase_index
-                g_params = _set_trainable(G, G.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
-                d_params = _set_trainable(D, D.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
+                g_params = set_trainable(G, G.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
+                d_params = set_trainable(D, D.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
                 # Adam state starts fresh at every phase change, as in the official code
                 # (reset_opt_for_new_lod), unless reset_optimizer is off.
                 if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-                    opt_G = _make_optimizer(list(G.parameters()), cfg, stage.lr)
-                    opt_D = _make_optimizer(list(D.parameters()), cfg, stage.lr)
+                    opt_G = make_optimizer(list(G.parameters()), cfg, stage.lr)
+                    opt_D = make_optimizer(list(D.parameters()), cfg, stage.lr)
                     if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
                         opt_G.load_state_dict(opt_state[0])
                         opt_D.load_state_dict(opt_state[1])
@@ -335,8 +322,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 tick_index = images_shown // tick_images
                 try:
                     if is_main:
-                        _report(log, writer, cfg, stage, images_shown, end, rate, values, device)
-                        writer.add_scalar("progress/skipped_steps", skipped, images_shown)
+                        report_tick(log, writer, stage, images_shown, end, rate, values, skipped, device)
                     if is_main and (at_end or new_phase or tick_index % cfg.image_ticks == 0):
                         sample_grid(stage)
                 except ProganError:
@@ -393,55 +379,12 @@ def _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_cla
                        cache_mb=cfg.cache_mb, device=device, log=log)
 
 
-def _report(log, writer, cfg, stage, images_shown, end, rate, values, device) -> None:
-    kimg = images_shown / 1000
-    phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
-    run_left = max(end - images_shown, 0) / max(rate, 1e-9)
-    log(
-        f"kimg {kimg:9.1f}  res {stage.res:4d}  {stage.phase.kind:6s} alpha {stage.alpha:.3f}  "
-        f"D {values.get('d_loss', float('nan')):+.4f}  G {values.get('g_loss', float('nan')):+.4f}  "
-        f"gp {values.get('gp', float('nan')):.4f}  {rate:7.1f} img/s  "
-        f"ETA phase {_fmt_time(phase_left)}  run {_fmt_time(run_left)}"
-    )
-    step = images_shown  # TensorBoard's step is images shown throughout progan
-    for k, v in values.items():
-        writer.add_scalar(f"loss/{k}", v, step)
-    writer.add_scalar("progress/resolution", stage.res, step)
-    writer.add_scalar("progress/alpha", stage.alpha, step)
-    writer.add_scalar("progress/kimg", kimg, step)
-    writer.add_scalar("speed/images_per_s", rate, step)
-    writer.add_scalar("speed/s_per_kimg", 1000.0 / max(rate, 1e-9), step)
-    if device.type == "cuda":
-        writer.add_scalar("resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step)
-    writer.flush()
-
-
-def _fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(s)
-    if s >= 86400:
-        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s"
-
-
-def _grid_tensor(imgs: torch.Tensor) -> torch.Tensor:
-    import torchvision
-
-    n = imgs.shape[0]
-    return torchvision.utils.make_grid(imgs.clamp(-1, 1) * 0.5 + 0.5, nrow=max(1, int(math.sqrt(n))))
-
-
 def _save_reals_grid(cfg, order, run_dir, writer) -> None:
-    from progan.data import LMDBImages
-
+    """The grid of reals a run starts with: the first images of its data order at res_max."""
     ds = LMDBImages(cfg.data, cfg.res_max)
     idx = order.indices(0, min(cfg.grid_size, len(ds)))
     items = [ds[i] for i in idx]
     imgs = torch.stack([x[0] if isinstance(x, tuple) else x for x in items]).float() / 127.5 - 1
-    save_grid(imgs, run_dir / "samples" / "reals.png")
-    writer.add_image("samples/reals", _grid_tensor(imgs), 0)
+    report_grid(writer, "samples/reals", imgs, run_dir / "samples" / "reals.png", 0)
 
 

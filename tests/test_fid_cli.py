@@ -17,13 +17,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from progan.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from progan.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
 from progan.config import TrainConfig
 from progan.errors import ProganError
 from progan.metrics import evaluate as ev
 from progan.metrics import inception as inc
 from progan.metrics.fid import fid_from_sources, frechet_distance, source_stats
+from progan.sampling import load_generator
 from progan.training_loop import train
 
 # tests/test_training.py's TINY, with few checkpoints: one tick per phase, only the newest kept.

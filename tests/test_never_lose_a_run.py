@@ -17,7 +17,7 @@ from progan import checkpoint as ckpt
 from progan.cli import main
 from progan.config import TrainConfig, check_world, load_run_config, resolve_config, to_toml
 from progan.errors import ProganError
-from progan.training_loop import _descend, _make_optimizer, train
+from progan.training_loop import _descend, make_optimizer, train
 
 TINY = dict(res_max=8, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
             minibatch={4: 8, 8: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=1,
@@ -249,7 +249,7 @@ def test_gpus_beyond_the_batch_are_refused_before_launching(face_store, tmp_path
 def test_a_step_with_non_finite_gradients_changes_neither_weights_nor_adam_state():
     lin = torch.nn.Linear(4, 2)
     cfg = TrainConfig(data="s")
-    opt = _make_optimizer(list(lin.parameters()), cfg, 0.01)
+    opt = make_optimizer(list(lin.parameters()), cfg, 0.01)
     params = list(lin.parameters())
     assert _descend(opt, lin(torch.ones(3, 4)).square().sum(), params).item() == 0.0
     weights = [p.detach().clone() for p in params]

@@ -27,7 +27,7 @@ from progan.losses import g_loss, penalty_grad_scale, split_critic_output, wgang
 from progan.networks import Discriminator, Generator
 from progan.official import discriminator_state, generator_state, lod_to_stage
 from progan.optim import TFAdam
-from progan.training_loop import _set_trainable, train_step
+from progan.training_loop import set_trainable, train_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 UNCONDITIONAL = ["official-32", "official-64-unfused"]
@@ -219,8 +219,8 @@ def test_one_training_step_matches_official(name, lod):
     G, D = case.networks()
     cfg = case.config()
     res, alpha = lod_to_stage(lod, case.res_max)
-    g_params = _set_trainable(G, G.stage_modules(res, alpha))
-    d_params = _set_trainable(D, D.stage_modules(res, alpha))
+    g_params = set_trainable(G, G.stage_modules(res, alpha))
+    d_params = set_trainable(D, D.stage_modules(res, alpha))
     opt_G = TFAdam(G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     opt_D = TFAdam(D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     p = case.perm
@@ -261,7 +261,8 @@ PICKLE = FIXTURES / "pickle-32.pkl"
 
 
 def test_imported_pickle_reproduces_official_images(tmp_path):
-    from progan.checkpoint import load_checkpoint, load_generator, resolve_checkpoint
+    from progan.checkpoint import load_checkpoint, resolve_checkpoint
+    from progan.sampling import load_generator
     from progan.official import import_official
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
@@ -339,7 +340,7 @@ def _official_layout_pickle(monkeypatch, states) -> bytes:
 
 
 def test_build_module_src_is_never_executed(tmp_path, monkeypatch):
-    from progan.checkpoint import load_generator
+    from progan.sampling import load_generator
     from progan.official import import_official, load_official_pickle
 
     marker = tmp_path / "ran.txt"

@@ -60,7 +60,7 @@ def test_training_grows_through_two_resolutions_with_finite_losses(face_store, t
 
 def test_generator_learns_something(face_store, tmp_path):
     """After a short run G_ema's images have moved from the initial ones toward the data's colours."""
-    from progan.checkpoint import load_generator
+    from progan.sampling import load_generator
     from progan.data import LMDBImages
 
     run = tmp_path / "run"
@@ -71,7 +71,7 @@ def test_generator_learns_something(face_store, tmp_path):
     reals = LMDBImages(face_store, 8).read_level().float() / 127.5 - 1
     torch.manual_seed(0)
     g0 = TrainConfig(**{**TINY, "res_max": 8})
-    from progan.checkpoint import build_networks
+    from progan.networks import build_networks
 
     init, _ = build_networks(g0)
     init_fakes = init(z, 8, 1.0)

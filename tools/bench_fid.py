@@ -17,12 +17,13 @@ from pathlib import Path
 import click
 import torch
 
+from progan.devices import resolve_device
 from progan.metrics.fid import extract_features
 from progan.metrics.inception import FIDInception, load_fid_inception
 
 
 @click.command()
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--batch", default=50, show_default=True, help="Images per forward pass.")
 @click.option("--images", default=200, show_default=True, help="Images timed (after warm-up).")
 @click.option("--res", default=64, show_default=True, help="Input resolution (resized to 299).")
@@ -50,7 +51,7 @@ def main(
     json_path: Path | None,
 ) -> None:
     """Print FID feature-extraction throughput in images/s."""
-    dev = torch.device(device)
+    dev = resolve_device(device)
     model = FIDInception().to(dev) if random_weights else load_fid_inception(weights, dev)
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, 256, (batch, 3, res, res), generator=g, dtype=torch.uint8)

@@ -34,11 +34,13 @@ import click
 import torch
 
 from progan.config import TrainConfig, load_config
+from progan.devices import resolve_device
 from progan.ema import update_ema
 from progan.losses import g_loss, wgangp_d_loss
 from progan.networks import Discriminator, Generator, num_features
+from progan.progress import fmt_duration
 from progan.schedule import phases
-from progan.training_loop import _make_optimizer, _set_trainable, train_step
+from progan.training_loop import make_optimizer, set_trainable, train_step
 
 PATHS = ("fp32_eager", "optimised")
 
@@ -121,10 +123,10 @@ def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, 
     fmt = torch.channels_last if optimised else torch.contiguous_format
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    g_params = _set_trainable(G, G.stage_modules(res, alpha))
-    d_params = _set_trainable(D, D.stage_modules(res, alpha))
-    opt_G = _make_optimizer(list(G.parameters()), cfg, cfg.lr)
-    opt_D = _make_optimizer(list(D.parameters()), cfg, cfg.lr)
+    g_params = set_trainable(G, G.stage_modules(res, alpha))
+    d_params = set_trainable(D, D.stage_modules(res, alpha))
+    opt_G = make_optimizer(list(G.parameters()), cfg, cfg.lr)
+    opt_D = make_optimizer(list(D.parameters()), cfg, cfg.lr)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
     z_d = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
@@ -247,13 +249,9 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
     return total, notes
 
 
-def _fmt_s(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
-
-
 @click.command()
 @click.option("--config", "config_name", default="celebahq-1024", show_default=True)
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--res", "res_list", default="4,8,16,32", show_default=True, help="Comma-separated resolutions.")
 @click.option("--batch", type=int, default=None, help="Minibatch for every resolution (default: the config's).")
 @click.option("--fmap-max", type=int, default=None)
@@ -274,7 +272,7 @@ def main(config_name, device, res_list, batch, fmap_max, fmap_base, iters, warmu
     if show_flops:
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if show_precision:
         for r in (int(r) for r in res_list.split(",") if r):
             click.echo(f"res {r}, batch {batch or 8}\n{precision_report(cfg, r, batch or 8, dev)}")
@@ -311,7 +309,7 @@ def main(config_name, device, res_list, batch, fmap_max, fmap_base, iters, warmu
         projections[p] = {"seconds": secs, "extrapolated_phases": extrapolated}
         note = f" ({len(extrapolated)} phases extrapolated by FLOPs from the nearest measured resolution)" \
             if extrapolated else ""
-        click.echo(f"projected {config_name} schedule, {p}: {_fmt_s(secs)}{note}")
+        click.echo(f"projected {config_name} schedule, {p}: {fmt_duration(secs)}{note}")
     if json_out is not None:
         meta = {"config": config_name, "device": str(dev), "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

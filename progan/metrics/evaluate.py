@@ -1,8 +1,9 @@
 """Evaluate checkpoints: FID or SWD of G_ema against reference images, written next to each checkpoint.
 
 A checkpoint is evaluated at its own resolution and alpha. Generated images go to the metric as uint8,
-rounded exactly as a saved PNG is (``progan generate``'s conversion), and never touch the disk, so an
-FID here equals the FID of the same images written by ``progan generate --seed S`` (tested).
+drawn and rounded by ``progan.sampling`` as ``progan generate`` draws and saves them, and never
+touch the disk, so an FID here equals the FID of the same images written by ``progan generate
+--seed S`` (tested).
 
 Each result is written as ``ckpt-<images>.<name>.json`` beside the checkpoint (``name`` is ``fid50k``,
 ``fid32``, ``swd``) and, for a checkpoint inside ``RUN/checkpoints/``, as TensorBoard scalars in
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from progan.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from progan.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, write_failure
@@ -42,11 +43,14 @@ from progan.metrics.fid import (
 )
 from progan.metrics.inception import load_fid_inception
 from progan.metrics.swd import swd
+from progan.reporting import EventWriter
+from progan.sampling import cycling_labels, generator_from_state, latents, sample, to_uint8
 
 __all__ = [
     "FID_N",
     "SWD_N",
     "Evaluator",
+    "check_counts",
     "compute_fid",
     "compute_swd",
     "default_cache_dir",
@@ -97,6 +101,16 @@ def result_path(checkpoint: str | os.PathLike, name: str) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.{name}.json")
 
 
+def check_counts(n: int | None, batch: int) -> None:
+    """Refuse ``--n`` below 2 (statistics of one image are undefined) and ``--batch`` below 1."""
+    if n is not None and n < 2:
+        raise ProganError(
+            f"--n must be at least 2 (statistics of one image are undefined), got {n}"
+        )
+    if batch < 1:
+        raise ProganError(f"--batch must be at least 1, got {batch}")
+
+
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/progan/fid`` (``~/.cache/progan/fid``): a store's stats serve every run."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -113,17 +127,12 @@ def generated_images(
 ) -> Iterator[torch.Tensor]:
     """uint8 (B, 3, R, R) batches of ``n`` images of ``g`` on ``device``: ``progan generate``'s images.
 
-    Latents are drawn at once from a generator seeded by ``seed`` (as ``progan generate`` draws them),
-    classes cycle 0, 1, … for a conditional ``g``; pixels are ``round((x + 1) · 127.5)`` clamped, as
-    a PNG stores them.
+    The latents of ``seed``, classes cycling 0, 1, … for a conditional ``g``, and the pixels a PNG
+    stores (``progan.sampling``).
     """
-    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
-    labels = torch.arange(n) % g.num_classes if g.num_classes else None
-    with torch.no_grad():
-        for i in range(0, n, batch):
-            y = None if labels is None else labels[i : i + batch].to(device)
-            x = g(z[i : i + batch].to(device), y).float()
-            yield ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    z, labels = latents(n, g.latent_dim, seed), cycling_labels(n, g.num_classes)
+    for x in sample(g, z, labels, batch=batch, device=device):
+        yield to_uint8(x)
 
 
 def _count(ref: Path) -> int:
@@ -161,8 +170,6 @@ def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
 
 def _write_tensorboard(run_dir: Path, step: int, scalars: dict[str, float]) -> None:
     """Scalars into ``RUN/tensorboard`` through an event file of their own (training's is untouched)."""
-    from progan.stats import EventWriter
-
     writer = EventWriter(run_dir / "tensorboard", filename_suffix=".metrics")
     try:
         for tag, value in scalars.items():
@@ -196,12 +203,7 @@ class Evaluator:
             raise ProganError(f"unknown metric '{metric}' (fid, swd)")
         self.metric = metric
         self.n = n if n is not None else default_n(metric)
-        if self.n < 2:
-            raise ProganError(
-                f"--n must be at least 2 (statistics of one image are undefined), got {self.n}"
-            )
-        if batch < 1:
-            raise ProganError(f"--batch must be at least 1, got {batch}")
+        check_counts(self.n, batch)
         self.name = result_name(metric, self.n, seed, ref)
         self.ref = Path(ref) if ref is not None else None
         self.batch, self.seed, self.progress, self.log = batch, seed, progress, log
@@ -281,14 +283,16 @@ class Evaluator:
         return self.metric == "fid" or res >= 8
 
     def _load(self, checkpoint: Path) -> tuple[dict[str, Any], torch.nn.Module]:
-        """(images_shown, res, alpha, data) of a checkpoint and its G_ema on the device."""
+        """(images_shown, res, alpha, data) of a checkpoint and its G_ema on the device.
+
+        The file is read once (a large checkpoint holds optimizer state too).
+        """
         state = load_checkpoint(checkpoint)
         info = {
             "images_shown": int(state["images_shown"]), "res": int(state["res"]),
             "alpha": float(state["alpha"]), "data": state.get("config", {}).get("data"),
         }  # fmt: skip
-        del state  # a large checkpoint is not held twice
-        return info, load_generator(checkpoint, self.device)
+        return info, generator_from_state(state, self.device)
 
     def evaluate(self, checkpoint: str | os.PathLike, write: bool = True) -> dict[str, Any]:
         """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars. Returns the result."""
@@ -371,16 +375,12 @@ class Evaluator:
 
 def compute_fid(checkpoint: str | os.PathLike, **options: Any) -> dict[str, Any]:
     """FID of a checkpoint (file or a run's newest), written as JSON + TensorBoard; see ``Evaluator``."""
-    from progan.checkpoint import resolve_checkpoint
-
     write = options.pop("write", True)
     return Evaluator("fid", **options).evaluate(resolve_checkpoint(checkpoint), write=write)
 
 
 def compute_swd(checkpoint: str | os.PathLike, **options: Any) -> dict[str, Any]:
     """SWD of a checkpoint (file or a run's newest), written as JSON + TensorBoard; see ``Evaluator``."""
-    from progan.checkpoint import resolve_checkpoint
-
     write = options.pop("write", True)
     return Evaluator("swd", **options).evaluate(resolve_checkpoint(checkpoint), write=write)
 
@@ -398,12 +398,7 @@ def fid_between(
     progress: bool = True,
 ) -> float:
     """FID between two sources (image folder, store, stats ``.npz``): ``fid_from_sources`` + options."""
-    if n is not None and n < 2:
-        raise ProganError(
-            f"--n must be at least 2 (statistics of one image are undefined), got {n}"
-        )
-    if batch < 1:
-        raise ProganError(f"--batch must be at least 1, got {batch}")
+    check_counts(n, batch)
     sides = {}
     for source in (real, fake):
         if not Path(source).exists():

@@ -1,15 +1,21 @@
-"""Training statistics kept on the device (no host sync per step) and sample-grid images."""
+"""What a run reports: loss statistics, the console tick line, TensorBoard events, sample grids.
+
+Statistics stay on the device between ticks (no host sync per step). Every write failure (a full
+disk) is one ProganError naming the file, never a traceback.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from progan import distributed as dist_utils
 from progan.fileio import atomic_path, write_failure
+from progan.progress import fmt_duration
+from progan.sampling import image_grid
+from progan.schedule import Stage
 
 
 class TickStats:
@@ -36,35 +42,6 @@ class TickStats:
         out = dict(zip(keys, vec.tolist()))
         self.sums, self.count = {}, 0
         return out
-
-
-def grid_image(imgs: torch.Tensor, min_cell: int = 64) -> np.ndarray:
-    """(N,3,R,R) images in [-1, 1] -> one uint8 HWC grid, nearest-upscaled so cells are >= min_cell px."""
-    imgs = imgs.detach().float().cpu().clamp(-1, 1)
-    n, c, h, w = imgs.shape
-    scale = max(1, math.ceil(min_cell / h))
-    if scale > 1:
-        imgs = imgs.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
-        h, w = h * scale, w * scale
-    cols = max(1, int(math.ceil(math.sqrt(n))))
-    rows = int(math.ceil(n / cols))
-    grid = torch.full((c, rows * h, cols * w), -1.0)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[:, r * h:(r + 1) * h, q * w:(q + 1) * w] = imgs[i]
-    return ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def save_grid(imgs: torch.Tensor, path: Path, min_cell: int = 64) -> Path:
-    """Write a sample grid PNG atomically; returns its path. A failed write is a ProganError."""
-    from PIL import Image
-
-    try:
-        with atomic_path(path) as tmp:
-            Image.fromarray(grid_image(imgs, min_cell)).save(tmp)
-    except OSError as e:
-        raise write_failure(f"sample grid '{path}'", path.parent, e) from None
-    return path
 
 
 class EventWriter:
@@ -115,3 +92,47 @@ def _quiet_tensorboard_threads() -> None:
 
     hook._progan = True  # type: ignore[attr-defined]
     threading.excepthook = hook
+
+
+def report_grid(writer: EventWriter, tag: str, imgs: torch.Tensor, path: Path, step: int) -> Path:
+    """Images in [-1, 1] as one grid: a PNG at ``path`` (atomic) and TensorBoard image ``tag``.
+
+    Cells are upscaled to at least 64 px, so that the 4x4 samples of a run's start stay visible.
+    """
+    from PIL import Image
+
+    grid = image_grid(imgs, min_cell=64)
+    try:
+        with atomic_path(path) as tmp:
+            Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)
+    except OSError as e:
+        raise write_failure(f"sample grid '{path}'", path.parent, e) from None
+    writer.add_image(tag, grid, step)
+    return path
+
+
+def report_tick(log: Callable[[str], None], writer: EventWriter, stage: Stage, images_shown: int,
+                end: int, rate: float, values: dict[str, float], skipped: int,
+                device: torch.device) -> None:
+    """A tick's console line (losses, speed, ETAs) and TensorBoard scalars (step = images shown)."""
+    kimg = images_shown / 1000
+    phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
+    run_left = max(end - images_shown, 0) / max(rate, 1e-9)
+    log(
+        f"kimg {kimg:9.1f}  res {stage.res:4d}  {stage.phase.kind:6s} alpha {stage.alpha:.3f}  "
+        f"D {values.get('d_loss', float('nan')):+.4f}  G {values.get('g_loss', float('nan')):+.4f}  "
+        f"gp {values.get('gp', float('nan')):.4f}  {rate:7.1f} img/s  "
+        f"ETA phase {fmt_duration(phase_left)}  run {fmt_duration(run_left)}"
+    )
+    step = images_shown  # TensorBoard's step is images shown throughout progan
+    for k, v in values.items():
+        writer.add_scalar(f"loss/{k}", v, step)
+    writer.add_scalar("progress/resolution", stage.res, step)
+    writer.add_scalar("progress/alpha", stage.alpha, step)
+    writer.add_scalar("progress/kimg", kimg, step)
+    writer.add_scalar("progress/skipped_steps", skipped, step)
+    writer.add_scalar("speed/images_per_s", rate, step)
+    writer.add_scalar("speed/s_per_kimg", 1000.0 / max(rate, 1e-9), step)
+    if device.type == "cuda":
+        writer.add_scalar("resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step)
+    writer.flush()

@@ -1,0 +1,100 @@
+"""Images of a generator, made one way everywhere: latents, labels, uint8 pixels, grids, loading.
+
+``progan generate``, the metrics (FID, SWD) and the trainer's sample grids all draw and convert
+images here. An FID therefore equals the FID of the PNGs ``progan generate --seed S`` writes
+(tested), and a grid's cells hold exactly those PNGs' pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from progan.checkpoint import load_checkpoint, resolve_checkpoint
+from progan.config import from_dict
+from progan.networks import build_networks
+
+
+def latents(n: int, latent_dim: int, seed: int | torch.Generator) -> torch.Tensor:
+    """(n, latent_dim) standard normal latents on the CPU, drawn at once from ``seed``.
+
+    Drawn at once so that image i is the same whatever the batch size it is generated in.
+    """
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    return torch.randn(n, latent_dim, generator=gen)
+
+
+def cycling_labels(n: int, num_classes: int) -> torch.Tensor | None:
+    """Classes 0, 1, ..., num_classes - 1, 0, 1, ... for n images; None for an unconditional G."""
+    return torch.arange(n) % num_classes if num_classes else None
+
+
+def to_uint8(imgs: torch.Tensor) -> torch.Tensor:
+    """(N, 3, R, R) in [-1, 1] -> uint8 on the same device: ``round((x + 1) * 127.5)``, clamped.
+
+    The rounding a saved PNG gets: metrics score these pixels, not the floats.
+    """
+    return ((imgs.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def sample(
+    g: nn.Module,
+    z: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    batch: int = 50,
+    device: str | torch.device = "cpu",
+) -> Iterator[torch.Tensor]:
+    """Float images of ``g`` for latents ``z`` (and ``labels``), ``batch`` at a time, on ``device``."""
+    with torch.no_grad():
+        for i in range(0, len(z), batch):
+            y = None if labels is None else labels[i : i + batch].to(device)
+            yield g(z[i : i + batch].to(device), y).float()
+
+
+def image_grid(imgs: torch.Tensor, min_cell: int = 0) -> torch.Tensor:
+    """(N, 3, R, R) images in [-1, 1] -> one uint8 (3, H, W) grid, ceil(sqrt(N)) columns.
+
+    Cells smaller than ``min_cell`` pixels are upscaled by nearest neighbour (a 4x4 sample stays
+    visible); empty cells of the last row are black. The PNG and the TensorBoard grid are this one.
+    """
+    from torchvision.utils import make_grid
+
+    u8 = to_uint8(imgs).cpu()
+    scale = max(1, math.ceil(min_cell / u8.shape[-1]))
+    if scale > 1:
+        u8 = u8.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    return make_grid(u8, nrow=math.ceil(math.sqrt(len(u8))), padding=0)
+
+
+class StageGenerator(nn.Module):
+    """A generator fixed at one resolution and alpha: ``forward(z, labels=None) -> images``."""
+
+    def __init__(self, g: nn.Module, res: int, alpha: float):
+        super().__init__()
+        self.g = g
+        self.res = res
+        self.alpha = alpha
+        self.latent_dim = g.latent_dim
+        self.num_classes = g.num_classes
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.g(z, self.res, self.alpha, labels)
+
+
+def generator_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> StageGenerator:
+    """G_ema of a loaded checkpoint at the checkpoint's resolution and alpha."""
+    g, _ = build_networks(from_dict(state["config"]), int(state.get("num_classes", 0)))
+    g.load_state_dict(state["G_ema"])
+    g.eval().requires_grad_(False)
+    return StageGenerator(g, int(state["res"]), float(state["alpha"])).to(device)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> StageGenerator:
+    """G_ema of a checkpoint (or a run directory's newest) at the checkpoint's resolution and alpha."""
+    return generator_from_state(load_checkpoint(resolve_checkpoint(path)), device)
