@@ -221,6 +221,7 @@ def test_flop_count_matches_the_aten_ops_one_iteration_runs(alpha):
     assert counter.total == pytest.approx(expected, rel=0.02)
 
 
+@pytest.mark.slow
 def test_bench_script_runs_end_to_end_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -107,6 +107,7 @@ def rel(a: float, b: float) -> float:
 # ---- without real weights ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_architecture_matches_pytorch_fid_inception_with_random_weights(monkeypatch):
     ours = random_inception(seed=1)
     pfi = use_weights_in_pytorch_fid(monkeypatch, ours)
@@ -121,6 +122,7 @@ def test_architecture_matches_pytorch_fid_inception_with_random_weights(monkeypa
     assert (a - b).abs().max() <= 1e-6 * b.abs().max()
 
 
+@pytest.mark.slow
 def test_float_input_in_minus_one_one_matches_uint8_input():
     model = random_inception(seed=3)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
@@ -301,6 +303,7 @@ def torchscript_inception():
         return torch.jit.load(str(path), map_location="cpu").eval()
 
 
+@pytest.mark.slow
 def test_real_features_equal_the_nvlabs_torchscript_network(real_model, torchscript_inception):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 299, 299, generator=g) * 2 - 1  # what the TorchScript network takes

@@ -113,6 +113,7 @@ def evaluated_run(trained_run, fid_cache, tmp_path_factory):
     return run, result, compared
 
 
+@pytest.mark.slow
 def test_real_weights_fid_of_a_run_prints_a_finite_value_and_writes_json(evaluated_run):
     run, result, _ = evaluated_run
     assert result.exit_code == 0, result.output
@@ -128,6 +129,7 @@ def test_real_weights_fid_of_a_run_prints_a_finite_value_and_writes_json(evaluat
     assert "images/s" in result.output  # extract_features' progress line
 
 
+@pytest.mark.slow
 def test_real_weights_fid_goes_to_tensorboard_at_images_shown(evaluated_run):
     run, _, _ = evaluated_run
     ckpt = list_checkpoints(run)[-1]
@@ -137,6 +139,7 @@ def test_real_weights_fid_goes_to_tensorboard_at_images_shown(evaluated_run):
     ]
 
 
+@pytest.mark.slow
 def test_real_weights_fid_equals_fid_of_the_same_images_saved_as_png(
     evaluated_run, face_store, fid_cache, tmp_path
 ):
@@ -168,6 +171,7 @@ def test_real_weights_fid_equals_fid_of_the_same_images_saved_as_png(
         assert record["value"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_real_weights_second_run_skips_evaluated_checkpoints(evaluated_run, fid_cache):
     run, _, _ = evaluated_run
     ckpt = list_checkpoints(run)[-1]

@@ -71,6 +71,7 @@ def test_identical_sets_score_zero(reals):
     assert all(v == 0 for v in result.values())
 
 
+@pytest.mark.slow
 def test_distance_grows_with_the_shift(reals):
     scores = [swd(reals, add_noise(reals, sigma))["avg"] for sigma in (0, 4, 12, 36)]
     assert scores[0] == 0
@@ -80,6 +81,7 @@ def test_distance_grows_with_the_shift(reals):
     assert 0 < same_distribution < scores[-1]
 
 
+@pytest.mark.slow
 def test_swd_is_deterministic_given_the_seed(reals):
     fakes = add_noise(reals, 12)
     a, b = swd(reals, fakes, seed=3), swd(reals, fakes, seed=3)
@@ -96,6 +98,7 @@ def test_swd_rejects_mismatched_or_float_inputs(reals):
         swd(reals.float(), reals.float())
 
 
+@pytest.mark.slow
 def test_streamed_batches_give_the_unbatched_result():
     # swd builds each level's pyramid `batch` images at a time; uneven batches (64 = 3·21 + 1)
     # and batch sizes above and below N must all equal the one-batch computation exactly.
