@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-fast demo bench clean
 
 $(BIN)/progan:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(BIN)/progan
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The quick loop: everything but the tests marked slow (under a minute on 2 idle cores).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Trains a small GAN on procedurally generated faces to 32x32 on the CPU in a few minutes.
 demo: setup

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from progan.checkpoint import list_checkpoints, load_checkpoint
@@ -18,6 +19,8 @@ ARGS = ["--res-max", "8", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim
         "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
 # One thread per process: two processes on two cores must not oversubscribe them.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# Every test here starts processes (torchrun, kills): minutes on two cores.
+pytestmark = pytest.mark.slow
 
 
 def progan(*args, nproc=1, **kw):

@@ -107,6 +107,7 @@ def rel(a: float, b: float) -> float:
 # ---- without real weights ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_architecture_matches_pytorch_fid_inception_with_random_weights(monkeypatch):
     ours = random_inception(seed=1)
     pfi = use_weights_in_pytorch_fid(monkeypatch, ours)
@@ -121,6 +122,7 @@ def test_architecture_matches_pytorch_fid_inception_with_random_weights(monkeypa
     assert (a - b).abs().max() <= 1e-6 * b.abs().max()
 
 
+@pytest.mark.slow
 def test_float_input_in_minus_one_one_matches_uint8_input():
     model = random_inception(seed=3)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
@@ -184,11 +186,27 @@ def test_frechet_distance_matches_a_direct_computation():
 
 
 def test_feature_stats_are_float64_mean_and_unbiased_covariance():
-    feats = np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)
-    mu, sigma = feature_stats(feats)
+    # Closed form: the four points c ± (1, 0), c ± (0, 2) have mean c and unbiased covariance
+    # diag(2, 8) / 3 (sums of squares 2 and 8 over n - 1 = 3). The offset |c|^2 ~ 1.7e7 tells
+    # float64 from float32: a one-pass E[xx'] - mu mu' errs by ~ n eps |c|^2, 1.5e-8 in float64
+    # but ~8 in float32; a two-pass formula is exact here but for the division by 3.
+    c = np.array([4096.0, -2048.0])
+    points = (c + np.array([[1, 0], [-1, 0], [0, 2], [0, -2]])).astype(np.float32)
+    mu, sigma = feature_stats(points)
     assert mu.dtype == sigma.dtype == np.float64
-    np.testing.assert_allclose(mu, feats.astype(np.float64).mean(0), rtol=0, atol=0)
-    np.testing.assert_allclose(sigma, np.cov(feats.astype(np.float64).T, ddof=1), rtol=1e-12)
+    assert np.array_equal(mu, c)
+    np.testing.assert_allclose(sigma, np.diag([2.0, 8.0]) / 3, rtol=0, atol=1e-6)
+
+    # Random features against explicit sums: the mean, then the outer products of the deviations.
+    feats = np.random.default_rng(1).normal(1.5, 2.0, size=(50, 6)).astype(np.float32)
+    rows = [[float(v) for v in row] for row in feats]
+    mean = [math.fsum(col) / len(rows) for col in zip(*rows)]
+    dev = [[v - m for v, m in zip(row, mean)] for row in rows]
+    cov = [[math.fsum(d[i] * d[j] for d in dev) / (len(rows) - 1) for j in range(6)] for i in range(6)]
+    mu, sigma = feature_stats(feats)
+    # float64 summation of 50 terms: relative error far below 1e-12 of the largest entry.
+    np.testing.assert_allclose(mu, mean, rtol=0, atol=1e-13 * np.abs(mean).max())
+    np.testing.assert_allclose(sigma, cov, rtol=0, atol=1e-12 * np.abs(cov).max())
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric(tmp_path):
@@ -285,6 +303,7 @@ def torchscript_inception():
         return torch.jit.load(str(path), map_location="cpu").eval()
 
 
+@pytest.mark.slow
 def test_real_features_equal_the_nvlabs_torchscript_network(real_model, torchscript_inception):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 299, 299, generator=g) * 2 - 1  # what the TorchScript network takes

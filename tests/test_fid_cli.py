@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -20,10 +22,13 @@ from PIL import Image
 from progan.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
 from progan.config import TrainConfig
+from progan.data import LMDBImages
 from progan.errors import ProganError
+from progan.generate import generate_images
 from progan.metrics import evaluate as ev
 from progan.metrics import inception as inc
 from progan.metrics.fid import fid_from_sources, frechet_distance, source_stats
+from progan.metrics.swd import swd
 from progan.sampling import load_generator
 from progan.training_loop import train
 
@@ -109,6 +114,7 @@ def evaluated_run(trained_run, fid_cache, tmp_path_factory):
     return run, result, compared
 
 
+@pytest.mark.slow
 def test_real_weights_fid_of_a_run_prints_a_finite_value_and_writes_json(evaluated_run):
     run, result, _ = evaluated_run
     assert result.exit_code == 0, result.output
@@ -124,6 +130,7 @@ def test_real_weights_fid_of_a_run_prints_a_finite_value_and_writes_json(evaluat
     assert "images/s" in result.output  # extract_features' progress line
 
 
+@pytest.mark.slow
 def test_real_weights_fid_goes_to_tensorboard_at_images_shown(evaluated_run):
     run, _, _ = evaluated_run
     ckpt = list_checkpoints(run)[-1]
@@ -133,26 +140,22 @@ def test_real_weights_fid_goes_to_tensorboard_at_images_shown(evaluated_run):
     ]
 
 
+@pytest.mark.slow
 def test_real_weights_fid_equals_fid_of_the_same_images_saved_as_png(
     evaluated_run, face_store, fid_cache, tmp_path
 ):
-    """The in-memory uint8 path gives the number FID of the same images written as PNG files gives.
+    """The in-memory uint8 path gives the number FID of the images `progan generate` writes gives.
 
-    The statistics are compared exactly: equal inputs to the Fréchet distance are equal FIDs (a
-    2048-d ``sqrtm`` costs ~15 s on one core). Only if they differ is the FID recomputed.
+    The fakes are written by ``generate_images`` (seed 0, as `progan fid`'s default) and read back
+    from PNG. The statistics are compared exactly: equal inputs to the Fréchet distance are equal
+    FIDs (a 2048-d ``sqrtm`` costs ~15 s on one core). Only if they differ is the FID recomputed.
     """
     run, _, compared = evaluated_run
     ckpt = list_checkpoints(run)[-1]
     record = json.loads((ckpt.parent / f"{ckpt.stem}.fid32.json").read_text())
-    g = load_generator(ckpt)
-    z = torch.randn(N, g.latent_dim, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        images = g(z)
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     folder = tmp_path / "fakes"
-    folder.mkdir()
-    for i, im in enumerate(pixels):
-        Image.fromarray(im).save(folder / f"{i:05d}.png")
+    pngs = generate_images(ckpt, folder, n=N, seed=0, device="cpu")
+    assert len(pngs) == N == len(list(folder.glob("*.png")))
     model = inc.load_fid_inception()
     real = source_stats(
         face_store, model=model, n=N, resolution=16, cache_dir=fid_cache, progress=False
@@ -169,6 +172,7 @@ def test_real_weights_fid_equals_fid_of_the_same_images_saved_as_png(
         assert record["value"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_real_weights_second_run_skips_evaluated_checkpoints(evaluated_run, fid_cache):
     run, _, _ = evaluated_run
     ckpt = list_checkpoints(run)[-1]
@@ -180,24 +184,36 @@ def test_real_weights_second_run_skips_evaluated_checkpoints(evaluated_run, fid_
     assert json_file.stat().st_mtime_ns == before
 
 
-def test_fid_of_two_folders_equals_fid_from_sources(tiny_features, tmp_path):
+def test_fid_of_two_folders_is_the_frechet_distance_of_their_features(tiny_features, tmp_path):
     rng = np.random.default_rng(0)
+    images = {}
     for name, shift in (("a", 0), ("b", 60)):
         (tmp_path / name).mkdir()
-        for i in range(20):
-            im = np.clip(rng.integers(0, 196, (16, 16, 3)) + shift, 0, 255).astype(np.uint8)
+        images[name] = np.clip(rng.integers(0, 196, (20, 16, 16, 3)) + shift, 0, 255).astype(np.uint8)
+        for i, im in enumerate(images[name]):
             Image.fromarray(im).save(tmp_path / name / f"{i:03d}.png")
     result = invoke(
         "fid", "--real", tmp_path / "a", "--fake", tmp_path / "b", "--n", 16, "--device", "cpu"
     )
     assert result.exit_code == 0, result.output
-    expected = fid_from_sources(
-        tmp_path / "a", tmp_path / "b", model=TinyFeatures(), n=16, progress=False
-    )
-    assert f"FID {expected:.4f}" in result.output
+    # Independently: the first 16 images of each folder (sorted names, PNG is lossless), their
+    # features, float64 moments, and the Fréchet distance with a general matrix square root.
+    stats = []
+    for name in "ab":
+        x = torch.from_numpy(images[name][:16]).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            f = TinyFeatures()(x).double().numpy()
+        stats.append((f.mean(0), np.cov(f, rowvar=False)))
+    (mu1, s1), (mu2, s2) = stats
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean)
+    assert expected > 0.01
+    printed = float(re.search(r"FID (\d+\.\d+)", result.output).group(1))
+    # Printed to 4 decimals; the features are float32 (relative error ~1e-6 of values <= 1).
+    assert abs(printed - expected) <= 5e-5 + 1e-5 * expected, (printed, expected)
 
 
-def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run):
+def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run, face_store, tmp_path):
     result = invoke("swd", run, "--n", N, "--device", "cpu")
     assert result.exit_code == 0, result.output
     ckpt = list_checkpoints(run)[-1]
@@ -208,6 +224,14 @@ def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run):
     step = record["images_shown"]
     assert scalars(run, f"metrics/swd{N}_avg") == [(step, pytest.approx(record["value"]))]
     assert scalars(run, f"metrics/swd{N}_16") == [(step, pytest.approx(record["levels"]["16"]))]
+    # The number is SWD between the store's first N images and the PNGs `progan generate` writes
+    # (same seed, one batch as the evaluator's): equal pixels, equal distance.
+    generate_images(ckpt, tmp_path / "fakes", n=N, seed=0, device="cpu", batch=50)
+    fakes = torch.from_numpy(
+        np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "fakes").glob("*.png"))])
+    ).permute(0, 3, 1, 2).contiguous()
+    reals = LMDBImages(face_store, 16).read_level(np.arange(N))
+    assert record["value"] == swd(reals, fakes, seed=0)["avg"]
     # `progan fid --metric swd` is the same command.
     again = invoke("fid", ckpt, "--metric", "swd", "--n", N, "--device", "cpu")
     assert again.exit_code == 0, again.output

@@ -71,6 +71,7 @@ def test_identical_sets_score_zero(reals):
     assert all(v == 0 for v in result.values())
 
 
+@pytest.mark.slow
 def test_distance_grows_with_the_shift(reals):
     scores = [swd(reals, add_noise(reals, sigma))["avg"] for sigma in (0, 4, 12, 36)]
     assert scores[0] == 0
@@ -80,6 +81,7 @@ def test_distance_grows_with_the_shift(reals):
     assert 0 < same_distribution < scores[-1]
 
 
+@pytest.mark.slow
 def test_swd_is_deterministic_given_the_seed(reals):
     fakes = add_noise(reals, 12)
     a, b = swd(reals, fakes, seed=3), swd(reals, fakes, seed=3)
@@ -96,6 +98,7 @@ def test_swd_rejects_mismatched_or_float_inputs(reals):
         swd(reals.float(), reals.float())
 
 
+@pytest.mark.slow
 def test_streamed_batches_give_the_unbatched_result():
     # swd builds each level's pyramid `batch` images at a time; uneven batches (64 = 3·21 + 1)
     # and batch sizes above and below N must all equal the one-batch computation exactly.
@@ -117,3 +120,42 @@ def test_streamed_levels_equal_the_whole_pyramid():
     pyramid = laplacian_pyramid(images, 3)
     for lod in range(3):
         assert torch.equal(_laplacian_level(images[2:5], lod, 3), pyramid[lod][2:5])
+
+
+def independent_swd_one_level(real, fake, k: int, dirs: int, repeats: int, seed: int) -> float:
+    """The paper's SWD at a single pyramid level (images of 8-16 px are their own low-pass level),
+    written out with numpy loops in float64; only the random draws are taken as the metric takes
+    them (positions, then directions, from torch generators seeded by ``seed``)."""
+    n, c, h, w = real.shape
+    pos_gen = torch.Generator().manual_seed(seed * 1000)
+    y0 = torch.randint(3, h - 3, (n * k,), generator=pos_gen).numpy()
+    x0 = torch.randint(3, w - 3, (n * k,), generator=pos_gen).numpy()
+    sets = []
+    for images in (real.numpy().astype(np.float64), fake.numpy().astype(np.float64)):
+        desc = np.stack([images[j // k, :, y - 3 : y + 4, x - 3 : x + 4]
+                         for j, (y, x) in enumerate(zip(y0, x0))])  # (n k, c, 7, 7)
+        for ch in range(c):
+            desc[:, ch] = (desc[:, ch] - desc[:, ch].mean()) / desc[:, ch].std()
+        sets.append(desc.reshape(len(desc), -1))
+    dir_gen = torch.Generator().manual_seed(seed * 1000 + 1)
+    per_repeat = []
+    for _ in range(repeats):
+        d = torch.randn(dirs, c * 49, generator=dir_gen, dtype=torch.float64).numpy()
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        pa, pb = (np.sort(s @ d.T, axis=0) for s in sets)
+        per_repeat.append(np.abs(pa - pb).mean())
+    return float(np.mean(per_repeat)) * 1e3
+
+
+@pytest.mark.parametrize("res", [8, 16])
+def test_swd_equals_an_independent_computation_on_a_tiny_case(res):
+    reals = blobs(6, seed=11, res=res)
+    fakes = add_noise(blobs(6, seed=12, res=res), 20)
+    got = swd(reals, fakes, descriptors_per_image=8, dirs_per_repeat=16, repeats=2, seed=3)
+    expected = independent_swd_one_level(reals, fakes, k=8, dirs=16, repeats=2, seed=3)
+    assert expected > 0
+    # The metric projects float32 descriptors: 147-term dot products of values ~1, relative
+    # error ~ sqrt(147) * 2^-24 ~ 1e-6 per projection; 1e-4 leaves two orders of magnitude.
+    assert set(got) == {res, "avg"}
+    assert got[res] == pytest.approx(expected, rel=1e-4)
+    assert got["avg"] == got[res]

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -39,6 +40,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{net}.{k}": v for net in ("G", "D", "G_ema") for k, v in state[net].items()}
 
 
+@pytest.mark.slow
 def test_training_grows_through_two_resolutions_with_finite_losses(face_store, tmp_path):
     run = tmp_path / "run"
     lines = []
@@ -58,6 +60,7 @@ def test_training_grows_through_two_resolutions_with_finite_losses(face_store, t
         assert boundary in shown
 
 
+@pytest.mark.slow
 def test_generator_learns_something(face_store, tmp_path):
     """After a short run G_ema's images have moved from the initial ones toward the data's colours."""
     from progan.sampling import load_generator
@@ -80,6 +83,7 @@ def test_generator_learns_something(face_store, tmp_path):
     assert dist_now < 0.6 * dist_init
 
 
+@pytest.mark.slow
 def test_resume_after_stop_is_bit_exact(face_store, tmp_path):
     cfg = tiny(face_store)
     train(cfg, tmp_path / "a", log=quiet)
@@ -92,6 +96,7 @@ def test_resume_after_stop_is_bit_exact(face_store, tmp_path):
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
     cfg = tiny(face_store)
     train(cfg, tmp_path / "a", log=quiet)
@@ -116,6 +121,7 @@ def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.slow
 def test_sigint_writes_a_checkpoint_and_exits(face_store, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
@@ -141,6 +147,7 @@ def test_checkpoint_is_weights_only_loadable(face_store, tmp_path):
     assert isinstance(state["images_shown"], int)
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_scalars_and_images(face_store, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -156,8 +163,33 @@ def test_tensorboard_holds_scalars_and_images(face_store, tmp_path):
     assert res[0] == 4 and res[-1] == 8
 
 
-def test_logistic_loss_and_conditional_training_run(labelled_store, tmp_path):
-    cfg = TrainConfig(data=str(labelled_store), **{**TINY, "res_max": 8, "minibatch": {4: 8, 8: 8}},
+def two_colour_store(root: Path) -> Path:
+    """16 reddish images in class folder 0, 16 bluish in class folder 1, 8x8, seeded."""
+    import numpy as np
+    from PIL import Image
+
+    from progan.prepare import prepare_lmdb
+
+    rng = np.random.default_rng(0)
+    for name, colour in (("a_red", (200, 40, 40)), ("b_blue", (40, 40, 200))):
+        (root / "src" / name).mkdir(parents=True)
+        for i in range(16):
+            im = np.clip(np.array(colour) + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(im).save(root / "src" / name / f"{i:02d}.png")
+    prepare_lmdb(root / "src", root / "s.lmdb", res_max=8, labels=True, workers=0, progress=False)
+    return root / "s.lmdb"
+
+
+@pytest.mark.slow
+def test_conditional_logistic_generator_follows_its_labels(tmp_path):
+    """Trained briefly on red class 0 and blue class 1, G's class-0 samples are redder than its
+    class-1 samples from the same latents: the paired difference of (red - blue) is positive beyond
+    3 standard errors (a label-blind G gives a difference of exactly 0)."""
+    from progan.sampling import load_generator
+
+    store = two_colour_store(tmp_path)
+    cfg = TrainConfig(data=str(store), **{**TINY, "res_max": 4, "minibatch": {4: 8}, "kimg_stable": 0.32,
+                                           "lr": 0.003, "image_ticks": 100},
                       loss="logistic", conditional=True)
     r = train(cfg, tmp_path / "run", log=quiet)
     assert r.finished
@@ -166,13 +198,31 @@ def test_logistic_loss_and_conditional_training_run(labelled_store, tmp_path):
     # Official (AC-GAN) conditioning: one-hot labels in G's input, one logit per class in D's output.
     assert state["G"]["input.dense.weight"].shape[1] == cfg.latent_dim + 2
     assert state["D"]["output.dense1.weight"].shape[0] == 1 + 2
+    g = load_generator(tmp_path / "run")
+    z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        red_minus_blue = [(lambda x: x[:, 0] - x[:, 2])(g(z, torch.full((32,), y))).mean((1, 2))
+                          for y in (0, 1)]
+    diff = red_minus_blue[0] - red_minus_blue[1]
+    assert diff.mean() > 3 * diff.std() / math.sqrt(len(diff)), diff
 
 
-def test_bf16_run_trains(face_store, tmp_path):
-    r = train(tiny(face_store, res_max=8, precision="bf16"), tmp_path / "run", log=quiet)
-    assert r.finished
-    w = weights(tmp_path / "run")
-    assert all(torch.isfinite(v).all() for v in w.values())
+def test_bf16_run_follows_the_fp32_run(face_store, tmp_path):
+    """bf16 changes the trajectory by rounding, not its course: after the same short run from the
+    same seed the bf16 weights differ from fp32's (bf16 ran), by less than training moved them."""
+    from progan.networks import build_networks
+
+    for precision in ("fp32", "bf16"):
+        r = train(tiny(face_store, res_max=4, precision=precision), tmp_path / precision, log=quiet)
+        assert r.finished
+    w32, w16 = weights(tmp_path / "fp32"), weights(tmp_path / "bf16")
+    assert all(torch.isfinite(v).all() for v in w16.values())
+    torch.manual_seed(0)
+    g0, _ = build_networks(tiny(face_store, res_max=4))  # the runs' initial weights
+    flat = lambda ws: torch.cat([ws[f"G.{k}"].flatten() for k in g0.state_dict()])  # noqa: E731
+    init = torch.cat([v.flatten() for v in g0.state_dict().values()])
+    moved, apart = (flat(w32) - init).norm(), (flat(w16) - flat(w32)).norm()
+    assert 0 < apart < moved, (apart, moved)
 
 
 def run_cli(*args):
@@ -211,6 +261,7 @@ def test_run_dir_of_another_config_is_refused(face_store, tmp_path):
     assert_one_line_error(r, "another config", "fmap_max")
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_previous(face_store, tmp_path):
     run = tmp_path / "run"
     cfg = tiny(face_store, res_max=8)
@@ -258,6 +309,7 @@ def test_load_generator_api_matches_checkpoint_stage(face_store, tmp_path):
     assert g(torch.randn(2, 16)).shape == (2, 3, 8, 8)
 
 
+@pytest.mark.slow
 def test_dataloader_workers_feed_the_same_batches_as_the_ram_cache(face_store, tmp_path):
     """Levels too large for RAM are read by DataLoader workers; training is identical either way."""
     cached = tiny(face_store, res_max=8)
