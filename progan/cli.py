@@ -219,6 +219,9 @@ def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
     try:
         dist_utils.init(dist_utils.local_device(resolve_device(cfg.device)))
         result = run_training(cfg, run_dir)
+        # Leave together: a process that tears its group down while a peer is still in it can
+        # abort at exit ("terminate called without an active exception", seen under load).
+        dist_utils.barrier()
     except RuntimeError as e:
         if not dist_utils.wanted():
             raise
