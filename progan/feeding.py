@@ -36,6 +36,38 @@ def position_generator(seed: int, position: int, stream: int) -> torch.Generator
     return torch.Generator().manual_seed(_seed(seed, stream, position))
 
 
+# Random streams per step (position_generator's ``stream``).
+Z_D, Z_G, EPS, FLIP, GRID = 1, 2, 3, 4, 5
+
+
+@dataclass
+class StepNoise:
+    """Every random draw of one training step, for the rows [lo, hi) of its global batch."""
+
+    z_d: torch.Tensor  # latents of the fakes D is trained on
+    z_g: torch.Tensor  # latents of the fakes G is trained on
+    eps: torch.Tensor  # (N,1,1,1) mixing factors of the gradient penalty
+    flips: torch.Tensor | None  # mirror flags, or None without mirroring
+
+
+def step_noise(seed: int, images_shown: int, batch: int, lo: int, hi: int, latent_dim: int,
+               mirror: bool) -> StepNoise:
+    """The draws of the step that starts at ``images_shown``: a function of (seed, images shown,
+    shard) only, drawn for the whole global batch and sliced, so any number of processes draws the
+    same numbers and a resumed run draws what an unbroken one would."""
+
+    def gen(stream: int) -> torch.Generator:
+        return position_generator(seed, images_shown, stream)
+
+    flips = (torch.rand(batch, generator=gen(FLIP)) < 0.5)[lo:hi] if mirror else None
+    return StepNoise(
+        torch.randn(batch, latent_dim, generator=gen(Z_D))[lo:hi],
+        torch.randn(batch, latent_dim, generator=gen(Z_G))[lo:hi],
+        torch.rand(batch, 1, 1, 1, generator=gen(EPS))[lo:hi],
+        flips,
+    )
+
+
 class Order:
     """Store index of every image position: one random permutation per epoch."""
 

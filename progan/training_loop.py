@@ -23,7 +23,7 @@ from progan.data import LMDBImages, check_store
 from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
-from progan.feeding import LevelFeeder, Order, position_generator
+from progan.feeding import GRID, LevelFeeder, Order, position_generator, step_noise
 from progan.fileio import atomic_path, check_writable, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
@@ -33,8 +33,6 @@ from progan.reporting import EventWriter, TickStats, report_grid, report_tick
 from progan.sampling import cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
 
-# Random streams per step (see feeding.position_generator).
-_Z_D, _Z_G, _EPS, _FLIP, _GRID = 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -76,6 +74,32 @@ def set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[
 def make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
     """Adam with TensorFlow's epsilon placement, as the official code trained with (progan.optim)."""
     return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+
+
+def enter_phase(G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None,
+                opt_state: tuple | None) -> tuple[list, list, TFAdam, TFAdam, int]:
+    """Trainable blocks, optimizers and learning rate for the phase ``stage`` is in.
+
+    Adam state starts fresh at every phase change, as in the official code (reset_opt_for_new_lod),
+    unless reset_optimizer is off; ``opt_state`` (from a checkpoint written in phase ``opt_phase``)
+    is loaded when it belongs to this phase. Returns G's and D's trained parameters, the two
+    optimizers and the phase their state belongs to.
+    """
+    alpha = 0.0 if stage.phase.kind == "fade" else 1.0
+    g_params = set_trainable(G, G.stage_modules(stage.res, alpha))
+    d_params = set_trainable(D, D.stage_modules(stage.res, alpha))
+    opt_G, opt_D = opts
+    if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
+        opt_G = make_optimizer(list(G.parameters()), cfg, stage.lr)
+        opt_D = make_optimizer(list(D.parameters()), cfg, stage.lr)
+        if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
+            opt_G.load_state_dict(opt_state[0])
+            opt_D.load_state_dict(opt_state[1])
+        opt_phase = stage.phase_index
+    for opt in (opt_G, opt_D):
+        for group in opt.param_groups:
+            group["lr"] = stage.lr
+    return g_params, d_params, opt_G, opt_D, opt_phase
 
 
 def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
@@ -195,7 +219,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         except OSError as e:
             raise write_failure(f"'{run_dir / 'config.toml'}'", run_dir, e) from None
     writer = EventWriter(run_dir / "tensorboard", purge_step=images_shown) if is_main else None
-    grid_z = latents(cfg.grid_size, cfg.latent_dim, position_generator(cfg.seed, 0, _GRID))
+    grid_z = latents(cfg.grid_size, cfg.latent_dim, position_generator(cfg.seed, 0, GRID))
     grid_labels = cycling_labels(cfg.grid_size, num_classes)
     order = Order(int(meta["count"]), cfg.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -257,21 +281,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 if cur_phase is not None and is_main:
                     log(f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at {images_shown / 1000:.1f} kimg")
                 cur_phase = stage.phase_index
-                g_params = set_trainable(G, G.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
-                d_params = set_trainable(D, D.stage_modules(stage.res, 0.0 if stage.phase.kind == "fade" else 1.0))
-                # Adam state starts fresh at every phase change, as in the official code
-                # (reset_opt_for_new_lod), unless reset_optimizer is off.
-                if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-                    opt_G = make_optimizer(list(G.parameters()), cfg, stage.lr)
-                    opt_D = make_optimizer(list(D.parameters()), cfg, stage.lr)
-                    if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
-                        opt_G.load_state_dict(opt_state[0])
-                        opt_D.load_state_dict(opt_state[1])
-                    opt_phase = stage.phase_index
+                g_params, d_params, opt_G, opt_D, opt_phase = enter_phase(
+                    G, D, cfg, stage, (opt_G, opt_D), opt_phase, opt_state)
                 opt_state = None
-                for opt in (opt_G, opt_D):
-                    for group in opt.param_groups:
-                        group["lr"] = stage.lr
             if feeder_key != (stage.res, cur_phase):
                 feeder_key = (stage.res, cur_phase)
                 feeder = _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log)
@@ -281,14 +293,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
             data = feeder.next()
             reals_u8 = data.images.to(device, non_blocking=True)
             labels = data.labels.to(device, non_blocking=True) if data.labels is not None else None
-            z_d = torch.randn(batch, cfg.latent_dim, generator=position_generator(cfg.seed, images_shown, _Z_D))[lo:hi]
-            z_g = torch.randn(batch, cfg.latent_dim, generator=position_generator(cfg.seed, images_shown, _Z_G))[lo:hi]
-            eps = torch.rand(batch, 1, 1, 1, generator=position_generator(cfg.seed, images_shown, _EPS))[lo:hi]
-            flips = None
-            if cfg.mirror:
-                flips = (torch.rand(batch, generator=position_generator(cfg.seed, images_shown, _FLIP)) < 0.5)[lo:hi]
-                flips = flips.to(device)
-            z_d, z_g, eps = z_d.to(device), z_g.to(device), eps.to(device)
+            noise = step_noise(cfg.seed, images_shown, batch, lo, hi, cfg.latent_dim, cfg.mirror)
+            z_d, z_g, eps = noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device)
+            flips = noise.flips.to(device) if noise.flips is not None else None
             res, alpha = stage.res, stage.alpha
             # Each rank's loss is weighted by its share of the global batch, so summed gradients
             # equal one process's gradients on the whole batch.
