@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from progan.devices import parse_device
 from progan.errors import ProganError
 
 # The largest resolution progan builds networks for (the paper's 1024 and one step beyond).
@@ -129,6 +130,9 @@ def _validate(c: TrainConfig) -> None:
     def positive(name: str, v: float) -> None:
         need(math.isfinite(v) and v > 0, f"{name} must be a finite number > 0, got {v}")
 
+    def non_negative(name: str, v: float) -> None:
+        need(math.isfinite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v}")
+
     for name, res in (("res_max", c.res_max), ("res_start", c.res_start)):
         check_pow2(res, name)
     need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
@@ -148,36 +152,24 @@ def _validate(c: TrainConfig) -> None:
         positive(f"lr_table[{r}]", v)
     need(all(0 <= b < 1 for b in c.betas), f"betas must be in [0, 1), got {list(c.betas)}")
     positive("adam_eps", c.adam_eps)
-    for name in ("gp_lambda", "drift", "r1_gamma"):
-        v = getattr(c, name)
-        need(math.isfinite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v}")
+    for name in ("gp_lambda", "drift", "r1_gamma", "cond_weight", "kimg_fade"):
+        non_negative(name, getattr(c, name))
     need(0 <= c.ema_beta <= 1, f"ema_beta must be in [0, 1], got {c.ema_beta}")
     if c.ema_kimg is not None:
         positive("ema_kimg", c.ema_kimg)
-    need(math.isfinite(c.kimg_fade) and c.kimg_fade >= 0, f"kimg_fade must be >= 0, got {c.kimg_fade}")
     positive("kimg_stable", c.kimg_stable)
     for r, v in c.kimg_table.items():
         positive(f"kimg_table[{r}]", v)
     if c.total_kimg is not None:
         positive("total_kimg", c.total_kimg)
     positive("tick_kimg", c.tick_kimg)
-    if c.device != "auto":
-        # Parsed here (no CUDA call) so a typo fails at once; availability is checked at start.
-        try:
-            import torch
-
-            ok = torch.device(c.device).type in ("cpu", "cuda")
-        except (RuntimeError, TypeError):
-            ok = False
-        need(ok, f"device must be auto, cpu, cuda or cuda:N, got {c.device!r}")
+    parse_device(c.device)  # a typo fails at once; whether the device exists is checked at start
     need(c.d_pool in ("before_bias", "after_act"),
          f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}")
     need(c.conditioning in ("acgan", "projection"),
          f"conditioning must be 'acgan' or 'projection', got {c.conditioning!r}")
     need(c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}")
     positive("gp_target", c.gp_target)
-    need(math.isfinite(c.cond_weight) and c.cond_weight >= 0,
-         f"cond_weight must be a finite number >= 0, got {c.cond_weight}")
 
 
 def _coerce(name: str, value: Any) -> Any:
