@@ -165,6 +165,9 @@ def _verify(store, meta):
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints, samples and logs go.")
 @click.option("--config", "config_path", type=click.Path(), help="TOML config (configs/NAME.toml, or just NAME).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR from its newest valid checkpoint with its saved config.")
+@click.option("--arch", type=str, help="Architecture: progan (default).")
+@click.option("--net", multiple=True, metavar="KEY=VALUE",
+              help="An option of the architecture (its [net] table), e.g. --net style_mixing=0.5.")
 @click.option("--res-max", type=int, help="Final resolution.")
 @click.option("--res-start", type=int, help="First resolution (default 4).")
 @click.option("--batch", type=int, help="Global minibatch at every resolution (overrides the table).")
@@ -188,7 +191,7 @@ def _verify(store, meta):
 @click.option("--gpus", type=int, default=1, show_default=True,
               help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.")
 @_user_errors
-def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
+def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     """Train a progressive GAN; running the same command again continues the run.
 
     Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM;
@@ -200,12 +203,11 @@ def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
     """
     from progan import distributed as dist_utils
     from progan.config import resolve_config
-    from progan.devices import resolve_device
-    from progan.training_loop import preflight, train as run_training
+    from progan.training_loop import preflight, run_job
 
     if gpus < 1:
         raise ProganError("--gpus must be >= 1")
-    overrides = {**overrides, "data": data, "batch": batch}
+    overrides = {**overrides, "data": data, "batch": batch, "net": _net_options(net)}
     main_rank = os.environ.get("RANK", "0") == "0"
     cfg = resolve_config(run_dir, config_path, overrides, resume=resume,
                          log=click.echo if main_rank else None)
@@ -216,24 +218,25 @@ def train(data, run_dir, config_path, resume, batch, gpus, **overrides):
         cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
         click.echo("launching: " + " ".join(cmd))
         sys.exit(subprocess.call(cmd))
-    try:
-        dist_utils.init(dist_utils.local_device(resolve_device(cfg.device)))
-        result = run_training(cfg, run_dir)
-        # Leave together: a process that tears its group down while a peer is still in it can
-        # abort at exit ("terminate called without an active exception", seen under load).
-        dist_utils.barrier()
-    except RuntimeError as e:
-        if not dist_utils.wanted():
-            raise
-        # A collective failed: another process of the job died or lost its connection.
-        raise ProganError(
-            f"rank {os.environ.get('RANK', '?')}: lost another process of the job ({str(e).splitlines()[0][:120]}); "
-            f"resume with: progan train --run-dir {run_dir} --resume"
-        ) from None
-    finally:
-        dist_utils.shutdown()
+    result = run_job(cfg, run_dir)
     if not result.finished:
         sys.exit(130)
+
+
+def _net_options(pairs: tuple[str, ...]) -> dict | None:
+    """``--net KEY=VALUE`` options as a dict; a VALUE is read as TOML (3, 0.5, true, "x"), else text."""
+    import tomllib
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ProganError(f"--net {pair!r}: give KEY=VALUE, e.g. --net style_mixing=0.5")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out or None
 
 
 @main.command()

@@ -42,6 +42,8 @@ class TrainConfig:
     cache_mb: int = 2048  # levels whose raw pixels fit are read once into device memory
 
     # Networks (paper Table 2).
+    arch: str = "progan"  # a name in progan.arch.ARCHITECTURES
+    net: dict[str, Any] = field(default_factory=dict)  # the arch's own options (TOML table [net])
     res_max: int = 1024
     res_start: int = 4
     latent_dim: int = 512
@@ -87,6 +89,10 @@ class TrainConfig:
 
     def __post_init__(self):
         _validate(self)
+        from progan.arch import resolve_options  # the registry imports the networks, which import this
+
+        # Every option of the arch, defaults included, so saved configs show them all.
+        object.__setattr__(self, "net", resolve_options(self.arch, self.net))
 
     # --- derived -------------------------------------------------------------------------------
     def batch_for(self, res: int) -> int:
@@ -115,7 +121,8 @@ class TrainConfig:
 
 
 # Keys that change the networks: a run directory's checkpoints only resume with the same values.
-ARCH_KEYS = ("res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional", "d_pool", "conditioning")
+ARCH_KEYS = ("arch", "net", "res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional",
+             "d_pool", "conditioning")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -179,6 +186,8 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "minibatch":
             return {int(k): int(v) for k, v in dict(value).items()}
+        if name == "net":
+            return {str(k): v for k, v in dict(value).items()}
         if name in ("lr_table", "kimg_table"):
             return {int(k): float(v) for k, v in dict(value).items()}
         if name == "betas":
@@ -250,7 +259,8 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[di
     A scalar given on the command line replaces the per-resolution table it stands for: ``batch``
     sets ``minibatch`` at every resolution (filling entries the table lacks), ``lr`` clears
     ``lr_table``, and ``kimg_fade`` / ``kimg_stable`` clear ``kimg_table`` so that both scalars
-    apply at every resolution. Values that are None are not given.
+    apply at every resolution; ``net`` entries update the ``[net]`` table. Values that are None are
+    not given.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     out = {**base}
@@ -261,6 +271,8 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[di
     if "kimg_fade" in given or "kimg_stable" in given:
         out["kimg_table"] = {}
         keys.add("kimg_table")
+    if "net" in given:  # --net options change single [net] entries
+        given["net"] = {**out.get("net", {}), **given["net"]}
     batch = given.pop("batch", None)
     out.update(given)
     if batch is not None:

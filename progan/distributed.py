@@ -5,10 +5,13 @@ With one process every helper is a no-op, so the training loop reads the same ei
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 import torch.distributed as dist
+
+from progan.errors import ProganError
 
 
 def is_initialized() -> bool:
@@ -108,6 +111,29 @@ def init(device: torch.device, timeout_s: float = 600.0) -> None:
 def shutdown() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device, resume_hint: str = ""):
+    """The body runs inside the job's process group when torchrun launched several processes (a
+    plain block otherwise). A failed collective (another process died) becomes one ProganError
+    ending with ``resume_hint``; the processes leave together.
+    """
+    try:
+        init(device)
+        yield
+        # Leave together: a process that tears its group down while a peer is still in it can
+        # abort at exit ("terminate called without an active exception", seen under load).
+        barrier()
+    except RuntimeError as e:
+        if not wanted():
+            raise
+        raise ProganError(
+            f"rank {os.environ.get('RANK', '?')}: lost another process of the job "
+            f"({str(e).splitlines()[0][:120]}); {resume_hint}"
+        ) from None
+    finally:
+        shutdown()
 
 
 def broadcast_module(module: torch.nn.Module) -> None:

@@ -262,8 +262,8 @@ def stage_parameter_count(net: Generator | Discriminator, res: int) -> int:
     return total
 
 
-def build_networks(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discriminator]:
-    """Generator and Discriminator for a config (``TrainConfig``)."""
+def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discriminator]:
+    """Generator and Discriminator for a config (the "progan" entry of ``progan.arch``)."""
     g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
     d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
                       cfg.conditioning)

@@ -360,7 +360,7 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     from progan import checkpoint as ckpt
     from progan.config import from_dict, to_toml
     from progan.fileio import atomic_path
-    from progan.networks import build_networks
+    from progan.arch import build_networks
     from progan.optim import TFAdam
     from progan.schedule import phases
 

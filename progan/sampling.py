@@ -17,7 +17,7 @@ from torch import nn
 
 from progan.checkpoint import load_checkpoint, resolve_checkpoint
 from progan.config import from_dict
-from progan.networks import build_networks
+from progan.arch import build_networks
 
 
 def latents(n: int, latent_dim: int, seed: int | torch.Generator) -> torch.Tensor:

@@ -27,7 +27,7 @@ from progan.feeding import GRID, LevelFeeder, Order, position_generator, step_no
 from progan.fileio import atomic_path, check_writable, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
-from progan.networks import build_networks
+from progan.arch import build_networks
 from progan.optim import TFAdam
 from progan.reporting import EventWriter, TickStats, report_grid, report_tick
 from progan.sampling import cycling_labels, latents
@@ -43,9 +43,11 @@ class TrainResult:
 
 
 def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
-    """Refuse to resume a run directory whose checkpoints were made with other networks."""
+    """Refuse to resume a run directory whose checkpoints were made with other networks (another
+    arch, or other sizes); a checkpoint without a key was written when its default was the only choice."""
+    defaults = TrainConfig().to_dict()
     for k in ARCH_KEYS:
-        if k in saved and saved[k] != getattr(cfg, k):
+        if saved.get(k, defaults.get(k)) != getattr(cfg, k):
             raise ProganError(
                 f"run directory '{run_dir}' holds checkpoints of another config ({k} = {saved[k]!r}, "
                 f"requested {getattr(cfg, k)!r}); use a new --run-dir, or --resume to continue it as it was"
@@ -369,6 +371,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         if writer is not None:
             with contextlib.suppress(ProganError):  # a write error was already raised and reported
                 writer.close()
+
+
+def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None) -> TrainResult:
+    """``train`` in this process's place in the job: what ``progan train`` runs in each process.
+
+    Under torchrun (several processes) it joins the process group first and turns a lost peer into
+    one error line; alone, it is ``train``.
+    """
+    device = dist_utils.local_device(resolve_device(cfg.device))
+    with dist_utils.process_group(device, f"resume with: progan train --run-dir {run_dir} --resume"):
+        return train(cfg, run_dir, log=log)
 
 
 def _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log) -> LevelFeeder:

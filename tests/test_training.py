@@ -74,7 +74,7 @@ def test_generator_learns_something(face_store, tmp_path):
     reals = LMDBImages(face_store, 8).read_level().float() / 127.5 - 1
     torch.manual_seed(0)
     g0 = TrainConfig(**{**TINY, "res_max": 8})
-    from progan.networks import build_networks
+    from progan.arch import build_networks
 
     init, _ = build_networks(g0)
     init_fakes = init(z, 8, 1.0)
@@ -210,7 +210,7 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
 def test_bf16_run_follows_the_fp32_run(face_store, tmp_path):
     """bf16 changes the trajectory by rounding, not its course: after the same short run from the
     same seed the bf16 weights differ from fp32's (bf16 ran), by less than training moved them."""
-    from progan.networks import build_networks
+    from progan.arch import build_networks
 
     for precision in ("fp32", "bf16"):
         r = train(tiny(face_store, res_max=4, precision=precision), tmp_path / precision, log=quiet)

@@ -1,0 +1,82 @@
+"""The architectures progan trains: a name in the config (``arch``) -> how to build G and D.
+
+A run's architecture is recorded in its config and checkpoints and checked on resume. An
+architecture's own options (e.g. the style-based generator's mapping depth) live in the config's
+``[net]`` table; the registry gives their defaults, so ``RUN/config.toml`` lists them all.
+
+What the training loop, checkpoints and sampling expect of the two networks (ProGAN's are the model):
+
+- ``G(z, res, alpha=1.0, labels=None, **inputs) -> images`` in about [-1, 1], with attributes
+  ``latent_dim``, ``num_classes`` and ``res_max``; ``D(images, res, alpha=1.0, labels=None) ->``
+  scores (N,), or (N, 1 + classes) for an AC-GAN D.
+- ``stage_modules(res, alpha)`` on both: the submodules that stage uses (only they are trained).
+- Every block allocated up front, so state-dict keys do not depend on the stage.
+- Optionally ``G.step_inputs(batch, res, generator) -> dict``: further random draws of a training
+  step for the whole global batch (dim 0), sliced per process and passed to ``G`` as ``**inputs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from torch import nn
+
+from progan import networks
+from progan.errors import ProganError
+
+if TYPE_CHECKING:
+    from progan.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build one generator/discriminator pair, and the defaults of its ``[net]`` options."""
+
+    build: Callable[["TrainConfig", int], tuple[nn.Module, nn.Module]]  # (config, classes) -> (G, D)
+    summary: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "progan": Architecture(networks.build, "Progressive GAN (Karras et al. 2018), Table 2"),
+}
+
+
+def get(name: str) -> Architecture:
+    """The registered architecture ``name``, or a ProganError listing the known ones."""
+    if name not in ARCHITECTURES:
+        raise ProganError(f"unknown arch {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
+    return ARCHITECTURES[name]
+
+
+def resolve_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every ``[net]`` option of architecture ``name``: its defaults, then ``given`` (coerced to the
+    default's type). An unknown key is an error naming it and the known ones."""
+    defaults = get(name).options
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise ProganError(f"arch {name!r} has no [net] option {unknown[0]!r} (known: {known})")
+    out = dict(defaults)
+    for key, value in given.items():
+        out[key] = _coerce_option(name, key, value, defaults[key])
+    return out
+
+
+def _coerce_option(arch: str, key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind is float and number:
+        return float(value)
+    if kind not in (int, float) and isinstance(value, kind):
+        return value
+    raise ProganError(f"[net] option {key!r} of arch {arch!r}: cannot use {value!r} "
+                      f"(a {kind.__name__} is needed)")
+
+
+def build_networks(cfg: "TrainConfig", num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
+    """The generator and discriminator of ``cfg.arch`` for this config."""
+    return get(cfg.arch).build(cfg, num_classes)

@@ -1,0 +1,105 @@
+"""The architecture registry: a second generator/discriminator pair plugs in through one dict entry,
+its name and options travel with the run, and a run is never continued with other networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from progan import arch, networks
+from progan.checkpoint import list_checkpoints, load_checkpoint
+from progan.cli import main
+from progan.config import TrainConfig, from_dict, load_run_config
+from progan.errors import ProganError
+from progan.sampling import load_generator
+
+from test_training import TINY_ARGS
+
+
+class WideningGenerator(networks.Generator):
+    """A stand-in second architecture: ProGAN's G whose output is scaled by an option."""
+
+    def __init__(self, gain: float, **kw):
+        super().__init__(**kw)
+        self.gain = gain
+
+    def forward(self, z, res, alpha=1.0, labels=None):
+        return super().forward(z, res, alpha, labels) * self.gain
+
+
+def build_toy(cfg: TrainConfig, num_classes: int):
+    _, d = networks.build(cfg, num_classes)
+    g = WideningGenerator(cfg.net["gain"], res_max=cfg.res_max, latent_dim=cfg.latent_dim,
+                          fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
+    return g, d
+
+
+@pytest.fixture
+def toy_arch(monkeypatch):
+    monkeypatch.setitem(arch.ARCHITECTURES, "toy",
+                        arch.Architecture(build_toy, "test stand-in", {"gain": 1.0, "blocks": 2}))
+
+
+def test_unknown_arch_and_options_are_one_line_errors_naming_the_choices(toy_arch):
+    with pytest.raises(ProganError, match=r"unknown arch 'stylegn' \(known: progan, toy\)"):
+        from_dict({"arch": "stylegn"})
+    with pytest.raises(ProganError, match=r"no \[net\] option 'gian' \(known: blocks, gain\)"):
+        from_dict({"arch": "toy", "net": {"gian": 2}})
+    with pytest.raises(ProganError, match=r"'blocks' of arch 'toy': cannot use 2.5 \(a int"):
+        from_dict({"arch": "toy", "net": {"blocks": 2.5}})
+    with pytest.raises(ProganError, match=r"arch 'progan' has no \[net\] option 'gain' \(known: none\)"):
+        from_dict({"net": {"gain": 2}})
+
+
+def test_a_config_holds_every_option_of_its_arch_with_defaults_filled(toy_arch):
+    cfg = from_dict({"arch": "toy", "net": {"gain": 3}})
+    assert cfg.net == {"gain": 3.0, "blocks": 2} and isinstance(cfg.net["gain"], float)
+    assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_registered_arch_trains_resumes_and_samples_through_the_unchanged_cli(toy_arch, face_store,
+                                                                                 tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", face_store, "--run-dir", run, *TINY_ARGS, "--res-max", "8",
+            "--total-kimg", "0.064"]
+    r = CliRunner().invoke(main, [str(a) for a in args + ["--arch", "toy", "--net", "gain=0.5"]])
+    assert r.exit_code == 0, r.output
+    saved = load_run_config(run)
+    assert (saved.arch, saved.net) == ("toy", {"gain": 0.5, "blocks": 2})
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert (state["config"]["arch"], state["config"]["net"]["gain"]) == ("toy", 0.5)
+
+    g = load_generator(run)
+    assert isinstance(g.g, WideningGenerator) and g.g.gain == 0.5
+
+    # The same run continued as another architecture, or with other options, is refused.
+    for change in (["--arch", "progan"], ["--arch", "toy", "--net", "gain=2"]):
+        r = CliRunner().invoke(main, [str(a) for a in args + change])
+        assert r.exit_code == 2 and "networks differ" in r.output, r.output
+
+
+def test_checkpoints_without_an_arch_are_progan_checkpoints(face_store, tmp_path):
+    """Checkpoints from before the registry hold no arch: they resume as ProGAN, never as another."""
+    from progan.training_loop import check_compatible
+
+    cfg = TrainConfig(data=str(face_store), res_max=8, minibatch={4: 8, 8: 8})
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("arch", "net")}
+    check_compatible(old, cfg, tmp_path)
+    with pytest.raises(ProganError, match="another config"):
+        check_compatible(old, cfg.replace(mbstd_group=2), tmp_path)
+
+
+def test_the_progan_entry_builds_the_paper_networks():
+    cfg = TrainConfig(res_max=8, fmap_max=16, latent_dim=16, minibatch={4: 8, 8: 8})
+    g, d = arch.build_networks(cfg)
+    assert type(g) is networks.Generator and type(d) is networks.Discriminator
+    assert g(torch.zeros(2, 16), 8).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("pair", ["gain", "=2"])
+def test_a_malformed_net_option_is_one_line(pair, tmp_path):
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
+                                  "--net", pair])
+    assert r.exit_code == 2 and f"--net '{pair}': give KEY=VALUE" in r.output
+    assert not (tmp_path / "r").exists()
