@@ -13,8 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from progan.config import TrainConfig
 from progan.data import LMDBImages
+from progan.distributed import shard
 from progan.errors import ProganError
+from progan.schedule import Phase, Stage, stage_at
 
 
 def worker_error_message(e: ProganError) -> str:
@@ -37,7 +40,7 @@ def position_generator(seed: int, position: int, stream: int) -> torch.Generator
 
 
 # Random streams per step (position_generator's ``stream``).
-Z_D, Z_G, EPS, FLIP, GRID = 1, 2, 3, 4, 5
+Z_D, Z_G, EPS, FLIP, GRID, INPUTS_D, INPUTS_G = 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass
@@ -65,6 +68,20 @@ def step_noise(seed: int, images_shown: int, batch: int, lo: int, hi: int, laten
         torch.randn(batch, latent_dim, generator=gen(Z_G))[lo:hi],
         torch.rand(batch, 1, 1, 1, generator=gen(EPS))[lo:hi],
         flips,
+    )
+
+
+def step_inputs(G, seed: int, images_shown: int, batch: int, lo: int, hi: int,
+                res: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The generator's own random inputs of a step beyond z (e.g. a style-based G's noise maps), for
+    the fakes D is trained on and those G is trained on: what ``G.step_inputs`` draws for the whole
+    global batch from this step's streams, sliced to rows [lo, hi). ProGAN's G has none."""
+    draw = getattr(G, "step_inputs", None)
+    if draw is None:
+        return {}, {}
+    return tuple(  # type: ignore[return-value]
+        {k: v[lo:hi] for k, v in draw(batch, res, position_generator(seed, images_shown, stream)).items()}
+        for stream in (INPUTS_D, INPUTS_G)
     )
 
 
@@ -104,8 +121,8 @@ class Batch:
 class _Items(torch.utils.data.Dataset):
     """Dataset over one level whose items are whole batches, so workers decode in parallel."""
 
-    def __init__(self, store: str, res: int, plan: list[list[int]], labeled: bool):
-        self.ds = LMDBImages(store, res)
+    def __init__(self, ds: LMDBImages, plan: list[list[int]], labeled: bool):
+        self.ds = ds
         self.plan = plan
         self.labeled = labeled
 
@@ -120,25 +137,17 @@ class _Items(torch.utils.data.Dataset):
 
 
 class LevelFeeder:
-    """Batches of one resolution for a planned run of steps, from a RAM cache or DataLoader workers.
+    """Batches of one resolution for a planned run of steps, from a level held in memory or from
+    DataLoader workers; ``plan`` lists, step by step, the store indices this process reads, and
+    ``next()`` returns them in order."""
 
-    ``plan`` lists, step by step, the store indices this process reads; ``next()`` returns them in
-    order. Levels whose raw pixels fit in ``cache_mb`` are read once into memory.
-    """
-
-    def __init__(self, store: str, res: int, plan: list[list[int]], *, labeled: bool, workers: int,
-                 cache_mb: int, device: torch.device, log=print):
+    def __init__(self, plan: list[list[int]], *, cached: tuple | None = None, items: _Items | None = None,
+                 workers: int = 0, device: torch.device = torch.device("cpu")):
         self.plan = plan
         self.step = 0
-        self.cache = None
-        count = LMDBImages(store, res).__len__()
-        if count * 3 * res * res <= cache_mb * 2**20:
-            # The cached level lives on the device, so a batch is one gather there, no copy.
-            images, labels = _load_level(store, res, labeled, log)
-            self.cache = (images.to(device), None if labels is None else labels.to(device))
-            self.device = device
-        else:
-            items = _Items(store, res, plan, labeled)
+        self.cached = cached  # (images, labels) of the whole level, on the device
+        self.device = device
+        if cached is None:
             loader = torch.utils.data.DataLoader(
                 items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
                 prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -148,8 +157,8 @@ class LevelFeeder:
     def next(self) -> Batch:
         idx = self.plan[self.step]
         self.step += 1
-        if self.cache is not None:
-            images, labels = self.cache
+        if self.cached is not None:
+            images, labels = self.cached
             t = torch.as_tensor(idx).to(self.device, non_blocking=True)
             return Batch(images[t], labels[t] if labels is not None else None)
         try:
@@ -159,16 +168,53 @@ class LevelFeeder:
         return Batch(images, labels if labels.numel() else None)
 
 
-_CACHE: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+class Feeding:
+    """A run's training images, phase by phase, for this process's shard of every global batch.
 
+    Each phase opens its level of the store once. A level whose raw pixels fit in ``cache_mb`` is
+    read once into device memory (a batch is then one gather there, no copy) and kept while the
+    next phase trains the same resolution (a fade and the stabilize phase after it); larger levels
+    are decoded by ``workers`` DataLoader processes.
+    """
 
-def _load_level(store: str, res: int, labeled: bool, log) -> tuple[torch.Tensor, torch.Tensor | None]:
-    key = (str(store), res)
-    if key not in _CACHE:
-        ds = LMDBImages(store, res)
-        log(f"reading level {res}x{res} of {len(ds):,} images into memory")
-        images = ds.read_level()
-        labels = torch.from_numpy(ds.labels) if labeled else None
-        _CACHE.clear()
-        _CACHE[key] = (images, labels)
-    return _CACHE[key]
+    def __init__(self, cfg: TrainConfig, count: int, *, rank: int = 0, world: int = 1,
+                 labeled: bool = False, device: torch.device = torch.device("cpu"), log=print):
+        self.cfg = cfg
+        self.order = Order(count, cfg.seed)
+        self.rank, self.world = rank, world
+        self.labeled = labeled
+        self.device = device
+        self.log = log
+        self._level: tuple[int, tuple[torch.Tensor, torch.Tensor | None]] | None = None
+
+    def phase(self, plan: list[Phase], stage: Stage, images_shown: int, end: int) -> LevelFeeder:
+        """The batches of every step from ``images_shown`` to the end of ``stage``'s phase (pure
+        schedule arithmetic decides them), ready to read."""
+        steps: list[list[int]] = []
+        t = images_shown
+        while t < end:
+            s = stage_at(self.cfg, t, plan)
+            if s.phase_index != stage.phase_index:
+                break
+            lo, hi = shard(s.batch, self.rank, self.world)
+            steps.append(self.order.indices(t + lo, hi - lo))
+            t += s.batch
+        return self.level(stage.res, steps)
+
+    def level(self, res: int, steps: list[list[int]]) -> LevelFeeder:
+        """Batches of the store indices ``steps`` at resolution ``res``."""
+        ds = LMDBImages(self.cfg.data, res)
+        if len(ds) * 3 * res * res > self.cfg.cache_mb * 2**20:
+            return LevelFeeder(steps, items=_Items(ds, steps, self.labeled), workers=self.cfg.data_workers,
+                               device=self.device)
+        if self._level is None or self._level[0] != res:
+            self._level = None  # free the previous level first
+            self.log(f"reading level {res}x{res} of {len(ds):,} images into memory")
+            labels = torch.from_numpy(ds.labels).to(self.device) if self.labeled else None
+            self._level = (res, (ds.read_level().to(self.device), labels))
+        return LevelFeeder(steps, cached=self._level[1], device=self.device)
+
+    def first_images(self, n: int, res: int) -> torch.Tensor:
+        """The first ``n`` images of the data order at ``res`` (uint8): the reals a run starts with."""
+        ds = LMDBImages(self.cfg.data, res)
+        return ds.read_level(self.order.indices(0, min(n, len(ds))))

@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from progan.errors import ProganError
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (best effort: not every file system allows it)."""
@@ -47,13 +49,12 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
         fsync_dir(path.parent)
 
 
-def write_failure(what: str, folder: Path, error: BaseException) -> "ProganError":
+def write_failure(what: str, folder: Path, error: BaseException) -> ProganError:
     """One-line error for a failed write of ``what`` into ``folder``, saying why where it can.
 
     torch.save reports a full disk as RuntimeError ("file write failed") without an errno, so the
     free space of ``folder`` is looked up to name the likely cause.
     """
-    from progan.errors import ProganError
 
     if isinstance(error, OSError) and error.strerror:
         cause = error.strerror
@@ -73,7 +74,6 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     Checked by creating (and removing) a file in ``path`` or its nearest existing ancestor, which
     is true for any user, root included, and any file system; nothing else is left behind.
     """
-    from progan.errors import ProganError
 
     path = Path(path)
     probe = path

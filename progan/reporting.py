@@ -6,6 +6,7 @@ disk) is one ProganError naming the file, never a traceback.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,32 @@ class TickStats:
         out = dict(zip(keys, vec.tolist()))
         self.sums, self.count = {}, 0
         return out
+
+
+class Ticks:
+    """The run's clock of ticks (one per ``tick_kimg`` thousand images): which step crosses into a
+    new tick, the statistics gathered since the last one, and the speed over it."""
+
+    def __init__(self, device: torch.device, tick_kimg: float, images_shown: int):
+        self.stats = TickStats(device)
+        self.size = max(1, round(tick_kimg * 1000))
+        self.index = images_shown // self.size
+        self.rate = 0.0  # images per second over the last closed tick
+        self._start = (time.perf_counter(), images_shown)
+
+    def crossed(self, images_shown: int, batch: int) -> bool:
+        """Whether the step that ended at ``images_shown`` crossed into a new tick."""
+        self.index = images_shown // self.size
+        return self.index != (images_shown - batch) // self.size
+
+    def close(self, images_shown: int, world: int = 1) -> tuple[dict[str, float], int, int]:
+        """End the tick: its mean statistics over processes, its skipped steps and its steps."""
+        now = time.perf_counter()
+        self.rate = (images_shown - self._start[1]) / max(now - self._start[0], 1e-9)
+        self._start = (now, images_shown)
+        steps = self.stats.count
+        values = self.stats.read_and_reset(world)
+        return values, round(values.pop("skipped", 0.0) * steps), steps
 
 
 class EventWriter:

@@ -10,26 +10,28 @@ from __future__ import annotations
 import contextlib
 import copy
 import signal
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from progan import checkpoint as ckpt
 from progan import distributed as dist_utils
 from progan.config import ARCH_KEYS, TrainConfig, check_world, to_toml
-from progan.data import LMDBImages, check_store
+from progan.data import check_store
 from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
-from progan.feeding import GRID, LevelFeeder, Order, position_generator, step_noise
+from progan.feeding import GRID, Feeding, position_generator, step_inputs, step_noise
 from progan.fileio import atomic_path, check_writable, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
 from progan.arch import build_networks
 from progan.optim import TFAdam
-from progan.reporting import EventWriter, TickStats, report_grid, report_tick
+from progan.reporting import EventWriter, Ticks, report_grid, report_tick
 from progan.sampling import cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
 
@@ -104,7 +106,7 @@ def enter_phase(G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | Non
     return g_params, d_params, opt_G, opt_D, opt_phase
 
 
-def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
+def preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
     """uint8 -> [-1, 1], mirror, and the fade blend lerp(up(down(x)), x, alpha), all on the device."""
     x = u8.float() / 127.5 - 1.0
     if flips is not None:
@@ -114,7 +116,7 @@ def _preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, al
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
     """Backward, average the gradients over processes, and take one optimizer step.
 
     A step whose gradients are not all finite is skipped (weights and Adam state untouched), as the
@@ -132,11 +134,13 @@ def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> to
 
 def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
                labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
-               d_params: list, g_params: list, weight: float = 1.0, autocast=None) -> dict[str, torch.Tensor]:
+               d_params: list, g_params: list, weight: float = 1.0, autocast=None,
+               inputs: tuple[dict, dict] = ({}, {})) -> dict[str, torch.Tensor]:
     """One D step (with its penalty) and one G step; returns detached loss statistics.
 
     Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
     process's losses by its share of the global batch before gradients are averaged over processes.
+    ``inputs`` are G's own further random inputs for D's fakes and for G's (``feeding.step_inputs``).
     """
     autocast = autocast or contextlib.nullcontext()
 
@@ -144,25 +148,106 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
     critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
     with autocast:
         with torch.no_grad():
-            fakes = G(z_d, res, alpha, labels)
+            fakes = G(z_d, res, alpha, labels, **inputs[0])
         if cfg.loss == "wgangp":
             d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
                                             penalty_grad_scale(res, cfg.res_max, cfg.gp_space), labels,
                                             cfg.cond_weight)
         else:
             d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight)
-    d_skipped = _descend(opt_D, d_loss * weight, d_params)
+    d_skipped = descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
     for p in d_params:
         p.requires_grad_(False)
     with autocast:
-        gl = g_loss(D(G(z_g, res, alpha, labels), res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
-    g_skipped = _descend(opt_G, gl * weight, g_params)
+        fakes = G(z_g, res, alpha, labels, **inputs[1])
+        gl = g_loss(D(fakes, res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
+    g_skipped = descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)
     return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats,
             "skipped": torch.maximum(d_skipped, g_skipped)}
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds besides the config: the networks, their optimizers and the clock."""
+
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    num_classes: int
+    images_shown: int = 0
+    step: int = 0
+    opt_phase: int | None = None  # the phase the optimizers' state belongs to
+    opt_G: TFAdam | None = None
+    opt_D: TFAdam | None = None
+
+    def checkpoint(self, cfg: TrainConfig, plan) -> dict:
+        here = stage_at(cfg, self.images_shown, plan)  # the stage the next step would train
+        return {
+            "images_shown": self.images_shown, "step": self.step, "res": here.res, "alpha": here.alpha,
+            "opt_phase": self.opt_phase, "num_classes": self.num_classes, "config": cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+        }
+
+    def load(self, state: dict) -> tuple[dict, dict]:
+        """Take a checkpoint's weights and clock; returns its optimizer states (loaded at the phase)."""
+        for name in ("G", "D", "G_ema"):
+            getattr(self, name).load_state_dict(state[name])
+        self.images_shown, self.step = int(state["images_shown"]), int(state["step"])
+        self.opt_phase = int(state["opt_phase"])
+        return state["opt_G"], state["opt_D"]
+
+
+def new_run(cfg: TrainConfig, num_classes: int, device: torch.device) -> RunState:
+    """Freshly initialized networks, the same on every process, with G_ema a copy of G."""
+    torch.manual_seed(cfg.seed)
+    G, D = build_networks(cfg, num_classes)
+    # channels_last: oneDNN and cuDNN run these convolutions faster in NHWC (tools/bench_train.py).
+    G = G.to(device, memory_format=torch.channels_last)
+    D = D.to(device, memory_format=torch.channels_last)
+    dist_utils.broadcast_module(G)
+    dist_utils.broadcast_module(D)
+    return RunState(G, D, copy.deepcopy(G).eval().requires_grad_(False), num_classes)
+
+
+@dataclass
+class Job:
+    """What stays fixed while a run trains: its config, where it writes, this process's place."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    rank: int
+    world: int
+    log: Callable[[str], None]
+    writer: EventWriter | None = None  # rank 0's TensorBoard events
+    autocast: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Snapshots:
+    """Checkpoints of a run: written by rank 0 (older ones pruned), awaited by every process."""
+
+    def __init__(self, job: Job, unreadable: frozenset[Path]):
+        self.job = job
+        self.unreadable = unreadable  # files pruning must keep (they could not be read)
+        self.last: Path | None = None
+
+    def write(self, run: RunState, plan) -> Path | None:
+        self.last = None
+        if self.job.is_main:
+            self.last = ckpt.save_checkpoint(self.job.run_dir, run.checkpoint(self.job.cfg, plan),
+                                             self.job.cfg.keep_checkpoints, self.unreadable)
+            self.unreadable -= {self.last}  # an unreadable file of that name was moved aside
+        dist_utils.barrier()
+        return self.last
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None) -> TrainResult:
@@ -173,201 +258,184 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     """
     run_dir = Path(run_dir)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    is_main = rank == 0
-    log = log or (lambda msg: print(msg, flush=True) if is_main else None)
+    log = log or (lambda msg: print(msg, flush=True) if rank == 0 else None)
 
-    # Initialize.
+    # Initialize, then continue from the newest checkpoint that loads.
     meta, device = preflight(cfg, run_dir, world)
-    num_classes = int(meta.get("num_classes", 0)) if cfg.conditional else 0
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
-    G, D = build_networks(cfg, num_classes)
-    # channels_last: oneDNN and cuDNN run these convolutions faster in NHWC (tools/bench_train.py).
-    G = G.to(device, memory_format=torch.channels_last)
-    D = D.to(device, memory_format=torch.channels_last)
-    dist_utils.broadcast_module(G)
-    dist_utils.broadcast_module(D)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    plan = phases(cfg)
-    end = total_images(cfg)
-    images_shown, step, opt_phase = 0, 0, None
-    opt_state = None
-    unreadable: frozenset[Path] = frozenset()
-
-    # Resume.
+    _fast_cuda_kernels(device)
+    run = new_run(cfg, int(meta.get("num_classes", 0)) if cfg.conditional else 0, device)
+    plan, end = phases(cfg), total_images(cfg)
     found = ckpt.latest_checkpoint(run_dir, map_location=device, log=log)
+    opt_state = None
     if found is not None:
-        state, unreadable = found.state, found.unreadable
-        check_compatible(state["config"], cfg, run_dir)
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        G_ema.load_state_dict(state["G_ema"])
-        images_shown, step, opt_phase = int(state["images_shown"]), int(state["step"]), int(state["opt_phase"])
-        opt_state = (state["opt_G"], state["opt_D"])
-        del state
-        if images_shown >= end:
-            log(f"run '{run_dir}' is already finished at {images_shown / 1000:.1f} kimg "
+        check_compatible(found.state["config"], cfg, run_dir)
+        opt_state = run.load(found.state)
+        found.state = None  # the weights are in the networks now
+        if run.images_shown >= end:
+            log(f"run '{run_dir}' is already finished at {run.images_shown / 1000:.1f} kimg "
                 f"(total_kimg {end / 1000:g}); raise --total-kimg to train longer")
-            return TrainResult(images_shown, True, found.path)
-        log(f"resuming from {found.path} at {images_shown / 1000:.1f} kimg")
-    if is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(run_dir / "config.toml") as tmp:
-                tmp.write_text(to_toml(cfg))
-        except OSError as e:
-            raise write_failure(f"'{run_dir / 'config.toml'}'", run_dir, e) from None
-    writer = EventWriter(run_dir / "tensorboard", purge_step=images_shown) if is_main else None
-    grid_z = latents(cfg.grid_size, cfg.latent_dim, position_generator(cfg.seed, 0, GRID))
-    grid_labels = cycling_labels(cfg.grid_size, num_classes)
-    order = Order(int(meta["count"]), cfg.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+            return TrainResult(run.images_shown, True, found.path)
+        log(f"resuming from {found.path} at {run.images_shown / 1000:.1f} kimg")
+    job = Job(cfg, run_dir, device, rank, world, log,
+              autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"))
+    if job.is_main:
+        _write_config(cfg, run_dir)
+        job.writer = EventWriter(run_dir / "tensorboard", purge_step=run.images_shown)
+    snapshots = Snapshots(job, found.unreadable if found is not None else frozenset())
+    feeding = Feeding(cfg, int(meta["count"]), rank=rank, world=world, labeled=run.num_classes > 0,
+                      device=device, log=log)
+    ticks = Ticks(device, cfg.tick_kimg, run.images_shown)
 
-    def make_state() -> dict:
-        here = stage_at(cfg, images_shown, plan)  # the stage the next step would train
-        return {
-            "images_shown": images_shown, "step": step, "res": here.res, "alpha": here.alpha,
-            "opt_phase": opt_phase, "num_classes": num_classes, "config": cfg.to_dict(),
-            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-        }
-
-    def snapshot() -> Path | None:
-        nonlocal unreadable
-        path = None
-        if is_main:
-            path = ckpt.save_checkpoint(run_dir, make_state(), cfg.keep_checkpoints, unreadable)
-            unreadable -= {path}  # an unreadable file of that name was moved aside
-        dist_utils.barrier()
-        return path
-
-    def sample_grid(stage) -> None:
-        with torch.no_grad(), autocast:
-            imgs = G_ema(grid_z.to(device), stage.res, stage.alpha,
-                         None if grid_labels is None else grid_labels.to(device))
-        path = run_dir / "samples" / f"fakes-{images_shown:012d}.png"
-        report_grid(writer, "samples/G_ema", imgs, path, images_shown)
-        log(f"  samples: {path}")
-
-    # Stop cleanly on SIGINT / SIGTERM: finish the step, write a checkpoint, return.
-    stop_signal: list[int] = []
-    old_handlers = {}
-    if is_main or world > 1:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                old_handlers[sig] = signal.signal(sig, lambda s, f: stop_signal.append(s))
-            except ValueError:  # not in the main thread
-                pass
-
-    # Main loop.
-    feeder = None
-    feeder_key = None
-    stats = TickStats(device)
-    opt_G = opt_D = None
+    # Main loop: one step per minibatch; at tick boundaries report, sample and checkpoint.
     cur_phase = None
-    tick_images = max(1, round(cfg.tick_kimg * 1000))
-    tick_start_time = time.perf_counter()
-    tick_start_images = images_shown
-    last_ckpt: Path | None = None
-    try:
-        if is_main and images_shown == 0:
-            _save_reals_grid(cfg, order, run_dir, writer)
-        while images_shown < end:
-            stage = stage_at(cfg, images_shown, plan)
-
-            # Phase change: trainable blocks, optimizers, data.
-            if cur_phase != stage.phase_index:
-                if cur_phase is not None and is_main:
-                    log(f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at {images_shown / 1000:.1f} kimg")
+    with _stop_signals(job.is_main or world > 1) as stop_signal, _closing(job.writer):
+        if job.is_main and run.images_shown == 0:
+            _save_reals_grid(feeding, cfg, job.writer, run_dir)
+        while run.images_shown < end:
+            stage = stage_at(cfg, run.images_shown, plan)
+            if cur_phase != stage.phase_index:  # trainable blocks, optimizers, data of the phase
+                if cur_phase is not None and job.is_main:
+                    log(f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at "
+                        f"{run.images_shown / 1000:.1f} kimg")
                 cur_phase = stage.phase_index
-                g_params, d_params, opt_G, opt_D, opt_phase = enter_phase(
-                    G, D, cfg, stage, (opt_G, opt_D), opt_phase, opt_state)
+                g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter_phase(
+                    run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state)
                 opt_state = None
-            if feeder_key != (stage.res, cur_phase):
-                feeder_key = (stage.res, cur_phase)
-                feeder = _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log)
+                feeder = feeding.phase(plan, stage, run.images_shown, end)
+            ticks.stats.add(**_step(job, run, stage, feeder.next(), g_params, d_params))
 
-            batch = stage.batch
-            lo, hi = dist_utils.shard(batch, rank, world)
-            data = feeder.next()
-            reals_u8 = data.images.to(device, non_blocking=True)
-            labels = data.labels.to(device, non_blocking=True) if data.labels is not None else None
-            noise = step_noise(cfg.seed, images_shown, batch, lo, hi, cfg.latent_dim, cfg.mirror)
-            z_d, z_g, eps = noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device)
-            flips = noise.flips.to(device) if noise.flips is not None else None
-            res, alpha = stage.res, stage.alpha
-            # Each rank's loss is weighted by its share of the global batch, so summed gradients
-            # equal one process's gradients on the whole batch.
-            weight = (hi - lo) / batch * world
-
-            reals = _preprocess_reals(reals_u8, flips, res, alpha)
-            step_stats = train_step(G, D, opt_G, opt_D, cfg, res, alpha, reals, labels, z_d, z_g, eps,
-                                    d_params, g_params, weight, autocast)
-
-            # G_ema.
-            update_ema(G_ema, G, ema_beta(cfg, step, batch))
-            stats.add(**step_stats)
-            images_shown += batch
-            step += 1
-
-            # Tick: console, TensorBoard, samples, checkpoints.
-            at_end = images_shown >= end
-            new_phase = stage_at(cfg, images_shown, plan).phase_index != cur_phase and not at_end
-            tick = images_shown // tick_images != (images_shown - batch) // tick_images
-            stopping = bool(stop_signal) or (stop_at_images is not None and images_shown >= stop_at_images)
+            at_end = run.images_shown >= end
+            new_phase = not at_end and stage_at(cfg, run.images_shown, plan).phase_index != cur_phase
+            tick = ticks.crossed(run.images_shown, stage.batch)
+            stopping = bool(stop_signal) or (stop_at_images is not None and run.images_shown >= stop_at_images)
             if world > 1:
                 # Ranks see signals at different steps: agree on stopping at tick boundaries only.
                 stopping = (tick or at_end or new_phase) and dist_utils.any_true(stopping, device)
             if tick or at_end or new_phase or stopping:
-                now = time.perf_counter()
-                rate = (images_shown - tick_start_images) / max(now - tick_start_time, 1e-9)
-                tick_start_time, tick_start_images = now, images_shown
-                steps_in_tick = stats.count
-                values = stats.read_and_reset(world)
-                skipped = round(values.pop("skipped", 0.0) * steps_in_tick)
-                tick_index = images_shown // tick_images
-                try:
-                    if is_main:
-                        report_tick(log, writer, stage, images_shown, end, rate, values, skipped, device)
-                    if is_main and (at_end or new_phase or tick_index % cfg.image_ticks == 0):
-                        sample_grid(stage)
-                except ProganError:
-                    # Logs or samples could not be written (a full disk?): keep the weights if a
-                    # checkpoint still can be, then stop with the error.
-                    with contextlib.suppress(ProganError):
-                        log(f"  checkpoint: {snapshot()}")
-                    raise
-                if skipped:
-                    log(f"  skipped {skipped} of {steps_in_tick} steps: non-finite loss or gradient")
-                if skipped == steps_in_tick:
-                    # Skipped steps leave the weights as they were, so this checkpoint holds the
-                    # weights from before the divergence.
-                    path = snapshot()
-                    raise ProganError(
-                        f"training diverged: every step of the last tick ({steps_in_tick}) had a "
-                        f"non-finite loss or gradient; {path} holds the weights from before; lower "
-                        "--lr or use --precision fp32, then resume"
-                    )
-                if at_end or new_phase or stopping or tick_index % cfg.snapshot_ticks == 0:
-                    last_ckpt = snapshot()
-                    if is_main:
-                        log(f"  checkpoint: {last_ckpt}")
+                snapshot_due = at_end or new_phase or stopping or ticks.index % cfg.snapshot_ticks == 0
+                grid_due = at_end or new_phase or ticks.index % cfg.image_ticks == 0
+                _end_of_tick(job, run, plan, stage, ticks, snapshots, snapshot_due, grid_due, end)
                 if stopping:
                     break
-        finished = images_shown >= end
-        if finished and is_main:
-            log(f"done: {images_shown / 1000:.1f} kimg; samples in {run_dir / 'samples'}, "
+        finished = run.images_shown >= end
+        if finished and job.is_main:
+            log(f"done: {run.images_shown / 1000:.1f} kimg; samples in {run_dir / 'samples'}, "
                 f"TensorBoard logs in {run_dir / 'tensorboard'}, checkpoints in {ckpt.checkpoint_dir(run_dir)}")
-        if stop_signal and is_main:
-            log(f"stopped by signal {stop_signal[0]} at {images_shown / 1000:.1f} kimg; "
+        if stop_signal and job.is_main:
+            log(f"stopped by signal {stop_signal[0]} at {run.images_shown / 1000:.1f} kimg; "
                 f"resume with: progan train --run-dir {run_dir} --resume")
-        return TrainResult(images_shown, finished, last_ckpt)
+        return TrainResult(run.images_shown, finished, snapshots.last)
+
+
+def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) -> dict[str, torch.Tensor]:
+    """One training step on this process's shard of the global minibatch, then G_ema; advances
+    the clock. The random draws are a function of (seed, images shown, shard), as the data order is."""
+    cfg, device, batch = job.cfg, job.device, stage.batch
+    lo, hi = dist_utils.shard(batch, job.rank, job.world)
+    reals_u8 = data.images.to(device, non_blocking=True)
+    labels = data.labels.to(device, non_blocking=True) if data.labels is not None else None
+    noise = step_noise(cfg.seed, run.images_shown, batch, lo, hi, cfg.latent_dim, cfg.mirror)
+    flips = noise.flips.to(device) if noise.flips is not None else None
+    reals = preprocess_reals(reals_u8, flips, stage.res, stage.alpha)
+    inputs = step_inputs(run.G, cfg.seed, run.images_shown, batch, lo, hi, stage.res)
+    inputs = tuple({k: v.to(device) for k, v in drawn.items()} for drawn in inputs)
+    # Each rank's loss is weighted by its share of the global batch, so summed gradients equal one
+    # process's gradients on the whole batch.
+    weight = (hi - lo) / batch * job.world
+    stats = train_step(run.G, run.D, run.opt_G, run.opt_D, cfg, stage.res, stage.alpha, reals, labels,
+                       noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device), d_params, g_params,
+                       weight, job.autocast, inputs)
+    update_ema(run.G_ema, run.G, ema_beta(cfg, run.step, batch))
+    run.images_shown += batch
+    run.step += 1
+    return stats
+
+
+def _end_of_tick(job: Job, run: RunState, plan, stage, ticks: Ticks, snapshots: Snapshots,
+                 snapshot_due: bool, grid_due: bool, end: int) -> None:
+    """Console line and TensorBoard scalars, sample grid, checkpoint; stop a diverged run."""
+    values, skipped, steps = ticks.close(run.images_shown, job.world)
+    try:
+        if job.is_main:
+            report_tick(job.log, job.writer, stage, run.images_shown, end, ticks.rate, values, skipped,
+                        job.device)
+            if grid_due:
+                _sample_grid(job, run, stage)
+    except ProganError:
+        # Logs or samples could not be written (a full disk?): keep the weights if a checkpoint
+        # still can be, then stop with the error.
+        with contextlib.suppress(ProganError):
+            job.log(f"  checkpoint: {snapshots.write(run, plan)}")
+        raise
+    if skipped:
+        job.log(f"  skipped {skipped} of {steps} steps: non-finite loss or gradient")
+    if skipped == steps:
+        # Skipped steps leave the weights as they were, so this checkpoint holds the weights from
+        # before the divergence.
+        path = snapshots.write(run, plan)
+        raise ProganError(
+            f"training diverged: every step of the last tick ({steps}) had a non-finite loss or "
+            f"gradient; {path} holds the weights from before; lower --lr or use --precision fp32, "
+            "then resume"
+        )
+    if snapshot_due:
+        path = snapshots.write(run, plan)
+        if job.is_main:
+            job.log(f"  checkpoint: {path}")
+
+
+def _sample_grid(job: Job, run: RunState, stage) -> None:
+    """G_ema's images of the run's fixed grid latents, as a PNG and in TensorBoard."""
+    cfg = job.cfg
+    z = latents(cfg.grid_size, cfg.latent_dim, position_generator(cfg.seed, 0, GRID)).to(job.device)
+    labels = cycling_labels(cfg.grid_size, run.num_classes)
+    with torch.no_grad(), job.autocast:
+        imgs = run.G_ema(z, stage.res, stage.alpha, None if labels is None else labels.to(job.device))
+    path = job.run_dir / "samples" / f"fakes-{run.images_shown:012d}.png"
+    report_grid(job.writer, "samples/G_ema", imgs, path, run.images_shown)
+    job.log(f"  samples: {path}")
+
+
+def _fast_cuda_kernels(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def _write_config(cfg: TrainConfig, run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / "config.toml") as tmp:
+            tmp.write_text(to_toml(cfg))
+    except OSError as e:
+        raise write_failure(f"'{run_dir / 'config.toml'}'", run_dir, e) from None
+
+
+@contextlib.contextmanager
+def _stop_signals(enabled: bool):
+    """Within the block SIGINT / SIGTERM are recorded (in the yielded list) instead of raising: the
+    loop finishes its step, writes a checkpoint and returns."""
+    received: list[int] = []
+    old = {}
+    if enabled:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, lambda s, f: received.append(s))
+            except ValueError:  # not in the main thread
+                pass
+    try:
+        yield received
     finally:
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _closing(writer: EventWriter | None):
+    try:
+        yield
+    finally:
         if writer is not None:
             with contextlib.suppress(ProganError):  # a write error was already raised and reported
                 writer.close()
@@ -384,27 +452,7 @@ def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None) -> TrainResult:
         return train(cfg, run_dir, log=log)
 
 
-def _feeder_for(cfg, plan, stage, images_shown, end, order, rank, world, num_classes, device, log) -> LevelFeeder:
-    """Plan every step of the current phase (pure schedule arithmetic) and start reading it."""
-    steps: list[list[int]] = []
-    t = images_shown
-    while t < end:
-        s = stage_at(cfg, t, plan)
-        if s.phase_index != stage.phase_index:
-            break
-        lo, hi = dist_utils.shard(s.batch, rank, world)
-        steps.append(order.indices(t + lo, hi - lo))
-        t += s.batch
-    return LevelFeeder(cfg.data, stage.res, steps, labeled=num_classes > 0, workers=cfg.data_workers,
-                       cache_mb=cfg.cache_mb, device=device, log=log)
-
-
-def _save_reals_grid(cfg, order, run_dir, writer) -> None:
+def _save_reals_grid(feeding: Feeding, cfg: TrainConfig, writer: EventWriter, run_dir: Path) -> None:
     """The grid of reals a run starts with: the first images of its data order at res_max."""
-    ds = LMDBImages(cfg.data, cfg.res_max)
-    idx = order.indices(0, min(cfg.grid_size, len(ds)))
-    items = [ds[i] for i in idx]
-    imgs = torch.stack([x[0] if isinstance(x, tuple) else x for x in items]).float() / 127.5 - 1
+    imgs = feeding.first_images(cfg.grid_size, cfg.res_max).float() / 127.5 - 1
     report_grid(writer, "samples/reals", imgs, run_dir / "samples" / "reals.png", 0)
-
-

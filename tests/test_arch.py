@@ -103,3 +103,19 @@ def test_a_malformed_net_option_is_one_line(pair, tmp_path):
                                   "--net", pair])
     assert r.exit_code == 2 and f"--net '{pair}': give KEY=VALUE" in r.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_generators_own_step_inputs_are_split_over_processes_exactly_and_differ_for_d_and_g():
+    from progan.feeding import step_inputs
+
+    class NoisyG:
+        def step_inputs(self, batch, res, gen):
+            return {"noise": torch.randn(batch, 1, res, res, generator=gen)}
+
+    whole_d, whole_g = step_inputs(NoisyG(), 3, 640, 8, 0, 8, 16)
+    halves = [step_inputs(NoisyG(), 3, 640, 8, lo, hi, 16) for lo, hi in ((0, 5), (5, 8))]
+    assert torch.equal(torch.cat([h[0]["noise"] for h in halves]), whole_d["noise"])
+    assert torch.equal(torch.cat([h[1]["noise"] for h in halves]), whole_g["noise"])
+    assert not torch.equal(whole_d["noise"], whole_g["noise"])
+    assert not torch.equal(step_inputs(NoisyG(), 3, 648, 8, 0, 8, 16)[0]["noise"], whole_d["noise"])
+    assert step_inputs(networks.Generator(res_max=8, latent_dim=8, fmap_max=8), 3, 0, 8, 0, 8, 8) == ({}, {})

@@ -84,20 +84,20 @@ def test_blended_reals_at_alpha_zero_are_what_d_saw_at_the_previous_resolution(r
     # trainer's blended reals computes D at ``res / 2`` on the downsampled reals, bit for bit (a
     # 2x2 average of four equal values is exact, lerp with weight 0 returns its start).
     from progan.layers import downsample2x
-    from progan.training_loop import _preprocess_reals
+    from progan.training_loop import preprocess_reals
 
     torch.manual_seed(0)
     d = Discriminator(res, fmap_base=128, fmap_max=32)
     u8 = torch.randint(0, 256, (8, 3, res, res), generator=torch.Generator().manual_seed(1),
                        dtype=torch.uint8)
     x = u8.float() / 127.5 - 1
-    blended = _preprocess_reals(u8, None, res, alpha=0.0).contiguous()
+    blended = preprocess_reals(u8, None, res, alpha=0.0).contiguous()
     assert torch.equal(downsample2x(blended), downsample2x(x))
     assert not torch.equal(blended, x)
     with torch.no_grad():
         assert torch.equal(d(blended, res, alpha=0.0), d(downsample2x(x), res // 2, alpha=1.0))
-    assert torch.equal(_preprocess_reals(u8, None, res, alpha=1.0), x)
-    half = _preprocess_reals(u8, None, res, alpha=0.5)
+    assert torch.equal(preprocess_reals(u8, None, res, alpha=1.0), x)
+    half = preprocess_reals(u8, None, res, alpha=0.5)
     torch.testing.assert_close(half, (blended + x) / 2, rtol=0, atol=2**-22)
 
 

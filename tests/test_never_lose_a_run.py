@@ -17,7 +17,7 @@ from progan import checkpoint as ckpt
 from progan.cli import main
 from progan.config import TrainConfig, check_world, load_run_config, resolve_config, to_toml
 from progan.errors import ProganError
-from progan.training_loop import _descend, make_optimizer, train
+from progan.training_loop import descend, make_optimizer, train
 
 TINY = dict(res_max=8, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
             minibatch={4: 8, 8: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=1,
@@ -251,10 +251,10 @@ def test_a_step_with_non_finite_gradients_changes_neither_weights_nor_adam_state
     cfg = TrainConfig(data="s")
     opt = make_optimizer(list(lin.parameters()), cfg, 0.01)
     params = list(lin.parameters())
-    assert _descend(opt, lin(torch.ones(3, 4)).square().sum(), params).item() == 0.0
+    assert descend(opt, lin(torch.ones(3, 4)).square().sum(), params).item() == 0.0
     weights = [p.detach().clone() for p in params]
     state = {id(p): copy.deepcopy(opt.state[p]) for p in params}
-    skipped = _descend(opt, lin(torch.full((3, 4), math.nan)).sum(), params)
+    skipped = descend(opt, lin(torch.full((3, 4), math.nan)).sum(), params)
     assert skipped.item() == 1.0
     assert all(torch.equal(w, p) for w, p in zip(weights, params))
     same = lambda a, b: torch.equal(a, b) if torch.is_tensor(a) else a == b  # noqa: E731

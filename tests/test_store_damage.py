@@ -22,11 +22,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from progan.cli import main
+from progan.config import TrainConfig
 from progan.data import (
     META_KEY, LMDBImages, checksum_key, image_key, read_meta, verify_store,
 )
 from progan.errors import ProganError
-from progan.feeding import LevelFeeder
+from progan.feeding import Feeding
 from progan.prepare import prepare_lmdb
 from progan.storecheck import LmdbDamage, check_lmdb_file
 
@@ -194,15 +195,15 @@ def test_training_batches_stop_at_a_bad_record_with_one_line(store, tmp_path, wo
     path = tmp_path / "bit"
     shutil.copytree(store[0], path)
     flip_record_byte(path, RES, 5, store[1])
-    feeder = LevelFeeder(str(path), RES, [[0, 1], [4, 5]], labeled=False, workers=workers,
-                         cache_mb=0, device=torch.device("cpu"))
+    feeding = lambda cache_mb: Feeding(  # noqa: E731
+        TrainConfig(data=str(path), res_max=RES, cache_mb=cache_mb, data_workers=workers), N)
+    feeder = feeding(0).level(RES, [[0, 1], [4, 5]])
     assert torch.equal(feeder.next().images, torch.from_numpy(store[1][[0, 1]]))
     with pytest.raises(ProganError) as e:
         feeder.next()
     assert "\n" not in str(e.value) and "record 0032/00000005" in str(e.value)
     with pytest.raises(ProganError, match="0032/00000005"):  # the RAM cache reads the level
-        LevelFeeder(str(path), RES, [[0]], labeled=False, workers=0, cache_mb=64,
-                    device=torch.device("cpu"))
+        feeding(64).level(RES, [[0]])
 
 
 def test_verify_of_a_sound_store_reads_every_record_with_progress(store):
