@@ -10,11 +10,13 @@ __all__ = ["__version__", "ProganError", "load_generator"]
 from progan.errors import ProganError
 
 
-def load_generator(checkpoint, device="cpu"):
+def load_generator(checkpoint, device="cpu", **options):
     """Return G_ema from a checkpoint as an ``nn.Module`` mapping latents to images.
 
-    The module runs at the checkpoint's resolution and alpha; see ``progan.sampling``.
+    The module runs at the checkpoint's resolution and alpha; ``options`` are the architecture's
+    sampling options (a style-based G: ``truncation_psi``, ``truncation_cutoff``, ``noise_mode``).
+    See ``progan.sampling``.
     """
     from progan.sampling import load_generator as _load
 
-    return _load(checkpoint, device=device)
+    return _load(checkpoint, device=device, **options)

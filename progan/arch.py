@@ -13,6 +13,10 @@ What the training loop, checkpoints and sampling expect of the two networks (Pro
 - Every block allocated up front, so state-dict keys do not depend on the stage.
 - Optionally ``G.step_inputs(batch, res, generator) -> dict``: further random draws of a training
   step for the whole global batch (dim 0), sliced per process and passed to ``G`` as ``**inputs``.
+- Optionally ``G.update_w_avg(z)``: a running statistic of the mapped latents (StyleGAN's
+  ``dlatent_avg``), given each step's whole global batch of latents for D's fakes and for G's.
+- Keyword-only options of ``G.forward`` are its sampling options (``progan.sampling``), e.g.
+  ``truncation_psi``; a ``noise_seed`` option is fed per-image seeds derived from the latents.
 """
 
 from __future__ import annotations

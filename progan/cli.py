@@ -223,6 +223,16 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
         sys.exit(130)
 
 
+def _seed_list(text: str | None, option: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in (text or "").split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ProganError(f"{option} needs comma-separated integer seeds, e.g. {option} 1,2,3")
+    return seeds
+
+
 def _net_options(pairs: tuple[str, ...]) -> dict | None:
     """``--net KEY=VALUE`` options as a dict; a VALUE is read as TOML (3, 0.5, true, "x"), else text."""
     import tomllib
@@ -250,13 +260,35 @@ def _net_options(pairs: tuple[str, ...]) -> dict | None:
               help="Frames between two latents when interpolating.")
 @click.option("--label", type=int, help="Class for a conditional generator (default: cycle through classes).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, auto.")
+@click.option("--truncation", "truncation_psi", type=float,
+              help="Style-based G: truncation psi (1 = none; the StyleGAN paper's figures 0.7).")
+@click.option("--truncation-cutoff", type=int,
+              help="Style-based G: truncate only the first N style layers [default: all; paper 8].")
+@click.option("--noise", "noise_mode", type=click.Choice(["random", "const", "none"]),
+              help="Style-based G: per-pixel noise drawn per image (from its latent), the "
+              "generator's fixed maps, or none [default: random].")
+@click.option("--mix-rows", help="Style-based G: seeds (1,2,3) of a style-mixing grid's rows, "
+              "whose coarse styles each row's images take.")
+@click.option("--mix-cols", help="Style-based G: seeds of the style-mixing grid's columns (fine styles).")
+@click.option("--mix-cutoff", default=4, show_default=True,
+              help="Style layers below this come from the row (4: resolutions 4-8, the coarse styles).")
 @_user_errors
-def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device):
-    """Write images from a checkpoint's G_ema (a checkpoint file or a run directory's newest)."""
+def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device, truncation_psi,
+             truncation_cutoff, noise_mode, mix_rows, mix_cols, mix_cutoff):
+    """Write images from a checkpoint's G_ema (a checkpoint file or a run directory's newest).
+
+    With --mix-rows/--mix-cols a style-based G also writes style-mixing.png: cell (i, j) takes
+    the coarse styles of row seed i and the fine styles of column seed j.
+    """
     from progan.generate import generate_images
 
+    mixing = None
+    if mix_rows is not None or mix_cols is not None:
+        mixing = (_seed_list(mix_rows, "--mix-rows"), _seed_list(mix_cols, "--mix-cols"), mix_cutoff)
+    options = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,
+               "noise_mode": noise_mode}
     paths = generate_images(checkpoint, out, n=n, seed=seed, grid=grid, interpolate=interpolate,
-                            steps=steps, label=label, device=device)
+                            steps=steps, label=label, device=device, options=options, mixing=mixing)
     click.echo(f"wrote {len(paths)} files to {out}")
 
 

@@ -10,7 +10,9 @@ import torch
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, check_writable
-from progan.sampling import cycling_labels, image_grid, latents, load_generator, sample, to_uint8
+from progan.sampling import (
+    cycling_labels, image_grid, latents, load_generator, sample, sampling_options, to_uint8,
+)
 
 
 def _hwc(imgs: torch.Tensor) -> np.ndarray:
@@ -36,8 +38,11 @@ def _save(img: np.ndarray, path: Path) -> Path:
 
 def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool = False,
                     interpolate: bool = False, steps: int = 8, label: int | None = None,
-                    device: str = "cpu", batch: int = 32) -> list[Path]:
-    """Write ``n`` images (seed-NNNN.png) and optionally a grid and an interpolation; returns the paths."""
+                    device: str = "cpu", batch: int = 32, options: dict | None = None,
+                    mixing: tuple[list[int], list[int], int] | None = None) -> list[Path]:
+    """Write ``n`` images (seed-NNNN.png) and optionally a grid, an interpolation and a style-mixing
+    grid; returns the paths. ``options`` are the generator's sampling options (e.g. truncation_psi);
+    ``mixing`` is (row seeds, column seeds, cutoff layer) for ``style_mixing_grid``."""
     if n < 1:
         raise ProganError("--n must be >= 1")
     if interpolate and n < 2:
@@ -46,7 +51,7 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         raise ProganError(f"--steps must be >= 1, got {steps}")
     device = resolve_device(device)
     check_writable(out, "output folder")
-    g = load_generator(checkpoint, device=device)
+    g = load_generator(checkpoint, device=device, **(options or {}))
     if label is not None and not 0 <= label < max(g.num_classes, 1):
         raise ProganError(f"--label {label}: the generator has {g.num_classes} classes")
     out = Path(out)
@@ -82,4 +87,42 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         with atomic_path(gif) as tmp:
             pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=80, loop=0)
         paths.append(gif)
+    if mixing is not None:
+        paths.append(_save(style_mixing_grid(g, *mixing, device=device), out / "style-mixing.png"))
     return paths
+
+
+def style_mixing_grid(g, row_seeds: list[int], col_seeds: list[int], cutoff: int,
+                      device: str | torch.device = "cpu") -> np.ndarray:
+    """The StyleGAN paper's style-mixing figure as one (H, W, 3) uint8 image.
+
+    Cell (i, j) takes the styles of layers < ``cutoff`` (coarse: pose, face shape) from the latent
+    of ``row_seeds[i]`` and the others (fine: colours, texture) from that of ``col_seeds[j]``; the
+    first row shows the column sources, the first column the row sources. A seed's latent is the
+    first one ``progan generate --seed S`` draws.
+    """
+    if not {"z2", "mix_cutoff"} <= sampling_options(g.g):
+        raise ProganError("a style-mixing grid needs a style-based generator (arch stylegan)")
+    layers = g.g.num_layers
+    if not 1 <= cutoff < layers:
+        raise ProganError(f"--mix-cutoff must be from 1 to {layers - 1} (the generator has {layers} "
+                          f"style layers), got {cutoff}")
+    if not row_seeds or not col_seeds:
+        raise ProganError("--mix-rows and --mix-cols each need at least one seed")
+    zr = torch.cat([latents(1, g.latent_dim, s) for s in row_seeds]).to(device)
+    zc = torch.cat([latents(1, g.latent_dim, s) for s in col_seeds]).to(device)
+    rows, cols = len(row_seeds), len(col_seeds)
+    with torch.no_grad():
+        cells = g(zr.repeat_interleave(cols, 0), z2=zc.repeat(rows, 1),
+                  mix_cutoff=torch.full((rows * cols,), cutoff, device=device))
+        sources_r, sources_c = g(zr), g(zc)
+    res = cells.shape[-1]
+    canvas = np.zeros(((rows + 1) * res, (cols + 1) * res, 3), np.uint8)
+    tiles = _hwc(torch.cat([sources_c, sources_r, cells]))
+    for j in range(cols):
+        canvas[:res, (j + 1) * res:(j + 2) * res] = tiles[j]
+    for i in range(rows):
+        canvas[(i + 1) * res:(i + 2) * res, :res] = tiles[cols + i]
+        for j in range(cols):
+            canvas[(i + 1) * res:(i + 2) * res, (j + 1) * res:(j + 2) * res] = tiles[cols + rows + i * cols + j]
+    return canvas

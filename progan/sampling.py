@@ -7,6 +7,7 @@ images here. An FID therefore equals the FID of the PNGs ``progan generate --see
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 from progan.checkpoint import load_checkpoint, resolve_checkpoint
-from progan.config import from_dict
 from progan.arch import build_networks
+from progan.config import from_dict
+from progan.errors import ProganError
 
 
 def latents(n: int, latent_dim: int, seed: int | torch.Generator) -> torch.Tensor:
@@ -72,29 +74,70 @@ def image_grid(imgs: torch.Tensor, min_cell: int = 0) -> torch.Tensor:
     return make_grid(u8, nrow=math.ceil(math.sqrt(len(u8))), padding=0)
 
 
-class StageGenerator(nn.Module):
-    """A generator fixed at one resolution and alpha: ``forward(z, labels=None) -> images``."""
+def latent_seeds(z: torch.Tensor) -> torch.Tensor:
+    """One int64 per latent, a function of its float32 bits only: the seed of a generator's own
+    per-image randomness (a style-based G's noise maps), so that an image depends on its latent
+    alone, whatever the batch or device it is made in. (Sums of 32-bit words times odd weights
+    below 2**11: no int64 overflow up to 2048 dimensions.)"""
+    bits = z.detach().float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    weights = 2 * torch.arange(z.shape[1], dtype=torch.int64, device=z.device) + 1
+    return (bits * weights).sum(dim=1)
 
-    def __init__(self, g: nn.Module, res: int, alpha: float):
+
+def sampling_options(g: nn.Module) -> frozenset[str]:
+    """The keyword-only options ``g.forward`` takes beyond (z, res, alpha, labels): e.g. a
+    style-based G's truncation_psi, truncation_cutoff, noise_mode; none for ProGAN's."""
+    params = inspect.signature(g.forward).parameters.values()
+    return frozenset(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+class StageGenerator(nn.Module):
+    """A generator fixed at one resolution and alpha: ``forward(z, labels=None) -> images``.
+
+    ``options`` are sampling options of the architecture (``sampling_options``), passed on every
+    call; asking for one the generator does not have is a ProganError naming it. A generator that
+    draws its own per-image noise gets it seeded from each latent (``latent_seeds``).
+    """
+
+    def __init__(self, g: nn.Module, res: int, alpha: float, **options: Any):
         super().__init__()
         self.g = g
         self.res = res
         self.alpha = alpha
         self.latent_dim = g.latent_dim
         self.num_classes = g.num_classes
+        accepted = sampling_options(g)
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - accepted)
+        if unknown:
+            raise ProganError(
+                f"this generator ({type(g).__name__}) has no option {unknown[0]!r}"
+                + (f" (it has: {', '.join(sorted(accepted))})" if accepted else
+                   "; truncation, noise and style mixing need a style-based generator (arch stylegan)")
+            )
+        self.options = given
+        self.seeded_noise = "noise_seed" in accepted
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.g(z, self.res, self.alpha, labels)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, **extra: Any) -> torch.Tensor:
+        options = {**self.options, **extra}
+        if self.seeded_noise and options.get("noise_mode", "random") == "random":
+            options.setdefault("noise_seed", latent_seeds(z))
+        return self.g(z, self.res, self.alpha, labels, **options)
 
 
-def generator_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> StageGenerator:
-    """G_ema of a loaded checkpoint at the checkpoint's resolution and alpha."""
+def generator_from_state(state: dict[str, Any], device: str | torch.device = "cpu",
+                         **options: Any) -> StageGenerator:
+    """G_ema of a loaded checkpoint at the checkpoint's resolution and alpha, with sampling options."""
     g, _ = build_networks(from_dict(state["config"]), int(state.get("num_classes", 0)))
     g.load_state_dict(state["G_ema"])
     g.eval().requires_grad_(False)
-    return StageGenerator(g, int(state["res"]), float(state["alpha"])).to(device)
+    return StageGenerator(g, int(state["res"]), float(state["alpha"]), **options).to(device)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> StageGenerator:
-    """G_ema of a checkpoint (or a run directory's newest) at the checkpoint's resolution and alpha."""
-    return generator_from_state(load_checkpoint(resolve_checkpoint(path)), device)
+def load_generator(path: str | Path, device: str | torch.device = "cpu", **options: Any) -> StageGenerator:
+    """G_ema of a checkpoint (or a run directory's newest) at the checkpoint's resolution and alpha.
+
+    ``options`` are the architecture's sampling options, e.g. ``truncation_psi=0.7`` for a
+    style-based generator (``sampling_options`` lists them).
+    """
+    return generator_from_state(load_checkpoint(resolve_checkpoint(path)), device, **options)

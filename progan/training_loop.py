@@ -32,7 +32,7 @@ from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp
 from progan.arch import build_networks
 from progan.optim import TFAdam
 from progan.reporting import EventWriter, Ticks, report_grid, report_tick
-from progan.sampling import cycling_labels, latents
+from progan.sampling import StageGenerator, cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
 
 
@@ -337,6 +337,10 @@ def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) 
     noise = step_noise(cfg.seed, run.images_shown, batch, lo, hi, cfg.latent_dim, cfg.mirror)
     flips = noise.flips.to(device) if noise.flips is not None else None
     reals = preprocess_reals(reals_u8, flips, stage.res, stage.alpha)
+    if hasattr(run.G, "update_w_avg"):  # a running mean of w (style-based G), from the global batch
+        whole = step_noise(cfg.seed, run.images_shown, batch, 0, batch, cfg.latent_dim, False)
+        for z in (whole.z_d, whole.z_g):  # the latents of D's fakes and G's, with G before its step
+            run.G.update_w_avg(z.to(device))
     inputs = step_inputs(run.G, cfg.seed, run.images_shown, batch, lo, hi, stage.res)
     inputs = tuple({k: v.to(device) for k, v in drawn.items()} for drawn in inputs)
     # Each rank's loss is weighted by its share of the global batch, so summed gradients equal one
@@ -390,7 +394,8 @@ def _sample_grid(job: Job, run: RunState, stage) -> None:
     z = latents(cfg.grid_size, cfg.latent_dim, position_generator(cfg.seed, 0, GRID)).to(job.device)
     labels = cycling_labels(cfg.grid_size, run.num_classes)
     with torch.no_grad(), job.autocast:
-        imgs = run.G_ema(z, stage.res, stage.alpha, None if labels is None else labels.to(job.device))
+        g = StageGenerator(run.G_ema, stage.res, stage.alpha)  # as `progan generate` samples
+        imgs = g(z, None if labels is None else labels.to(job.device))
     path = job.run_dir / "samples" / f"fakes-{run.images_shown:012d}.png"
     report_grid(job.writer, "samples/G_ema", imgs, path, run.images_shown)
     job.log(f"  samples: {path}")
