@@ -34,6 +34,7 @@ import torch
 from progan.checkpoint import list_checkpoints
 from progan.devices import resolve_device
 from progan.errors import ProganError
+from progan.fileio import atomic_path
 from progan.metrics.evaluate import (
     CheckpointEvaluator,
     _usable_cache,
@@ -161,6 +162,7 @@ class _Fakes:
         if even:
             self.msssim.append(ms_ssim(images[0:even:2], images[1:even:2]).cpu())
 
+
 class MetricSuite(CheckpointEvaluator):
     """Several metrics with fixed options, applied to checkpoints and run directories.
 
@@ -245,8 +247,6 @@ class MetricSuite(CheckpointEvaluator):
                 model, self._real_batches(ref, res, n), self.device, self.progress, total=n
             )
             if cached is not None:
-                from progan.fileio import atomic_path
-
                 with atomic_path(cached) as tmp, open(tmp, "wb") as f:
                     np.save(f, feats)
         self._real[key] = feats
