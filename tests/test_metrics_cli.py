@@ -27,7 +27,9 @@ from progan.metrics.ms_ssim import ms_ssim
 from progan.metrics.precision_recall import precision_recall
 from progan.sampling import load_generator
 from test_fid_cli import TinyFeatures, invoke, scalars
-from test_fid_cli import trained_run as trained_run  # noqa: F401  (module fixture)
+from test_fid_cli import evaluated_run as evaluated_run  # noqa: F401  (module fixtures)
+from test_fid_cli import fid_cache as fid_cache  # noqa: F401
+from test_fid_cli import trained_run as trained_run  # noqa: F401
 
 N = 32
 ALL = f"fid{N},kid{N},is{N},pr{N}_3-inception,msssim{N},swd{N}"
@@ -174,6 +176,33 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
     assert read(later, f"fid{N}")["computed_with"] == [f"fid{N}", f"is{N}"]
 
 
+def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_watching(
+    run, tiny_networks, monkeypatch
+):
+    from progan.checkpoint import load_checkpoint
+    from progan.metrics import evaluate as ev
+
+    first = list_checkpoints(run)[-1]
+    state = load_checkpoint(first)
+    state["res"], state["images_shown"] = 8, 40
+    early = first.with_name("ckpt-000000000040.pt")
+    torch.save(state, early)
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev.time, "sleep", sleep)
+    result = invoke("metrics", run, "--metrics", f"fid{N},msssim{N}", "--device", "cpu", "--watch")
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"{early.name}: msssim{N} needs at least 16×16; skipped") == 1
+    assert read(early, f"fid{N}")["res"] == 8 and not (run / "checkpoints" / f"{early.stem}.msssim{N}.json").exists()
+    assert read(first, f"msssim{N}")["res"] == 16
+    assert tiny_networks["generated"] == [N, N]  # each checkpoint once, over two polls
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -194,3 +223,33 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, monkeypatch, args, message
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+@pytest.mark.slow
+def test_real_weights_one_pass_gives_progan_fids_number_and_kid_pr_of_the_same_features(
+    evaluated_run, run, fid_cache, monkeypatch  # noqa: F811
+):
+    from progan.metrics.inception import load_fid_inception
+
+    evaluated, _, compared = evaluated_run  # `progan fid RUN --n 32`, real weights
+    expected_fid = read(list_checkpoints(evaluated)[-1], f"fid{N}")["value"]
+    seen = []
+
+    def counting(*args, **kwargs):
+        model = load_fid_inception(*args, **kwargs)
+        model.register_forward_hook(lambda m, inputs, out: seen.append(out.detach().numpy().copy()))
+        return model
+
+    monkeypatch.setattr(su, "load_fid_inception", counting)
+    result = invoke("metrics", run, "--metrics", f"fid{N},kid{N},pr{N}_3-inception", "--device",
+                    "cpu", "--cache-dir", fid_cache)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    feats = np.concatenate(seen)
+    assert len(feats) == 2 * N  # one pass over the fakes, one over the reals
+    fake, real = feats[:N], feats[N:]
+    ckpt = list_checkpoints(run)[-1]
+    assert read(ckpt, f"fid{N}")["value"] == pytest.approx(expected_fid, rel=1e-6)
+    assert read(ckpt, f"kid{N}")["value"] == pytest.approx(kid(real, fake)[0], rel=1e-9)
+    record = read(ckpt, f"pr{N}_3-inception")
+    p, r = precision_recall(torch.from_numpy(real), torch.from_numpy(fake))
+    assert (record["precision"], record["recall"]) == (p, r)

@@ -210,14 +210,17 @@ class MetricSuite(CheckpointEvaluator):
             else None
         )
         self._real: dict[tuple, Any] = {}
+        self._finished: set[Path] = set()  # run checkpoints evaluated for every metric defined
 
     # --- which checkpoints and metrics -----------------------------------------------------------
 
     def pending(self, run_dir: str | os.PathLike) -> list[Path]:
-        """Checkpoints of a run missing the JSON of at least one metric, oldest first."""
+        """Checkpoints of a run missing the JSON of at least one metric, oldest first (less those
+        this suite evaluated already: what they miss is undefined at their resolution)."""
         return [
             p for p in list_checkpoints(run_dir)
-            if any(not result_path(p, name).exists() for name in self.names.values())
+            if p not in self._finished
+            and any(not result_path(p, name).exists() for name in self.names.values())
         ]  # fmt: skip
 
     def skip_reason(self, res: int) -> str | None:
@@ -318,7 +321,12 @@ class MetricSuite(CheckpointEvaluator):
                 self.log(f"{checkpoint.name}: {s.label} needs at least {s.min_res}×{s.min_res}; skipped")
             elif not (missing_only and result_path(checkpoint, self.names[s]).exists()):
                 todo.append(s)
+        if missing_only:
+            # Whatever is still missing after this call is undefined at this resolution.
+            self._finished.add(checkpoint)
         if not todo:
+            if missing_only:
+                return {}
             raise ProganError(f"'{checkpoint}' generates {res}×{res}: too small for every metric asked")
         ref, n_ref = None, {}
         if any(s.uses_reference for s in todo):
