@@ -43,8 +43,10 @@ def _timed(fn, dev: torch.device) -> float:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N.")
 @click.option("--n", "n", default=2000, show_default=True, help="Images (features) per set.")
 @click.option("--res", default=128, show_default=True, help="Image side for MS-SSIM and SWD.")
+@click.option("--only", default="kid,is,pr,msssim,swd", show_default=True,
+              help="Which estimators to time (comma-separated).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(device: str, n: int, res: int, json_path: Path | None) -> None:
+def main(device: str, n: int, res: int, only: str, json_path: Path | None) -> None:
     """Print seconds per 1,000 images for each estimator."""
     dev = resolve_device(device)
     rng = np.random.default_rng(0)
@@ -54,16 +56,16 @@ def main(device: str, n: int, res: int, json_path: Path | None) -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, n, 3, res, res), generator=g, dtype=torch.uint8)
     batches = [b.to(dev) for b in images[0].split(50)]  # as progan metrics feeds MS-SSIM
-    seconds = {
-        "kid (100 subsets of 1000)": _timed(lambda: kid(real, fake), dev),
-        "is (10 splits)": _timed(lambda: inception_score(inception_logits(fake, classifier)), dev),
-        "pr (k=3)": _timed(
-            lambda: precision_recall(torch.from_numpy(real).to(dev), torch.from_numpy(fake).to(dev)),
-            dev,
-        ),
-        f"msssim ({res}x{res})": _timed(lambda: [ms_ssim(b[0::2], b[1::2]) for b in batches], dev),
-        f"swd ({res}x{res})": _timed(lambda: swd(images[0].to(dev), images[1].to(dev)), dev),
-    }
+    runs = {
+        "kid": ("kid (100 subsets of 1000)", lambda: kid(real, fake)),
+        "is": ("is (10 splits)", lambda: inception_score(inception_logits(fake, classifier))),
+        "pr": ("pr (k=3)", lambda: precision_recall(torch.from_numpy(real).to(dev),
+                                                    torch.from_numpy(fake).to(dev))),
+        "msssim": (f"msssim ({res}x{res})", lambda: [ms_ssim(b[0::2], b[1::2]) for b in batches]),
+        "swd": (f"swd ({res}x{res})", lambda: swd(images[0].to(dev), images[1].to(dev))),
+    }  # fmt: skip
+    chosen = [k.strip() for k in only.split(",")]
+    seconds = {runs[k][0]: _timed(runs[k][1], dev) for k in chosen}
     result = {
         "n": n,
         "seconds": seconds,

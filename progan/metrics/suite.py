@@ -69,14 +69,16 @@ from progan.progress import Progress
 
 __all__ = ["DEFAULT_N", "MetricSpec", "MetricSuite", "parse_metrics"]
 
-DEFAULT_N = {"fid": 50_000, "kid": 50_000, "is": 50_000, "pr": 50_000, "msssim": 20_000, "swd": 16_384}
+DEFAULT_N = {
+    "fid": 50_000, "kid": 50_000, "is": 50_000, "pr": 50_000, "msssim": 20_000, "swd": 16_384,
+}  # fmt: skip
 IS_SPLITS = 10
 SWD_MIN_RES = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    """One metric: its kind, N generated images, and for precision/recall k and the feature space."""
+    """One metric: its kind, N generated images; for precision/recall, k and the feature space."""
 
     kind: str
     n: int
@@ -123,13 +125,15 @@ def parse_metrics(text: str) -> list[MetricSpec]:
             raise ProganError(f"unknown metric '{token}' (known: {_FORMS})")
         kind, digits, thousands, underscore, k, inception = m.groups()
         n = DEFAULT_N[kind] if digits is None else int(digits) * (1000 if thousands else 1)
-        if (kind != "pr" and (k is not None or underscore or inception)) or (underscore and k is None):
+        pr_only = k is not None or underscore or inception
+        if (kind != "pr" and pr_only) or (underscore and k is None):
             raise ProganError(f"unknown metric '{token}' (known: {_FORMS})")
         spec = MetricSpec(kind, n, int(k) if k is not None else 3, bool(inception))
         if kind == "pr" and digits is not None and not thousands and not underscore:
             # pr323: 32 images and k = 3, or 323 images? The canonical name says which.
             raise ProganError(f"metric '{token}' is ambiguous; write '{spec.label}'")
-        if spec.n < 2 or (kind == "is" and spec.n < IS_SPLITS) or (kind == "pr" and spec.n <= spec.k):
+        least = {"is": IS_SPLITS, "pr": spec.k + 1}.get(kind, 2)
+        if spec.n < least:
             raise ProganError(f"{spec.label}: too few images ({spec.n}) for this metric")
         if spec not in specs:
             specs.append(spec)
@@ -142,6 +146,22 @@ def _feature_cache_file(cache_dir: Path, store: Path, res: int, n: int, network:
     st = (store / "data.mdb").stat()
     digest = hashlib.sha1(f"{store}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     return cache_dir / f"features-{network}-{store.name}-{digest}-{res}px-n{n}.npy"
+
+
+def _scalars(name: str, values: dict[str, Any]) -> dict[str, float]:
+    """TensorBoard tags of one result: ``metrics/<name>`` (SWD ``_avg``), then ``_std``, ``_<R>``
+    per SWD level, ``_precision`` and ``_recall``."""
+    tag = f"metrics/{name}"
+    if "levels" in values:
+        out = {f"{tag}_avg": values["value"]}
+        out.update({f"{tag}_{r}": v for r, v in values["levels"].items()})
+        return out
+    if "precision" in values:
+        return {f"{tag}_precision": values["precision"], f"{tag}_recall": values["recall"]}
+    out = {tag: values["value"]}
+    if "std" in values:
+        out[f"{tag}_std"] = values["std"]
+    return out
 
 
 class _Fakes:
@@ -301,6 +321,39 @@ class MetricSuite(CheckpointEvaluator):
 
     # --- one checkpoint --------------------------------------------------------------------------
 
+    def _todo(self, checkpoint: Path, res: int, missing_only: bool) -> list[MetricSpec]:
+        """The metrics defined at ``res`` (``missing_only``: those without a JSON yet)."""
+        todo = []
+        for s in self.specs:
+            if res < s.min_res:
+                self.log(
+                    f"{checkpoint.name}: {s.label} needs at least {s.min_res}×{s.min_res}; skipped"
+                )
+            elif not (missing_only and result_path(checkpoint, self.names[s]).exists()):
+                todo.append(s)
+        return todo
+
+    def _reference_counts(
+        self, todo: list[MetricSpec], data: str | None
+    ) -> tuple[Path | None, dict[MetricSpec, int]]:
+        """The reference and the reals each metric uses: min(N, its size), as StyleGAN (0 for a
+        stats ``.npz``, which carries no count)."""
+        if not any(s.uses_reference for s in todo):
+            return None, {}
+        by_image = [s.label for s in todo if s.uses_reference and s.kind != "fid"]
+        ref = resolve_reference(self.ref, data, by_image[0] if by_image else None)
+        available = None if ref.suffix == ".npz" else count_images(ref)
+        n_ref = {
+            s: 0 if available is None else min(s.n, available) for s in todo if s.uses_reference
+        }
+        for s in todo:
+            if s.kind == "swd" and n_ref[s] < s.n:
+                self.log(
+                    f"warning: reference '{ref}' has {n_ref[s]} images; "
+                    f"SWD on {n_ref[s]} images per set"
+                )
+        return ref, n_ref
+
     def _evaluate(
         self,
         checkpoint: Path,
@@ -309,48 +362,29 @@ class MetricSuite(CheckpointEvaluator):
         write: bool = True,
         missing_only: bool = False,
     ) -> dict[str, Any]:
-        """Every metric defined at the checkpoint's resolution (``missing_only``: without a JSON yet).
-
-        Returns {metric name: result}.
-        """
+        """Every metric defined at the checkpoint's resolution (``missing_only``: without a JSON
+        yet) from one generation; returns {metric name: result}."""
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
-        todo = []
-        for s in self.specs:
-            if res < s.min_res:
-                self.log(f"{checkpoint.name}: {s.label} needs at least {s.min_res}×{s.min_res}; skipped")
-            elif not (missing_only and result_path(checkpoint, self.names[s]).exists()):
-                todo.append(s)
+        todo = self._todo(checkpoint, res, missing_only)
         if missing_only:
             # Whatever is still missing after this call is undefined at this resolution.
             self._finished.add(checkpoint)
         if not todo:
             if missing_only:
                 return {}
-            raise ProganError(f"'{checkpoint}' generates {res}×{res}: too small for every metric asked")
-        ref, n_ref = None, {}
-        if any(s.uses_reference for s in todo):
-            by_image = [s.label for s in todo if s.uses_reference and s.kind != "fid"]
-            ref = resolve_reference(self.ref, info["data"], by_image[0] if by_image else None)
-            available = None if ref.suffix == ".npz" else count_images(ref)
-            # As StyleGAN: all reals when the data set is smaller than N; stats files carry no count.
-            n_ref = {s: 0 if available is None else min(s.n, available) for s in todo if s.uses_reference}
-        n_swd = max((n_ref[s] for s in todo if s.kind == "swd"), default=0)
-        for s in todo:
-            if s.kind == "swd" and n_ref[s] < s.n:
-                self.log(f"warning: reference '{ref}' has {n_ref[s]} images; SWD on {n_ref[s]} images per set")
-
-        fakes = self._generate(g, todo, n_swd)
-        real_inception = max((n_ref[s] for s in todo if s.needs_real_features and s.uses_inception), default=0)
-        real_vgg = max((n_ref[s] for s in todo if s.kind == "pr" and not s.inception), default=0)
-        reals = {
-            "inception": self._real_features(ref, res, real_inception, "inception") if real_inception else None,
-            "vgg": self._real_features(ref, res, real_vgg, "vgg") if real_vgg else None,
-        }
-        fake = {
-            "inception": np.concatenate(fakes.inception) if fakes.inception else None,
-            "vgg": np.concatenate(fakes.vgg) if fakes.vgg else None,
-        }
+            raise ProganError(
+                f"'{checkpoint}' generates {res}×{res}: too small for every metric asked"
+            )
+        ref, n_ref = self._reference_counts(todo, info["data"])
+        fakes = self._generate(g, todo, max((n_ref[s] for s in todo if s.kind == "swd"), default=0))
+        reals = {}
+        for network, wanted in (
+            ("inception", [s for s in todo if s.needs_real_features and s.uses_inception]),
+            ("vgg", [s for s in todo if s.kind == "pr" and not s.inception]),
+        ):
+            n = max((n_ref[s] for s in wanted), default=0)
+            reals[network] = self._real_features(ref, res, n, network) if n else None
         results, scalars = {}, {}
         for s in todo:
             name = self.names[s]
@@ -359,42 +393,11 @@ class MetricSuite(CheckpointEvaluator):
                 "res": res, "alpha": info["alpha"], "ref": str(ref) if s.uses_reference else None,
                 "seconds": None, "seed": self.seed,
             }  # fmt: skip
-            network = "inception" if s.uses_inception else "vgg"
-            if s.kind == "fid":
+            if s.uses_reference:
                 r["n_ref"] = n_ref[s]
-                real_stats = self._fid_reference(ref, res, n_ref[s], reals["inception"])
-                r["value"] = frechet_distance(*real_stats, *feature_stats(fake["inception"][: s.n]))
-                scalars[f"metrics/{name}"] = r["value"]
-            elif s.kind == "kid":
-                r["n_ref"] = n_ref[s]
-                r["value"], r["std"] = kid(reals["inception"][: n_ref[s]], fake["inception"][: s.n])
-                scalars.update({f"metrics/{name}": r["value"], f"metrics/{name}_std": r["std"]})
-            elif s.kind == "is":
-                logits = inception_logits(fake["inception"][: s.n], self.classifier)
-                r["value"], r["std"] = inception_score(logits, IS_SPLITS)
-                r["splits"] = IS_SPLITS
-                scalars.update({f"metrics/{name}": r["value"], f"metrics/{name}_std": r["std"]})
-            elif s.kind == "pr":
-                r["n_ref"], r["k"], r["features"] = n_ref[s], s.k, network
-                p, rc = precision_recall(
-                    torch.from_numpy(reals[network][: n_ref[s]]).to(self.device),
-                    torch.from_numpy(fake[network][: s.n]).to(self.device),
-                    k=s.k,
-                )
-                r["precision"], r["recall"] = p, rc
-                scalars.update({f"metrics/{name}_precision": p, f"metrics/{name}_recall": rc})
-            elif s.kind == "msssim":
-                scores = torch.cat(fakes.msssim)[: s.n // 2]
-                r["value"], r["pairs"] = float(scores.mean()), len(scores)
-                scalars[f"metrics/{name}"] = r["value"]
-            else:  # swd
-                r["n"] = n_ref[s]
-                images = torch.cat(fakes.images)[: n_ref[s]]
-                per_level = swd(self._real_images(ref, res, n_ref[s]), images, seed=self.seed)
-                r["value"] = per_level["avg"]
-                r["levels"] = {str(k): v for k, v in per_level.items() if k != "avg"}
-                scalars[f"metrics/{name}_avg"] = r["value"]
-                scalars.update({f"metrics/{name}_{k}": v for k, v in r["levels"].items()})
+            values = self._measure(s, fakes, reals, ref, res, n_ref.get(s, 0))
+            r.update(values)
+            scalars.update(_scalars(name, values))
             results[name] = r
         seconds = round(time.perf_counter() - start, 3)
         for r in results.values():
@@ -406,6 +409,44 @@ class MetricSuite(CheckpointEvaluator):
             if checkpoint.parent.name == "checkpoints":
                 _write_tensorboard(checkpoint.parent.parent, shown, scalars)
         return results
+
+    def _measure(
+        self,
+        s: MetricSpec,
+        fakes: _Fakes,
+        reals: dict[str, np.ndarray | None],
+        ref: Path | None,
+        res: int,
+        n_ref: int,
+    ) -> dict[str, Any]:
+        """One metric's numbers from what the generation pass kept and the reals' features."""
+        if s.kind == "fid":
+            fake = np.concatenate(fakes.inception)[: s.n]
+            real_stats = self._fid_reference(ref, res, n_ref, reals["inception"])
+            return {"value": frechet_distance(*real_stats, *feature_stats(fake))}
+        if s.kind == "kid":
+            mean, std = kid(reals["inception"][:n_ref], np.concatenate(fakes.inception)[: s.n])
+            return {"value": mean, "std": std}
+        if s.kind == "is":
+            logits = inception_logits(np.concatenate(fakes.inception)[: s.n], self.classifier)
+            mean, std = inception_score(logits, IS_SPLITS)
+            return {"value": mean, "std": std, "splits": IS_SPLITS}
+        if s.kind == "pr":
+            network = "inception" if s.inception else "vgg"
+            fake = np.concatenate(fakes.inception if s.inception else fakes.vgg)[: s.n]
+            precision, recall = precision_recall(
+                torch.from_numpy(reals[network][:n_ref]).to(self.device),
+                torch.from_numpy(fake).to(self.device),
+                k=s.k,
+            )
+            return {"precision": precision, "recall": recall, "k": s.k, "features": network}
+        if s.kind == "msssim":
+            scores = torch.cat(fakes.msssim)[: s.n // 2]
+            return {"value": float(scores.mean()), "pairs": len(scores)}
+        images = torch.cat(fakes.images)[:n_ref]
+        per_level = swd(self._real_images(ref, res, n_ref), images, seed=self.seed)
+        levels = {str(k): v for k, v in per_level.items() if k != "avg"}
+        return {"value": per_level["avg"], "n": n_ref, "levels": levels}
 
     def _fid_reference(
         self, ref: Path, res: int, n: int, features: np.ndarray | None
