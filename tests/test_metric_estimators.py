@@ -126,6 +126,7 @@ class _Detector(torch.nn.Module):
         return img.mean(dim=(2, 3)).repeat(1, 2)[:, :4]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 def test_a_torchscript_detector_is_called_as_stylegan2_ada_calls_it(tmp_path):
     torch.jit.save(torch.jit.script(_Detector()), str(tmp_path / "vgg16.pt"))
     net = load_vgg16(tmp_path / "vgg16.pt")
