@@ -122,8 +122,8 @@ class _Detector(torch.nn.Module):
     """Stands in for StyleGAN2-ADA's vgg16.pt: same call, (N, 4) features."""
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        assert return_features
-        return img.mean(dim=(2, 3)).repeat(1, 2)[:, :4]
+        assert return_features and img.dtype == torch.uint8  # as StyleGAN2-ADA feeds it
+        return img.float().mean(dim=(2, 3)).repeat(1, 2)[:, :4]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")

@@ -147,6 +147,32 @@ def test_fid_and_swd_equal_the_single_metric_commands(run, tiny_networks, monkey
     assert read(ckpt, f"swd{N}")["value"] == single[f"swd{N}"]
 
 
+class _Detector(torch.nn.Module):
+    """Stands in for StyleGAN2-ADA's vgg16.pt: its call, 6-d colour-moment features."""
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = img.float() / 255
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+def test_vgg_precision_recall_uses_the_given_detector_for_fakes_and_reals(
+    run, face_store, tiny_networks, tmp_path
+):
+    torch.jit.save(torch.jit.script(_Detector()), str(tmp_path / "vgg16.pt"))
+    result = invoke("metrics", run, "--metrics", f"pr{N}_3", "--vgg-weights", tmp_path / "vgg16.pt",
+                    "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert tiny_networks["inception"] == 0  # no Inception metric asked: not even loaded
+    ckpt = list_checkpoints(run)[-1]
+    record = read(ckpt, f"pr{N}_3")
+    g = load_generator(ckpt, device="cpu")
+    fakes = torch.cat(list(generated_images(g, N, batch=N, seed=0)))
+    reals = LMDBImages(face_store, 16).read_level(np.arange(N))
+    p, r = precision_recall(_Detector()(reals, True), _Detector()(fakes, True))
+    assert record["features"] == "vgg" and (record["precision"], record["recall"]) == (p, r)
+
+
 def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints(
     run, tiny_networks, monkeypatch
 ):

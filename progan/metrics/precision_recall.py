@@ -71,8 +71,8 @@ def precision_recall(
 class VGG16Features(torch.nn.Module):
     """uint8 (N, 3, H, W) images → VGG-16 features through StyleGAN2-ADA's TorchScript detector.
 
-    That file resizes and normalises internally (it is called on uint8-valued float images with
-    ``return_features=True``, as ``metric_utils`` calls it).
+    That file resizes and normalises internally: it is given the uint8 images themselves with
+    ``return_features=True``, as StyleGAN2-ADA's ``metric_utils`` gives them to it.
     """
 
     def __init__(self, detector: torch.nn.Module) -> None:
@@ -80,7 +80,7 @@ class VGG16Features(torch.nn.Module):
         self.detector = detector
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.detector(images.to(torch.float32), return_features=True).float()
+        return self.detector(images, return_features=True).float()
 
 
 def load_vgg16(path: str | os.PathLike | None, device: str | torch.device = "cpu") -> VGG16Features:
