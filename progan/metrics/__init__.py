@@ -1,4 +1,5 @@
-"""Image-quality metrics: FID (pytorch-fid compatible) and the paper's sliced Wasserstein distance.
+"""Image-quality metrics: FID (pytorch-fid compatible), the paper's sliced Wasserstein distance,
+KID, Inception Score, precision/recall and MS-SSIM (``progan.metrics.suite`` runs several at once).
 
 Importing this package loads torch and scipy but touches no device and reads no weights; the
 Inception weights are read by ``load_fid_inception`` only.
@@ -16,6 +17,10 @@ from progan.metrics.fid import (
     store_batches,
 )
 from progan.metrics.inception import FIDInception, find_inception_weights, load_fid_inception
+from progan.metrics.inception_score import inception_score
+from progan.metrics.kid import kid
+from progan.metrics.ms_ssim import ms_ssim
+from progan.metrics.precision_recall import precision_recall
 from progan.metrics.swd import swd
 
 __all__ = [
@@ -26,8 +31,12 @@ __all__ = [
     "find_inception_weights",
     "folder_batches",
     "frechet_distance",
+    "inception_score",
+    "kid",
     "load_fid_inception",
     "load_stats",
+    "ms_ssim",
+    "precision_recall",
     "save_stats",
     "source_stats",
     "store_batches",

