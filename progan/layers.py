@@ -18,17 +18,22 @@ SQRT2 = math.sqrt(2.0)
 
 
 class EqualizedConv2d(nn.Module):
-    """Conv2d whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward."""
+    """Conv2d whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward.
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, gain: float = SQRT2, padding=None):
+    ``bias=False`` leaves the bias to the caller (StyleGAN adds it after the noise input).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, gain: float = SQRT2, padding=None,
+                 bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = gain / math.sqrt(in_ch * kernel * kernel)
         self.padding = kernel // 2 if padding is None else padding
 
     def forward(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias if add_bias else None, padding=self.padding)
+        bias = self.bias if add_bias else None
+        return F.conv2d(x, self.weight * self.scale, bias, padding=self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -36,16 +41,27 @@ class EqualizedConv2d(nn.Module):
 
 
 class EqualizedLinear(nn.Module):
-    """Linear layer whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward."""
+    """Linear layer whose weight is N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at every forward.
 
-    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2, bias: bool = True):
+    ``lr_mul`` (StyleGAN's mapping network: 0.01) slows the layer's learning by that factor: the
+    weight is stored as N(0, 1 / lr_mul) and scaled by ``lr_mul * gain / sqrt(fan_in)``, the bias
+    stored divided by ``lr_mul``, so Adam's steps on the stored values move the layer lr_mul times
+    less. At 1 the layer computes exactly what it did without the option.
+    """
+
+    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2, bias: bool = True,
+                 lr_mul: float = 1.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.scale = gain / math.sqrt(in_features)
+        self.scale = gain / math.sqrt(in_features) * lr_mul
+        self.lr_mul = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        bias = self.bias
+        if bias is not None and self.lr_mul != 1.0:
+            bias = bias * self.lr_mul
+        return F.linear(x, self.weight * self.scale, bias)
 
     def extra_repr(self) -> str:
         o, i = self.weight.shape

@@ -83,10 +83,17 @@ def penalty_grad_scale(res: int, res_max: int, space: str) -> float:
 
 def logistic_r1_d_loss(
     d: Critic, reals: torch.Tensor, fakes: torch.Tensor, r1_gamma: float = 10.0,
-    labels: torch.Tensor | None = None, cond_weight: float = 1.0,
+    labels: torch.Tensor | None = None, cond_weight: float = 1.0, grad_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2."""
+    """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2.
+
+    ``grad_scale`` multiplies the gradient norm, as for WGAN-GP: ``res / res_max`` gives the norm
+    in the space of images upscaled to full resolution, where the official StyleGAN code takes it
+    (its R1 is weaker by (res / res_max)^2 at the low resolutions).
+    """
     out_real, gn2 = _grad_norm_sq(d, reals)
+    if grad_scale != 1.0:
+        gn2 = gn2 * grad_scale**2
     d_real, real_logits = split_critic_output(out_real.float())
     d_fake, fake_logits = split_critic_output(d(fakes).float())
     loss = F.softplus(d_fake) + F.softplus(-d_real) + 0.5 * r1_gamma * gn2

@@ -132,10 +132,16 @@ def _tf_shim(tf):
     shim.queue, shim.fed = [], []
 
     def draw(shape, *args, dtype=v1.float32, **kw):
+        # The placeholder is made outside any tf.cond branch (a fed tensor inside the branch not
+        # taken would stay live and win the branches' Merge); its identity lives in the branch.
         value = shim.queue.pop(0)
+        graph = v1.get_default_graph()
+        context = graph._get_control_flow_context()
+        graph._set_control_flow_context(None)
         ph = v1.placeholder(dtype, np.shape(value))
+        graph._set_control_flow_context(context)
         shim.fed.append(ph)
-        return ph
+        return v1.identity(ph)
 
     shim.random_normal = shim.random_uniform = draw
     return shim
@@ -298,6 +304,11 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
         fed[tag] = (build(), dict(zip(keys, shim.fed)))
         assert not shim.queue and len(shim.fed) == len(keys)
     (d_loss, d_phs), (g_loss, g_phs) = fed["draws_d"], fed["draws_g"]
+    # G under training, with the G loss's draws: the fakes it scores.
+    keys = [k for k in g_phs if k != "draws_g/z"]
+    shim.queue[:], shim.fed[:] = [draws_g[k] for k in keys], []
+    g_train_out = G.get_output_for(z_in, no_labels, is_training=True)
+    g_train_phs = dict(zip(keys, shim.fed))
     out.update(draws_d)
     out.update(draws_g)
 
@@ -314,10 +325,12 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
     def set_lod(lod):
         tflib.set_vars({G.find_var("lod"): np.float32(lod), D.find_var("lod"): np.float32(lod)})
 
-    def feeds(lod, phs, draws, tag):
-        cur_layers = num_layers - 2 * int(lod)
-        draws[f"{tag}/mix_cutoff"] = np.int32(rng.integers(1, cur_layers)) if cur_layers > 1 else np.int32(1)
-        out[f"{tag}/mix_cutoff/{lod}"] = draws[f"{tag}/mix_cutoff"]
+    def feeds(lod, phs, draws, tag, redraw=True, key=None):
+        """The placeholders' values; a new mixing cutoff (in [1, layers at lod)) unless ``redraw`` is False."""
+        if redraw:
+            cur_layers = num_layers - 2 * int(lod)
+            draws[f"{tag}/mix_cutoff"] = np.int32(rng.integers(1, cur_layers)) if cur_layers > 1 else np.int32(1)
+            out[key or f"{tag}/mix_cutoff/{lod}"] = draws[f"{tag}/mix_cutoff"]
         return {ph: np.asarray(draws[k], np.float32 if 'noise' in k else None) for k, ph in phs.items()}
 
     out["dlatents"] = tflib.run(dlatents_out, {z_in: z})
@@ -336,6 +349,8 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
         reals_full = _up(stage_reals(images, lod), f)
         dl = tflib.run(v1.reduce_mean(d_loss), {reals_in: reals_full, **feeds(lod, d_phs, draws_d, "draws_d")})
         gl = tflib.run(v1.reduce_mean(g_loss), feeds(lod, g_phs, draws_g, "draws_g"))
+        fakes = tflib.run(g_train_out, {z_in: draws_g["draws_g/z"], **feeds(lod, g_train_phs, draws_g, "draws_g", False)})
+        out[f"g_fakes/{lod}"] = fakes[:G_SAMPLES, :, ::f, ::f]
         out.update({f"g_images/{lod}": native, f"d_scores/{lod}": scores[:, 0],
                     f"d_loss/{lod}": dl, f"g_loss/{lod}": gl})
 
@@ -347,9 +362,10 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
         D_opt.reset_optimizer_state()
         G_opt.reset_optimizer_state()
         reals_full = _up(stage_reals(images, lod), 2 ** int(np.floor(lod)))
-        tflib.run(d_train, {reals_in: reals_full, lrate_in: LR, **feeds(lod, d_phs, draws_d, "draws_d")})
+        tflib.run(d_train, {reals_in: reals_full, lrate_in: LR,
+                            **feeds(lod, d_phs, draws_d, "draws_d", key=f"step/{lod}/draws_d/mix_cutoff")})
         out[f"step/{lod}/dlatent_avg_after_d"] = tflib.run(G.vars["dlatent_avg"])
-        tflib.run(g_train, {lrate_in: LR, **feeds(lod, g_phs, draws_g, "draws_g")})
+        tflib.run(g_train, {lrate_in: LR, **feeds(lod, g_phs, draws_g, "draws_g", key=f"step/{lod}/draws_g/mix_cutoff")})
         out.update({f"step/{lod}/D/{k}": v for k, v in _get(tflib, D, D.trainables).items()})
         out.update({f"step/{lod}/G/{k}": v for k, v in _get(tflib, G, g_keep).items()})
 

@@ -1,0 +1,336 @@
+"""The style-based generator against the official StyleGAN code, through the fixtures that
+tools/official_stylegan_reference.py froze, and its progressive-growing contract.
+
+No TensorFlow here: the official variables are mapped into progan's StyleGenerator /
+StyleDiscriminator (progan.official_stylegan), which must compute the same numbers.
+
+Tolerances (fp32): outputs to 1e-5 relative to the largest reference magnitude: the official fp32
+images are themselves up to 2.6e-5 (absolute, at a magnitude of 9.8) from a float64 evaluation of
+the same network, progan's up to 1.4e-5, so an absolute 1e-5 would be below the oracle's own
+rounding. Weights after one step to 1e-5 absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
+from progan.official import lod_to_stage
+from progan.official_stylegan import discriminator_state, generator_state
+from progan.optim import TFAdam
+from progan.stylegan import StyleDiscriminator, StyleGenerator, seeded_noise
+
+FIXTURES = Path(__file__).parent / "fixtures" / "official_stylegan"
+CASES = ["stylegan-32", "stylegan-16-fused"]
+LR = 0.001
+
+
+class Case:
+    """One fixture: the official variables in progan networks, and the recorded numbers."""
+
+    def __init__(self, name: str):
+        self.z = np.load(FIXTURES / f"{name}.npz")
+        self.gkw = json.loads(str(self.z["g_kwargs"]))
+        self.dkw = json.loads(str(self.z["d_kwargs"]))
+        self.res_max = self.gkw["resolution"]
+        self.n = self.z["latents"].shape[0]
+        self.lods = [round(float(lod), 4) for lod in self.z["lods"]]
+        self.step_lods = [round(float(lod), 4) for lod in self.z["step_lods"]]
+        # The official mbstd groups are strided, progan's consecutive: this order makes them equal.
+        g = min(4, self.n)
+        m = self.n // g
+        self.perm = torch.tensor([i + k * m for i in range(m) for k in range(g)])
+
+    def networks(self, fused_res: int | None = None) -> tuple[StyleGenerator, StyleDiscriminator]:
+        if fused_res is None:  # the official choice: fused_scale True = everywhere, 'auto' = from 128
+            fused_res = 8 if self.gkw.get("fused_scale") is True else 128
+        kw = self.gkw
+        G = StyleGenerator(
+            self.res_max, kw["latent_size"], kw["fmap_base"], kw["fmap_max"], 0, kw["dlatent_size"],
+            kw.get("mapping_layers", 8), kw["mapping_fmaps"], fused_res=fused_res,
+        )
+        D = StyleDiscriminator(self.res_max, self.dkw["fmap_base"], self.dkw["fmap_max"], fused_res=fused_res)
+        G.load_state_dict(generator_state(self.vars("G/"), self.res_max))
+        D.load_state_dict(discriminator_state(self.vars("D/"), self.res_max))
+        return G, D
+
+    def vars(self, prefix: str) -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: self.z[k] for k in self.z.files if k.startswith(prefix)}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.z[key], dtype=np.float32))
+
+    def images(self, res: int) -> torch.Tensor:
+        x = self.tensor("images")
+        return F.avg_pool2d(x, self.res_max // res) if res < self.res_max else x
+
+    def reals(self, res: int, alpha: float) -> torch.Tensor:
+        """The official process_reals at this stage (pooled, faded), at the stage's resolution."""
+        x = self.images(res).double()
+        y = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0, mode="nearest")
+        return (x + (y - x) * (1.0 - alpha)).float()
+
+    def draws(self, tag: str, G: StyleGenerator, lod: float, step: bool = False) -> dict:
+        """The official in-graph draws of one training forward of G as progan's forward arguments.
+
+        One mixing decision per batch (``mix_u``: D's mixes, G's does not); the cutoff was drawn
+        anew for each lod, and for the training steps.
+        """
+        res, _ = lod_to_stage(lod, self.res_max)
+        layers = G.layers_at(res)
+        mixed = float(self.z[f"{tag}/mix_u"]) < 0.9
+        key = f"step/{lod}/{tag}/mix_cutoff" if step else f"{tag}/mix_cutoff/{lod}"
+        cutoff = int(self.z[key]) if mixed else layers
+        p = self.perm
+        return {
+            "z": self.tensor(f"{tag}/z")[p],
+            "z2": self.tensor(f"{tag}/z2")[p],
+            "mix_cutoff": torch.full((self.n,), cutoff, dtype=torch.int64),
+            "noise": [self.tensor(f"{tag}/noise{i}")[p] for i in range(G.num_layers)],
+        }
+
+
+def _rel_diff(ours, ref) -> float:
+    """Max abs difference over the largest reference magnitude (at least 1)."""
+    ours, ref = torch.as_tensor(ours).double(), torch.as_tensor(ref).double()
+    return float((ours - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+
+
+def _case_lods(attr: str):
+    return [(name, lod) for name in CASES for lod in getattr(Case(name), attr)]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_mapping_matches_official(name):
+    case = Case(name)
+    G, _ = case.networks()
+    with torch.no_grad():
+        w = G.mapping(case.tensor("latents"))
+    ref = case.tensor("dlatents")
+    assert ref.shape[1] == G.num_layers and torch.equal(ref[:, :1].expand_as(ref), ref)  # broadcast
+    assert _rel_diff(w, ref[:, 0]) <= 1e-5
+
+
+@pytest.mark.parametrize("name,lod", _case_lods("lods"))
+def test_generator_matches_official_at_every_lod(name, lod):
+    """With the official noise variables (``noise_mode="const"``), mid-fade lods included."""
+    case = Case(name)
+    G, _ = case.networks()
+    res, alpha = lod_to_stage(lod, case.res_max)
+    ref = case.tensor(f"g_images/{lod}")
+    with torch.no_grad():
+        ours = G(case.tensor("latents")[: ref.shape[0]], res, alpha, noise_mode="const")
+    assert ours.shape == ref.shape
+    assert _rel_diff(ours, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_truncation_matches_official(name):
+    case = Case(name)
+    G, _ = case.networks()
+    for psi, cutoff in case.z["truncations"].tolist():
+        psi, cutoff = round(psi, 4), int(cutoff)
+        ref = case.tensor(f"g_trunc/{psi}/{int(cutoff)}")
+        with torch.no_grad():
+            ours = G(case.tensor("latents")[: ref.shape[0]], case.res_max, noise_mode="const",
+                     truncation_psi=float(psi), truncation_cutoff=int(cutoff))
+            plain = G(case.tensor("latents")[: ref.shape[0]], case.res_max, noise_mode="const")
+        assert _rel_diff(ours, ref) <= 1e-5
+        assert _rel_diff(plain, ref) > 1e-3  # truncation changed the images
+
+
+@pytest.mark.parametrize("name,lod", _case_lods("lods"))
+def test_discriminator_matches_official_at_every_lod(name, lod):
+    case = Case(name)
+    _, D = case.networks()
+    res, alpha = lod_to_stage(lod, case.res_max)
+    with torch.no_grad():
+        scores = D(case.images(res)[case.perm], res, alpha)
+    assert _rel_diff(scores, case.tensor(f"d_scores/{lod}")[case.perm]) <= 1e-5
+
+
+def _d_loss(case: Case, G, D, lod: float, step: bool = False) -> torch.Tensor:
+    res, alpha = lod_to_stage(lod, case.res_max)
+    d = case.draws("draws_d", G, lod, step)
+    with torch.no_grad():
+        fakes = G(d.pop("z"), res, alpha, **d)
+    loss, _ = logistic_r1_d_loss(
+        lambda x: D(x, res, alpha), case.reals(res, alpha)[case.perm], fakes, 10.0,
+        grad_scale=penalty_grad_scale(res, case.res_max, "full"),
+    )
+    return loss
+
+
+def _g_loss(case: Case, G, D, lod: float, step: bool = False) -> torch.Tensor:
+    res, alpha = lod_to_stage(lod, case.res_max)
+    d = case.draws("draws_g", G, lod, step)
+    return g_loss(D(G(d.pop("z"), res, alpha, **d), res, alpha), "logistic")
+
+
+@pytest.mark.parametrize("name,lod", _case_lods("lods"))
+def test_logistic_r1_losses_match_official_at_every_lod(name, lod):
+    """D_logistic_simplegp (gamma 10, style mixing in its fakes) and G_logistic_nonsaturating."""
+    case = Case(name)
+    G, D = case.networks()
+    assert _rel_diff(_d_loss(case, G, D, lod).detach(), case.tensor(f"d_loss/{lod}")) <= 1e-5
+    assert _rel_diff(_g_loss(case, G, D, lod).detach(), case.tensor(f"g_loss/{lod}")) <= 1e-5
+
+
+def _stage_params(net, res: int, alpha: float) -> list[torch.nn.Parameter]:
+    return list({id(p): p for m in net.stage_modules(res, alpha) for p in m.parameters()}.values())
+
+
+@pytest.mark.parametrize("name,lod", _case_lods("step_lods"))
+def test_one_training_step_matches_official(name, lod):
+    """One D step, then one G step against the updated D (TF's Adam, beta1 0, beta2 0.99, eps 1e-8);
+    w_avg moves in both, as the official dlatent_avg does."""
+    case = Case(name)
+    G, D = case.networks()
+    res, alpha = lod_to_stage(lod, case.res_max)
+    opt = dict(lr=LR, betas=(0.0, 0.99), eps=1e-8)
+    opt_d, opt_g = TFAdam(_stage_params(D, res, alpha), **opt), TFAdam(_stage_params(G, res, alpha), **opt)
+
+    _d_loss(case, G, D, lod, step=True).backward()
+    opt_d.step()
+    G.update_w_avg(case.tensor("draws_d/z"))
+    assert _rel_diff(G.w_avg, case.tensor(f"step/{lod}/dlatent_avg_after_d")) <= 1e-5
+    G.zero_grad(set_to_none=True)
+    _g_loss(case, G, D, lod, step=True).backward()
+    G.update_w_avg(case.tensor("draws_g/z"))  # with G's weights before its step, as the official
+    opt_g.step()
+
+    worst = 0.0
+    for net, prefix, to_state in ((G, "G/", generator_state), (D, "D/", discriminator_state)):
+        ref = to_state(case.vars(f"step/{lod}/{prefix}"), case.res_max)
+        ours = net.state_dict()
+        assert ref.keys() <= ours.keys()
+        init = to_state(case.vars(prefix), case.res_max)
+        moved = [k for k in ref if not torch.equal(ref[k], init[k])]
+        assert len(moved) > len(ref) // 3  # the step moved much of the network
+        worst = max(worst, max(float((ours[k] - ref[k]).abs().max()) for k in ref))
+    assert worst <= 1e-5
+
+
+def test_parameter_counts_match_official_at_1024():
+    shapes = json.loads((FIXTURES / "shapes-1024.json").read_text())
+    G, D = StyleGenerator(), StyleDiscriminator()
+    for net, key in ((G, "G"), (D, "D")):
+        official = sum(math.prod(shapes[key][n]) for n in shapes["trainable"][key])
+        assert sum(p.numel() for p in net.parameters()) == official
+    # G: 26.2 M (StyleGAN paper), of which the mapping network 2.1 M.
+    assert sum(p.numel() for p in G.mapping.parameters()) == 8 * (512 * 512 + 512)
+    # Every official variable has a place in progan's state_dict, with its shape.
+    g_vars = {n: np.zeros(s, np.float32) for n, s in shapes["G"].items()}
+    state = generator_state(g_vars, 1024)
+    ours = G.state_dict()
+    assert state.keys() == ours.keys()
+    assert all(state[k].shape == ours[k].shape for k in state)
+    d_state = discriminator_state({n: np.zeros(s, np.float32) for n, s in shapes["D"].items()}, 1024)
+    assert {k: v.shape for k, v in d_state.items()} == {k: v.shape for k, v in D.state_dict().items()}
+
+
+def _small(fused_res=128):
+    torch.manual_seed(0)
+    G = StyleGenerator(32, 16, 128, 16, 0, 16, 3, 16, fused_res=fused_res)
+    D = StyleDiscriminator(32, 128, 16, fused_res=fused_res)
+    for p in list(G.parameters()) + list(D.parameters()):  # non-zero biases, noise strengths, styles
+        with torch.no_grad():
+            p.add_(0.2 * torch.randn_like(p))
+    return G, D
+
+
+@pytest.mark.parametrize("res", [8, 16, 32])
+def test_fade_in_is_continuous_at_alpha_zero(res):
+    G, D = _small()
+    z = torch.randn(4, 16)
+    gen = torch.Generator().manual_seed(1)
+    inputs = G.step_inputs(4, res, gen)
+    with torch.no_grad():
+        new = G(z, res, 0.0, **inputs)
+        old = G(z, res // 2, 1.0, **inputs)
+        assert torch.equal(new, F.interpolate(old, scale_factor=2.0, mode="nearest"))
+        img = torch.randn(4, 3, res, res)
+        assert torch.equal(D(img, res, 0.0), D(F.avg_pool2d(img, 2), res // 2, 1.0))
+        assert not torch.equal(G(z, res, 0.5, **inputs), new)
+
+
+def test_fused_upsampling_is_the_separate_ops_with_the_kernel_flipped():
+    """The official fused upsampling conv (from 128x128, or everywhere with fused_scale=True) applies
+    its 3x3 kernel flipped: another function of the same weights, so ``fused_res`` is part of G.
+    D's fused downsampling conv computes exactly the separate ops."""
+    G, D = _small(fused_res=None)
+    Gf, Df = _small(fused_res=8)
+    z = torch.randn(4, 16)
+    img = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert _rel_diff(G(z, 32, noise_mode="const"), Gf(z, 32, noise_mode="const")) > 1e-2
+        for r in ("8", "16", "32"):
+            G.blocks[r].conv0.conv.weight.copy_(Gf.blocks[r].conv0.conv.weight.flip(2, 3))
+        a, b = G(z, 32, noise_mode="const"), Gf(z, 32, noise_mode="const")
+        assert _rel_diff(a, b) <= 1e-5 and not torch.equal(a, b)
+        assert _rel_diff(D(img, 32), Df(img, 32)) <= 1e-5
+
+
+def test_step_inputs_give_each_sample_the_same_draws_however_the_batch_is_split():
+    """The loop slices the global batch's draws per process: rows [lo, hi) compute what they would in
+    one process, so 1 and 2 processes train on the same fakes; and a resumed run, drawing from the
+    same generator state, the same draws."""
+    G, _ = _small()
+    z = torch.randn(8, 16)
+    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))  # noqa: E731
+    full, again = draw(), draw()
+    assert all(torch.equal(full[k], again[k]) for k in full)
+    assert all(v.shape[0] == 8 for v in full.values())
+    with torch.no_grad():
+        whole = G(z, 32, **full)
+        halves = torch.cat([G(z[lo:hi], 32, **{k: v[lo:hi] for k, v in full.items()}) for lo, hi in ((0, 5), (5, 8))])
+    assert _rel_diff(whole, halves) <= 1e-5
+
+
+def test_style_mixing_draws_follow_the_official_probability():
+    G, _ = _small()
+    gen = torch.Generator().manual_seed(0)
+    cutoffs = [int(G.step_inputs(2, 32, gen)["mix_cutoff"][0]) for _ in range(2000)]
+    layers = G.layers_at(32)
+    mixed = [c for c in cutoffs if c < layers]
+    assert abs(len(mixed) / len(cutoffs) - 0.9) < 0.03
+    assert set(mixed) == set(range(1, layers))
+    # Mixing changes the images: layers >= cutoff take z2's styles.
+    d = G.step_inputs(2, 32, torch.Generator().manual_seed(3))
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        d["mix_cutoff"][:] = 3
+        mixed_img = G(z, 32, **d)
+        d["mix_cutoff"][:] = layers
+        assert _rel_diff(G(z, 32, **d), mixed_img) > 1e-3
+
+
+def test_seeded_noise_is_standard_normal_and_per_sample():
+    seeds = torch.tensor([1, 2, 3], dtype=torch.int64)
+    x = seeded_noise(seeds, 4, 64)
+    assert x.shape == (3, 1, 64, 64)
+    assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1.0) < 0.02
+    assert torch.equal(seeded_noise(seeds[1:2], 4, 64), x[1:2])  # independent of the batch
+    assert not torch.equal(seeded_noise(seeds, 5, 64), x)  # layers differ
+    assert float((x[0] - x[1]).abs().mean()) > 0.5  # samples differ
+
+
+def test_noise_modes():
+    G, _ = _small()
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        const = [G(z, 32, noise_mode="const") for _ in range(2)]
+        rand = [G(z, 32, noise_mode="random") for _ in range(2)]
+        none = G(z, 32, noise_mode="none")
+    assert torch.equal(const[0], const[1])
+    assert not torch.equal(rand[0], rand[1])
+    assert not torch.equal(none, const[0])
+    with pytest.raises(ValueError, match="noise_mode"):
+        G(z, 32, noise_mode="other")
