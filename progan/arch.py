@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
-from progan import networks
+from progan import networks, stylegan
 from progan.errors import ProganError
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "progan": Architecture(networks.build, "Progressive GAN (Karras et al. 2018), Table 2"),
+    "stylegan": Architecture(stylegan.build, "Style-based generator (Karras et al. 2019), official D_basic",
+                             stylegan.OPTIONS),
 }
 
 

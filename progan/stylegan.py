@@ -14,7 +14,7 @@ learned per-channel strength, + bias, leaky ReLU, instance norm, style modulatio
 downsampling conv.
 
 The official code fuses upsample+conv (a stride-2 transposed conv) and conv+downsample (a stride-2
-conv) from 128x128 up (``fused_res``; official ``fused_scale='auto'``, True = 8, False = None).
+conv) from 128x128 up (``fused_res``; official ``fused_scale='auto'``, True = 8, False = 0: never).
 D's fused op computes the separate ops with fewer operations; G's applies the 3x3 kernel flipped,
 another function of the same weights, so ``fused_res`` must be the official one for an imported
 network (the fixtures hold both paths to the official outputs).
@@ -23,13 +23,18 @@ network (the fixtures hold both paths to the official outputs).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progan.errors import ProganError
 from progan.layers import SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, lrelu, pixel_norm, upsample2x
 from progan.networks import Discriminator, num_features, resolutions
+
+if TYPE_CHECKING:
+    from progan.config import TrainConfig
 
 NOISE_MODES = ("random", "const", "none")
 _BLUR = torch.tensor([1.0, 2.0, 1.0])
@@ -212,7 +217,7 @@ class StyleGenerator(nn.Module):
         mapping_lr_mul: float = 0.01,
         style_mixing: float = 0.9,
         w_avg_beta: float = 0.995,
-        fused_res: int | None = 128,
+        fused_res: int = 128,
     ):
         super().__init__()
         if num_classes:
@@ -221,7 +226,7 @@ class StyleGenerator(nn.Module):
         self.num_layers = layer_index(res_max) + 2
         self.style_mixing, self.w_avg_beta = style_mixing, w_avg_beta
         nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
-        fused = lambda r: fused_res is not None and r >= fused_res  # noqa: E731
+        fused = lambda r: 0 < fused_res <= r  # noqa: E731
         self.mapping = MappingNetwork(latent_dim, w_dim, mapping_layers, mapping_fmaps, mapping_lr_mul)
         self.input = SynthesisInput(nf(4), w_dim)
         self.blocks = nn.ModuleDict(
@@ -259,7 +264,7 @@ class StyleGenerator(nn.Module):
         The official code does this in every training forward of G (the D step's and the G step's,
         with G's weights before the step), from the w of each GPU's batch before mixing.
         """
-        if self.w_avg_beta is None:
+        if self.w_avg_beta >= 1.0:  # official: dlatent_avg_beta 1 (or None) = off
             return
         w_mean = self.mapping(z.to(self.w_avg.device)).float().mean(dim=0)
         self.w_avg.copy_(w_mean + (self.w_avg - w_mean) * self.w_avg_beta)
@@ -358,14 +363,41 @@ class StyleDiscriminator(Discriminator):
     """The official ``D_basic``: progan's discriminator with a blur before each downsampling conv."""
 
     def __init__(self, res_max: int = 1024, fmap_base: int = 8192, fmap_max: int = 512, num_classes: int = 0,
-                 mbstd_group: int = 4, fused_res: int | None = 128):
+                 mbstd_group: int = 4, fused_res: int = 128):
         if num_classes:
             raise ValueError("the StyleGAN discriminator is unconditional (num_classes must be 0)")
         super().__init__(res_max, fmap_base, fmap_max, 0, mbstd_group)
         nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
         self.blocks = nn.ModuleDict(
             {
-                str(r): StyleDBlock(nf(r), nf(r // 2), fused_res is not None and r >= fused_res)
+                str(r): StyleDBlock(nf(r), nf(r // 2), 0 < fused_res <= r)
                 for r in resolutions(res_max)[1:]
             }
         )
+
+
+# --- the "stylegan" entry of progan.arch ----------------------------------------------------------
+
+# [net] options and their defaults: the official G_style / D_basic values.
+OPTIONS = {
+    "w_dim": 512,  # official dlatent_size
+    "mapping_layers": 8,
+    "mapping_fmaps": 512,
+    "mapping_lr_mul": 0.01,
+    "style_mixing": 0.9,  # probability of mixing per step (0 = off)
+    "w_avg_beta": 0.995,  # official dlatent_avg_beta (1 = off)
+    "fused_res": 128,  # fused resampling convs from this resolution (official 'auto'; 0 = never)
+}
+
+
+def build(cfg: "TrainConfig", num_classes: int = 0) -> tuple[StyleGenerator, StyleDiscriminator]:
+    """StyleGenerator and StyleDiscriminator for a config (its ``[net]`` table holds ``OPTIONS``)."""
+    if num_classes:
+        raise ProganError("arch 'stylegan' is unconditional: train it without conditional = true")
+    o = {**OPTIONS, **cfg.net}
+    g = StyleGenerator(
+        cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, 0, o["w_dim"], o["mapping_layers"],
+        o["mapping_fmaps"], o["mapping_lr_mul"], o["style_mixing"], o["w_avg_beta"], o["fused_res"],
+    )
+    d = StyleDiscriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, 0, cfg.mbstd_group, o["fused_res"])
+    return g, d

@@ -48,9 +48,9 @@ class Case:
         m = self.n // g
         self.perm = torch.tensor([i + k * m for i in range(m) for k in range(g)])
 
-    def networks(self, fused_res: int | None = None) -> tuple[StyleGenerator, StyleDiscriminator]:
-        if fused_res is None:  # the official choice: fused_scale True = everywhere, 'auto' = from 128
-            fused_res = 8 if self.gkw.get("fused_scale") is True else 128
+    def networks(self) -> tuple[StyleGenerator, StyleDiscriminator]:
+        # The official fused_scale: True = fused everywhere, 'auto' = from 128x128.
+        fused_res = 8 if self.gkw.get("fused_scale") is True else 128
         kw = self.gkw
         G = StyleGenerator(
             self.res_max, kw["latent_size"], kw["fmap_base"], kw["fmap_max"], 0, kw["dlatent_size"],
@@ -265,7 +265,7 @@ def test_fused_upsampling_is_the_separate_ops_with_the_kernel_flipped():
     """The official fused upsampling conv (from 128x128, or everywhere with fused_scale=True) applies
     its 3x3 kernel flipped: another function of the same weights, so ``fused_res`` is part of G.
     D's fused downsampling conv computes exactly the separate ops."""
-    G, D = _small(fused_res=None)
+    G, D = _small(fused_res=0)
     Gf, Df = _small(fused_res=8)
     z = torch.randn(4, 16)
     img = torch.randn(4, 3, 32, 32)
@@ -334,3 +334,20 @@ def test_noise_modes():
     assert not torch.equal(none, const[0])
     with pytest.raises(ValueError, match="noise_mode"):
         G(z, 32, noise_mode="other")
+
+
+def test_registry_builds_the_networks_from_the_net_table():
+    from progan.arch import build_networks
+    from progan.config import from_dict
+    from progan.errors import ProganError
+
+    cfg = from_dict({"arch": "stylegan", "res_max": 32, "fmap_max": 16, "latent_dim": 16,
+                     "net": {"w_dim": 8, "mapping_layers": 2, "mapping_fmaps": 12, "style_mixing": 0.5}})
+    G, D = build_networks(cfg)
+    assert isinstance(G, StyleGenerator) and isinstance(D, StyleDiscriminator)
+    assert (G.latent_dim, G.num_classes, G.res_max, G.w_dim, G.style_mixing) == (16, 0, 32, 8, 0.5)
+    assert len(G.mapping.dense) == 2 and G.mapping.dense[0].weight.shape == (12, 16)
+    with torch.no_grad():
+        assert D(G(torch.randn(4, 16), 16, 0.5), 16, 0.5).shape == (4,)
+    with pytest.raises(ProganError, match="unconditional"):
+        build_networks(cfg, num_classes=3)
