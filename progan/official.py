@@ -195,7 +195,8 @@ def _latin1(
 
 
 _ALLOWED = {
-    ("tfutil", "Network"): OfficialNetwork,
+    ("tfutil", "Network"): OfficialNetwork,  # ProGAN's pickles
+    ("dnnlib.tflib.network", "Network"): OfficialNetwork,  # StyleGAN's
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _DType,
     ("_codecs", "encode"): _latin1,
@@ -239,12 +240,9 @@ def _resolve(obj: Any) -> Any:
     return obj
 
 
-def load_official_pickle(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The states of G, D and Gs in an official network pickle, read without running anything.
-
-    Each state holds ``static_kwargs`` (the build options), ``build_func_name`` and ``variables``
-    (name -> array); its ``build_module_src`` is never executed (nor used).
-    """
+def read_official_pickle(path: str | Path) -> tuple[dict, dict, dict]:
+    """The pickled states (dicts) of the networks (G, D, Gs) in an official ProGAN or StyleGAN pickle,
+    read without running anything: their ``build_module_src`` is never executed (nor used)."""
     path = Path(path)
     if not path.is_file():
         raise ProganError(f"network pickle '{path}' not found")
@@ -265,23 +263,44 @@ def load_official_pickle(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ProganError(
             f"'{path}' is not an official network pickle (expected the tuple (G, D, Gs))"
         )
+    return tuple(net.state for net in loaded)
+
+
+def load_official_pickle(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The states of G, D and Gs in an official ProGAN network pickle, read without running anything.
+
+    Each state holds ``static_kwargs`` (the build options), ``build_func_name`` and ``variables``
+    (name -> array).
+    """
+    return _progan_networks(path, read_official_pickle(path))
+
+
+def _progan_networks(path, states) -> dict[str, dict[str, Any]]:
     nets = {}
-    for key, net, func in zip(("G", "D", "Gs"), loaded, ("G_paper", "D_paper", "G_paper")):
-        s = net.state
+    for key, s, func in zip(("G", "D", "Gs"), states, ("G_paper", "D_paper", "G_paper")):
         if s.get("version") != 2 or s.get("build_func_name") != func:
             raise ProganError(
                 f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
                 f"built by {s.get('build_func_name')!r}); only G_paper / D_paper networks are read"
             )
-        variables = s.get("variables")
-        if not isinstance(variables, list) or not all(
-            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in variables
-        ):
-            raise ProganError(f"'{path}': {key} has no variable list")
-        if not isinstance(s.get("static_kwargs"), dict):
-            raise ProganError(f"'{path}': {key} has no static_kwargs")
-        nets[key] = {"static_kwargs": s["static_kwargs"], "variables": dict(variables)}
+        nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": own_variables(path, key, s)}
     return nets
+
+
+def own_variables(path, key: str, state: dict) -> dict[str, Any]:
+    """A pickled network's own variables (name -> array), checked to be a list of pairs."""
+    variables = state.get("variables")
+    if not isinstance(variables, list) or not all(
+        isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in variables
+    ):
+        raise ProganError(f"'{path}': {key} has no variable list")
+    return dict(variables)
+
+
+def static_kwargs(path, key: str, state: dict) -> dict[str, Any]:
+    if not isinstance(state.get("static_kwargs"), dict):
+        raise ProganError(f"'{path}': {key} has no static_kwargs")
+    return state["static_kwargs"]
 
 
 # --- a progan run from an official pickle ---------------------------------------------------------
@@ -369,15 +388,24 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
         raise ProganError(
             f"run directory '{run_dir}' already holds checkpoints; import into a new --run-dir"
         )
-    nets = load_official_pickle(pkl)
-    cfg = from_dict(config_from_official(nets))
+    states = read_official_pickle(pkl)
+    if states[0].get("build_func_name") == "G_style":
+        from progan import official_stylegan
+
+        nets = official_stylegan.stylegan_networks(pkl, states)
+        cfg = from_dict(official_stylegan.config_from_official(nets))
+        to_g, to_d = official_stylegan.generator_state, discriminator_state
+    else:
+        nets = _progan_networks(pkl, states)
+        cfg = from_dict(config_from_official(nets))
+        to_g, to_d = generator_state, discriminator_state
     num_classes = int(nets["G"]["static_kwargs"].get("label_size", 0))
     G, D = build_networks(cfg, num_classes)
     G_ema, _ = build_networks(cfg, num_classes)
     for net, key, to_state, what in (
-        (G, "G", generator_state, "generator G"),
-        (D, "D", discriminator_state, "discriminator D"),
-        (G_ema, "Gs", generator_state, "generator Gs"),
+        (G, "G", to_g, "generator G"),
+        (D, "D", to_d, "discriminator D"),
+        (G_ema, "Gs", to_g, "generator Gs"),
     ):
         state = to_state(nets[key]["variables"], cfg.res_max)
         check_fits(net, state, what)

@@ -6,6 +6,15 @@
   ``[in, out]``; the fused upsampling conv keeps its 3x3 kernel (the official code builds the 4x4
   transposed kernel at run time, as progan does). The discriminator ``D_basic`` has ProGAN's
   variable names: ``progan.official.discriminator_state`` maps it.
+- ``stylegan_networks`` / ``config_from_official``: an official StyleGAN pickle (read by
+  ``progan.official.read_official_pickle``, which runs nothing it carries) as variables and a
+  progan config; ``progan.official.import_official`` turns it into a run directory.
+
+The official pretrained networks (FFHQ and CelebA-HQ 1024, LSUN bedrooms and cats 256) are square
+and import as they are. The cars network (``stylegan-cars-512x384.pkl``) is a 512x512 network
+trained on 512x384 photos centred on a black 512x512 canvas (``dataset_tool.create_lsun_wide``):
+it imports as a 512x512 network whose images carry the 64-pixel black bands; rows 64..447 are the
+512x384 picture.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ import numpy as np
 import torch
 
 from progan.errors import ProganError
-from progan.official import Transform, _conv, _dense, _same, discriminator_state  # noqa: F401
+from typing import Any
+
+from progan.official import Transform, _conv, _dense, _same, discriminator_state, own_variables, static_kwargs  # noqa: F401
 
 
 def _layer_key(i: int) -> str:
@@ -76,3 +87,96 @@ def generator_state(variables: dict[str, np.ndarray], res_max: int) -> dict[str,
         key, transform = _generator_key(name, res_max)
         state[key] = torch.from_numpy(np.array(transform(np.asarray(value, dtype=np.float32)), order="C"))
     return state
+
+
+# --- official pickles ----------------------------------------------------------------------------
+
+
+def _all_variables(path, key: str, state: dict) -> dict[str, Any]:
+    """A network's variables with its sub-networks' under their names (``G_mapping/Dense0/weight``),
+    as the official ``Network.vars`` lists them."""
+    variables = own_variables(path, key, state)
+    components = state.get("components", {})
+    if not isinstance(components, dict):
+        raise ProganError(f"'{path}': {key} has malformed components")
+    for comp in components.values():
+        state_c = getattr(comp, "state", None)
+        if not isinstance(state_c, dict) or not isinstance(state_c.get("name"), str):
+            raise ProganError(f"'{path}': {key} has a component that is not a network")
+        variables |= {f"{state_c['name']}/{k}": v for k, v in _all_variables(path, key, state_c).items()}
+    return variables
+
+
+def stylegan_networks(path, states: tuple[dict, dict, dict]) -> dict[str, dict[str, Any]]:
+    """G, D, Gs of an official StyleGAN pickle: ``static_kwargs`` and all ``variables`` of each."""
+    nets = {}
+    for key, s, func in zip(("G", "D", "Gs"), states, ("G_style", "D_basic", "G_style")):
+        if s.get("version") not in (2, 3) or s.get("build_func_name") != func:
+            raise ProganError(
+                f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
+                f"built by {s.get('build_func_name')!r}); only G_style / D_basic StyleGAN networks are read"
+            )
+        nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": _all_variables(path, key, s)}
+    return nets
+
+
+# Build options of G_style / D_basic that progan's networks implement only at these values (the
+# official defaults).
+_FIXED_OPTIONS = {
+    "num_channels": 3, "label_size": 0, "fmap_decay": 1.0, "use_styles": True, "const_input_layer": True,
+    "use_noise": True, "nonlinearity": "lrelu", "mapping_nonlinearity": "lrelu", "use_wscale": True,
+    "use_pixel_norm": False, "use_instance_norm": True, "normalize_latents": True,
+    "blur_filter": [1, 2, 1], "mbstd_num_features": 1,
+}
+_FUSED_RES = {"auto": 128, True: 8, False: 0}
+
+
+def config_from_official(nets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """progan config keys (arch "stylegan", its [net] table, the official recipe's loss and schedule)
+    for the networks an official StyleGAN pickle holds."""
+    g_kw, d_kw = nets["G"]["static_kwargs"], nets["D"]["static_kwargs"]
+    for kw in (g_kw, d_kw):
+        for key, value in _FIXED_OPTIONS.items():
+            if key in kw and kw[key] != value:
+                raise ProganError(
+                    f"the official network was built with {key} = {kw[key]!r}; progan's style-based "
+                    f"networks implement only {key} = {value!r}"
+                )
+    opt = lambda kw, k, default: kw.get(k, default)  # noqa: E731
+    res_max = int(opt(g_kw, "resolution", 1024))
+    sizes = [(int(opt(kw, "fmap_base", 8192)), int(opt(kw, "fmap_max", 512))) for kw in (g_kw, d_kw)]
+    if res_max != int(opt(d_kw, "resolution", 32)) or sizes[0] != sizes[1]:
+        raise ProganError("the official G and D differ in resolution or feature maps")
+    fused = {opt(kw, "fused_scale", "auto") for kw in (g_kw, d_kw)}
+    if len(fused) != 1 or next(iter(fused)) not in _FUSED_RES:
+        raise ProganError(f"the official G and D were built with fused_scale {sorted(map(str, fused))}")
+    v = nets["G"]["variables"]
+    dense = sorted(int(m[1]) for k in v if (m := re.fullmatch(r"G_mapping/Dense(\d+)/weight", k)))
+    if not dense or dense != list(range(len(dense))):
+        raise ProganError("the official generator has no mapping layers G_mapping/Dense0, 1, ...")
+    mbstd = int(opt(d_kw, "mbstd_group_size", 4))
+    return {
+        "arch": "stylegan",
+        "res_max": res_max,
+        "res_start": min(8, res_max),
+        "fmap_base": sizes[0][0],
+        "fmap_max": sizes[0][1],
+        "latent_dim": int(np.shape(v["G_mapping/Dense0/weight"])[0]),
+        "mbstd_group": mbstd if mbstd > 1 else 0,
+        "net": {
+            "w_dim": int(np.shape(v["dlatent_avg"])[0]),
+            "mapping_layers": len(dense),
+            "mapping_fmaps": int(np.shape(v["G_mapping/Dense0/weight"])[1]),
+            "mapping_lr_mul": float(opt(g_kw, "mapping_lrmul", 0.01)),
+            "style_mixing": float(opt(g_kw, "style_mixing_prob", 0.9) or 0.0),
+            "w_avg_beta": float(opt(g_kw, "dlatent_avg_beta", 0.995) or 1.0),
+            "fused_res": _FUSED_RES[next(iter(fused))],
+        },
+        # The official recipe (train.py), for fine-tuning the imported networks.
+        "loss": "logistic",
+        "r1_gamma": 10.0,
+        "kimg_fade": 600.0,
+        "kimg_stable": 600.0,
+        "ema_kimg": 10.0,
+        "ema_rampup": False,
+    }

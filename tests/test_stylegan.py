@@ -351,3 +351,46 @@ def test_registry_builds_the_networks_from_the_net_table():
         assert D(G(torch.randn(4, 16), 16, 0.5), 16, 0.5).shape == (4,)
     with pytest.raises(ProganError, match="unconditional"):
         build_networks(cfg, num_classes=3)
+
+
+# --- importing official pickles ----------------------------------------------------------------------
+
+PICKLE = FIXTURES / "pickle-16.pkl"  # (G, D, Gs) of the stylegan-16-fused case, Gs perturbed
+
+
+def test_imported_pickle_reproduces_official_images(tmp_path):
+    """No code from the pickle runs (progan.official's restricted unpickler); Gs becomes G_ema."""
+    from progan.checkpoint import load_checkpoint, resolve_checkpoint
+    from progan.official import import_official
+    from progan.sampling import load_generator
+
+    import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
+    case = Case("stylegan-16-fused")
+    g_ema = load_generator(tmp_path / "run")
+    assert isinstance(g_ema.g, StyleGenerator) and (g_ema.res, g_ema.alpha) == (16, 1.0)
+    z = case.tensor("pickle_latents")
+    with torch.no_grad():
+        plain = g_ema.g(z, 16, noise_mode="const")
+        trunc = g_ema.g(z, 16, noise_mode="const", truncation_psi=0.7, truncation_cutoff=8)
+    assert _rel_diff(plain, case.tensor("gs_images")) <= 1e-5
+    assert _rel_diff(trunc, case.tensor("gs_images_trunc")) <= 1e-5
+    state = load_checkpoint(resolve_checkpoint(tmp_path / "run"))
+    assert state["config"]["arch"] == "stylegan" and state["config"]["net"]["fused_res"] == 8
+    for key, value in generator_state(case.vars("G/"), 16).items():
+        assert torch.equal(state["G"][key], value)
+    assert not torch.equal(state["G"]["input.const"], state["G_ema"]["input.const"])
+    for key, value in discriminator_state(case.vars("D/"), 16).items():
+        assert torch.equal(state["D"][key], value)
+
+
+def test_config_from_official_refuses_options_progan_does_not_implement():
+    from progan.errors import ProganError
+    from progan.official import read_official_pickle
+    from progan.official_stylegan import config_from_official, stylegan_networks
+
+    nets = stylegan_networks(PICKLE, read_official_pickle(PICKLE))
+    cfg = config_from_official(nets)
+    assert (cfg["res_max"], cfg["latent_dim"], cfg["net"]["w_dim"], cfg["net"]["mapping_layers"]) == (16, 16, 8, 3)
+    nets["G"]["static_kwargs"]["use_pixel_norm"] = True
+    with pytest.raises(ProganError, match="use_pixel_norm = True"):
+        config_from_official(nets)
