@@ -156,6 +156,21 @@ def test_discriminator_matches_official_at_every_lod(name, lod):
     assert _rel_diff(scores, case.tensor(f"d_scores/{lod}")[case.perm]) <= 1e-5
 
 
+@pytest.mark.parametrize("name,lod", _case_lods("lods"))
+def test_training_forward_matches_official_at_every_lod(name, lod):
+    """G under training (official is_training=True) with the G loss's draws: random noise maps fed."""
+    case = Case(name)
+    G, _ = case.networks()
+    res, alpha = lod_to_stage(lod, case.res_max)
+    ref = case.tensor(f"g_fakes/{lod}")
+    d = case.draws("draws_g", G, lod)
+    k = case.perm.argsort()[: ref.shape[0]]  # draws() permutes the batch: take samples 0, 1
+    with torch.no_grad():
+        ours = G(d["z"][k], res, alpha, z2=d["z2"][k], mix_cutoff=d["mix_cutoff"][k],
+                 noise=[x[k] for x in d["noise"]])
+    assert _rel_diff(ours, ref) <= 1e-5
+
+
 def _d_loss(case: Case, G, D, lod: float, step: bool = False) -> torch.Tensor:
     res, alpha = lod_to_stage(lod, case.res_max)
     d = case.draws("draws_d", G, lod, step)
@@ -206,7 +221,7 @@ def test_one_training_step_matches_official(name, lod):
     G.update_w_avg(case.tensor("draws_g/z"))  # with G's weights before its step, as the official
     opt_g.step()
 
-    worst = 0.0
+    diffs = []
     for net, prefix, to_state in ((G, "G/", generator_state), (D, "D/", discriminator_state)):
         ref = to_state(case.vars(f"step/{lod}/{prefix}"), case.res_max)
         ours = net.state_dict()
@@ -214,8 +229,14 @@ def test_one_training_step_matches_official(name, lod):
         init = to_state(case.vars(prefix), case.res_max)
         moved = [k for k in ref if not torch.equal(ref[k], init[k])]
         assert len(moved) > len(ref) // 3  # the step moved much of the network
-        worst = max(worst, max(float((ours[k] - ref[k]).abs().max()) for k in ref))
-    assert worst <= 1e-5
+        diffs += [(ours[k] - ref[k]).abs().flatten() for k in ref]
+    diffs = torch.cat(diffs)
+    # A weight whose gradient is near Adam's epsilon (|g| ~ 1e-7) moves by
+    # lr * sqrt(1 - b2) * g / (0.1 |g| + eps), whose relative sensitivity to g is about
+    # eps / (0.1 |g| + eps): the fp32 rounding of its tiny gradient (in TF as here) shows in the
+    # step. Such weights are rare (1 of 4129 in the fused case, off by 9.8e-6); all others agree to 1e-6.
+    assert float(diffs.max()) <= 2e-5
+    assert int((diffs > 1e-6).sum()) <= max(1, diffs.numel() // 1000)
 
 
 def test_parameter_counts_match_official_at_1024():
