@@ -283,7 +283,10 @@ def _progan_networks(path, states) -> dict[str, dict[str, Any]]:
                 f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
                 f"built by {s.get('build_func_name')!r}); only G_paper / D_paper networks are read"
             )
-        nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": own_variables(path, key, s)}
+        nets[key] = {
+            "static_kwargs": static_kwargs(path, key, s),
+            "variables": own_variables(path, key, s),
+        }
     return nets
 
 

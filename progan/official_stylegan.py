@@ -20,14 +20,20 @@ it imports as a 512x512 network whose images carry the 64-pixel black bands; row
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import torch
 
 from progan.errors import ProganError
-from typing import Any
-
-from progan.official import Transform, _conv, _dense, _same, discriminator_state, own_variables, static_kwargs  # noqa: F401
+from progan.official import (
+    Transform,
+    _conv,
+    _dense,
+    _same,
+    own_variables,
+    static_kwargs,
+)
 
 
 def _layer_key(i: int) -> str:
@@ -70,7 +76,9 @@ def _generator_key(name: str, res_max: int) -> tuple[str, Transform]:
         if m := re.fullmatch(r"G_synthesis/4x4/(Const|Conv)/(.+)", name):
             return _epilogue_key("input.layer0" if m[1] == "Const" else "input.conv", m[2])
         if m := re.fullmatch(r"G_synthesis/(\d+)x\1/(Conv0_up|Conv1)/(.+)", name):
-            return _epilogue_key(f"blocks.{m[1]}.{'conv0' if m[2] == 'Conv0_up' else 'conv1'}", m[3])
+            return _epilogue_key(
+                f"blocks.{m[1]}.{'conv0' if m[2] == 'Conv0_up' else 'conv1'}", m[3]
+            )
         if m := re.fullmatch(r"G_synthesis/ToRGB_lod(\d+)/(weight|bias)", name):
             return f"to_rgb.{res_max >> int(m[1])}.{m[2]}", _conv if m[2] == "weight" else _same
     except KeyError:
@@ -85,7 +93,9 @@ def generator_state(variables: dict[str, np.ndarray], res_max: int) -> dict[str,
         if name.endswith("lod"):
             continue
         key, transform = _generator_key(name, res_max)
-        state[key] = torch.from_numpy(np.array(transform(np.asarray(value, dtype=np.float32)), order="C"))
+        state[key] = torch.from_numpy(
+            np.array(transform(np.asarray(value, dtype=np.float32)), order="C")
+        )
     return state
 
 
@@ -103,7 +113,9 @@ def _all_variables(path, key: str, state: dict) -> dict[str, Any]:
         state_c = getattr(comp, "state", None)
         if not isinstance(state_c, dict) or not isinstance(state_c.get("name"), str):
             raise ProganError(f"'{path}': {key} has a component that is not a network")
-        variables |= {f"{state_c['name']}/{k}": v for k, v in _all_variables(path, key, state_c).items()}
+        variables |= {
+            f"{state_c['name']}/{k}": v for k, v in _all_variables(path, key, state_c).items()
+        }
     return variables
 
 
@@ -116,17 +128,30 @@ def stylegan_networks(path, states: tuple[dict, dict, dict]) -> dict[str, dict[s
                 f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
                 f"built by {s.get('build_func_name')!r}); only G_style / D_basic StyleGAN networks are read"
             )
-        nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": _all_variables(path, key, s)}
+        nets[key] = {
+            "static_kwargs": static_kwargs(path, key, s),
+            "variables": _all_variables(path, key, s),
+        }
     return nets
 
 
 # Build options of G_style / D_basic that progan's networks implement only at these values (the
 # official defaults).
 _FIXED_OPTIONS = {
-    "num_channels": 3, "label_size": 0, "fmap_decay": 1.0, "use_styles": True, "const_input_layer": True,
-    "use_noise": True, "nonlinearity": "lrelu", "mapping_nonlinearity": "lrelu", "use_wscale": True,
-    "use_pixel_norm": False, "use_instance_norm": True, "normalize_latents": True,
-    "blur_filter": [1, 2, 1], "mbstd_num_features": 1,
+    "num_channels": 3,
+    "label_size": 0,
+    "fmap_decay": 1.0,
+    "use_styles": True,
+    "const_input_layer": True,
+    "use_noise": True,
+    "nonlinearity": "lrelu",
+    "mapping_nonlinearity": "lrelu",
+    "use_wscale": True,
+    "use_pixel_norm": False,
+    "use_instance_norm": True,
+    "normalize_latents": True,
+    "blur_filter": [1, 2, 1],
+    "mbstd_num_features": 1,
 }
 _FUSED_RES = {"auto": 128, True: 8, False: 0}
 
@@ -142,14 +167,18 @@ def config_from_official(nets: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     f"the official network was built with {key} = {kw[key]!r}; progan's style-based "
                     f"networks implement only {key} = {value!r}"
                 )
-    opt = lambda kw, k, default: kw.get(k, default)  # noqa: E731
+    opt = lambda kw, k, default: kw.get(k, default)
     res_max = int(opt(g_kw, "resolution", 1024))
-    sizes = [(int(opt(kw, "fmap_base", 8192)), int(opt(kw, "fmap_max", 512))) for kw in (g_kw, d_kw)]
+    sizes = [
+        (int(opt(kw, "fmap_base", 8192)), int(opt(kw, "fmap_max", 512))) for kw in (g_kw, d_kw)
+    ]
     if res_max != int(opt(d_kw, "resolution", 32)) or sizes[0] != sizes[1]:
         raise ProganError("the official G and D differ in resolution or feature maps")
     fused = {opt(kw, "fused_scale", "auto") for kw in (g_kw, d_kw)}
     if len(fused) != 1 or next(iter(fused)) not in _FUSED_RES:
-        raise ProganError(f"the official G and D were built with fused_scale {sorted(map(str, fused))}")
+        raise ProganError(
+            f"the official G and D were built with fused_scale {sorted(map(str, fused))}"
+        )
     v = nets["G"]["variables"]
     dense = sorted(int(m[1]) for k in v if (m := re.fullmatch(r"G_mapping/Dense(\d+)/weight", k)))
     if not dense or dense != list(range(len(dense))):

@@ -22,6 +22,7 @@ network (the fixtures hold both paths to the official outputs).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from progan.errors import ProganError
-from progan.layers import SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, lrelu, pixel_norm, upsample2x
+from progan.layers import (
+    SQRT2,
+    EqualizedConv2d,
+    EqualizedLinear,
+    downsample2x,
+    lrelu,
+    pixel_norm,
+    upsample2x,
+)
 from progan.networks import Discriminator, num_features, resolutions
 
 if TYPE_CHECKING:
@@ -119,10 +128,14 @@ def seeded_noise(seeds: torch.Tensor, layer: int, size: int) -> torch.Tensor:
 class MappingNetwork(nn.Module):
     """z -> pixel norm -> ``layers`` dense layers with leaky ReLU and a learning-rate multiplier -> w."""
 
-    def __init__(self, latent_dim: int, w_dim: int, layers: int = 8, fmaps: int = 512, lr_mul: float = 0.01):
+    def __init__(
+        self, latent_dim: int, w_dim: int, layers: int = 8, fmaps: int = 512, lr_mul: float = 0.01
+    ):
         super().__init__()
         dims = [latent_dim] + [fmaps] * (layers - 1) + [w_dim]
-        self.dense = nn.ModuleList(EqualizedLinear(a, b, SQRT2, lr_mul=lr_mul) for a, b in zip(dims, dims[1:]))
+        self.dense = nn.ModuleList(
+            EqualizedLinear(a, b, SQRT2, lr_mul=lr_mul) for a, b in itertools.pairwise(dims)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = pixel_norm(z)
@@ -139,7 +152,9 @@ class StyleLayer(nn.Module):
     (the official ``noise<i>`` variables).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, kind: str, fused: bool = False):
+    def __init__(
+        self, in_ch: int, out_ch: int, w_dim: int, res: int, kind: str, fused: bool = False
+    ):
         super().__init__()
         self.kind, self.fused = kind, fused
         self.conv = None if kind == "const" else EqualizedConv2d(in_ch, out_ch, 3, bias=False)
@@ -225,14 +240,21 @@ class StyleGenerator(nn.Module):
         self.res_max, self.latent_dim, self.num_classes, self.w_dim = res_max, latent_dim, 0, w_dim
         self.num_layers = layer_index(res_max) + 2
         self.style_mixing, self.w_avg_beta = style_mixing, w_avg_beta
-        nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
-        fused = lambda r: 0 < fused_res <= r  # noqa: E731
-        self.mapping = MappingNetwork(latent_dim, w_dim, mapping_layers, mapping_fmaps, mapping_lr_mul)
+        nf = lambda r: num_features(r, fmap_base, fmap_max)
+        fused = lambda r: 0 < fused_res <= r
+        self.mapping = MappingNetwork(
+            latent_dim, w_dim, mapping_layers, mapping_fmaps, mapping_lr_mul
+        )
         self.input = SynthesisInput(nf(4), w_dim)
         self.blocks = nn.ModuleDict(
-            {str(r): SynthesisBlock(nf(r // 2), nf(r), w_dim, r, fused(r)) for r in resolutions(res_max)[1:]}
+            {
+                str(r): SynthesisBlock(nf(r // 2), nf(r), w_dim, r, fused(r))
+                for r in resolutions(res_max)[1:]
+            }
         )
-        self.to_rgb = nn.ModuleDict({str(r): EqualizedConv2d(nf(r), 3, 1, gain=1.0) for r in resolutions(res_max)})
+        self.to_rgb = nn.ModuleDict(
+            {str(r): EqualizedConv2d(nf(r), 3, 1, gain=1.0) for r in resolutions(res_max)}
+        )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def layers_at(self, res: int) -> int:
@@ -253,7 +275,9 @@ class StyleGenerator(nn.Module):
         seeds = torch.randint(-(1 << 62), 1 << 62, (batch,), generator=gen, dtype=torch.int64)
         return {
             "z2": z2,
-            "mix_cutoff": torch.full((batch,), cutoff if mix and layers > 1 else layers, dtype=torch.int64),
+            "mix_cutoff": torch.full(
+                (batch,), cutoff if mix and layers > 1 else layers, dtype=torch.int64
+            ),
             "noise_seed": seeds,
         }
 
@@ -269,8 +293,15 @@ class StyleGenerator(nn.Module):
         w_mean = self.mapping(z.to(self.w_avg.device)).float().mean(dim=0)
         self.w_avg.copy_(w_mean + (self.w_avg - w_mean) * self.w_avg_beta)
 
-    def ws(self, z: torch.Tensor, res: int, z2=None, mix_cutoff=None, truncation_psi: float = 1.0,
-           truncation_cutoff: int | None = None) -> torch.Tensor:
+    def ws(
+        self,
+        z: torch.Tensor,
+        res: int,
+        z2=None,
+        mix_cutoff=None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
         """Per-layer styles (N, num_layers, w_dim): mapping, then style mixing or truncation."""
         w = self.mapping(z)
         ws = w.unsqueeze(1).expand(-1, self.num_layers, -1)
@@ -335,7 +366,9 @@ class StyleGenerator(nn.Module):
 
     def stage_modules(self, res: int, alpha: float) -> list[nn.Module]:
         """The submodules ``forward(..., res, alpha)`` uses (the rest get no gradient)."""
-        mods = [self.mapping, self.input, self.to_rgb[str(res)]] + [self.blocks[str(r)] for r in resolutions(res)[1:]]
+        mods = [self.mapping, self.input, self.to_rgb[str(res)]] + [
+            self.blocks[str(r)] for r in resolutions(res)[1:]
+        ]
         if alpha < 1.0 and res > 4:
             mods.append(self.to_rgb[str(res // 2)])
         return mods
@@ -362,12 +395,19 @@ class StyleDBlock(nn.Module):
 class StyleDiscriminator(Discriminator):
     """The official ``D_basic``: progan's discriminator with a blur before each downsampling conv."""
 
-    def __init__(self, res_max: int = 1024, fmap_base: int = 8192, fmap_max: int = 512, num_classes: int = 0,
-                 mbstd_group: int = 4, fused_res: int = 128):
+    def __init__(
+        self,
+        res_max: int = 1024,
+        fmap_base: int = 8192,
+        fmap_max: int = 512,
+        num_classes: int = 0,
+        mbstd_group: int = 4,
+        fused_res: int = 128,
+    ):
         if num_classes:
             raise ValueError("the StyleGAN discriminator is unconditional (num_classes must be 0)")
         super().__init__(res_max, fmap_base, fmap_max, 0, mbstd_group)
-        nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
+        nf = lambda r: num_features(r, fmap_base, fmap_max)
         self.blocks = nn.ModuleDict(
             {
                 str(r): StyleDBlock(nf(r), nf(r // 2), 0 < fused_res <= r)
@@ -390,14 +430,26 @@ OPTIONS = {
 }
 
 
-def build(cfg: "TrainConfig", num_classes: int = 0) -> tuple[StyleGenerator, StyleDiscriminator]:
+def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[StyleGenerator, StyleDiscriminator]:
     """StyleGenerator and StyleDiscriminator for a config (its ``[net]`` table holds ``OPTIONS``)."""
     if num_classes:
         raise ProganError("arch 'stylegan' is unconditional: train it without conditional = true")
     o = {**OPTIONS, **cfg.net}
     g = StyleGenerator(
-        cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, 0, o["w_dim"], o["mapping_layers"],
-        o["mapping_fmaps"], o["mapping_lr_mul"], o["style_mixing"], o["w_avg_beta"], o["fused_res"],
+        cfg.res_max,
+        cfg.latent_dim,
+        cfg.fmap_base,
+        cfg.fmap_max,
+        0,
+        o["w_dim"],
+        o["mapping_layers"],
+        o["mapping_fmaps"],
+        o["mapping_lr_mul"],
+        o["style_mixing"],
+        o["w_avg_beta"],
+        o["fused_res"],
     )
-    d = StyleDiscriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, 0, cfg.mbstd_group, o["fused_res"])
+    d = StyleDiscriminator(
+        cfg.res_max, cfg.fmap_base, cfg.fmap_max, 0, cfg.mbstd_group, o["fused_res"]
+    )
     return g, d

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
-from progan.official import lod_to_stage
-from progan.official_stylegan import discriminator_state, generator_state
+from progan.official import discriminator_state, lod_to_stage
+from progan.official_stylegan import generator_state
 from progan.optim import TFAdam
 from progan.stylegan import StyleDiscriminator, StyleGenerator, seeded_noise
 
@@ -53,16 +53,25 @@ class Case:
         fused_res = 8 if self.gkw.get("fused_scale") is True else 128
         kw = self.gkw
         G = StyleGenerator(
-            self.res_max, kw["latent_size"], kw["fmap_base"], kw["fmap_max"], 0, kw["dlatent_size"],
-            kw.get("mapping_layers", 8), kw["mapping_fmaps"], fused_res=fused_res,
+            self.res_max,
+            kw["latent_size"],
+            kw["fmap_base"],
+            kw["fmap_max"],
+            0,
+            kw["dlatent_size"],
+            kw.get("mapping_layers", 8),
+            kw["mapping_fmaps"],
+            fused_res=fused_res,
         )
-        D = StyleDiscriminator(self.res_max, self.dkw["fmap_base"], self.dkw["fmap_max"], fused_res=fused_res)
+        D = StyleDiscriminator(
+            self.res_max, self.dkw["fmap_base"], self.dkw["fmap_max"], fused_res=fused_res
+        )
         G.load_state_dict(generator_state(self.vars("G/"), self.res_max))
         D.load_state_dict(discriminator_state(self.vars("D/"), self.res_max))
         return G, D
 
     def vars(self, prefix: str) -> dict[str, np.ndarray]:
-        return {k[len(prefix):]: self.z[k] for k in self.z.files if k.startswith(prefix)}
+        return {k[len(prefix) :]: self.z[k] for k in self.z.files if k.startswith(prefix)}
 
     def tensor(self, key: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.z[key], dtype=np.float32))
@@ -139,8 +148,13 @@ def test_truncation_matches_official(name):
         psi, cutoff = round(psi, 4), int(cutoff)
         ref = case.tensor(f"g_trunc/{psi}/{int(cutoff)}")
         with torch.no_grad():
-            ours = G(case.tensor("latents")[: ref.shape[0]], case.res_max, noise_mode="const",
-                     truncation_psi=float(psi), truncation_cutoff=int(cutoff))
+            ours = G(
+                case.tensor("latents")[: ref.shape[0]],
+                case.res_max,
+                noise_mode="const",
+                truncation_psi=float(psi),
+                truncation_cutoff=int(cutoff),
+            )
             plain = G(case.tensor("latents")[: ref.shape[0]], case.res_max, noise_mode="const")
         assert _rel_diff(ours, ref) <= 1e-5
         assert _rel_diff(plain, ref) > 1e-3  # truncation changed the images
@@ -166,8 +180,14 @@ def test_training_forward_matches_official_at_every_lod(name, lod):
     d = case.draws("draws_g", G, lod)
     k = case.perm.argsort()[: ref.shape[0]]  # draws() permutes the batch: take samples 0, 1
     with torch.no_grad():
-        ours = G(d["z"][k], res, alpha, z2=d["z2"][k], mix_cutoff=d["mix_cutoff"][k],
-                 noise=[x[k] for x in d["noise"]])
+        ours = G(
+            d["z"][k],
+            res,
+            alpha,
+            z2=d["z2"][k],
+            mix_cutoff=d["mix_cutoff"][k],
+            noise=[x[k] for x in d["noise"]],
+        )
     assert _rel_diff(ours, ref) <= 1e-5
 
 
@@ -177,7 +197,10 @@ def _d_loss(case: Case, G, D, lod: float, step: bool = False) -> torch.Tensor:
     with torch.no_grad():
         fakes = G(d.pop("z"), res, alpha, **d)
     loss, _ = logistic_r1_d_loss(
-        lambda x: D(x, res, alpha), case.reals(res, alpha)[case.perm], fakes, 10.0,
+        lambda x: D(x, res, alpha),
+        case.reals(res, alpha)[case.perm],
+        fakes,
+        10.0,
         grad_scale=penalty_grad_scale(res, case.res_max, "full"),
     )
     return loss
@@ -210,7 +233,10 @@ def test_one_training_step_matches_official(name, lod):
     G, D = case.networks()
     res, alpha = lod_to_stage(lod, case.res_max)
     opt = dict(lr=LR, betas=(0.0, 0.99), eps=1e-8)
-    opt_d, opt_g = TFAdam(_stage_params(D, res, alpha), **opt), TFAdam(_stage_params(G, res, alpha), **opt)
+    opt_d, opt_g = (
+        TFAdam(_stage_params(D, res, alpha), **opt),
+        TFAdam(_stage_params(G, res, alpha), **opt),
+    )
 
     _d_loss(case, G, D, lod, step=True).backward()
     opt_d.step()
@@ -253,15 +279,21 @@ def test_parameter_counts_match_official_at_1024():
     ours = G.state_dict()
     assert state.keys() == ours.keys()
     assert all(state[k].shape == ours[k].shape for k in state)
-    d_state = discriminator_state({n: np.zeros(s, np.float32) for n, s in shapes["D"].items()}, 1024)
-    assert {k: v.shape for k, v in d_state.items()} == {k: v.shape for k, v in D.state_dict().items()}
+    d_state = discriminator_state(
+        {n: np.zeros(s, np.float32) for n, s in shapes["D"].items()}, 1024
+    )
+    assert {k: v.shape for k, v in d_state.items()} == {
+        k: v.shape for k, v in D.state_dict().items()
+    }
 
 
 def _small(fused_res=128):
     torch.manual_seed(0)
     G = StyleGenerator(32, 16, 128, 16, 0, 16, 3, 16, fused_res=fused_res)
     D = StyleDiscriminator(32, 128, 16, fused_res=fused_res)
-    for p in list(G.parameters()) + list(D.parameters()):  # non-zero biases, noise strengths, styles
+    for p in list(G.parameters()) + list(
+        D.parameters()
+    ):  # non-zero biases, noise strengths, styles
         with torch.no_grad():
             p.add_(0.2 * torch.randn_like(p))
     return G, D
@@ -305,13 +337,18 @@ def test_step_inputs_give_each_sample_the_same_draws_however_the_batch_is_split(
     same generator state, the same draws."""
     G, _ = _small()
     z = torch.randn(8, 16)
-    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))  # noqa: E731
+    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))
     full, again = draw(), draw()
     assert all(torch.equal(full[k], again[k]) for k in full)
     assert all(v.shape[0] == 8 for v in full.values())
     with torch.no_grad():
         whole = G(z, 32, **full)
-        halves = torch.cat([G(z[lo:hi], 32, **{k: v[lo:hi] for k, v in full.items()}) for lo, hi in ((0, 5), (5, 8))])
+        halves = torch.cat(
+            [
+                G(z[lo:hi], 32, **{k: v[lo:hi] for k, v in full.items()})
+                for lo, hi in ((0, 5), (5, 8))
+            ]
+        )
     assert _rel_diff(whole, halves) <= 1e-5
 
 
@@ -362,8 +399,15 @@ def test_registry_builds_the_networks_from_the_net_table():
     from progan.config import from_dict
     from progan.errors import ProganError
 
-    cfg = from_dict({"arch": "stylegan", "res_max": 32, "fmap_max": 16, "latent_dim": 16,
-                     "net": {"w_dim": 8, "mapping_layers": 2, "mapping_fmaps": 12, "style_mixing": 0.5}})
+    cfg = from_dict(
+        {
+            "arch": "stylegan",
+            "res_max": 32,
+            "fmap_max": 16,
+            "latent_dim": 16,
+            "net": {"w_dim": 8, "mapping_layers": 2, "mapping_fmaps": 12, "style_mixing": 0.5},
+        }
+    )
     G, D = build_networks(cfg)
     assert isinstance(G, StyleGenerator) and isinstance(D, StyleDiscriminator)
     assert (G.latent_dim, G.num_classes, G.res_max, G.w_dim, G.style_mixing) == (16, 0, 32, 8, 0.5)
@@ -411,7 +455,12 @@ def test_config_from_official_refuses_options_progan_does_not_implement():
 
     nets = stylegan_networks(PICKLE, read_official_pickle(PICKLE))
     cfg = config_from_official(nets)
-    assert (cfg["res_max"], cfg["latent_dim"], cfg["net"]["w_dim"], cfg["net"]["mapping_layers"]) == (16, 16, 8, 3)
+    assert (
+        cfg["res_max"],
+        cfg["latent_dim"],
+        cfg["net"]["w_dim"],
+        cfg["net"]["mapping_layers"],
+    ) == (16, 16, 8, 3)
     nets["G"]["static_kwargs"]["use_pixel_norm"] = True
     with pytest.raises(ProganError, match="use_pixel_norm = True"):
         config_from_official(nets)

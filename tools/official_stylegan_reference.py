@@ -61,8 +61,16 @@ CASES = {
     # fused_scale=True forced at every resolution: the transposed conv (G) and strided conv (D)
     # that the official code uses from 128x128 up.
     "stylegan-16-fused": dict(
-        g_kwargs=dict(resolution=16, fmap_base=64, fmap_max=8, fused_scale=True, mapping_layers=3,
-                      latent_size=16, dlatent_size=8, mapping_fmaps=12),
+        g_kwargs=dict(
+            resolution=16,
+            fmap_base=64,
+            fmap_max=8,
+            fused_scale=True,
+            mapping_layers=3,
+            latent_size=16,
+            dlatent_size=8,
+            mapping_fmaps=12,
+        ),
         d_kwargs=dict(resolution=16, fmap_base=64, fmap_max=8, fused_scale=True),
         n=4,
         lods=[0.0, 0.4, 1.0],
@@ -72,9 +80,7 @@ CASES = {
 TRUNCATIONS = [(0.7, 8), (0.5, 3)]
 LR = 0.001
 G_SAMPLES = 2  # G couples no samples: its images are stored for the first two only
-PLACEHOLDER_SRC = (
-    "# build_module_src of the official networks_stylegan.py: left out (CC BY-NC); progan never executes it\n"
-)
+PLACEHOLDER_SRC = "# build_module_src of the official networks_stylegan.py: left out (CC BY-NC); progan never executes it\n"
 
 
 # --- TF1 graph code on TF2, NCHW on CPU ----------------------------------------------------------
@@ -95,7 +101,9 @@ def _tf_shim(tf):
     def nhwc(op):
         def wrapped(x, w, *args, strides, padding, data_format="NHWC", **kw):
             if data_format != "NCHW":
-                return op(x, w, *args, strides=strides, padding=padding, data_format=data_format, **kw)
+                return op(
+                    x, w, *args, strides=strides, padding=padding, data_format=data_format, **kw
+                )
             y = op(v1.transpose(x, to_nhwc), w, *args, strides=perm(strides), padding=padding, **kw)
             return v1.transpose(y, to_nchw)
 
@@ -103,10 +111,16 @@ def _tf_shim(tf):
 
     def conv2d_transpose(x, w, output_shape, strides, padding="SAME", data_format="NHWC", **kw):
         if data_format != "NCHW":
-            return v1.nn.conv2d_transpose(x, w, output_shape, strides, padding=padding,
-                                          data_format=data_format, **kw)
-        y = v1.nn.conv2d_transpose(v1.transpose(x, to_nhwc), w, v1.stack(perm(output_shape)),
-                                   strides=perm(strides), padding=padding)
+            return v1.nn.conv2d_transpose(
+                x, w, output_shape, strides, padding=padding, data_format=data_format, **kw
+            )
+        y = v1.nn.conv2d_transpose(
+            v1.transpose(x, to_nhwc),
+            w,
+            v1.stack(perm(output_shape)),
+            strides=perm(strides),
+            padding=padding,
+        )
         return v1.transpose(y, to_nchw)
 
     def avg_pool(x, ksize, strides, padding, data_format="NHWC", **kw):
@@ -157,7 +171,7 @@ def load_official(repo: Path):
     # Their modules name TF1 attributes at import (type hints): they import the shim as tensorflow.
     sys.modules["tensorflow"] = shim
     try:
-        import dnnlib.tflib as tflib  # noqa: E402  (the official modules)
+        from dnnlib import tflib
         from training import loss, networks_stylegan  # noqa: F401
     finally:
         sys.modules["tensorflow"] = tf
@@ -199,7 +213,9 @@ def _seeded_vars(net, rng) -> dict[str, np.ndarray]:
         if name.endswith("lod"):
             out[name] = np.float32(0.0)
         elif name.endswith("/bias"):
-            out[name] = (0.2 * rng.standard_normal(shape) * (100.0 if mapping else 1.0)).astype(np.float32)
+            out[name] = (0.2 * rng.standard_normal(shape) * (100.0 if mapping else 1.0)).astype(
+                np.float32
+            )
         elif name.endswith("Noise/weight"):
             out[name] = (0.3 * rng.standard_normal(shape)).astype(np.float32)
         elif name.endswith("dlatent_avg"):
@@ -259,7 +275,7 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
     num_layers = 2 * int(np.log2(res_max)) - 2
     G = tflib.Network("G", func_name="training.networks_stylegan.G_style", **gkw)
     D = tflib.Network("D", func_name="training.networks_stylegan.D_basic", **dkw)
-    mapping, synthesis = G.components.mapping, G.components.synthesis
+    mapping = G.components.mapping
     latent = G.input_shape[1]
     g_init, d_init = _seeded_vars(G, rng), _seeded_vars(D, rng)
     _set(tflib, G, g_init)
@@ -271,9 +287,12 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
     draws_d = _draws(rng, n, latent, num_layers, res_max, True, "draws_d")
     draws_g = _draws(rng, n, latent, num_layers, res_max, False, "draws_g")
     out.update(
-        latents=z, images=images, lods=np.array(spec["lods"], np.float32),
+        latents=z,
+        images=images,
+        lods=np.array(spec["lods"], np.float32),
         step_lods=np.array(spec["step_lods"], np.float32),
-        g_kwargs=json.dumps(gkw), d_kwargs=json.dumps(dkw),
+        g_kwargs=json.dumps(gkw),
+        d_kwargs=json.dumps(dkw),
         truncations=np.array(TRUNCATIONS, np.float32),
     )
 
@@ -283,7 +302,9 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
     dlatents_out = mapping.get_output_for(z_in, no_labels)
     g_out = G.get_output_for(z_in, no_labels, truncation_psi=None, randomize_noise=False)
     g_trunc = [
-        G.get_output_for(z_in, no_labels, truncation_psi=psi, truncation_cutoff=cut, randomize_noise=False)
+        G.get_output_for(
+            z_in, no_labels, truncation_psi=psi, truncation_cutoff=cut, randomize_noise=False
+        )
         for psi, cut in TRUNCATIONS
     ]
     d_out = D.get_output_for(x_in, v1.zeros([v1.shape(x_in)[0], 0]))
@@ -292,11 +313,27 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
     reals_in = v1.placeholder(v1.float32, [n, 3, res_max, res_max])
     fed = {}
     for tag, draws, build in (
-        ("draws_d", draws_d, lambda: loss.D_logistic_simplegp(
-            G=G, D=D, opt=_NoScaling(), training_set=None, minibatch_size=n, reals=reals_in,
-            labels=v1.zeros([n, 0]), r1_gamma=10.0)),
-        ("draws_g", draws_g, lambda: loss.G_logistic_nonsaturating(
-            G=G, D=D, opt=_NoScaling(), training_set=_NoLabels(v1, n), minibatch_size=n)),
+        (
+            "draws_d",
+            draws_d,
+            lambda: loss.D_logistic_simplegp(
+                G=G,
+                D=D,
+                opt=_NoScaling(),
+                training_set=None,
+                minibatch_size=n,
+                reals=reals_in,
+                labels=v1.zeros([n, 0]),
+                r1_gamma=10.0,
+            ),
+        ),
+        (
+            "draws_g",
+            draws_g,
+            lambda: loss.G_logistic_nonsaturating(
+                G=G, D=D, opt=_NoScaling(), training_set=_NoLabels(v1, n), minibatch_size=n
+            ),
+        ),
     ):
         keys = [f"{tag}/{k}" for k in ("z", "z2", "mix_u", "mix_cutoff")]
         keys += [f"{tag}/noise{i}" for i in range(num_layers)]
@@ -313,8 +350,13 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
     out.update(draws_g)
 
     lrate_in = v1.placeholder(v1.float32, [])
-    opt_args = dict(tf_optimizer="tensorflow.compat.v1.train.AdamOptimizer", learning_rate=lrate_in,
-                    beta1=0.0, beta2=0.99, epsilon=1e-8)  # the official train.py G_opt / D_opt
+    opt_args = dict(
+        tf_optimizer="tensorflow.compat.v1.train.AdamOptimizer",
+        learning_rate=lrate_in,
+        beta1=0.0,
+        beta2=0.99,
+        epsilon=1e-8,
+    )  # the official train.py G_opt / D_opt
     D_opt = tflib.Optimizer(name="TrainD", **opt_args)
     G_opt = tflib.Optimizer(name="TrainG", **opt_args)
     D_opt.register_gradients(v1.reduce_mean(d_loss), D.trainables)
@@ -329,9 +371,13 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
         """The placeholders' values; a new mixing cutoff (in [1, layers at lod)) unless ``redraw`` is False."""
         if redraw:
             cur_layers = num_layers - 2 * int(lod)
-            draws[f"{tag}/mix_cutoff"] = np.int32(rng.integers(1, cur_layers)) if cur_layers > 1 else np.int32(1)
+            draws[f"{tag}/mix_cutoff"] = (
+                np.int32(rng.integers(1, cur_layers)) if cur_layers > 1 else np.int32(1)
+            )
             out[key or f"{tag}/mix_cutoff/{lod}"] = draws[f"{tag}/mix_cutoff"]
-        return {ph: np.asarray(draws[k], np.float32 if 'noise' in k else None) for k, ph in phs.items()}
+        return {
+            ph: np.asarray(draws[k], np.float32 if "noise" in k else None) for k, ph in phs.items()
+        }
 
     out["dlatents"] = tflib.run(dlatents_out, {z_in: z})
     set_lod(0.0)
@@ -344,15 +390,28 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
         native = full[:, :, ::f, ::f]
         # (At the 4x4 stage the official output is lerp(new, old, 1) = new + (old - new) * 1: not
         # bit-exactly a nearest upscale of the 4x4 image.)
-        assert np.allclose(_up(native, f), full, rtol=0, atol=1e-5), "G output is not an upscale of its stage"
+        assert np.allclose(_up(native, f), full, rtol=0, atol=1e-5), (
+            "G output is not an upscale of its stage"
+        )
         scores = tflib.run(d_out, {x_in: images.astype(np.float32)})
         reals_full = _up(stage_reals(images, lod), f)
-        dl = tflib.run(v1.reduce_mean(d_loss), {reals_in: reals_full, **feeds(lod, d_phs, draws_d, "draws_d")})
+        dl = tflib.run(
+            v1.reduce_mean(d_loss), {reals_in: reals_full, **feeds(lod, d_phs, draws_d, "draws_d")}
+        )
         gl = tflib.run(v1.reduce_mean(g_loss), feeds(lod, g_phs, draws_g, "draws_g"))
-        fakes = tflib.run(g_train_out, {z_in: draws_g["draws_g/z"], **feeds(lod, g_train_phs, draws_g, "draws_g", False)})
+        fakes = tflib.run(
+            g_train_out,
+            {z_in: draws_g["draws_g/z"], **feeds(lod, g_train_phs, draws_g, "draws_g", False)},
+        )
         out[f"g_fakes/{lod}"] = fakes[:G_SAMPLES, :, ::f, ::f]
-        out.update({f"g_images/{lod}": native, f"d_scores/{lod}": scores[:, 0],
-                    f"d_loss/{lod}": dl, f"g_loss/{lod}": gl})
+        out.update(
+            {
+                f"g_images/{lod}": native,
+                f"d_scores/{lod}": scores[:, 0],
+                f"d_loss/{lod}": dl,
+                f"g_loss/{lod}": gl,
+            }
+        )
 
     g_keep = [k for k in G.vars if k in G.trainables or k.endswith("dlatent_avg")]
     for lod in spec["step_lods"]:
@@ -362,10 +421,22 @@ def run_case(name: str, spec: dict, v1, shim, tflib, loss, seed: int) -> tuple[d
         D_opt.reset_optimizer_state()
         G_opt.reset_optimizer_state()
         reals_full = _up(stage_reals(images, lod), 2 ** int(np.floor(lod)))
-        tflib.run(d_train, {reals_in: reals_full, lrate_in: LR,
-                            **feeds(lod, d_phs, draws_d, "draws_d", key=f"step/{lod}/draws_d/mix_cutoff")})
+        tflib.run(
+            d_train,
+            {
+                reals_in: reals_full,
+                lrate_in: LR,
+                **feeds(lod, d_phs, draws_d, "draws_d", key=f"step/{lod}/draws_d/mix_cutoff"),
+            },
+        )
         out[f"step/{lod}/dlatent_avg_after_d"] = tflib.run(G.vars["dlatent_avg"])
-        tflib.run(g_train, {lrate_in: LR, **feeds(lod, g_phs, draws_g, "draws_g", key=f"step/{lod}/draws_g/mix_cutoff")})
+        tflib.run(
+            g_train,
+            {
+                lrate_in: LR,
+                **feeds(lod, g_phs, draws_g, "draws_g", key=f"step/{lod}/draws_g/mix_cutoff"),
+            },
+        )
         out.update({f"step/{lod}/D/{k}": v for k, v in _get(tflib, D, D.trainables).items()})
         out.update({f"step/{lod}/G/{k}": v for k, v in _get(tflib, G, g_keep).items()})
 
@@ -387,7 +458,9 @@ def write_pickle(path: Path, ctx: dict, tflib) -> dict:
     G, D = ctx["G"], ctx["D"]
     Gs = G.clone("Gs")
     gs_vars = {
-        k: v if k.endswith("lod") else v + 0.05 * ctx["rng"].standard_normal(np.shape(v)).astype(np.float32)
+        k: v
+        if k.endswith("lod")
+        else v + 0.05 * ctx["rng"].standard_normal(np.shape(v)).astype(np.float32)
         for k, v in _get(tflib, G).items()
     }
     _set(tflib, Gs, gs_vars)
@@ -418,7 +491,10 @@ def full_size_shapes(tflib) -> dict:
     }
     return {
         "static_kwargs": kw,
-        **{k: {name: [d.value for d in v.shape] for name, v in net.vars.items()} for k, net in nets.items()},
+        **{
+            k: {name: [d.value for d in v.shape] for name, v in net.vars.items()}
+            for k, net in nets.items()
+        },
         "trainable": {k: sorted(net.trainables) for k, net in nets.items()},
     }
 
@@ -426,12 +502,16 @@ def full_size_shapes(tflib) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official-repo", required=True, type=Path, help="checkout of NVlabs/stylegan")
-    ap.add_argument("--out", required=True, type=Path, help="fixture folder (tests/fixtures/official_stylegan/)")
+    ap.add_argument(
+        "--out", required=True, type=Path, help="fixture folder (tests/fixtures/official_stylegan/)"
+    )
     ap.add_argument("--seed", type=int, default=2019)
     args = ap.parse_args(argv)
     if not (args.official_repo / "training" / "networks_stylegan.py").is_file():
-        sys.exit(f"error: '{args.official_repo}' is not a checkout of the official StyleGAN code "
-                 "(no training/networks_stylegan.py)")
+        sys.exit(
+            f"error: '{args.official_repo}' is not a checkout of the official StyleGAN code "
+            "(no training/networks_stylegan.py)"
+        )
     v1, shim, tflib, loss = load_official(args.official_repo.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (name, spec) in enumerate(CASES.items()):
