@@ -110,14 +110,17 @@ def seeded_noise(seeds: torch.Tensor, layer: int, size: int) -> torch.Tensor:
     A counter-based hash (splitmix64) and Box-Muller: each sample's noise depends on its own seed
     only, so the training loop draws one int64 per sample for the global batch and any split of
     it over processes, or a resumed run, makes the same maps, on the device, without a CPU draw of
-    the full-batch maps (2.8 M values per sample at 1024x1024).
+    the full-batch maps (2.8 M values per sample at 1024x1024). The same numbers on CPU and CUDA
+    (int64 arithmetic wraps alike). On a CPU it costs about 8 times ``torch.randn``: 13 ms per G
+    forward at 32x32 for a batch of 32 on one (loaded) core.
     """
     n = seeds.shape[0]
     key = _mix64(seeds.to(torch.int64).view(n, 1) * _GOLDEN + (layer + 1))
-    idx = torch.arange(2 * size * size, device=seeds.device, dtype=torch.int64).view(1, -1)
-    bits = _shr(_mix64(key + idx * _GOLDEN), 40).to(torch.float32)  # 24 uniform bits
-    u = (bits + 0.5) / float(1 << 24)
-    u1, u2 = u[:, 0::2], u[:, 1::2]
+    idx = torch.arange(size * size, device=seeds.device, dtype=torch.int64).view(1, -1)
+    bits = _mix64(key + idx * _GOLDEN)  # SplitMix64 of the pixel's counter
+    scale = 1.0 / float(1 << 24)
+    u1 = (_shr(bits, 40).to(torch.float32) + 0.5) * scale  # two 24-bit uniforms in (0, 1)
+    u2 = (((bits >> 16) & 0xFFFFFF).to(torch.float32) + 0.5) * scale
     z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
     return z.view(n, 1, size, size)
 
