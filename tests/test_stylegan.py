@@ -375,8 +375,12 @@ def test_seeded_noise_is_standard_normal_and_per_sample():
     x = seeded_noise(seeds, 4, 64)
     assert x.shape == (3, 1, 64, 64)
     n = x.numel()  # 5 standard errors of the mean (1/sqrt(n)) and of the std (1/sqrt(2n))
-    assert abs(float(x.mean())) < 5 / math.sqrt(n) and abs(float(x.std()) - 1.0) < 5 / math.sqrt(2 * n)
-    assert abs(float((x**4).mean()) - 3.0) < 5 * math.sqrt(96 / n)  # Gaussian kurtosis (var of x^4: 96)
+    assert abs(float(x.mean())) < 5 / math.sqrt(n) and abs(float(x.std()) - 1.0) < 5 / math.sqrt(
+        2 * n
+    )
+    assert abs(float((x**4).mean()) - 3.0) < 5 * math.sqrt(
+        96 / n
+    )  # Gaussian kurtosis (var of x^4: 96)
     assert torch.equal(seeded_noise(seeds[1:2], 4, 64), x[1:2])  # independent of the batch
     assert not torch.equal(seeded_noise(seeds, 5, 64), x)  # layers differ
     assert float((x[0] - x[1]).abs().mean()) > 0.5  # samples differ
@@ -466,3 +470,25 @@ def test_config_from_official_refuses_options_progan_does_not_implement():
     nets["G"]["static_kwargs"]["use_pixel_norm"] = True
     with pytest.raises(ProganError, match="use_pixel_norm = True"):
         config_from_official(nets)
+
+
+@pytest.mark.parametrize("fade", [False, True])
+def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
+    """The analytic count (for bench_train) against the convs and matmuls that run, at 1024x1024
+    widths (shapes only, on the meta device), fused ops from 128 included."""
+    from test_bench import _AtenFlops
+
+    from progan.stylegan import forward_flops
+
+    with torch.device("meta"):
+        G, D = StyleGenerator(), StyleDiscriminator()
+        z = torch.randn(2, 512)
+    alpha = 0.5 if fade else 1.0
+    for res in (4, 8, 64, 128, 1024):
+        with _AtenFlops() as g_count:
+            img = G(z, res, alpha, noise_mode="none")
+        with _AtenFlops() as d_count:
+            D(img, res, alpha)
+        assert (g_count.total, d_count.total) == tuple(
+            2 * f for f in forward_flops(G, D, res, fade)
+        )
