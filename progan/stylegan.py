@@ -299,16 +299,22 @@ class StyleGenerator(nn.Module):
     def ws(
         self,
         z: torch.Tensor,
-        res: int,
-        z2=None,
-        mix_cutoff=None,
+        z2: torch.Tensor | None = None,
+        mix_cutoff: torch.Tensor | None = None,
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
-        """Per-layer styles (N, num_layers, w_dim): mapping, then style mixing or truncation."""
+        """Per-layer styles (N, num_layers, w_dim): mapping, then style mixing, then truncation.
+
+        Mixing: layers >= ``mix_cutoff`` (per sample) take ``mapping(z2)``; a style-mixing grid is
+        ``forward(z_coarse, res, z2=z_fine, mix_cutoff=...)``. Truncation: the first
+        ``truncation_cutoff`` layers' w move to ``w_avg + psi * (w - w_avg)``.
+        """
         w = self.mapping(z)
         ws = w.unsqueeze(1).expand(-1, self.num_layers, -1)
         idx = torch.arange(self.num_layers, device=z.device).view(1, -1, 1)
+        if (z2 is None) != (mix_cutoff is None):
+            raise ValueError("style mixing needs both z2 and mix_cutoff")
         if z2 is not None:
             w2 = self.mapping(z2).unsqueeze(1)
             ws = torch.where(idx < mix_cutoff.to(z.device).view(-1, 1, 1), ws, w2)
@@ -362,7 +368,7 @@ class StyleGenerator(nn.Module):
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
-        ws = self.ws(z, res, z2, mix_cutoff, truncation_psi, truncation_cutoff)
+        ws = self.ws(z, z2, mix_cutoff, truncation_psi, truncation_cutoff)
         if noise is None:
             noise = self.noise_maps(z.shape[0], res, z.device, noise_mode, noise_seed)
         return self.synthesis(ws, res, alpha, noise)

@@ -492,3 +492,9 @@ def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
         assert (g_count.total, d_count.total) == tuple(
             2 * f for f in forward_flops(G, D, res, fade)
         )
+
+
+def test_style_mixing_needs_both_inputs():
+    G, _ = _small()
+    with pytest.raises(ValueError, match="both z2 and mix_cutoff"):
+        G(torch.randn(2, 16), 32, z2=torch.randn(2, 16))
