@@ -293,7 +293,9 @@ class StyleGenerator(nn.Module):
         """
         if self.w_avg_beta >= 1.0:  # official: dlatent_avg_beta 1 (or None) = off
             return
-        w_mean = self.mapping(z.to(self.w_avg.device)).float().mean(dim=0)
+        device = self.w_avg.device
+        with torch.autocast(device.type, enabled=False):  # an average kept in fp32
+            w_mean = self.mapping(z.to(device).float()).mean(dim=0)
         self.w_avg.copy_(w_mean + (self.w_avg - w_mean) * self.w_avg_beta)
 
     def ws(
