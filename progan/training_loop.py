@@ -146,15 +146,16 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
 
     # D step.
     critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
+    grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
     with autocast:
         with torch.no_grad():
             fakes = G(z_d, res, alpha, labels, **inputs[0])
         if cfg.loss == "wgangp":
             d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
-                                            penalty_grad_scale(res, cfg.res_max, cfg.gp_space), labels,
-                                            cfg.cond_weight)
+                                            grad_scale, labels, cfg.cond_weight)
         else:
-            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight)
+            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight,
+                                                 grad_scale)
     d_skipped = descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
