@@ -239,3 +239,15 @@ def test_bench_script_runs_end_to_end_and_writes_json(tmp_path):
     assert rows["fp32_eager"]["ratio_vs_fp32_eager"] == 1.0
     assert data["projection"]["optimised"]["seconds"] > 0
     assert "projected celebahq-1024 schedule" in proc.stdout
+
+
+@pytest.mark.parametrize("loss", ["logistic", "wgangp"])
+def test_style_based_iteration_flops_match_the_aten_ops(loss):
+    """The analytic count bench_train reports for --arch stylegan (both losses, mixing on)."""
+    cfg = TrainConfig(arch="stylegan", fmap_base=FMAP * 8, fmap_max=FMAP, latent_dim=32, res_max=RES,
+                      loss=loss, net={"w_dim": 32, "mapping_fmaps": 32, "style_mixing": 1.0, "fused_res": 8})
+    step, (G, D) = bench.build_step(cfg, RES, 1.0, BATCH, "fp32_eager", torch.device("cpu"))
+    with _AtenFlops() as counter:
+        step()
+    expected = bench.iteration_flops_per_image(cfg, G, D, RES, fade=False) * BATCH
+    assert counter.total == pytest.approx(expected, rel=0.02)

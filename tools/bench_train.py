@@ -33,6 +33,7 @@ from pathlib import Path
 import click
 import torch
 
+from progan.arch import build_networks
 from progan.config import TrainConfig, load_config
 from progan.devices import resolve_device
 from progan.ema import update_ema
@@ -40,6 +41,7 @@ from progan.losses import g_loss, wgangp_d_loss
 from progan.networks import Discriminator, Generator, num_features
 from progan.progress import fmt_duration
 from progan.schedule import phases
+from progan.feeding import step_inputs
 from progan.training_loop import make_optimizer, set_trainable, train_step
 
 PATHS = ("fp32_eager", "optimised")
@@ -50,6 +52,10 @@ DESIGN_GFLOP = {4: 1.4, 8: 11.7, 16: 52.8, 32: 217, 64: 464, 128: 710, 256: 957,
 # Multiples of one forward pass that an iteration executes, per image (see train_flops_per_image).
 EXECUTED = {"G": 4, "D": 14}
 DESIGN_CONVENTION = {"G": 4, "D": 13}
+# With the logistic loss, R1 takes D's input gradient of the reals D already scores (no separate
+# x_hat pass): 1 + 1 forwards, 1 input gradient, 2 + 2 + 2 backward (fakes; reals through the
+# forward graph and through the gradient graph) = 9 F_D in D's step, 11 F_D per iteration.
+EXECUTED_D_BY_LOSS = {"wgangp": 14, "logistic": 11}
 
 
 def forward_flops(res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512,
@@ -90,6 +96,23 @@ def train_flops_per_image(res: int, fmap_base: int = 8192, fmap_max: int = 512, 
     return float(m["G"] * g + m["D"] * d)
 
 
+def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> float:
+    """Analytic FLOPs of one training iteration per image for any registered architecture.
+
+    ProGAN: ``train_flops_per_image``. The style-based G: 4 F_G + (14 or 11 by loss) F_D with its
+    own forward counts (``progan.stylegan.forward_flops``), plus the mixing latent's mapping
+    (forward in D's step, forward and backward in G's: 4 mapping passes) times the mixing
+    probability. tests/test_bench.py holds both against the aten ops an iteration runs.
+    """
+    if cfg.arch == "progan":
+        return train_flops_per_image(res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade)
+    from progan import stylegan
+
+    f_g, f_d = stylegan.forward_flops(G, D, res, fade)
+    mixing = 4 * stylegan.mapping_flops(G) * cfg.net["style_mixing"]
+    return float(EXECUTED["G"] * f_g + EXECUTED_D_BY_LOSS[cfg.loss] * f_d + mixing)
+
+
 def flops_table(fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512) -> str:
     lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'DESIGN.md':>10} {'ratio':>6} "
              f"{'executed':>10}   GFLOP/image, stable phase"]
@@ -117,9 +140,8 @@ def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, 
     """Networks, optimizers and synthetic inputs for one (resolution, path); returns ``step()``."""
     optimised = path == "optimised"
     torch.manual_seed(seed)
-    G = Generator(res_max=res, latent_dim=cfg.latent_dim, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max).to(device)
-    D = Discriminator(res_max=res, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max,
-                      mbstd_group=cfg.mbstd_group, pool=cfg.d_pool).to(device)
+    G, D = build_networks(cfg.replace(res_max=res, res_start=min(cfg.res_start, res)))
+    G, D = G.to(device), D.to(device)
     fmt = torch.channels_last if optimised else torch.contiguous_format
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -132,12 +154,14 @@ def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, 
     z_d = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
     z_g = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
     eps = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
+    # The generator's own draws (a style-based G's mixing latent and noise seeds), as the loop's.
+    inputs = tuple({k: v.to(device) for k, v in d.items()} for d in step_inputs(G, seed, 0, batch, 0, batch, res))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=optimised)
     G_call = torch.compile(G, dynamic=False) if (optimised and compile_g) else G
 
     def step() -> dict[str, torch.Tensor]:
         out = train_step(G_call, D, opt_G, opt_D, cfg, res, alpha, reals, None, z_d, z_g, eps,
-                         d_params, g_params, 1.0, autocast)
+                         d_params, g_params, 1.0, autocast, inputs)
         update_ema(G_ema, G, 0.999)
         return out
 
@@ -159,7 +183,7 @@ def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, d
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _peak_mem(device) if device.type == "cpu" else 0
-    step, _ = build_step(cfg, res, alpha, batch, path, device, compile_g=compile_g)
+    step, (G, D) = build_step(cfg, res, alpha, batch, path, device, compile_g=compile_g)
     for _ in range(warmup):
         step()
     _sync(device)
@@ -168,7 +192,7 @@ def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, d
         step()
     _sync(device)
     dt = (time.perf_counter() - t0) / iters
-    flops = train_flops_per_image(res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade=alpha < 1.0)
+    flops = iteration_flops_per_image(cfg, G, D, res, fade=alpha < 1.0)
     peak = _peak_mem(device)
     return {
         "res": res, "phase": "fade" if alpha < 1.0 else "stable", "path": path, "batch": batch,
@@ -230,6 +254,13 @@ def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.devic
     return "\n".join(lines)
 
 
+def _flops_at(cfg: TrainConfig, res: int, fade: bool) -> float:
+    """``iteration_flops_per_image`` of the config's networks at ``res`` (built shapes-only)."""
+    with torch.device("meta"):
+        G, D = build_networks(cfg.replace(res_max=res, res_start=min(cfg.res_start, res)))
+    return iteration_flops_per_image(cfg, G, D, res, fade)
+
+
 def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> tuple[float, list[str]]:
     """Seconds for the config's whole schedule at the measured images/s; unmeasured phases are
     extrapolated from the nearest measured resolution's achieved FLOP/s, and listed as such."""
@@ -242,15 +273,17 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
             total += images / rates[key]
             continue
         near = min(rates, key=lambda k: abs(math.log2(k[0]) - math.log2(ph.res)))
-        fl_near = train_flops_per_image(near[0], cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, near[1] == "fade")
-        fl = train_flops_per_image(ph.res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, ph.kind == "fade")
+        fl_near = _flops_at(cfg, near[0], near[1] == "fade")
+        fl = _flops_at(cfg, ph.res, ph.kind == "fade")
         total += images / (rates[near] * fl_near / fl)
         notes.append(f"{ph.res} {ph.kind}")
     return total, notes
 
 
 @click.command()
-@click.option("--config", "config_name", default="celebahq-1024", show_default=True)
+@click.option("--config", "config_name", default=None,
+              help="Run config [default: celebahq-1024; with --arch stylegan, ffhq-1024-stylegan].")
+@click.option("--arch", default=None, help="Architecture to time (overrides the config's): progan, stylegan.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--res", "res_list", default="4,8,16,32", show_default=True, help="Comma-separated resolutions.")
 @click.option("--batch", type=int, default=None, help="Minibatch for every resolution (default: the config's).")
@@ -265,10 +298,11 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
 @click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against DESIGN.md and exit.")
 @click.option("--precision-report", "show_precision", is_flag=True,
               help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.")
-def main(config_name, device, res_list, batch, fmap_max, fmap_base, iters, warmup, phase, paths, compile_g,
+def main(config_name, arch, device, res_list, batch, fmap_max, fmap_base, iters, warmup, phase, paths, compile_g,
          json_out, show_flops, show_precision):
     """Time training iterations per resolution and path; print a table, optionally write JSON."""
-    cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device)
+    config_name = config_name or ("ffhq-1024-stylegan" if arch == "stylegan" else "celebahq-1024")
+    cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device, arch=arch)
     if show_flops:
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return
