@@ -297,7 +297,7 @@ def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device, 
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="New run directory to write.")
 @_user_errors
 def import_official_cmd(network, run_dir):
-    """Turn an official ProGAN network pickle (G, D, Gs) into a progan run directory.
+    """Turn an official ProGAN or StyleGAN network pickle (G, D, Gs) into a progan run directory.
 
     The pickle is read without TensorFlow and without running anything it carries: only numpy
     arrays, plain containers and the network states are admitted, anything else is refused.
