@@ -1,4 +1,4 @@
-"""Perceptual path length: the paths, the LPIPS input, the outlier filter, and `progan metrics ppl…`.
+"""Perceptual path length: paths, LPIPS input, outlier filter, and `progan metrics ppl…`.
 
 LPIPS is a stand-in with StyleGAN2-ADA's vgg16.pt call whose features are the image itself times
 ``scale``: its distance is ``scale² ‖Δimage‖²``, so a generator linear in its styles has a PPL
@@ -53,8 +53,9 @@ class _LinearG(nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.latent_dim, self.num_classes = latent_dim, 0
-        self.M = nn.Parameter(torch.randn(latent_dim, latent_dim, generator=gen, dtype=torch.float64))
-        self.A = nn.Parameter(torch.randn(latent_dim, 3 * res * res, generator=gen, dtype=torch.float64) / 10)
+        draw = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+        self.M = nn.Parameter(draw(latent_dim, latent_dim))
+        self.A = nn.Parameter(draw(latent_dim, 3 * res * res) / 10)
         self.requires_grad_(False)
 
     def ws(self, z: torch.Tensor) -> torch.Tensor:
@@ -91,7 +92,8 @@ def test_slerp_walks_the_great_circle_at_constant_speed():
     torch.testing.assert_close(p.norm(dim=1), torch.ones(5))
     # Consecutive points 0.1 apart in t are 0.1 × the angle apart, wherever they are on the path;
     # and the path stays in the plane of a and b.
-    torch.testing.assert_close(torch.acos((p * q).sum(1).clamp(-1, 1)), 0.1 * angle, atol=1e-3, rtol=0)
+    step = torch.acos((p * q).sum(1).clamp(-1, 1))
+    torch.testing.assert_close(step, 0.1 * angle, atol=1e-3, rtol=0)
     basis = torch.linalg.qr(torch.stack([a, b], dim=2)).Q
     torch.testing.assert_close(torch.einsum("nij,ni->nj", basis, p).norm(dim=1), torch.ones(5))
 
@@ -147,7 +149,9 @@ def test_filtered_mean_drops_values_outside_the_1st_and_99th_percentiles():
 @pytest.mark.parametrize("sampling", ["end", "full"])
 def test_a_generator_linear_in_w_has_the_closed_form_ppl_in_w(sampling):
     g = StageGenerator(_LinearG(), 16, 1.0)
-    value, lengths = pp.perceptual_path_length(g, _lpips(2.0), 64, space="w", sampling=sampling, batch=10)
+    value, lengths = pp.perceptual_path_length(
+        g, _lpips(2.0), 64, space="w", sampling=sampling, batch=10
+    )
     # image(t + ε) - image(t) = ε (w1 - w0) A whatever t: length = 2² ‖127.5 crop((w1 - w0) A)‖².
     z0, z1, _ = pp.path_points(64, 6, sampling, seed=0)
     step = g.g.synthesis(g.g.ws(z1) - g.g.ws(z0), 16, 1.0, [])
@@ -204,10 +208,11 @@ def test_a_synthesis_that_ignores_the_styles_has_ppl_zero_noise_included():
 
 def test_ppl_scales_with_the_square_of_the_lpips_features_and_not_with_the_batch():
     g = StageGenerator(_tiny_style(), RES, 1.0)
-    one, lengths = pp.perceptual_path_length(g, _lpips(1.0), 12, space="z", sampling="full", batch=4)
-    three, _ = pp.perceptual_path_length(g, _lpips(3.0), 12, space="z", sampling="full", batch=4)
+    options = {"space": "z", "sampling": "full"}
+    one, lengths = pp.perceptual_path_length(g, _lpips(1.0), 12, batch=4, **options)
+    three, _ = pp.perceptual_path_length(g, _lpips(3.0), 12, batch=4, **options)
     assert three == pytest.approx(9 * one, rel=1e-5)
-    _, other_batch = pp.perceptual_path_length(g, _lpips(1.0), 12, space="z", sampling="full", batch=10)
+    _, other_batch = pp.perceptual_path_length(g, _lpips(1.0), 12, batch=10, **options)
     # Same paths and noise in any batch; convolution kernels may sum in another order per batch.
     np.testing.assert_allclose(other_batch, lengths, rtol=1e-2)
 
@@ -215,9 +220,9 @@ def test_ppl_scales_with_the_square_of_the_lpips_features_and_not_with_the_batch
 # --- `progan metrics ppl…` ------------------------------------------------------------------------
 
 
-def _checkpoint(run: Path, config: dict, g: nn.Module) -> Path:
+def _checkpoint(run: Path, config: dict, g: nn.Module, res: int = RES) -> Path:
     cfg = TrainConfig(data="", device="cpu", **config)
-    state = {"images_shown": 1234, "res": RES, "alpha": 1.0, "num_classes": 0,
+    state = {"images_shown": 1234, "res": res, "alpha": 1.0, "num_classes": 0,
              "config": cfg.to_dict(), "G_ema": g.state_dict()}  # fmt: skip
     return save_checkpoint(run, state)
 
@@ -230,15 +235,23 @@ def vgg(tmp_path) -> Path:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
-def test_metrics_writes_ppl_json_and_scalar_equal_to_the_direct_computation(tmp_path, vgg, monkeypatch):
+def test_metrics_writes_ppl_json_and_scalar_equal_to_the_direct_computation(
+    tmp_path, vgg, monkeypatch
+):
     run = tmp_path / "run"
     ckpt = _checkpoint(run, STYLE, _tiny_style())
-    generated = []
-    monkeypatch.setattr(su, "generated_images", lambda g, n, **k: generated.append(n) or iter(()))
-    result = invoke("metrics", ckpt, "--metrics", "ppl16_wend,ppl16_zfull-nocrop", "--vgg-weights",
-                    vgg, "--device", "cpu", "--batch", 8)  # fmt: skip
+    generated, shared = [], su.generated_images
+    monkeypatch.setattr(
+        su, "generated_images", lambda g, n, **k: generated.append(n) or shared(g, n, **k)
+    )
+    names = ["ppl16_wend", "ppl16_zfull-nocrop", "msssim8"]
+    result = invoke("metrics", ckpt, "--metrics", ",".join(names), "--vgg-weights", vgg,
+                    "--device", "cpu", "--batch", 8)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert generated == []  # PPL draws its own pairs: no shared image pass
+    # PPL draws its own pairs: the shared pass generates MS-SSIM's 8 images only.
+    assert generated == [8]
+    msssim = json.loads(ckpt.with_name(f"{ckpt.stem}.msssim8.json").read_text())
+    assert msssim["pairs"] == 4 and sorted(msssim["computed_with"]) == sorted(names)
     g = load_generator(ckpt)
     for name, space, sampling, crop in (("ppl16_wend", "w", "end", True),
                                         ("ppl16_zfull-nocrop", "z", "full", False)):  # fmt: skip
@@ -247,7 +260,8 @@ def test_metrics_writes_ppl_json_and_scalar_equal_to_the_direct_computation(tmp_
             g, _lpips(0.01), 16, space=space, sampling=sampling, crop=crop, batch=8
         )
         assert record["value"] == pytest.approx(expected, rel=1e-6) and record["value"] > 0
-        assert (record["paths"], record["space"], record["sampling"], record["crop"]) == (16, space, sampling, crop)
+        protocol = (record["paths"], record["space"], record["sampling"], record["crop"])
+        assert protocol == (16, space, sampling, crop)
         assert record["epsilon"] == 1e-4 and record["images_shown"] == 1234
         assert scalars(run, f"metrics/{name}") == [(1234, pytest.approx(record["value"]))]
         assert name in result.output
@@ -255,8 +269,11 @@ def test_metrics_writes_ppl_json_and_scalar_equal_to_the_direct_computation(tmp_
 
 def test_ppl_names_follow_the_suites_scheme():
     specs = su.parse_metrics("ppl_wend,ppl_zfull,ppl50k_wfull,ppl32_zend-nocrop,ppl100k_wend")
-    assert [s.label for s in specs] == ["ppl100k_wend", "ppl100k_zfull", "ppl50k_wfull", "ppl32_zend-nocrop"]
-    assert (specs[3].space, specs[3].sampling, specs[3].crop, specs[3].min_res) == ("z", "end", False, 16)
+    assert [s.label for s in specs] == [
+        "ppl100k_wend", "ppl100k_zfull", "ppl50k_wfull", "ppl32_zend-nocrop",
+    ]  # fmt: skip
+    last = specs[3]
+    assert (last.space, last.sampling, last.crop, last.min_res) == ("z", "end", False, 16)
     assert specs[0].min_res == 32 and not specs[0].uses_reference
     for bad in ("ppl", "ppl_wmid", "ppl_wend-inception", "ppl50k3_wend"):
         with pytest.raises(ProganError, match="unknown metric"):
@@ -274,10 +291,13 @@ def test_ppl_errors_are_one_line(tmp_path, vgg, case):
         args, message = ["--vgg-weights", vgg], "needs a style-based generator (arch stylegan)"
     else:
         g, args, message = _tiny_style(), [], "--vgg-weights FILE"
-    ckpt = _checkpoint(tmp_path / "run", config if case == "progan" else STYLE, g)
+    # ProGAN at 16×16, where PPL would be skipped: the generator is what is wrong, said first.
+    ckpt = _checkpoint(tmp_path / "run", config if case == "progan" else STYLE, g,
+                       16 if case == "progan" else RES)
     result = invoke("metrics", ckpt, "--metrics", "ppl16_wend", "--device", "cpu", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ppl16_wend") and message in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error: ppl16_wend"), lines
+    assert message in lines[0], lines
     if case == "no-vgg":
         assert "no offline substitute" in lines[0]

@@ -60,8 +60,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def path_points(n: int, latent_dim: int, sampling: str, seed: int) -> tuple[torch.Tensor, ...]:
-    """(z0, z1, t) of ``n`` samples on the CPU, drawn at once from ``seed`` (sample i does not depend
-    on the batch it is measured in): t = 0 for ``end``, uniform in [0, 1) for ``full``."""
+    """(z0, z1, t) of ``n`` samples on the CPU, drawn at once from ``seed`` (sample i does not
+    depend on the batch it is measured in): t = 0 for ``end``, uniform in [0, 1) for ``full``."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -105,7 +105,9 @@ def lpips_input(images: torch.Tensor, crop: bool = True) -> torch.Tensor:
     return (images + 1) * (255 / 2)
 
 
-def path_lengths(lpips0: torch.Tensor, lpips1: torch.Tensor, epsilon: float = EPSILON) -> torch.Tensor:
+def path_lengths(
+    lpips0: torch.Tensor, lpips1: torch.Tensor, epsilon: float = EPSILON
+) -> torch.Tensor:
     """Each sample's squared distance of LPIPS features (N, D) at t and t + ε, divided by ε²."""
     return (lpips0 - lpips1).square().sum(dim=1) / epsilon**2
 

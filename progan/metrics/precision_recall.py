@@ -24,7 +24,9 @@ import torch
 
 from progan.errors import ProganError
 
-__all__ = ["LPIPS_HINT", "VGG_HINT", "knn_radii", "load_vgg16", "manifold_coverage", "precision_recall"]
+__all__ = [
+    "LPIPS_HINT", "VGG_HINT", "knn_radii", "load_vgg16", "manifold_coverage", "precision_recall",
+]  # fmt: skip
 
 VGG_SOURCE = (
     "pass --vgg-weights FILE: StyleGAN2-ADA's vgg16.pt (TorchScript, "

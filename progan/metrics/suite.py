@@ -406,6 +406,12 @@ class MetricSuite(CheckpointEvaluator):
         yet) from one generation; returns {metric name: result}."""
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
+        ppl_asked = [s.label for s in self.specs if s.kind == "ppl"]
+        if ppl_asked and not hasattr(g.g, "synthesis"):  # said at any resolution: never defined
+            raise ProganError(
+                f"{', '.join(ppl_asked)}: perceptual path length needs a style-based generator "
+                f"(arch stylegan); '{checkpoint}' holds {type(g.g).__name__} (ProGAN)"
+            )
         todo = self._todo(checkpoint, res, missing_only)
         if missing_only:
             # Whatever is still missing after this call is undefined at this resolution.
@@ -416,12 +422,7 @@ class MetricSuite(CheckpointEvaluator):
             raise ProganError(
                 f"'{checkpoint}' generates {res}×{res}: too small for every metric asked"
             )
-        ppl = [s.label for s in todo if s.kind == "ppl"]
-        if ppl and not hasattr(g.g, "synthesis"):
-            raise ProganError(
-                f"{', '.join(ppl)}: perceptual path length needs a style-based generator (arch "
-                f"stylegan); '{checkpoint}' holds {type(g.g).__name__} (ProGAN)"
-            )
+        ppl = [s for s in todo if s.kind == "ppl"]
         ref, n_ref = self._reference_counts(todo, info["data"])
         fakes = (
             self._generate(g, todo, max((n_ref[s] for s in todo if s.kind == "swd"), default=0))
@@ -502,7 +503,7 @@ class MetricSuite(CheckpointEvaluator):
         return {"value": per_level["avg"], "n": n_ref, "levels": levels}
 
     def _ppl(self, s: MetricSpec, g: torch.nn.Module) -> dict[str, Any]:
-        """Perceptual path length of ``g`` over ``s.n`` paths of its own (``progan.metrics.ppl``)."""
+        """Perceptual path length of ``g`` on ``s.n`` paths of its own (``progan.metrics.ppl``)."""
         with _full_fp32():
             value, lengths = perceptual_path_length(
                 g, self.vgg.lpips, s.n, space=s.space, sampling=s.sampling, crop=s.crop,
