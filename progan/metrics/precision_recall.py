@@ -24,13 +24,17 @@ import torch
 
 from progan.errors import ProganError
 
-__all__ = ["VGG_HINT", "knn_radii", "load_vgg16", "manifold_coverage", "precision_recall"]
+__all__ = [
+    "LPIPS_HINT", "VGG_HINT", "knn_radii", "load_vgg16", "manifold_coverage", "precision_recall",
+]  # fmt: skip
 
-VGG_HINT = (
+VGG_SOURCE = (
     "pass --vgg-weights FILE: StyleGAN2-ADA's vgg16.pt (TorchScript, "
     "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt, "
-    "downloaded elsewhere and copied here); offline, use pr<N>k3-inception instead"
+    "downloaded elsewhere and copied here)"
 )
+VGG_HINT = VGG_SOURCE + "; offline, use pr<N>k3-inception instead"
+LPIPS_HINT = VGG_SOURCE + "; there is no offline substitute (LPIPS is defined on VGG-16 features)"
 
 
 def _distances(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -72,7 +76,8 @@ class VGG16Features(torch.nn.Module):
     """uint8 (N, 3, H, W) images → VGG-16 features through StyleGAN2-ADA's TorchScript detector.
 
     That file resizes and normalises internally: it is given the uint8 images themselves with
-    ``return_features=True``, as StyleGAN2-ADA's ``metric_utils`` gives them to it.
+    ``return_features=True``, as StyleGAN2-ADA's ``metric_utils`` gives them to it. ``lpips`` asks
+    the same file for its LPIPS features (perceptual path length).
     """
 
     def __init__(self, detector: torch.nn.Module) -> None:
@@ -82,18 +87,28 @@ class VGG16Features(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.detector(images, return_features=True).float()
 
+    def lpips(self, images: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) images in [0, 255], not resized → (N, D) features whose squared
+        Euclidean distance is the LPIPS distance (StyleGAN2-ADA's ``return_lpips=True``)."""
+        return self.detector(images, resize_images=False, return_lpips=True)
 
-def load_vgg16(path: str | os.PathLike | None, device: str | torch.device = "cpu") -> VGG16Features:
+
+def load_vgg16(
+    path: str | os.PathLike | None,
+    device: str | torch.device = "cpu",
+    needed_by: str = "pr (VGG-16 precision/recall)",
+    hint: str = VGG_HINT,
+) -> VGG16Features:
     """StyleGAN2-ADA's ``vgg16.pt`` (TorchScript; the only format accepted) on ``device``.
 
-    Nothing is downloaded: without ``path`` the error says where the file comes from and names the
-    offline alternative.
+    Nothing is downloaded: without ``path`` the error names the metrics ``needed_by`` it and gives
+    ``hint`` (where the file comes from, the offline alternative if there is one).
     """
     if path is None:
-        raise ProganError(f"pr (VGG-16 precision/recall) needs the VGG-16 weights: {VGG_HINT}")
+        raise ProganError(f"{needed_by} needs the VGG-16 weights: {hint}")
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ProganError(f"--vgg-weights: '{path}' does not exist; {VGG_HINT}")
+        raise ProganError(f"--vgg-weights: '{path}' does not exist; {hint}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice

@@ -13,8 +13,13 @@ Metric names say what is measured, as StyleGAN2-ADA's (``fid50k``, ``kid50k``, `
 ``pr50k3``): kind, N generated images (``50k``, or a plain count such as ``32``), and for
 precision/recall the neighbourhood size k (``pr50k3``, ``pr32_3``). ``pr…`` uses VGG-16 (weights
 from ``vgg_weights``); ``pr…-inception`` the same estimator on Inception pool3 features.
-``msssim20k`` scores 10,000 consecutive pairs of 20,000 images (ProGAN's protocol). A bare kind
-(``kid``) takes the default N. Reference metrics use the first min(N, reference size) reals.
+``msssim20k`` scores 10,000 consecutive pairs of 20,000 images (ProGAN's protocol). Perceptual
+path length (``progan.metrics.ppl``, style-based generators only, LPIPS from ``vgg_weights``) is
+``ppl<N>_<space><sampling>``: ``ppl_zfull``, ``ppl_wfull``, ``ppl_zend``, ``ppl_wend`` are the
+StyleGAN paper's (100,000 paths: ``ppl100k_wend``), ``ppl50k_wend`` StyleGAN2-ADA's, and
+``-nocrop`` drops the face crop (``ppl50k_wend-nocrop`` is StyleGAN2-ADA's ``ppl2_wend``); it draws
+its own image pairs. A bare kind (``kid``, ``ppl_wend``) takes the default N. Reference metrics use
+the first min(N, reference size) reals.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ from progan.metrics.inception_score import inception_logits, inception_score
 from progan.metrics.kid import kid
 from progan.metrics.ms_ssim import MIN_RESOLUTION as MSSSIM_MIN_RES
 from progan.metrics.ms_ssim import ms_ssim
-from progan.metrics.precision_recall import load_vgg16, precision_recall
+from progan.metrics.ppl import EPSILON, perceptual_path_length
+from progan.metrics.precision_recall import LPIPS_HINT, VGG_HINT, load_vgg16, precision_recall
 from progan.metrics.swd import swd
 from progan.progress import Progress
 
@@ -71,24 +77,34 @@ __all__ = ["DEFAULT_N", "MetricSpec", "MetricSuite", "parse_metrics"]
 
 DEFAULT_N = {
     "fid": 50_000, "kid": 50_000, "is": 50_000, "pr": 50_000, "msssim": 20_000, "swd": 16_384,
+    "ppl": 100_000,
 }  # fmt: skip
 IS_SPLITS = 10
 SWD_MIN_RES = 8
+# LPIPS's VGG-16 pools four times (16 pixels at least); the face crop is half the image.
+PPL_MIN_RES = {True: 32, False: 16}
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    """One metric: its kind, N generated images; for precision/recall, k and the feature space."""
+    """One metric: its kind, N generated images (PPL: paths); for precision/recall, k and the
+    feature space; for PPL, the latent space (z, w), the sampling (end, full) and the crop."""
 
     kind: str
     n: int
     k: int = 3
     inception: bool = False
+    space: str = ""
+    sampling: str = ""
+    crop: bool = True
 
     @property
     def label(self) -> str:
-        """The canonical name: ``fid50k``, ``is32``, ``pr50k3``, ``pr32_3-inception``, ``swd``."""
+        """The canonical name: ``fid50k``, ``is32``, ``pr50k3``, ``pr32_3-inception``, ``swd``,
+        ``ppl100k_wend``, ``ppl50k_wend-nocrop``."""
         name = metric_name(self.kind, self.n)
+        if self.kind == "ppl":
+            return f"{name}_{self.space}{self.sampling}" + ("" if self.crop else "-nocrop")
         if self.kind == "pr":
             name += str(self.k) if name.endswith("k") else f"_{self.k}"
             name += "-inception" if self.inception else ""
@@ -96,7 +112,7 @@ class MetricSpec:
 
     @property
     def uses_reference(self) -> bool:
-        return self.kind not in ("is", "msssim")
+        return self.kind not in ("is", "msssim", "ppl")
 
     @property
     def uses_inception(self) -> bool:
@@ -108,12 +124,22 @@ class MetricSpec:
         return self.kind in ("kid", "pr")
 
     @property
+    def uses_vgg(self) -> bool:
+        return (self.kind == "pr" and not self.inception) or self.kind == "ppl"
+
+    @property
     def min_res(self) -> int:
+        if self.kind == "ppl":
+            return PPL_MIN_RES[self.crop]
         return {"swd": SWD_MIN_RES, "msssim": MSSSIM_MIN_RES}.get(self.kind, 1)
 
 
 _TOKEN = re.compile(r"(fid|kid|is|msssim|swd|pr)(?:(\d+)(k?))?(_?)(\d+)?(-inception)?")
-_FORMS = "fid50k, kid50k, is50k, pr50k3, pr50k3-inception, msssim20k, swd (any N: fid10k, kid2000)"
+_PPL = re.compile(r"ppl(?:(\d+)(k?))?_([zw])(end|full)(-nocrop)?")
+_FORMS = (
+    "fid50k, kid50k, is50k, pr50k3, pr50k3-inception, msssim20k, swd, ppl_zfull, ppl_wfull, "
+    "ppl_zend, ppl_wend (any N: fid10k, kid2000, ppl50k_wend; ppl…-nocrop)"
+)
 
 
 def parse_metrics(text: str) -> list[MetricSpec]:
@@ -121,6 +147,16 @@ def parse_metrics(text: str) -> list[MetricSpec]:
     specs: list[MetricSpec] = []
     for token in (t.strip() for t in text.split(",")):
         m = _TOKEN.fullmatch(token)
+        ppl = _PPL.fullmatch(token)
+        if ppl is not None:
+            digits, thousands, space, sampling, nocrop = ppl.groups()
+            n = DEFAULT_N["ppl"] if digits is None else int(digits) * (1000 if thousands else 1)
+            spec = MetricSpec("ppl", n, space=space, sampling=sampling, crop=not nocrop)
+            if n < 1:
+                raise ProganError(f"{spec.label}: too few paths ({n})")
+            if spec not in specs:
+                specs.append(spec)
+            continue
         if not token or m is None:
             raise ProganError(f"unknown metric '{token}' (known: {_FORMS})")
         kind, digits, thousands, underscore, k, inception = m.groups()
@@ -224,11 +260,15 @@ class MetricSuite(CheckpointEvaluator):
             else None
         )
         self.classifier = load_inception_classifier(inception_weights) if "is" in kinds else None
+        by_vgg = [s.label for s in self.specs if s.uses_vgg]
         self.vgg = (
-            load_vgg16(vgg_weights, self.device)
-            if any(s.kind == "pr" and not s.inception for s in self.specs)
+            load_vgg16(
+                vgg_weights, self.device, ", ".join(by_vgg),
+                LPIPS_HINT if "ppl" in kinds else VGG_HINT,
+            )
+            if by_vgg
             else None
-        )
+        )  # fmt: skip
         self._real: dict[tuple, Any] = {}
         self._finished: set[Path] = set()  # run checkpoints evaluated for every metric defined
 
@@ -300,7 +340,7 @@ class MetricSuite(CheckpointEvaluator):
         n_inception = most(s for s in todo if s.uses_inception)
         n_vgg = most(s for s in todo if s.kind == "pr" and not s.inception)
         n_msssim = most(s for s in todo if s.kind == "msssim") // 2 * 2
-        total = max(most(s for s in todo if s.kind != "swd"), n_swd)
+        total = max(most(s for s in todo if s.kind not in ("swd", "ppl")), n_swd)
         kept, bar, done = _Fakes(), Progress(total, self.progress), 0
         fakes = generated_images(g, total, batch=self.batch, seed=self.seed, device=self.device)
         for images in fakes:
@@ -366,6 +406,12 @@ class MetricSuite(CheckpointEvaluator):
         yet) from one generation; returns {metric name: result}."""
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
+        ppl_asked = [s.label for s in self.specs if s.kind == "ppl"]
+        if ppl_asked and not hasattr(g.g, "synthesis"):  # said at any resolution: never defined
+            raise ProganError(
+                f"{', '.join(ppl_asked)}: perceptual path length needs a style-based generator "
+                f"(arch stylegan); '{checkpoint}' holds {type(g.g).__name__} (ProGAN)"
+            )
         todo = self._todo(checkpoint, res, missing_only)
         if missing_only:
             # Whatever is still missing after this call is undefined at this resolution.
@@ -376,8 +422,13 @@ class MetricSuite(CheckpointEvaluator):
             raise ProganError(
                 f"'{checkpoint}' generates {res}×{res}: too small for every metric asked"
             )
+        ppl = [s for s in todo if s.kind == "ppl"]
         ref, n_ref = self._reference_counts(todo, info["data"])
-        fakes = self._generate(g, todo, max((n_ref[s] for s in todo if s.kind == "swd"), default=0))
+        fakes = (
+            self._generate(g, todo, max((n_ref[s] for s in todo if s.kind == "swd"), default=0))
+            if len(ppl) < len(todo)
+            else _Fakes()
+        )
         reals = {}
         for network, wanted in (
             ("inception", [s for s in todo if s.needs_real_features and s.uses_inception]),
@@ -395,7 +446,10 @@ class MetricSuite(CheckpointEvaluator):
             }  # fmt: skip
             if s.uses_reference:
                 r["n_ref"] = n_ref[s]
-            values = self._measure(s, fakes, reals, ref, res, n_ref.get(s, 0))
+            if s.kind == "ppl":
+                values = self._ppl(s, g)
+            else:
+                values = self._measure(s, fakes, reals, ref, res, n_ref.get(s, 0))
             r.update(values)
             scalars.update(_scalars(name, values))
             results[name] = r
@@ -447,6 +501,18 @@ class MetricSuite(CheckpointEvaluator):
         per_level = swd(self._real_images(ref, res, n_ref), images, seed=self.seed)
         levels = {str(k): v for k, v in per_level.items() if k != "avg"}
         return {"value": per_level["avg"], "n": n_ref, "levels": levels}
+
+    def _ppl(self, s: MetricSpec, g: torch.nn.Module) -> dict[str, Any]:
+        """Perceptual path length of ``g`` on ``s.n`` paths of its own (``progan.metrics.ppl``)."""
+        with _full_fp32():
+            value, lengths = perceptual_path_length(
+                g, self.vgg.lpips, s.n, space=s.space, sampling=s.sampling, crop=s.crop,
+                batch=self.batch, seed=self.seed, device=self.device, progress=self.progress,
+            )  # fmt: skip
+        return {
+            "value": value, "paths": len(lengths), "space": s.space, "sampling": s.sampling,
+            "crop": s.crop, "epsilon": EPSILON,
+        }  # fmt: skip
 
     def _fid_reference(
         self, ref: Path, res: int, n: int, features: np.ndarray | None
