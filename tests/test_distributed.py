@@ -52,6 +52,35 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(face_store, 
     assert not torch.allclose(init["G"]["to_rgb.8.weight"], w1["G.to_rgb.8.weight"])
 
 
+def test_two_processes_take_the_same_first_step_as_one_for_the_style_based_g(face_store, tmp_path):
+    """Its mixing draws and per-sample noise split over processes exactly: one step on 2 processes
+    equals one process's up to fp32 rounding. (Over many steps Adam amplifies that rounding where a
+    gradient component is below it: the style-based G's gradients span 1e-4 to 3e3 within a tensor,
+    so later weights are compared by this one step.) A component whose gradient is below the
+    rounding may take Adam's step (lr) in the other direction: at most 1% of them, by 2 lr."""
+    style = ["--arch", "stylegan", "--net", "w_dim=16", "--net", "mapping_fmaps=16", "--loss", "logistic",
+             "--total-kimg", "0.008"]
+    for run, nproc in (("one", 1), ("two", 2)):
+        r = progan("train", "--data", face_store, "--run-dir", tmp_path / run, *ARGS, *style, nproc=nproc)
+        assert r.returncode == 0, r.stderr + r.stdout
+    w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    from progan.config import load_run_config
+    from progan.training_loop import new_run
+
+    lr, moved, flipped, total = 0.001, 0, 0, 0
+    for k in w1:
+        diff = (w2[k].float() - w1[k].float()).abs()
+        assert diff.max() <= 2 * lr * 1.01, k
+        flipped += int((diff > 1e-5).sum())
+        total += diff.numel()
+    init = new_run(load_run_config(tmp_path / "one"), 0, torch.device("cpu")).G.state_dict()
+    trained = {k: v for k, v in init.items() if k.startswith(("mapping.", "input.", "to_rgb.4."))}  # 4x4
+    for k, v in trained.items():
+        moved += int((v.float() != w1[f"G.{k}"].float()).sum())
+    assert flipped <= 0.01 * total, (flipped, total)
+    assert moved > 0.9 * sum(v.numel() for v in trained.values())  # the step moved G
+
+
 def test_gpus_option_launches_torchrun(face_store, tmp_path):
     r = progan("train", "--data", face_store, "--run-dir", tmp_path / "run", *ARGS,
                "--total-kimg", "0.064", "--gpus", "2")

@@ -104,3 +104,24 @@ def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
     for args in (["--truncation", "0.7"], ["--mix-rows", "1", "--mix-cols", "2"]):
         r = cli("generate", tmp_path / "run", "--out", tmp_path / "o", *args)
         assert r.exit_code == 2 and "style-based generator (arch stylegan)" in r.output, r.output
+
+
+def test_a_style_based_run_resumes_bit_exactly(face_store, tmp_path):
+    """Exact resume holds for the style-based G too: mixing draws, noise seeds and w_avg included."""
+    from progan.checkpoint import list_checkpoints, load_checkpoint
+    from progan.config import TrainConfig
+    from progan.training_loop import train
+
+    cfg = TrainConfig(data=str(face_store), arch="stylegan", net={"w_dim": 16, "mapping_fmaps": 16},
+                      loss="logistic", res_max=8, fmap_base=64, fmap_max=16, latent_dim=16,
+                      kimg_fade=0.064, kimg_stable=0.064, minibatch={4: 8, 8: 8}, tick_kimg=0.032,
+                      device="cpu", data_workers=0, grid_size=4, keep_checkpoints=50)
+    quiet = lambda msg: None  # noqa: E731
+    train(cfg, tmp_path / "a", log=quiet)
+    assert not train(cfg, tmp_path / "b", log=quiet, stop_at_images=100).finished  # mid-fade
+    train(cfg, tmp_path / "b", log=quiet)
+    a, b = (load_checkpoint(list_checkpoints(tmp_path / r)[-1]) for r in "ab")
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
+    assert a["G"]["w_avg"].abs().sum() > 0  # the loop moved w_avg
