@@ -37,6 +37,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from tf_nchw import nchw_nn  # tools/ is the script's directory
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -77,42 +78,7 @@ PLACEHOLDER_SRC = "# build_module_src of the official networks.py: left out (CC 
 def _tf_shim(tf):
     """A ``tensorflow`` module for the official code: ``tf.compat.v1``, with NCHW ops via NHWC."""
     v1 = tf.compat.v1
-    to_nhwc, to_nchw = [0, 2, 3, 1], [0, 3, 1, 2]
-
-    def perm(seq):  # an NCHW strides / ksize / shape list in NHWC order
-        return [seq[0], seq[2], seq[3], seq[1]]
-
-    def conv2d(x, w, strides, padding, data_format="NHWC", **kw):
-        if data_format != "NCHW":
-            return v1.nn.conv2d(
-                x, w, strides=strides, padding=padding, data_format=data_format, **kw
-            )
-        y = v1.nn.conv2d(v1.transpose(x, to_nhwc), w, strides=perm(strides), padding=padding)
-        return v1.transpose(y, to_nchw)
-
-    def conv2d_transpose(x, w, output_shape, strides, padding="SAME", data_format="NHWC", **kw):
-        if data_format != "NCHW":
-            return v1.nn.conv2d_transpose(
-                x, w, output_shape, strides, padding=padding, data_format=data_format, **kw
-            )
-        y = v1.nn.conv2d_transpose(
-            v1.transpose(x, to_nhwc),
-            w,
-            v1.stack(perm(output_shape)),
-            strides=perm(strides),
-            padding=padding,
-        )
-        return v1.transpose(y, to_nchw)
-
-    def avg_pool(x, ksize, strides, padding, data_format="NHWC", **kw):
-        if data_format != "NCHW":
-            return v1.nn.avg_pool(x, ksize, strides, padding, data_format=data_format, **kw)
-        y = v1.nn.avg_pool(v1.transpose(x, to_nhwc), perm(ksize), perm(strides), padding)
-        return v1.transpose(y, to_nchw)
-
-    nn = types.ModuleType("tensorflow.nn")
-    nn.__getattr__ = lambda name: getattr(v1.nn, name)
-    nn.conv2d, nn.conv2d_transpose, nn.avg_pool = conv2d, conv2d_transpose, avg_pool
+    nn = nchw_nn(v1)
     shim = types.ModuleType("tensorflow")
     shim.__getattr__ = lambda name: getattr(v1, name)
     shim.nn = nn

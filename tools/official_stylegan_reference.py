@@ -44,6 +44,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from tf_nchw import nchw_nn  # tools/ is the script's directory
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -93,52 +94,13 @@ def _tf_shim(tf):
     ``shim.queue``) so that the oracle feeds the draws the official losses and G make in-graph.
     """
     v1 = tf.compat.v1
-    to_nhwc, to_nchw = [0, 2, 3, 1], [0, 3, 1, 2]
-
-    def perm(seq):
-        return [seq[0], seq[2], seq[3], seq[1]]
-
-    def nhwc(op):
-        def wrapped(x, w, *args, strides, padding, data_format="NHWC", **kw):
-            if data_format != "NCHW":
-                return op(
-                    x, w, *args, strides=strides, padding=padding, data_format=data_format, **kw
-                )
-            y = op(v1.transpose(x, to_nhwc), w, *args, strides=perm(strides), padding=padding, **kw)
-            return v1.transpose(y, to_nchw)
-
-        return wrapped
-
-    def conv2d_transpose(x, w, output_shape, strides, padding="SAME", data_format="NHWC", **kw):
-        if data_format != "NCHW":
-            return v1.nn.conv2d_transpose(
-                x, w, output_shape, strides, padding=padding, data_format=data_format, **kw
-            )
-        y = v1.nn.conv2d_transpose(
-            v1.transpose(x, to_nhwc),
-            w,
-            v1.stack(perm(output_shape)),
-            strides=perm(strides),
-            padding=padding,
-        )
-        return v1.transpose(y, to_nchw)
-
-    def avg_pool(x, ksize, strides, padding, data_format="NHWC", **kw):
-        if data_format != "NCHW":
-            return v1.nn.avg_pool(x, ksize, strides, padding, data_format=data_format, **kw)
-        y = v1.nn.avg_pool(v1.transpose(x, to_nhwc), perm(ksize), perm(strides), padding)
-        return v1.transpose(y, to_nchw)
 
     def get_variable(name, shape=None, *args, **kw):
         if shape is not None:
             shape = [int(s) for s in shape]  # [1, use_noise, R, R] holds a bool
         return v1.get_variable(name, shape, *args, **kw)
 
-    nn = types.ModuleType("tensorflow.nn")
-    nn.__getattr__ = lambda name: getattr(v1.nn, name)
-    nn.conv2d = nhwc(v1.nn.conv2d)
-    nn.depthwise_conv2d = nhwc(v1.nn.depthwise_conv2d)
-    nn.conv2d_transpose, nn.avg_pool = conv2d_transpose, avg_pool
+    nn = nchw_nn(v1)
     shim = types.ModuleType("tensorflow")
     shim.__getattr__ = lambda name: getattr(v1, name)
     shim.nn = nn
