@@ -276,17 +276,21 @@ def load_official_pickle(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _progan_networks(path, states) -> dict[str, dict[str, Any]]:
+    return checked_networks(path, states, ("G_paper", "D_paper"), (2,), own_variables)
+
+
+def checked_networks(path, states, funcs: tuple[str, str], versions: tuple[int, ...],
+                     variables) -> dict[str, dict[str, Any]]:
+    """G, D and Gs of an official pickle's ``states``: each checked to be a network of ``versions``
+    built by ``funcs`` (G's, D's), with its ``static_kwargs`` and ``variables(path, key, state)``."""
     nets = {}
-    for key, s, func in zip(("G", "D", "Gs"), states, ("G_paper", "D_paper", "G_paper")):
-        if s.get("version") != 2 or s.get("build_func_name") != func:
+    for key, s, func in zip(("G", "D", "Gs"), states, (funcs[0], funcs[1], funcs[0])):
+        if s.get("version") not in versions or s.get("build_func_name") != func:
             raise ProganError(
                 f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
-                f"built by {s.get('build_func_name')!r}); only G_paper / D_paper networks are read"
+                f"built by {s.get('build_func_name')!r}); only {' / '.join(funcs)} networks are read"
             )
-        nets[key] = {
-            "static_kwargs": static_kwargs(path, key, s),
-            "variables": own_variables(path, key, s),
-        }
+        nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": variables(path, key, s)}
     return nets
 
 

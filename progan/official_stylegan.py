@@ -31,8 +31,8 @@ from progan.official import (
     _conv,
     _dense,
     _same,
+    checked_networks,
     own_variables,
-    static_kwargs,
 )
 
 
@@ -121,18 +121,7 @@ def _all_variables(path, key: str, state: dict) -> dict[str, Any]:
 
 def stylegan_networks(path, states: tuple[dict, dict, dict]) -> dict[str, dict[str, Any]]:
     """G, D, Gs of an official StyleGAN pickle: ``static_kwargs`` and all ``variables`` of each."""
-    nets = {}
-    for key, s, func in zip(("G", "D", "Gs"), states, ("G_style", "D_basic", "G_style")):
-        if s.get("version") not in (2, 3) or s.get("build_func_name") != func:
-            raise ProganError(
-                f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
-                f"built by {s.get('build_func_name')!r}); only G_style / D_basic StyleGAN networks are read"
-            )
-        nets[key] = {
-            "static_kwargs": static_kwargs(path, key, s),
-            "variables": _all_variables(path, key, s),
-        }
-    return nets
+    return checked_networks(path, states, ("G_style", "D_basic"), (2, 3), _all_variables)
 
 
 # Build options of G_style / D_basic that progan's networks implement only at these values (the
