@@ -182,6 +182,8 @@ def _verify(store, meta):
 @click.option("--seed", type=int, help="Seed of weights, data order and noise.")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast or plain fp32.")
+@click.option("--penalty-precision", type=click.Choice(["auto", "bf16", "fp32"]),
+              help="With bf16: the gradient penalty's pass in bf16, fp32, or auto (a start-up check decides).")
 @click.option("--mirror/--no-mirror", default=None, help="Random horizontal flips of the reals.")
 @click.option("--conditional/--unconditional", default=None, help="Train on the store's labels.")
 @click.option("--tick-kimg", type=float, help="Thousands of images between progress lines.")

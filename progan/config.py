@@ -81,6 +81,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; penalty norms and statistics stay fp32)
+    # With bf16: "auto" runs the penalty's pass in bf16 where a start-up check finds this device's
+    # double backward right, else in fp32 (progan/precision.py); "bf16" or "fp32" forces a route.
+    penalty_precision: str = "auto"
     tick_kimg: float = 4.0
     snapshot_ticks: int = 10  # checkpoint every N ticks (and at every phase change, and on signals)
     image_ticks: int = 10  # sample grid every N ticks
@@ -154,6 +157,8 @@ def _validate(c: TrainConfig) -> None:
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
     need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
+    need(c.penalty_precision in ("auto", "bf16", "fp32"),
+         f"penalty_precision must be 'auto', 'bf16' or 'fp32', got {c.penalty_precision!r}")
     positive("lr", c.lr)
     for r, v in c.lr_table.items():
         positive(f"lr_table[{r}]", v)
@@ -248,7 +253,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 # run ends (raise total_kimg to train longer). Any other difference is a conflict unless given on
 # the command line; the networks' keys (ARCH_KEYS) never change within a run.
 RESUME_MAY_CHANGE = (
-    "data", "data_workers", "cache_mb", "device", "precision", "total_kimg", "tick_kimg",
+    "data", "data_workers", "cache_mb", "device", "precision", "penalty_precision", "total_kimg", "tick_kimg",
     "snapshot_ticks", "image_ticks", "keep_checkpoints", "grid_size",
 )  # fmt: skip
 

@@ -71,11 +71,12 @@ class EqualizedLinear(nn.Module):
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Normalize each pixel's feature vector to unit average square (paper Section 4.2)."""
     # Computed in fp32 under autocast: the mean of squares of bf16 activations loses too much.
-    xf = _at_least_fp32(x)
+    xf = at_least_fp32(x)
     return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
 
 
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 if it is in a 16-bit float type, else as it is (float64 stays float64)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
@@ -95,7 +96,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     g = min(group_size, n)
     while n % g:
         g -= 1
-    y = _at_least_fp32(x).reshape(-1, g, c, h, w)
+    y = at_least_fp32(x).reshape(-1, g, c, h, w)
     y = y - y.mean(dim=1, keepdim=True)
     y = (y.square().mean(dim=1) + 1e-8).sqrt()
     y = y.mean(dim=(1, 2, 3))  # (N/G,)

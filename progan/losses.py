@@ -9,10 +9,13 @@ Each D loss returns (total, stats) where stats are detached scalars for logging.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from progan.layers import at_least_fp32
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
@@ -28,15 +31,20 @@ def label_penalty(logits: torch.Tensor | None, labels: torch.Tensor | None) -> t
     """AC-GAN's per-sample cross-entropy of the critic's class logits (0 without them)."""
     if logits is None:
         return 0.0
-    return F.cross_entropy(logits.float(), labels, reduction="none")
+    return F.cross_entropy(at_least_fp32(logits), labels, reduction="none")
 
 
-def _grad_norm_sq(d: Critic, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The critic's output on ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward."""
+def _grad_norm_sq(d: Critic, x: torch.Tensor, fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's output on ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward.
+
+    ``fp32`` runs this pass outside autocast, so that its double backward runs in fp32 too: the
+    route around bf16 kernels that take it wrongly (``progan.precision``).
+    """
     x = x.detach().requires_grad_(True)
-    out = d(x)
-    (grad,) = torch.autograd.grad(split_critic_output(out)[0].float().sum(), x, create_graph=True)
-    return out, grad.float().square().flatten(1).sum(1)
+    with torch.autocast(x.device.type, enabled=False) if fp32 else contextlib.nullcontext():
+        out = d(at_least_fp32(x) if fp32 else x)
+        (grad,) = torch.autograd.grad(at_least_fp32(split_critic_output(out)[0]).sum(), x, create_graph=True)
+    return out, at_least_fp32(grad).square().flatten(1).sum(1)
 
 
 def wgangp_d_loss(
@@ -50,6 +58,7 @@ def wgangp_d_loss(
     grad_scale: float = 1.0,
     labels: torch.Tensor | None = None,
     cond_weight: float = 1.0,
+    penalty_fp32: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1).
 
@@ -57,12 +66,12 @@ def wgangp_d_loss(
     of the gradient with respect to the image upscaled (nearest) to full resolution, where the
     official code takes it (see ``penalty_grad_scale``). An AC-GAN critic's class logits add
     ``cond_weight`` times their cross-entropy on reals and fakes (``labels``: those of the reals,
-    which the fakes were generated with).
+    which the fakes were generated with). ``penalty_fp32``: the penalty's pass outside autocast.
     """
-    d_real, real_logits = split_critic_output(d(reals).float())
-    d_fake, fake_logits = split_critic_output(d(fakes).float())
-    x_hat = torch.lerp(reals.detach().float(), fakes.detach().float(), eps.float())
-    _, gn2 = _grad_norm_sq(d, x_hat)
+    d_real, real_logits = split_critic_output(at_least_fp32(d(reals)))
+    d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
+    x_hat = torch.lerp(at_least_fp32(reals.detach()), at_least_fp32(fakes.detach()), at_least_fp32(eps))
+    _, gn2 = _grad_norm_sq(d, x_hat, penalty_fp32)
     gp = (gn2.sqrt() * grad_scale - gp_target).square()
     loss = d_fake - d_real + gp_lambda / gp_target**2 * gp + drift * d_real.square()
     loss = loss + cond_weight * (label_penalty(real_logits, labels) + label_penalty(fake_logits, labels))
@@ -84,18 +93,20 @@ def penalty_grad_scale(res: int, res_max: int, space: str) -> float:
 def logistic_r1_d_loss(
     d: Critic, reals: torch.Tensor, fakes: torch.Tensor, r1_gamma: float = 10.0,
     labels: torch.Tensor | None = None, cond_weight: float = 1.0, grad_scale: float = 1.0,
+    penalty_fp32: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2.
 
     ``grad_scale`` multiplies the gradient norm, as for WGAN-GP: ``res / res_max`` gives the norm
     in the space of images upscaled to full resolution, where the official StyleGAN code takes it
-    (its R1 is weaker by (res / res_max)^2 at the low resolutions).
+    (its R1 is weaker by (res / res_max)^2 at the low resolutions). ``penalty_fp32``: D's pass on
+    the reals (which R1 differentiates) outside autocast.
     """
-    out_real, gn2 = _grad_norm_sq(d, reals)
+    out_real, gn2 = _grad_norm_sq(d, reals, penalty_fp32)
     if grad_scale != 1.0:
         gn2 = gn2 * grad_scale**2
-    d_real, real_logits = split_critic_output(out_real.float())
-    d_fake, fake_logits = split_critic_output(d(fakes).float())
+    d_real, real_logits = split_critic_output(at_least_fp32(out_real))
+    d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
     loss = F.softplus(d_fake) + F.softplus(-d_real) + 0.5 * r1_gamma * gn2
     loss = loss + cond_weight * (label_penalty(real_logits, labels) + label_penalty(fake_logits, labels))
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gn2.mean()}
@@ -105,6 +116,6 @@ def logistic_r1_d_loss(
 def g_loss(d_fake: torch.Tensor, kind: str, labels: torch.Tensor | None = None,
            cond_weight: float = 1.0) -> torch.Tensor:
     """Generator loss from the critic's output on fakes (with AC-GAN's label term if it has logits)."""
-    d_fake, logits = split_critic_output(d_fake.float())
+    d_fake, logits = split_critic_output(at_least_fp32(d_fake))
     loss = -d_fake if kind == "wgangp" else F.softplus(-d_fake)
     return (loss + cond_weight * label_penalty(logits, labels)).mean()

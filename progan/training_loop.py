@@ -31,6 +31,7 @@ from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
 from progan.arch import build_networks
 from progan.optim import TFAdam
+from progan.precision import penalty_in_fp32
 from progan.reporting import EventWriter, Ticks, report_grid, report_tick
 from progan.sampling import StageGenerator, cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
@@ -135,12 +136,13 @@ def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> tor
 def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
                labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
                d_params: list, g_params: list, weight: float = 1.0, autocast=None,
-               inputs: tuple[dict, dict] = ({}, {})) -> dict[str, torch.Tensor]:
+               inputs: tuple[dict, dict] = ({}, {}), penalty_fp32: bool = False) -> dict[str, torch.Tensor]:
     """One D step (with its penalty) and one G step; returns detached loss statistics.
 
     Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
     process's losses by its share of the global batch before gradients are averaged over processes.
     ``inputs`` are G's own further random inputs for D's fakes and for G's (``feeding.step_inputs``).
+    ``penalty_fp32`` takes the penalty's pass outside autocast (``progan.precision``).
     """
     autocast = autocast or contextlib.nullcontext()
 
@@ -152,10 +154,10 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
             fakes = G(z_d, res, alpha, labels, **inputs[0])
         if cfg.loss == "wgangp":
             d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
-                                            grad_scale, labels, cfg.cond_weight)
+                                            grad_scale, labels, cfg.cond_weight, penalty_fp32)
         else:
             d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight,
-                                                 grad_scale)
+                                                 grad_scale, penalty_fp32)
     d_skipped = descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
@@ -227,6 +229,7 @@ class Job:
     log: Callable[[str], None]
     writer: EventWriter | None = None  # rank 0's TensorBoard events
     autocast: Any = None
+    penalty_fp32: bool = False  # the penalty's pass outside autocast (progan.precision)
 
     @property
     def is_main(self) -> bool:
@@ -278,7 +281,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
             return TrainResult(run.images_shown, True, found.path)
         log(f"resuming from {found.path} at {run.images_shown / 1000:.1f} kimg")
     job = Job(cfg, run_dir, device, rank, world, log,
-              autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"))
+              autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
+              penalty_fp32=penalty_in_fp32(cfg.penalty_precision, cfg.precision, device, log))
     if job.is_main:
         _write_config(cfg, run_dir)
         job.writer = EventWriter(run_dir / "tensorboard", purge_step=run.images_shown)
@@ -349,7 +353,7 @@ def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) 
     weight = (hi - lo) / batch * job.world
     stats = train_step(run.G, run.D, run.opt_G, run.opt_D, cfg, stage.res, stage.alpha, reals, labels,
                        noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device), d_params, g_params,
-                       weight, job.autocast, inputs)
+                       weight, job.autocast, inputs, job.penalty_fp32)
     update_ema(run.G_ema, run.G, ema_beta(cfg, run.step, batch))
     run.images_shown += batch
     run.step += 1

@@ -12,7 +12,10 @@ Paths: ``fp32_eager`` is the trainer as it runs today with ``precision = "fp32"`
 CPU, fused on CUDA). ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalty norms and loss sums
 stay fp32: layers.py and losses.py do that), channels_last networks and inputs, TF32 and
 cudnn.benchmark on CUDA, and with ``--compile`` G's forward through ``torch.compile`` (D stays eager:
-the penalty's double backward does not compile).
+the penalty's double backward does not compile); its penalty runs where the trainer's
+``penalty_precision = "auto"`` puts it on this machine (the start-up check of progan/precision.py).
+``optimised_fp32gp`` (on request) forces the penalty's pass into fp32, the route the trainer takes
+where that check fails.
 
 TFLOP/s use ``train_flops_per_image``: an analytic count of the convolutions and dense layers that
 one iteration executes (see its docstring for the multipliers; a dispatch-level count of the aten
@@ -39,12 +42,16 @@ from progan.devices import resolve_device
 from progan.ema import update_ema
 from progan.losses import g_loss, wgangp_d_loss
 from progan.networks import Discriminator, Generator, num_features
+from progan.precision import penalty_in_fp32
 from progan.progress import fmt_duration
 from progan.schedule import phases
 from progan.feeding import step_inputs
 from progan.training_loop import make_optimizer, set_trainable, train_step
 
 PATHS = ("fp32_eager", "optimised")
+# The optimised path with the gradient penalty's pass in fp32: the trainer's route on CPUs whose bf16
+# double backward is wrong (progan/precision.py). Timed when asked (--paths), to price the route.
+EXTRA_PATHS = ("optimised_fp32gp",)
 
 # DESIGN.md section 3: GFLOP per image, paper networks, stable phase.
 DESIGN_GFLOP = {4: 1.4, 8: 11.7, 16: 52.8, 32: 217, 64: 464, 128: 710, 256: 957, 512: 1204, 1024: 1451}
@@ -138,7 +145,9 @@ def _sync(device: torch.device) -> None:
 def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, device: torch.device,
                seed: int = 0, compile_g: bool = False):
     """Networks, optimizers and synthetic inputs for one (resolution, path); returns ``step()``."""
-    optimised = path == "optimised"
+    optimised = path.startswith("optimised")
+    penalty_fp32 = path == "optimised_fp32gp" or (
+        optimised and penalty_in_fp32(cfg.penalty_precision, "bf16", device))
     torch.manual_seed(seed)
     G, D = build_networks(cfg.replace(res_max=res, res_start=min(cfg.res_start, res)))
     G, D = G.to(device), D.to(device)
@@ -161,7 +170,7 @@ def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, 
 
     def step() -> dict[str, torch.Tensor]:
         out = train_step(G_call, D, opt_G, opt_D, cfg, res, alpha, reals, None, z_d, z_g, eps,
-                         d_params, g_params, 1.0, autocast, inputs)
+                         d_params, g_params, 1.0, autocast, inputs, penalty_fp32)
         update_ema(G_ema, G, 0.999)
         return out
 
@@ -178,7 +187,7 @@ def _set_backend_flags(device: torch.device, optimised: bool) -> None:
 def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, device: torch.device,
               iters: int, warmup: int, compile_g: bool = False) -> dict:
     """Time ``iters`` iterations after ``warmup``; returns images_per_s, ms_per_iter, peak memory, TFLOP/s."""
-    _set_backend_flags(device, path == "optimised")
+    _set_backend_flags(device, path.startswith("optimised"))
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -203,15 +212,16 @@ def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, d
 
 
 def loss_gradients(G, D, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, res: int, bf16: bool,
-                   context=None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+                   context=None, penalty_fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """WGAN-GP D loss and G loss of one step (stable phase), with the gradients of D's and G's
-    parameters by name; ``context`` (e.g. a TorchFunctionMode) wraps the forward passes."""
+    parameters by name; ``context`` (e.g. a TorchFunctionMode) wraps the forward passes;
+    ``penalty_fp32`` takes the penalty's pass outside autocast."""
     critic = lambda x: D(x, res, 1.0)  # noqa: E731
     context = context or contextlib.nullcontext()
     with torch.autocast(reals.device.type, dtype=torch.bfloat16, enabled=bf16), context:
         with torch.no_grad():
             fakes = G(z, res, 1.0)
-        d_loss, _ = wgangp_d_loss(critic, reals, fakes, eps)
+        d_loss, _ = wgangp_d_loss(critic, reals, fakes, eps, penalty_fp32=penalty_fp32)
     d_names, d_params = zip(*D.named_parameters())
     d_grads = dict(zip(d_names, torch.autograd.grad(d_loss, d_params, allow_unused=True)))
     with torch.autocast(reals.device.type, dtype=torch.bfloat16, enabled=bf16), context:
@@ -222,10 +232,12 @@ def loss_gradients(G, D, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor
     return d_loss.detach(), gl.detach(), drop_unused(d_grads), drop_unused(g_grads)
 
 
-def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.device) -> str:
+def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.device,
+                     penalty_fp32: bool = False) -> str:
     """Per parameter tensor: how far the optimised path's gradients (bf16 autocast, channels_last)
     are from fp32's on one step of freshly initialised networks, to find the op that loses precision
-    on a given machine (ONEDNN_MAX_CPU_ISA selects the CPU kernel path; docs/performance.md)."""
+    on a given machine (ONEDNN_MAX_CPU_ISA selects the CPU kernel path; docs/performance.md).
+    ``penalty_fp32``: the optimised path's penalty pass in fp32 (the route around faulty kernels)."""
     out = []
     for optimised in (False, True):
         torch.manual_seed(0)
@@ -237,7 +249,8 @@ def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.devic
         reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
         z = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
         eps = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
-        out.append(loss_gradients(G, D, reals, z, eps, res, bf16=optimised))
+        out.append(loss_gradients(G, D, reals, z, eps, res, bf16=optimised,
+                                  penalty_fp32=optimised and penalty_fp32))
     (d_ref, g_ref, *grads_ref), (d_opt, g_opt, *grads_opt) = out
     lines = [f"D loss fp32 {d_ref.item():.6g} optimised {d_opt.item():.6g}; "
              f"G loss fp32 {g_ref.item():.6g} optimised {g_opt.item():.6g}",
@@ -298,27 +311,33 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
 @click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against DESIGN.md and exit.")
 @click.option("--precision-report", "show_precision", is_flag=True,
               help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.")
+@click.option("--penalty-precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="The optimised path's penalty pass: as the trainer decides on this machine, or forced.")
 def main(config_name, arch, device, res_list, batch, fmap_max, fmap_base, iters, warmup, phase, paths, compile_g,
-         json_out, show_flops, show_precision):
+         json_out, show_flops, show_precision, penalty_precision):
     """Time training iterations per resolution and path; print a table, optionally write JSON."""
     config_name = config_name or ("ffhq-1024-stylegan" if arch == "stylegan" else "celebahq-1024")
-    cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device, arch=arch)
+    cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device, arch=arch,
+                      penalty_precision=penalty_precision)
     if show_flops:
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return
     dev = resolve_device(device)
     if show_precision:
+        route = penalty_in_fp32(cfg.penalty_precision, "bf16", dev, log=click.echo)
         for r in (int(r) for r in res_list.split(",") if r):
-            click.echo(f"res {r}, batch {batch or 8}\n{precision_report(cfg, r, batch or 8, dev)}")
+            click.echo(f"res {r}, batch {batch or 8}, penalty pass in {'fp32' if route else 'bf16'}\n"
+                       f"{precision_report(cfg, r, batch or 8, dev, route)}")
         return
     path_list = [p for p in paths.split(",") if p]
     for p in path_list:
-        if p not in PATHS:
-            raise click.BadParameter(f"unknown path {p!r}; known: {', '.join(PATHS)}", param_hint="--paths")
+        if p not in PATHS + EXTRA_PATHS:
+            raise click.BadParameter(f"unknown path {p!r}; known: {', '.join(PATHS + EXTRA_PATHS)}",
+                                     param_hint="--paths")
     res_values = [int(r) for r in res_list.split(",") if r]
     alphas = {"stable": [1.0], "fade": [0.5], "both": [0.5, 1.0]}[phase]
     rows = []
-    click.echo(f"{'res':>5} {'phase':>6} {'path':>11} {'batch':>5} {'img/s':>9} {'ms/iter':>9} "
+    click.echo(f"{'res':>5} {'phase':>6} {'path':>16} {'batch':>5} {'img/s':>9} {'ms/iter':>9} "
                f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'x fp32':>7}")
     for r in res_values:
         b = batch or cfg.batch_for(r)
@@ -331,7 +350,7 @@ def main(config_name, arch, device, res_list, batch, fmap_max, fmap_base, iters,
                 row["ratio_vs_fp32_eager"] = row["images_per_s"] / base if base else None
                 rows.append(row)
                 ratio = f"{row['ratio_vs_fp32_eager']:.2f}" if base else "-"
-                click.echo(f"{r:>5} {row['phase']:>6} {p:>11} {b:>5} {row['images_per_s']:>9.1f} "
+                click.echo(f"{r:>5} {row['phase']:>6} {p:>16} {b:>5} {row['images_per_s']:>9.1f} "
                            f"{row['ms_per_iter']:>9.1f} {row['gflop_per_image']:>10.2f} {row['tflops']:>8.4f} "
                            f"{row['peak_mem_bytes'] / 2**20:>9.0f} {ratio:>7}")
     if dev.type == "cpu":

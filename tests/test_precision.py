@@ -1,0 +1,119 @@
+"""The bf16 self-check of the penalty's double backward, and the fp32 route around faulty kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progan import precision
+from progan.config import TrainConfig
+from progan.losses import logistic_r1_d_loss, wgangp_d_loss
+from progan.networks import Discriminator
+from progan.precision import (BF16_U, CHECK_BOUND, CHECK_SHAPES, CheckResult, check_inputs, double_backward_weight_grad,
+                              penalty_in_fp32, run_check)
+from progan.training_loop import train
+
+CPU = torch.device("cpu")
+
+
+class _RoundBF16(torch.autograd.Function):
+    """Rounds a float64 tensor to bf16 and back, and its gradient the same way: an autocast cast."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.bfloat16().double()
+
+    @staticmethod
+    def backward(ctx, g):
+        return _RoundBF16.apply(g)
+
+
+def test_bound_admits_exact_bf16_rounding_four_times_over():
+    """A correctly rounding bf16 path, emulated exactly in float64 (operands, the conv's output, and
+    every gradient through those casts rounded to bf16; the sums exact), is far inside the bound: the
+    check's data does not amplify rounding beyond what the bound's factor of 2 allows."""
+    r = _RoundBF16.apply
+    emulated = lambda a, b: r(F.conv2d(r(a), r(b), padding=1))  # noqa: E731
+    for shape in CHECK_SHAPES:
+        x, w = check_inputs(CPU, *shape)
+        ref = double_backward_weight_grad(x.double(), w.double(), bf16=False)
+        got = double_backward_weight_grad(x.double(), w.double(), bf16=False, conv=emulated)
+        error = float((got - ref).norm() / ref.norm())
+        assert 0.1 * BF16_U < error <= CHECK_BOUND / 4, shape  # the emulation rounds, well inside
+
+
+def test_check_flags_a_double_backward_that_is_off_by_half():
+    """A kernel whose bf16 weight gradient is half the true one (as the AMX fault's size) fails it."""
+    def faulty(a, b):
+        if torch.is_autocast_enabled("cpu"):
+            b = 0.5 * b.detach() + 0.5 * b  # same value, half the gradient
+        return F.conv2d(a, b, padding=1)
+
+    bad = run_check(CPU, conv=faulty)
+    assert not bad.ok and bad.error == pytest.approx(0.5, abs=0.05)
+    assert CheckResult(float("nan")).ok is False
+
+
+def test_route_is_decided_by_config_then_by_the_check(monkeypatch):
+    calls = []
+    monkeypatch.setattr(precision, "_cached_check", lambda *a: calls.append(a) or CheckResult(0.49))
+    lines = []
+    assert penalty_in_fp32("auto", "fp32", CPU, lines.append) is False  # fp32 training: nothing to decide
+    assert penalty_in_fp32("bf16", "bf16", CPU, lines.append) is False
+    assert penalty_in_fp32("fp32", "bf16", CPU, lines.append) is True
+    assert calls == [] and lines == []
+    assert penalty_in_fp32("auto", "bf16", CPU, lines.append) is True
+    assert len(calls) == 1 and len(lines) == 1
+    assert "49.00% off float64" in lines[0] and "runs in fp32" in lines[0]
+
+
+def _penalty_pair(loss: str, penalty_fp32: bool, autocast: bool):
+    torch.manual_seed(0)
+    D = Discriminator(res_max=8, fmap_base=64, fmap_max=16)
+    gen = torch.Generator().manual_seed(1)
+    reals, fakes = (torch.rand(8, 3, 8, 8, generator=gen) * 2 - 1 for _ in range(2))
+    eps = torch.rand(8, 1, 1, 1, generator=gen)
+    critic = lambda x: D(x, 8, 1.0)  # noqa: E731
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        if loss == "wgangp":
+            total, stats = wgangp_d_loss(critic, reals, fakes, eps, penalty_fp32=penalty_fp32)
+        else:
+            total, stats = logistic_r1_d_loss(critic, reals, fakes, penalty_fp32=penalty_fp32)
+    grads = [g for g in torch.autograd.grad(total, list(D.parameters()), allow_unused=True) if g is not None]
+    return stats["gp"], grads
+
+
+@pytest.mark.parametrize("loss", ["wgangp", "logistic"])
+def test_fp32_route_takes_the_penalty_pass_out_of_autocast(loss):
+    """Under bf16 autocast with the route, the penalty equals plain fp32's bit for bit (same inputs,
+    same kernels); without it, it is bf16's. The rest of the loss stays in bf16."""
+    gp32, _ = _penalty_pair(loss, penalty_fp32=False, autocast=False)
+    gp_route, grads_route = _penalty_pair(loss, penalty_fp32=True, autocast=True)
+    gp_bf16, _ = _penalty_pair(loss, penalty_fp32=False, autocast=True)
+    assert torch.equal(gp_route, gp32)
+    assert not torch.equal(gp_bf16, gp32)
+    assert all(torch.isfinite(g).all() for g in grads_route)
+
+
+def test_trainer_logs_the_check_once_and_takes_the_route(face_store, tmp_path, monkeypatch):
+    """Where the check fails (as on Intel AMX), every step's penalty runs in fp32, and one line says so."""
+    import progan.training_loop as loop
+
+    monkeypatch.setattr(precision, "_cached_check", lambda *a: CheckResult(0.49))
+    seen = []
+    real_step = loop.train_step
+
+    def spy(*args, **kwargs):
+        seen.append(args[-1])  # penalty_fp32, the last positional argument of the loop's call
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    cfg = TrainConfig(data=str(face_store), res_max=4, fmap_base=64, fmap_max=16, latent_dim=16,
+                      kimg_fade=0.016, kimg_stable=0.016, minibatch={4: 8}, tick_kimg=0.016, device="cpu",
+                      data_workers=0, grid_size=4, precision="bf16")
+    lines = []
+    train(cfg, tmp_path / "run", log=lines.append)
+    assert seen and all(flag is True for flag in seen)
+    checks = [ln for ln in lines if "self-check" in ln]
+    assert len(checks) == 1 and "runs in fp32" in checks[0]
