@@ -187,7 +187,7 @@ def _verify(store, meta):
 @click.option("--tick-kimg", type=float, help="Thousands of images between progress lines.")
 @click.option("--snapshot-ticks", type=int, help="Ticks between checkpoints.")
 @click.option("--image-ticks", type=int, help="Ticks between sample grids.")
-@click.option("--workers", "data_workers", type=int, help="DataLoader worker processes for levels not cached in RAM.")
+@click.option("--workers", "data_workers", type=click.IntRange(min=0), help="DataLoader worker processes for levels not cached in RAM.")
 @click.option("--gpus", type=int, default=1, show_default=True,
               help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.")
 @_user_errors

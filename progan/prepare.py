@@ -47,6 +47,8 @@ _INITIAL_MAP_SIZE = 1 << 30  # doubled whenever a transaction fills it
 # The largest level made: each worker holds ~16·R² bytes per image at R (4096: ~270 MB), and the
 # paper's networks stop at 1024. Far larger values would only fail later as a MemoryError.
 MAX_RES_MAX = 4096
+# Decoding is CPU-bound: more workers per CPU than this only add processes (forks of this one).
+MAX_WORKERS_PER_CPU = 4
 # Files larger than this are skipped unread (--max-file-mb); with PIL's own pixel limit
 # (Image.MAX_IMAGE_PIXELS, ~179 Mpixel before it refuses) it bounds each worker's memory.
 DEFAULT_MAX_FILE_MB = 256
@@ -395,7 +397,7 @@ def prepare_lmdb(
     ``crop="none"`` keeps the whole picture and so requires square sources (others are skipped);
     images whose cropped side is below ``res_max`` are upscaled (LANCZOS) and counted, or skipped
     when below ``min_size``. ``limit`` stops after that many stored images. ``workers=0`` decodes
-    in this process. Levels below ``compressed_min_res`` are raw bytes, the
+    in this process (at most 4 per CPU). Levels below ``compressed_min_res`` are raw bytes, the
     others ``lossless`` ("png" or "webp"). Files over ``max_file_mb`` MiB (by their size or zip
     header, and while reading) are skipped unread, as are zip entries that inflate like a
     decompression bomb. With
@@ -417,6 +419,10 @@ def prepare_lmdb(
     except ValueError:
         msg = f"--background {background!r} is not a colour (try 'white' or '#808080')"
         raise ProganError(msg) from None
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers is not None and not 0 <= workers <= most:
+        raise ProganError(f"--workers must be from 0 (decode in this process) to {most} "
+                          f"({MAX_WORKERS_PER_CPU} per CPU), got {workers}")
     if out.exists():
         raise ProganError(
             f"output '{printable(out)}' already exists; remove it or choose another path")
@@ -435,7 +441,7 @@ def prepare_lmdb(
     encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
     opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
                 encoding=encoding, max_file_bytes=max_file_mb << 20)
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = min((os.cpu_count() or 1) if workers is None else workers, len(names))
     total = len(names) + len(listed_skips) if limit is None else min(limit, len(names))
 
     try:

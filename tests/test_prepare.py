@@ -475,3 +475,24 @@ def test_file_names_are_printed_escaped(tmp_path):
     assert "error: --strict: skipped 'red\\x1b[31m.png': not an image" in result.output
     assert prepare.printable("é ü 画像 a\\b") == "é ü 画像 a\\b"  # printable text is left alone
     assert prepare.printable("\u202ex\udcff") == "\\u202ex\\udcff"  # bidi control, bad byte
+
+
+@pytest.mark.parametrize("workers", ["-1", str(10**6)])
+def test_workers_out_of_range_is_one_line_naming_the_option(tmp_path, monkeypatch, workers):
+    """Before: -1 decoded silently in-process; 10**6 forked until killed (no pool starts now)."""
+    solid(RED).save(tmp_path / "a.png")
+    monkeypatch.setattr(prepare.mp, "get_context", lambda *a: pytest.fail("a pool started"))
+    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", 8,
+                     "--workers", workers)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --workers must be from 0 (decode in this process) "
+                                    f"to {4 * os.cpu_count()} (4 per CPU), got {workers}")
+    assert not list(tmp_path.glob("s*"))
+
+
+def test_train_refuses_negative_workers_naming_the_option(tmp_path):
+    """Before: 'data_workers must be >= 0', a name the command line does not have."""
+    result = run_cli("train", "--data", tmp_path / "none.lmdb", "--run-dir", tmp_path / "run",
+                     "--workers", -1)
+    assert result.exit_code == 2 and "'--workers'" in result.output
+    assert not (tmp_path / "run").exists()
