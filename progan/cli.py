@@ -80,7 +80,7 @@ def prepare_lmdb_cmd(src, out, res_max, res_min, workers, limit, strict, labels,
     interrupted run leaves no OUT; re-running the same command removes stale partial folders and
     starts cleanly.
     """
-    from progan.prepare import prepare_lmdb
+    from progan.prepare import prepare_lmdb, printable
 
     if res_min != 4:
         raise ProganError("--res-min must be 4: the networks start at 4×4, every level is stored")
@@ -90,7 +90,7 @@ def prepare_lmdb_cmd(src, out, res_max, res_min, workers, limit, strict, labels,
     skipped = sum(s["skipped"].values())
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items()))
     click.echo(f"stored {s['stored']} images (levels {s['levels'][0]}–{s['levels'][-1]}) in "
-               f"'{s['out']}' in {s['seconds']:.1f} s; skipped {skipped}"
+               f"'{printable(s['out'])}' in {s['seconds']:.1f} s; skipped {skipped}"
                + (f" ({reasons})" if reasons else ""))
     if s["upscaled"]:
         click.echo(f"warning: {s['upscaled']} images were smaller than {res_max} px and were "
@@ -189,7 +189,7 @@ def _verify(store, meta):
 @click.option("--tick-kimg", type=float, help="Thousands of images between progress lines.")
 @click.option("--snapshot-ticks", type=int, help="Ticks between checkpoints.")
 @click.option("--image-ticks", type=int, help="Ticks between sample grids.")
-@click.option("--workers", "data_workers", type=int, help="DataLoader worker processes for levels not cached in RAM.")
+@click.option("--workers", "data_workers", type=click.IntRange(min=0), help="DataLoader worker processes for levels not cached in RAM.")
 @click.option("--gpus", type=int, default=1, show_default=True,
               help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.")
 @_user_errors

@@ -13,12 +13,14 @@ Workers decode and resize in parallel; the main process writes in batched transa
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import multiprocessing as mp
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 import zipfile
@@ -45,6 +47,8 @@ _INITIAL_MAP_SIZE = 1 << 30  # doubled whenever a transaction fills it
 # The largest level made: each worker holds ~16·R² bytes per image at R (4096: ~270 MB), and the
 # paper's networks stop at 1024. Far larger values would only fail later as a MemoryError.
 MAX_RES_MAX = 4096
+# Decoding is CPU-bound: more workers per CPU than this only add processes (forks of this one).
+MAX_WORKERS_PER_CPU = 4
 # Files larger than this are skipped unread (--max-file-mb); with PIL's own pixel limit
 # (Image.MAX_IMAGE_PIXELS, ~179 Mpixel before it refuses) it bounds each worker's memory.
 DEFAULT_MAX_FILE_MB = 256
@@ -202,35 +206,135 @@ def _entry_problem(rel: str, size: int, max_bytes: int) -> str | None:
     return None
 
 
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal: what is not printable in a file name (a newline, a
+    terminal escape sequence, a bidi control, an undecodable byte) is shown escaped (``\\x1b``)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
+def _kind_of_file(mode: int) -> str:
+    return ("fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "special file")
+
+
+def _stat_problem(path: str, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "broken symlink (a symlink loop)"
+    if isinstance(e, FileNotFoundError) and os.path.islink(path):
+        return f"broken symlink (to '{os.readlink(path)}')"
+    return f"unreadable ({e.strerror or e})"
+
+
+def _walk_folder(src: Path) -> list[tuple[str, int, int, str | None]]:
+    """Every entry under ``src`` as (relative path, size, 0, problem or None), hidden ones aside.
+
+    Symlinked folders are followed (a data set assembled from links is common), once each: a link
+    back to a folder above it is a "symlink loop" and a second way to a folder already walked a
+    "duplicate folder", both listed (as ``path/``) instead of walked again. A file reached twice
+    (a link to a file in the tree, a hard link) is stored once, the real path or else the first
+    in sorted order; the others are "duplicate file". Broken links, fifos, sockets and folders
+    that cannot be read are listed with their reason, never dropped.
+    """
+    root = src.stat()
+    walked = {(root.st_dev, root.st_ino): ""}
+    entries: list[tuple[str, int, int, str | None]] = []
+    files: dict[tuple[int, int], list[tuple[bool, str]]] = {}
+    real: list[tuple[Path, str, tuple]] = [(src, "", ((root.st_dev, root.st_ino),))]
+    linked: list[tuple[Path, str, tuple]] = []  # walked after every real folder: those win
+    while real or linked:
+        folder, prefix, above = real.pop() if real else linked.pop()
+        if prefix:
+            here = above[-1]
+            if here in above[:-1]:
+                back = walked[here]
+                entries.append((prefix, 0, 0, f"symlink loop (back to '{back or '.'}/')"))
+                continue
+            if here in walked:
+                entries.append((prefix, 0, 0, f"duplicate folder (same as '{walked[here]}')"))
+                continue
+            walked[here] = prefix
+        try:
+            with os.scandir(folder) as it:
+                found = sorted(it, key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            if not prefix:
+                raise
+            entries.append((prefix, 0, 0, f"unreadable folder ({e.strerror or e})"))
+            continue
+        for entry in found:
+            rel = prefix + entry.name
+            if _is_hidden(entry.name):
+                continue
+            try:
+                st = os.stat(entry.path)
+                is_link = entry.is_symlink()
+            except OSError as e:
+                entries.append((rel, 0, 0, _stat_problem(entry.path, e)))
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if stat.S_ISDIR(st.st_mode):
+                pending = linked if is_link else real
+                pending.append((Path(entry.path), rel + "/", above + (ident,)))
+            elif stat.S_ISREG(st.st_mode):
+                entries.append((rel, st.st_size, 0, None))
+                if st.st_ino:  # 0 where a filesystem has no inode numbers
+                    files.setdefault(ident, []).append((is_link, rel))
+            else:
+                entries.append((rel, 0, 0, f"not a regular file ({_kind_of_file(st.st_mode)})"))
+    copies = {}
+    for paths in files.values():
+        keep = min(paths)[1]
+        copies.update({rel: keep for _, rel in paths if rel != keep})
+    return [(rel, size, packed, f"duplicate file (same file as '{copies[rel]}')")
+            if rel in copies else (rel, size, packed, problem)
+            for rel, size, packed, problem in entries]
+
+
+def _zip_entries(z: zipfile.ZipFile) -> list[tuple[str, int, int, str | None]]:
+    """Every file entry of a zip as (name, size, packed size, problem or None).
+
+    Of entries sharing a name, the last is read, as ``unzip`` and Python's ``zipfile`` read it
+    (and so a zip gives the store its extracted folder gives); each earlier one is listed.
+    """
+    infos = [i for i in z.infolist() if not i.is_dir()]
+    last = {i.filename: n for n, i in enumerate(infos)}
+    return [(i.filename, i.file_size, i.compress_size,
+             None if last[i.filename] == n
+             else "duplicate name in zip (a later entry of that name is read)")
+            for n, i in enumerate(infos)]
+
+
 def list_images(src: Path, max_bytes: int = DEFAULT_MAX_FILE_MB << 20
                 ) -> tuple[list[str], bool, list[tuple[str, str]]]:
     """Sorted relative POSIX paths of the images to read in a folder (recursive) or zip.
 
-    Returns (names, is_zip, skipped): ``skipped`` lists (name, reason) for files that are not
-    images by extension, have unsafe zip paths, exceed ``max_bytes`` or (zip) inflate like a
-    decompression bomb. Hidden files and ``__MACOSX`` are ignored.
+    Returns (names, is_zip, skipped): ``skipped`` lists (name, reason) for every other file found
+    (a folder that is not walked ends in ``/``): not an image by extension, an unsafe zip path,
+    over ``max_bytes``, a (zip) decompression bomb, a duplicate name in a zip, a broken symlink,
+    a fifo, a folder that cannot be read, a symlink loop, the same file or folder reached twice
+    (see ``_walk_folder``). Hidden files and ``__MACOSX`` are ignored.
     """
     if not src.exists():
-        raise ProganError(f"source '{src}' not found")
+        raise ProganError(f"source '{printable(src)}' not found")
     try:
         if src.is_dir():
-            entries = [(p.relative_to(src).as_posix(), p.stat().st_size, 0)
-                       for p in src.rglob("*") if p.is_file()]
+            entries = _walk_folder(src)
             is_zip = False
         elif zipfile.is_zipfile(src):
             with zipfile.ZipFile(src) as z:
-                entries = [(i.filename, i.file_size, i.compress_size)
-                           for i in z.infolist() if not i.is_dir()]
+                entries = _zip_entries(z)
             is_zip = True
         else:
-            raise ProganError(f"source '{src}' is neither a folder nor a zip file")
+            raise ProganError(f"source '{printable(src)}' is neither a folder nor a zip file")
     except (OSError, zipfile.BadZipFile) as e:
-        raise ProganError(f"cannot read source '{src}': {e}") from None
+        raise ProganError(f"cannot read source '{printable(src)}': {printable(e)}") from None
     names, skipped = [], []
-    for rel, size, packed in sorted(entries):
+    for rel, size, packed, found in sorted(entries, key=lambda e: e[0]):
         if _is_hidden(rel):
             continue
         problem = _entry_problem(rel, size, max_bytes)
+        if found and (rel.endswith("/") or not (problem or "").startswith("other extension")):
+            problem = found
         if problem is None and is_zip and size > _BOMB_MIN_BYTES and size > _BOMB_RATIO * packed:
             problem = f"decompression bomb ({size / max(packed, 1):,.0f}:1 compression)"
         if problem is None:
@@ -253,7 +357,8 @@ def _write(env: lmdb.Environment, batch: list[tuple[bytes, bytes]], out: Path) -
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
         except (lmdb.Error, OSError) as e:
-            raise ProganError(f"writing '{out}' failed: {e} (disk full?)") from None
+            msg = f"writing '{printable(out)}' failed: {printable(e)} (disk full?)"
+            raise ProganError(msg) from None
 
 
 def _remove_stale_partials(out: Path) -> None:
@@ -292,10 +397,12 @@ def prepare_lmdb(
     ``crop="none"`` keeps the whole picture and so requires square sources (others are skipped);
     images whose cropped side is below ``res_max`` are upscaled (LANCZOS) and counted, or skipped
     when below ``min_size``. ``limit`` stops after that many stored images. ``workers=0`` decodes
-    in this process. Levels below ``compressed_min_res`` are raw bytes, the others ``lossless``
-    ("png" or "webp"). Files over ``max_file_mb`` MiB (by their size or zip header, and while
-    reading) are skipped unread, as are zip entries that inflate like a decompression bomb. With
-    ``strict`` the first skipped file (other than by extension) is an error. Nothing is
+    in this process (at most 4 per CPU). Levels below ``compressed_min_res`` are raw bytes, the
+    others ``lossless`` ("png" or "webp"). Files over ``max_file_mb`` MiB (by their size or zip
+    header, and while reading) are skipped unread, as are zip entries that inflate like a
+    decompression bomb. With
+    ``strict`` the first skipped file (other than by extension) is an error; every file found is
+    stored or skipped with its reason (``list_images``), and names are printed escaped. Nothing is
     left at ``out`` unless the store is complete; stale ``out.partial-*`` folders of dead runs are
     removed. Every record's CRC-32 is stored (format 2) so that readers can detect damage.
     """
@@ -312,32 +419,36 @@ def prepare_lmdb(
     except ValueError:
         msg = f"--background {background!r} is not a colour (try 'white' or '#808080')"
         raise ProganError(msg) from None
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers is not None and not 0 <= workers <= most:
+        raise ProganError(f"--workers must be from 0 (decode in this process) to {most} "
+                          f"({MAX_WORKERS_PER_CPU} per CPU), got {workers}")
     if out.exists():
-        raise ProganError(f"output '{out}' already exists; remove it or choose another path")
+        raise ProganError(
+            f"output '{printable(out)}' already exists; remove it or choose another path")
     names, is_zip, listed_skips = list_images(src, max_file_mb << 20)
     if not names:
         also = f"; skipped {len(listed_skips)} other files" if listed_skips else ""
-        raise ProganError(
-            f"no image files in '{src}' (looked for {', '.join(IMAGE_EXTENSIONS)}{also})"
-        )
+        looked = ", ".join(IMAGE_EXTENSIONS)
+        raise ProganError(f"no image files in '{printable(src)}' (looked for {looked}{also})")
     class_names: list[str] = []
     if labels:
         class_names = sorted({n.split("/")[0] for n in names if "/" in n})
         if not class_names:
-            raise ProganError(f"--labels needs class subfolders in '{src}', found none")
+            raise ProganError(f"--labels needs class subfolders in '{printable(src)}', found none")
     class_index = {c: i for i, c in enumerate(class_names)}
     levels = config.levels(4, res_max)
     encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
     opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
                 encoding=encoding, max_file_bytes=max_file_mb << 20)
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = min((os.cpu_count() or 1) if workers is None else workers, len(names))
     total = len(names) + len(listed_skips) if limit is None else min(limit, len(names))
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(out)
     except OSError as e:
-        raise ProganError(f"cannot create '{out}': {e}") from None
+        raise ProganError(f"cannot create '{printable(out)}': {printable(e)}") from None
     partial = out.parent / f"{out.name}.partial-{os.getpid()}"
     pool = env = None
     try:
@@ -358,13 +469,14 @@ def prepare_lmdb(
         def skip(name: str, reason: str) -> None:
             kind = reason.split(" (")[0]
             if strict and kind != "other extension":
-                raise ProganError(f"--strict: skipped '{name}': {reason}; no store written")
+                raise ProganError(f"--strict: skipped '{printable(name)}': {printable(reason)}; "
+                                  "no store written")
             skipped[kind] += 1
             skipped_files.append((name, reason))
             if skipped[kind] <= _SHOWN_SKIPS:
-                bar.message(f"skipped {name}: {reason}")
+                bar.message(f"skipped {printable(name)}: {printable(reason)}")
             elif skipped[kind] == _SHOWN_SKIPS + 1:
-                bar.message(f"(further '{kind}' skips are counted, not shown)")
+                bar.message(f"(further '{printable(kind)}' skips are counted, not shown)")
 
         for name, reason in listed_skips:
             skip(name, reason)
@@ -392,7 +504,8 @@ def prepare_lmdb(
                 break
         bar.finish(stored + len(skipped_files) if limit is None else stored)
         if stored == 0:
-            raise ProganError(f"no usable images in '{src}' ({len(skipped_files)} skipped)")
+            raise ProganError(
+                f"no usable images in '{printable(src)}' ({len(skipped_files)} skipped)")
         meta = {
             "format": "progan-lmdb", "version": FORMAT_VERSION, "count": stored,
             "levels": levels, "res_max": res_max, "channels": 3, "channel_order": "RGB",
@@ -435,7 +548,7 @@ def prepare_lmdb(
             env.close()
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(e, (lmdb.Error, OSError)):
-            raise ProganError(f"writing '{out}' failed: {e}") from None
+            raise ProganError(f"writing '{printable(out)}' failed: {printable(e)}") from None
         raise
     return {
         "out": str(out), "stored": stored, "levels": levels, "encoding": encoding,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -354,3 +355,144 @@ def test_every_record_has_a_checksum_that_matches(tmp_path):
         values = [recs[f"{res:04d}/{i:08d}".encode()] for i in range(2)]
         assert table.tolist() == [zlib.crc32(v) for v in values]
         assert meta["checksum_tables"][str(res)] == zlib.crc32(table.tobytes())
+
+
+# Every file found is stored or listed -------------------------------------------------------
+
+def listing(src: Path, **kw) -> tuple[dict, list[tuple[str, str]]]:
+    """prepare_lmdb's summary and its skipped files; kw are prepare_lmdb options."""
+    s = prepare_lmdb(src, src.parent / "s", res_max=8, workers=0, progress=False, **kw)
+    return s, s["skipped_files"]
+
+
+def test_symlinked_folders_are_followed_once_and_loops_and_second_ways_are_listed(tmp_path):
+    """Before: linked/b.png vanished silently, and a link to a file in the tree stored it twice."""
+    (tmp_path / "outside").mkdir()
+    solid(BLUE).save(tmp_path / "outside" / "b.png")
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    solid(RED).save(src / "real" / "a.png")
+    (src / "linked").symlink_to(tmp_path / "outside")  # followed: a data set made of links
+    (src / "again").symlink_to("real")  # the same folder a second way: listed, not read twice
+    (src / "real" / "loop").symlink_to("..")
+    (src / "twice.png").symlink_to("real/a.png")
+    s, skipped = listing(src)
+    assert s["stored"] == 2
+    assert (top(tmp_path / "s", 0, 8) == BLUE).all() and (top(tmp_path / "s", 1, 8) == RED).all()
+    assert skipped == [("again/", "duplicate folder (same as 'real/')"),
+                       ("real/loop/", "symlink loop (back to './')"),
+                       ("twice.png", "duplicate file (same file as 'real/a.png')")]
+    with pytest.raises(ProganError, match="--strict: skipped 'again/': duplicate folder"):
+        prepare_lmdb(src, tmp_path / "s2", res_max=8, workers=0, progress=False, strict=True)
+
+
+def test_an_unreadable_folder_is_listed_and_strict_refuses_it(tmp_path, monkeypatch):
+    """Before: the walk swallowed the PermissionError and locked/c.png vanished, even --strict.
+
+    chmod 000 does not stop root, so where the folder stays readable the walk is refused it.
+    """
+    src = tmp_path / "src"
+    (src / "locked").mkdir(parents=True)
+    solid(RED).save(src / "a.png")
+    solid(RED).save(src / "locked" / "c.png")
+    (src / "locked").chmod(0)
+    if os.access(src / "locked", os.R_OK):
+        scandir = os.scandir
+
+        def refuse(path):
+            if not isinstance(path, int) and Path(path).name == "locked":
+                raise PermissionError(13, "Permission denied", str(path))
+            return scandir(path)
+
+        monkeypatch.setattr(os, "scandir", refuse)
+    try:
+        s, skipped = listing(src)
+        assert s["stored"] == 1
+        assert skipped == [("locked/", "unreadable folder (Permission denied)")]
+        with pytest.raises(ProganError, match="--strict: skipped 'locked/': unreadable folder"):
+            prepare_lmdb(src, tmp_path / "s2", res_max=8, workers=0, progress=False, strict=True)
+    finally:
+        (src / "locked").chmod(0o755)
+
+
+def test_broken_symlinks_and_fifos_are_listed_with_their_reason(tmp_path):
+    """Before: all three vanished without a word (Path.is_file() is False for them)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    solid(RED).save(src / "a.png")
+    (src / "dangling.png").symlink_to("nowhere.png")
+    (src / "self.png").symlink_to("self.png")
+    os.mkfifo(src / "pipe.png")
+    (src / "gone.txt").symlink_to("nowhere.txt")  # not an image by its name: another extension
+    s, skipped = listing(src)
+    assert s["stored"] == 1
+    assert skipped == [("dangling.png", "broken symlink (to 'nowhere.png')"),
+                       ("gone.txt", "other extension (.txt)"),
+                       ("pipe.png", "not a regular file (fifo)"),
+                       ("self.png", "broken symlink (a symlink loop)")]
+    with pytest.raises(ProganError, match="--strict: skipped 'dangling.png': broken symlink"):
+        prepare_lmdb(src, tmp_path / "s2", res_max=8, workers=0, progress=False, strict=True)
+
+
+def test_a_duplicate_name_in_a_zip_stores_the_last_entry_once_and_lists_the_other(tmp_path):
+    """Before: the later x.png was stored twice and the earlier never, without a word.
+
+    The last entry is what unzip and Python's zipfile extract, so the zip gives the store its
+    extracted folder gives.
+    """
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(tmp_path / "src.zip", "w") as z:
+            z.writestr("x.png", png_bytes(RED))
+            z.writestr("x.png", png_bytes(BLUE))
+            z.writestr("y.png", png_bytes((0, 255, 0)))
+    s, skipped = listing(tmp_path / "src.zip")
+    assert s["stored"] == 2
+    assert (top(tmp_path / "s", 0, 8) == BLUE).all()
+    assert (top(tmp_path / "s", 1, 8) == (0, 255, 0)).all()
+    assert skipped == [("x.png", "duplicate name in zip (a later entry of that name is read)")]
+    with pytest.raises(ProganError, match="--strict: skipped 'x.png': duplicate name in zip"):
+        prepare_lmdb(tmp_path / "src.zip", tmp_path / "s2", res_max=8, workers=0,
+                     progress=False, strict=True)
+
+
+def test_file_names_are_printed_escaped(tmp_path):
+    """Before: a newline or a terminal escape sequence in a name reached the terminal raw."""
+    src = tmp_path / "src"
+    src.mkdir()
+    solid(RED).save(src / "a.png")
+    (src / "two\nlines.png").write_text("x")
+    (src / "red\x1b[31m.png").write_text("x")
+    out = tmp_path / "s\x1b]0;title\x07"
+    result = run_cli("prepare-lmdb", src, out, "--res-max", 8, "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "skipped two\\nlines.png: not an image" in result.output
+    assert "skipped red\\x1b[31m.png: not an image" in result.output
+    assert "s\\x1b]0;title\\x07' in" in result.output
+    result = run_cli("prepare-lmdb", src, tmp_path / "s2", "--res-max", 8, "--workers", 0,
+                     "--strict")
+    assert result.exit_code == 2
+    assert "error: --strict: skipped 'red\\x1b[31m.png': not an image" in result.output
+    assert prepare.printable("é ü 画像 a\\b") == "é ü 画像 a\\b"  # printable text is left alone
+    assert prepare.printable("\u202ex\udcff") == "\\u202ex\\udcff"  # bidi control, bad byte
+
+
+@pytest.mark.parametrize("workers", ["-1", str(10**6)])
+def test_workers_out_of_range_is_one_line_naming_the_option(tmp_path, monkeypatch, workers):
+    """Before: -1 decoded silently in-process; 10**6 forked until killed (no pool starts now)."""
+    solid(RED).save(tmp_path / "a.png")
+    monkeypatch.setattr(prepare.mp, "get_context", lambda *a: pytest.fail("a pool started"))
+    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", 8,
+                     "--workers", workers)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --workers must be from 0 (decode in this process) "
+                                    f"to {4 * os.cpu_count()} (4 per CPU), got {workers}")
+    assert not list(tmp_path.glob("s*"))
+
+
+def test_train_refuses_negative_workers_naming_the_option(tmp_path):
+    """Before: 'data_workers must be >= 0', a name the command line does not have."""
+    result = run_cli("train", "--data", tmp_path / "none.lmdb", "--run-dir", tmp_path / "run",
+                     "--workers", -1)
+    assert result.exit_code == 2 and "'--workers'" in result.output
+    assert not (tmp_path / "run").exists()
