@@ -52,6 +52,7 @@ __all__ = [
     "SWD_N",
     "Evaluator",
     "check_counts",
+    "check_interval",
     "count_images",
     "compute_fid",
     "compute_swd",
@@ -68,6 +69,7 @@ __all__ = [
 
 FID_N = 50_000  # FID50k, the number every recent paper reports
 SWD_N = 16_384  # the paper's SWD sample size (Section 5)
+WATCH_INTERVAL = (1.0, 86_400.0)  # seconds between polls of a watched run
 
 
 def default_n(metric: str) -> int:
@@ -116,6 +118,19 @@ def check_counts(n: int | None, batch: int) -> None:
         )
     if batch < 1:
         raise ProganError(f"--batch must be at least 1, got {batch}")
+
+
+def check_interval(interval: float) -> None:
+    """Refuse a ``--watch`` polling interval outside 1 s to a day (NaN and infinity included).
+
+    Below a second a poll would list the checkpoints folder in a busy loop; a trainer writes a
+    checkpoint every few minutes at the most, so a second loses nothing.
+    """
+    low, high = WATCH_INTERVAL
+    if not low <= interval <= high:  # False for NaN
+        raise ProganError(
+            f"--interval must be from {low:g} to {high:g} seconds, got {interval:g}"
+        )
 
 
 def default_cache_dir() -> Path:
@@ -267,6 +282,7 @@ class CheckpointEvaluator:
         A checkpoint that cannot be loaded (deleted by the trainer's rotation meanwhile, corrupt) or
         at which the metric is undefined is reported and passed over; any other error stops.
         """
+        check_interval(interval)
         results: list[dict[str, Any]] = []
         passed: set[Path] = set()
         while True:

@@ -1,0 +1,68 @@
+"""Bad input to `progan generate`, `fid`, `swd` and `metrics` is refused up front in one line, and
+their writes fail cleanly: a full disk or an unwritable result never costs what was computed."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from progan.checkpoint import list_checkpoints
+from progan.metrics import evaluate as ev
+from test_fid_cli import invoke, tiny_features as tiny_features  # noqa: F401  (fixture)
+from test_fid_cli import trained_run as trained_run  # noqa: F401  (module fixture)
+from test_stylegan_sampling import style_run as style_run  # noqa: F401  (module fixture)
+
+
+@pytest.fixture(autouse=True)
+def no_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture
+def run(trained_run, tmp_path) -> Path:  # noqa: F811
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def one_line_error(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(n in lines[0] for n in needles), lines
+    return lines[0]
+
+
+# --- every input checked up front ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--truncation", "nan"], "--truncation"),
+    (["--truncation", "inf"], "--truncation"),
+    (["--truncation", "-inf"], "--truncation"),
+    (["--truncation", "0.7", "--truncation-cutoff", "0"], "--truncation-cutoff"),
+])  # fmt: skip
+def test_generate_refuses_a_truncation_that_would_draw_nan_or_nothing(style_run, tmp_path, args, option):  # noqa: F811
+    out = tmp_path / "out"
+    one_line_error(invoke("generate", style_run, "--out", out, "--n", 2, *args), option)
+    assert not list(out.glob("*.png"))
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "-1", "0", "0.001", "1e12"])
+@pytest.mark.parametrize("command", ["fid", "swd", "metrics"])
+def test_watch_interval_must_be_a_second_to_a_day(run, tiny_features, monkeypatch, command, interval):  # noqa: F811
+    def sleep(seconds):  # a poll loop that got this far would spin or crash: end it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev.time, "sleep", sleep)
+    extra = ["--metrics", "swd16"] if command == "metrics" else []
+    result = invoke(command, run, "--n" if command != "metrics" else "--batch", 16, *extra,
+                    "--device", "cpu", "--watch", "--interval", interval)  # fmt: skip
+    one_line_error(result, "--interval must be from 1 to 86400 seconds")
+    assert not list((run / "checkpoints").glob("*.json"))  # refused before any evaluation
+
+
+def test_a_python_caller_gets_the_same_interval_check(run, tiny_features):  # noqa: F811
+    with pytest.raises(ev.ProganError, match="--interval"):
+        ev.Evaluator("swd", n=16, device="cpu").evaluate_run(run, watch=True, interval=math.nan)
