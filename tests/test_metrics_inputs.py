@@ -7,11 +7,14 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from progan.checkpoint import list_checkpoints
 from progan.metrics import evaluate as ev
-from test_fid_cli import invoke, tiny_features as tiny_features  # noqa: F401  (fixture)
+from progan.metrics import suite as su
+from test_fid_cli import TinyFeatures, invoke
+from test_fid_cli import tiny_features as tiny_features  # noqa: F401  (fixture)
 from test_fid_cli import trained_run as trained_run  # noqa: F401  (module fixture)
 from test_stylegan_sampling import style_run as style_run  # noqa: F401  (module fixture)
 
@@ -66,3 +69,79 @@ def test_watch_interval_must_be_a_second_to_a_day(run, tiny_features, monkeypatc
 def test_a_python_caller_gets_the_same_interval_check(run, tiny_features):  # noqa: F811
     with pytest.raises(ev.ProganError, match="--interval"):
         ev.Evaluator("swd", n=16, device="cpu").evaluate_run(run, watch=True, interval=math.nan)
+
+
+class SizedFeatures(TinyFeatures):
+    """TinyFeatures that says its size, as FIDInception does (2048), and counts the images it sees."""
+
+    feature_dim = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return super().forward(x)
+
+
+@pytest.fixture
+def sized_features(monkeypatch) -> SizedFeatures:
+    model = SizedFeatures()
+    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: model)
+    monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: model)
+    return model
+
+
+def bad_stats(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.npz"
+    mu, sigma = np.zeros(8), np.eye(8)
+    if kind == "wrong-dim":
+        mu, sigma = np.zeros(2048), np.eye(2048)
+    elif kind == "mismatched":
+        mu = np.zeros(7)
+    elif kind == "matrix-mu":
+        mu = np.zeros((8, 8))
+    elif kind == "nan":
+        sigma[3, 2] = np.nan
+    elif kind == "inf":
+        mu[0] = np.inf
+    np.savez(path, mu=mu, sigma=sigma)
+    return path
+
+
+STATS_PROBLEMS = {
+    "wrong-dim": "statistics of 2048-d features; FID here compares 8-d",
+    "mismatched": "got shapes (7,) and (8, 8)",
+    "matrix-mu": "got shapes (8, 8) and (8, 8)",
+    "nan": "1 NaN or infinite values",
+    "inf": "1 NaN or infinite values",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STATS_PROBLEMS))
+@pytest.mark.parametrize("command", ["fid", "metrics"])
+def test_a_bad_reference_npz_is_refused_before_any_image_is_generated(
+    run, sized_features, tmp_path, monkeypatch, command, kind
+):
+    generated = []
+    monkeypatch.setattr(ev, "generated_images", lambda *a, **k: generated.append(1) or iter(()))
+    monkeypatch.setattr(su, "generated_images", lambda *a, **k: generated.append(1) or iter(()))
+    stats = bad_stats(tmp_path, kind)
+    which = ["--n", 16] if command == "fid" else ["--metrics", "fid16"]
+    result = invoke(command, run, *which, "--device", "cpu", "--ref", stats)
+    one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
+    assert generated == [] and sized_features.seen == 0
+
+
+@pytest.mark.parametrize("kind", sorted(STATS_PROBLEMS))
+def test_a_bad_npz_source_is_refused_before_the_other_sources_feature_pass(
+    sized_features, tmp_path, kind
+):
+    from progan.demo import make_demo_images
+
+    make_demo_images(tmp_path / "reals", n=4, size=16, seed=1)
+    stats = bad_stats(tmp_path, kind)
+    result = invoke("fid", "--real", tmp_path / "reals", "--fake", stats, "--device", "cpu")
+    one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
+    assert sized_features.seen == 0

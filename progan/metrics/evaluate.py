@@ -32,6 +32,7 @@ from progan.errors import ProganError
 from progan.fileio import atomic_path, write_failure
 from progan.metrics.fid import (
     check_source,
+    check_stats_file,
     extract_features,
     feature_stats,
     fid_from_sources,
@@ -341,6 +342,8 @@ class Evaluator(CheckpointEvaluator):
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.model = load_fid_inception(inception_weights, self.device) if metric == "fid" else None
+        if self.model is not None and self.ref is not None and self.ref.suffix == ".npz":
+            check_stats_file(self.ref, self.model)  # before any checkpoint is loaded
         self._ref_stats: dict[tuple[Path, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _reference(self, data: str | None) -> Path:
@@ -476,6 +479,9 @@ def fid_between(
         )
     dev = resolve_device(device)
     model = load_fid_inception(inception_weights, dev)
+    for source in (real, fake):
+        if Path(source).suffix == ".npz":
+            check_stats_file(source, model)  # its size against the network's, before any pass
     cache = _usable_cache(
         Path(cache_dir) if cache_dir is not None else default_cache_dir(), _stderr
     )

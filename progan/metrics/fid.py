@@ -27,6 +27,7 @@ from progan.fileio import atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "check_stats_file",
     "extract_features",
     "feature_stats",
     "fid_from_sources",
@@ -103,17 +104,45 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> Pa
     return path
 
 
-def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``mu`` and ``sigma`` (float64) from an ``.npz`` written by us or by pytorch-fid."""
+def load_stats(path: str | os.PathLike, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``mu`` and ``sigma`` (float64) from an ``.npz`` written by us or by pytorch-fid.
+
+    They must be a D vector and a D × D matrix of finite numbers, with D = ``dim`` when given (the
+    feature network's size, 2048 for Inception): anything else is a ProganError naming the file.
+    """
     path = Path(path)
     try:
         with np.load(path) as f:
             mu, sigma = f["mu"][:], f["sigma"][:]
-    except (OSError, KeyError, ValueError) as exc:
+        mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ProganError(
             f"'{path}' is not an FID stats file with 'mu' and 'sigma': {exc}"
         ) from None
-    return mu.astype(np.float64), sigma.astype(np.float64)
+    d = mu.shape[0] if mu.ndim == 1 else None
+    if d is None or sigma.shape != (d, d):
+        raise ProganError(
+            f"'{path}' is not an FID stats file: mu must be a vector of D features and sigma "
+            f"D × D, got shapes {mu.shape} and {sigma.shape}"
+        )
+    if dim is not None and d != dim:
+        raise ProganError(
+            f"'{path}' holds statistics of {d}-d features; FID here compares {dim}-d Inception "
+            "pool3 features (make the file with pytorch-fid or `progan fid`)"
+        )
+    bad = int((~np.isfinite(mu)).sum() + (~np.isfinite(sigma)).sum())
+    if bad:
+        raise ProganError(f"'{path}' holds {bad} NaN or infinite values in mu/sigma; make it again")
+    return mu, sigma
+
+
+def check_stats_file(path: str | os.PathLike, model: torch.nn.Module | None = None) -> None:
+    """Check an FID stats ``.npz`` before any feature is computed: it exists and holds finite
+    statistics of as many features as ``model`` gives (when it says: ``feature_dim``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProganError(f"stats file '{path}' not found")
+    load_stats(path, getattr(model, "feature_dim", None))
 
 
 @contextlib.contextmanager
@@ -294,7 +323,7 @@ def source_stats(
     if path.suffix == ".npz":
         if not path.is_file():
             raise ProganError(f"stats file '{path}' not found")
-        return load_stats(path)
+        return load_stats(path, getattr(model, "feature_dim", None))
     if is_store(path):
         from progan.data import read_meta
 
@@ -327,8 +356,7 @@ def check_source(
     """
     path = Path(source)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise ProganError(f"stats file '{path}' not found")
+        check_stats_file(path)
         return None
     if is_store(path):
         from progan.data import read_meta

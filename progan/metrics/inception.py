@@ -209,6 +209,8 @@ class FIDInception(nn.Module):
     The module is always in inference mode (batch norm uses its stored statistics).
     """
 
+    feature_dim = FEATURE_DIM  # what an FID stats .npz of these features must hold
+
     def __init__(self) -> None:
         super().__init__()
         self.Conv2d_1a_3x3 = ConvBN(3, 32, 3, stride=2)

@@ -55,6 +55,7 @@ from progan.metrics.evaluate import (
 )
 from progan.metrics.fid import (
     _full_fp32,
+    check_stats_file,
     extract_features,
     feature_stats,
     folder_batches,
@@ -259,6 +260,8 @@ class MetricSuite(CheckpointEvaluator):
             if any(s.uses_inception for s in self.specs)
             else None
         )
+        if "fid" in kinds and self.ref is not None and self.ref.suffix == ".npz":
+            check_stats_file(self.ref, self.inception)  # before any checkpoint is loaded
         self.classifier = load_inception_classifier(inception_weights) if "is" in kinds else None
         by_vgg = [s.label for s in self.specs if s.uses_vgg]
         self.vgg = (
