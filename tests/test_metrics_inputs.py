@@ -3,7 +3,9 @@ their writes fail cleanly: a full disk or an unwritable result never costs what 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from progan.checkpoint import list_checkpoints
 from progan.metrics import evaluate as ev
 from progan.metrics import suite as su
+from progan.metrics.fid import source_stats
 from test_fid_cli import TinyFeatures, invoke
 from test_fid_cli import tiny_features as tiny_features  # noqa: F401  (fixture)
 from test_fid_cli import trained_run as trained_run  # noqa: F401  (module fixture)
@@ -145,3 +148,42 @@ def test_a_bad_npz_source_is_refused_before_the_other_sources_feature_pass(
     result = invoke("fid", "--real", tmp_path / "reals", "--fake", stats, "--device", "cpu")
     one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
     assert sized_features.seen == 0
+
+
+def name_bytes(folder: Path) -> list[int]:
+    return [len(os.fsencode(p.name)) for p in folder.iterdir()]
+
+
+def test_a_very_long_store_name_gives_cache_files_that_fit_the_file_system(face_store, tmp_path):
+    store = Path(shutil.copytree(face_store, tmp_path / ("s" * 245 + ".lmdb")))
+    model, cache = SizedFeatures(), tmp_path / "cache"
+    first = source_stats(store, model=model, n=16, resolution=16, cache_dir=cache, progress=False)
+    seen = model.seen
+    again = source_stats(store, model=model, n=16, resolution=16, cache_dir=cache, progress=False)
+    assert seen == 16 and model.seen == 16  # the second call read the cache
+    assert np.array_equal(first[1], again[1])
+    assert len(list(cache.iterdir())) == 1 and max(name_bytes(cache)) <= 200
+
+
+@pytest.mark.parametrize("command", ["fid", "metrics"])
+def test_a_very_long_reference_name_gives_results_and_caches_that_fit(
+    run, face_store, sized_features, tmp_path, command
+):
+    store = Path(shutil.copytree(face_store, tmp_path / ("é" * 120 + ".lmdb")))  # 245 bytes
+    which = ["--n", 16] if command == "fid" else ["--metrics", "fid16,kid16"]
+    result = invoke(command, run, *which, "--device", "cpu", "--ref", store,
+                    "--cache-dir", tmp_path / "cache")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(list((run / "checkpoints").glob("*.json"))) == (2 if command == "metrics" else 1)
+    assert max(name_bytes(run / "checkpoints")) <= 200 and max(name_bytes(tmp_path / "cache")) <= 200
+    again = invoke(command, run, *which, "--device", "cpu", "--ref", store)
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+
+
+def test_a_checkpoint_with_a_very_long_name_gets_its_result_beside_it(run, tmp_path):
+    ckpt = Path(shutil.copy(list_checkpoints(run)[-1], tmp_path / ("c" * 250 + ".pt")))
+    result = invoke("swd", ckpt, "--n", 16, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (json_file,) = tmp_path.glob("c*.json")
+    assert json.loads(json_file.read_text())["metric"] == "swd16"
+    assert json_file == ev.result_path(ckpt, "swd16") and len(os.fsencode(json_file.name)) <= 200

@@ -29,7 +29,7 @@ import torch
 from progan.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.fileio import atomic_path, write_failure
+from progan.fileio import atomic_path, bounded_name, write_failure
 from progan.metrics.fid import (
     check_source,
     check_stats_file,
@@ -71,6 +71,7 @@ __all__ = [
 FID_N = 50_000  # FID50k, the number every recent paper reports
 SWD_N = 16_384  # the paper's SWD sample size (Section 5)
 WATCH_INTERVAL = (1.0, 86_400.0)  # seconds between polls of a watched run
+RESULT_NAME_MAX = 200  # bytes of a result file's name: NAME_MAX (255) less atomic_path's tmp suffix
 
 
 def default_n(metric: str) -> int:
@@ -101,14 +102,21 @@ def name_suffix(seed: int = 0, ref: str | os.PathLike | None = None) -> str:
     suffix = f"-seed{seed}" if seed else ""
     if ref is not None:
         resolved = str(Path(ref).resolve())
-        suffix += f"-ref-{Path(resolved).stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:6]}"
+        digest = hashlib.sha1(os.fsencode(resolved)).hexdigest()[:6]
+        suffix += f"-ref-{bounded_name(Path(resolved).stem)}-{digest}"
     return suffix
 
 
 def result_path(checkpoint: str | os.PathLike, name: str) -> Path:
-    """``RUN/checkpoints/ckpt-<images>.<name>.json`` for ``ckpt-<images>.pt``."""
+    """``RUN/checkpoints/ckpt-<images>.<name>.json`` for ``ckpt-<images>.pt``.
+
+    A checkpoint name too long to take the suffix is shortened (``bounded_name``): the file name,
+    and the temporary one it is written under, stay within the file system's 255 bytes.
+    """
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.{name}.json")
+    tail = f".{name}.json"
+    stem = bounded_name(checkpoint.stem, RESULT_NAME_MAX - len(os.fsencode(tail)))
+    return checkpoint.with_name(stem + tail)
 
 
 def check_counts(n: int | None, batch: int) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import linalg
 
 from progan.errors import ProganError
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, bounded_name
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -294,11 +294,12 @@ def is_store(path: str | os.PathLike) -> bool:
 
 def _cache_file(cache_dir: Path, store: Path, resolution: int, n: int) -> Path:
     # Keyed by (store, level, N); the data file's size and mtime invalidate it if the store is rebuilt.
+    # A long store name is shortened (the digest tells stores apart): the name must fit NAME_MAX.
     store = store.resolve()
     st = (store / "data.mdb").stat()
-    key = f"{store}|{st.st_size}|{st.st_mtime_ns}".encode()
+    key = os.fsencode(f"{store}|{st.st_size}|{st.st_mtime_ns}")
     digest = hashlib.sha1(key).hexdigest()[:12]
-    return cache_dir / f"fid-{store.name}-{digest}-{resolution}px-n{n}.npz"
+    return cache_dir / f"fid-{bounded_name(store.name)}-{digest}-{resolution}px-n{n}.npz"
 
 
 def source_stats(

@@ -39,7 +39,7 @@ import torch
 from progan.checkpoint import list_checkpoints
 from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, bounded_name
 from progan.metrics.evaluate import (
     CheckpointEvaluator,
     _usable_cache,
@@ -181,8 +181,8 @@ def _feature_cache_file(cache_dir: Path, store: Path, res: int, n: int, network:
     # Keyed as FID statistics are: the store's path, size and mtime, the level, N and the network.
     store = store.resolve()
     st = (store / "data.mdb").stat()
-    digest = hashlib.sha1(f"{store}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir / f"features-{network}-{store.name}-{digest}-{res}px-n{n}.npy"
+    digest = hashlib.sha1(os.fsencode(f"{store}|{st.st_size}|{st.st_mtime_ns}")).hexdigest()[:12]
+    return cache_dir / f"features-{network}-{bounded_name(store.name)}-{digest}-{res}px-n{n}.npy"
 
 
 def _scalars(name: str, values: dict[str, Any]) -> dict[str, float]:
