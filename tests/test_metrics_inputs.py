@@ -7,10 +7,12 @@ import json
 import math
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from progan.checkpoint import list_checkpoints
 from progan.metrics import evaluate as ev
@@ -187,3 +189,81 @@ def test_a_checkpoint_with_a_very_long_name_gets_its_result_beside_it(run, tmp_p
     (json_file,) = tmp_path.glob("c*.json")
     assert json.loads(json_file.read_text())["metric"] == "swd16"
     assert json_file == ev.result_path(ckpt, "swd16") and len(os.fsencode(json_file.name)) <= 200
+
+
+class _Identity(torch.nn.Module):
+    """A TorchScript model that is not a feature detector."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def not_weights(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.pt"
+    if kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("notes.txt", "hello")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "list":
+        torch.save([torch.zeros(1)], path)
+    elif kind == "objects":
+        torch.save({"step": _Identity()}, path)
+    elif kind == "torchscript":
+        torch.jit.save(torch.jit.script(_Identity()), str(path))
+    return path
+
+
+WEIGHTS_PROBLEMS = {
+    "text": "it is a text file, not a PyTorch file",
+    "empty": "the file is empty",
+    "zip": "it is a zip archive but not a PyTorch file",
+    "binary": "it is not a PyTorch file",
+}
+INCEPTION_PROBLEMS = {
+    **WEIGHTS_PROBLEMS,
+    "list": "it holds a list, not a state dict of tensors",
+    "objects": "it holds objects other than tensors",
+    "torchscript": "is not the FID Inception network",
+}
+VGG_PROBLEMS = {
+    **WEIGHTS_PROBLEMS,
+    "list": "it is a torch.save file, not TorchScript",
+    "torchscript": "is TorchScript of another model, not StyleGAN2-ADA's vgg16.pt: its forward "
+                   "takes no return_features",
+}  # fmt: skip
+
+
+def assert_plain(line: str) -> None:
+    for pytorch_says in ("PytorchStreamReader", "miniz", "enforce fail", "Weights only load"):
+        assert pytorch_says not in line, line
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+@pytest.mark.parametrize("kind", sorted(INCEPTION_PROBLEMS))
+def test_inception_weights_that_are_not_weights_are_one_sentence(run, tmp_path, kind):
+    weights = not_weights(tmp_path, kind)
+    for args in (["fid", run, "--n", 16], ["metrics", run, "--metrics", "is16"]):
+        result = invoke(*args, "--device", "cpu", "--inception-weights", weights)
+        line = one_line_error(result, f"'{weights}'", INCEPTION_PROBLEMS[kind])
+        assert_plain(line)
+        if kind in WEIGHTS_PROBLEMS:
+            assert "expected pytorch-fid's pt_inception-2015-12-05-6726825d.pth" in line
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+@pytest.mark.parametrize("kind", sorted(VGG_PROBLEMS))
+def test_vgg_weights_that_are_not_the_detector_are_one_sentence_before_any_image(
+    run, tiny_features, tmp_path, monkeypatch, kind  # noqa: F811
+):
+    generated = []
+    monkeypatch.setattr(su, "generated_images", lambda *a, **k: generated.append(1) or iter(()))
+    weights = not_weights(tmp_path, kind)
+    result = invoke("metrics", run, "--metrics", "pr16_3", "--device", "cpu", "--vgg-weights", weights)
+    line = one_line_error(result, f"'{weights}'", VGG_PROBLEMS[kind])
+    assert_plain(line)
+    assert generated == []
