@@ -349,7 +349,7 @@ def _run_evaluator(ev, target, is_run, watch, interval, echo):
 
     target = Path(target)
     if not is_run:
-        echo(target, ev.evaluate(target))
+        ev.evaluate(target, on_result=echo)  # the number is shown before its JSON is written
         return
     try:
         if watch:

@@ -3,6 +3,8 @@ their writes fail cleanly: a full disk or an unwritable result never costs what 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -267,3 +269,83 @@ def test_vgg_weights_that_are_not_the_detector_are_one_sentence_before_any_image
     line = one_line_error(result, f"'{weights}'", VGG_PROBLEMS[kind])
     assert_plain(line)
     assert generated == []
+
+
+# --- writes that fail cleanly ----------------------------------------------------------------
+
+
+def full_disk_after(calls: int, write, target: int = 0):
+    """``write`` for the first ``calls`` calls; then half a file and ENOSPC, as a full disk does.
+    ``target``: which argument is the path or file written to."""
+    count = [0]
+
+    def fake(*args, **kwargs):
+        count[0] += 1
+        if count[0] <= calls:
+            return write(*args, **kwargs)
+        dest = args[target]
+        with open(dest, "wb") if isinstance(dest, (str, Path)) else contextlib.nullcontext(dest) as f:
+            f.write(b"\x89PNG half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return fake
+
+
+def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(run, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image.Image, "save", full_disk_after(2, Image.Image.save, target=1))
+    out = tmp_path / "out"
+    result = invoke("generate", run, "--out", out, "--n", 4)
+    one_line_error(result, f"'{out / 'seed0000-00002.png'}'", "No space left on device",
+                   "files written before are intact")  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["seed0000-00000.png", "seed0000-00001.png"]
+    for png in out.iterdir():
+        assert Image.open(png).size == (16, 16)  # whole images, no temporary left beside them
+
+
+def test_a_full_disk_loses_only_the_fid_cache_not_the_fid(run, tiny_features, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(np, "savez_compressed", full_disk_after(0, np.savez_compressed))
+    cache = tmp_path / "cache"
+    result = invoke("fid", run, "--n", 16, "--device", "cpu", "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    assert "warning: could not write cache file" in result.output and "No space left" in result.output
+    assert "fid16 = " in result.output and list(cache.iterdir()) == []
+    assert len(list((run / "checkpoints").glob("*.fid16.json"))) == 1
+
+
+def test_a_full_disk_loses_only_the_feature_cache_not_the_kid(run, tiny_features, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
+    monkeypatch.setattr(np, "save", full_disk_after(0, np.save))
+    cache = tmp_path / "cache"
+    result = invoke("metrics", run, "--metrics", "kid16", "--device", "cpu", "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    assert "warning: could not write cache file" in result.output and "kid16 = " in result.output
+    assert list(cache.iterdir()) == []
+
+
+@contextlib.contextmanager
+def read_only(path, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+    yield  # pragma: no cover
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["fid", "{run}", "--n", 16], "fid16 = "),
+    (["fid", "{ckpt}", "--n", 16], "fid16 = "),
+    (["swd", "{ckpt}", "--n", 16], "avg"),
+    (["metrics", "{run}", "--metrics", "fid16,swd16"], "fid16 = "),
+], ids=["fid-run", "fid-checkpoint", "swd-checkpoint", "metrics-run"])  # fmt: skip
+def test_a_metric_whose_json_cannot_be_written_is_printed_first(
+    run, tiny_features, monkeypatch, args, shown  # noqa: F811
+):
+    monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
+    monkeypatch.setattr(ev, "atomic_path", read_only)  # root-proof: chmod does not stop root
+    ckpt = list_checkpoints(run)[-1]
+    args = [str(a).replace("{run}", str(run)).replace("{ckpt}", str(ckpt)) for a in args]
+    result = invoke(*args, "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: could not write") and "Read-only file system" in lines[-1]
+    assert any(shown in line for line in lines[:-1]), lines
+    assert not list((run / "checkpoints").glob("*.json"))

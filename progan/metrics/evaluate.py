@@ -257,8 +257,13 @@ class CheckpointEvaluator:
         g: torch.nn.Module,
         write: bool = True,
         missing_only: bool = False,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Measure ``g`` (the checkpoint's G_ema); ``missing_only``: what has no result file yet."""
+        """Measure ``g`` (the checkpoint's G_ema); ``missing_only``: what has no result file yet.
+
+        ``on_result(checkpoint, result)`` is called before anything is written, so that a number
+        is shown even when its JSON cannot be written (a read-only run, a full disk).
+        """
         raise NotImplementedError
 
     def _load(self, checkpoint: Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -273,10 +278,16 @@ class CheckpointEvaluator:
         }  # fmt: skip
         return info, generator_from_state(state, self.device)
 
-    def evaluate(self, checkpoint: str | os.PathLike, write: bool = True) -> dict[str, Any]:
-        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars. Returns the result."""
+    def evaluate(
+        self,
+        checkpoint: str | os.PathLike,
+        write: bool = True,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars (after
+        ``on_result`` has been given the result). Returns the result."""
         checkpoint = Path(checkpoint)
-        return self._evaluate(checkpoint, *self._load(checkpoint), write=write)
+        return self._evaluate(checkpoint, *self._load(checkpoint), write=write, on_result=on_result)
 
     def evaluate_run(
         self,
@@ -289,7 +300,8 @@ class CheckpointEvaluator:
         """Evaluate every checkpoint of a run without a result yet; ``watch``: keep polling forever.
 
         A checkpoint that cannot be loaded (deleted by the trainer's rotation meanwhile, corrupt) or
-        at which the metric is undefined is reported and passed over; any other error stops.
+        at which the metric is undefined is reported and passed over; any other error stops (a
+        result that cannot be written has been given to ``on_result`` first).
         """
         check_interval(interval)
         results: list[dict[str, Any]] = []
@@ -309,10 +321,7 @@ class CheckpointEvaluator:
                     self.log(f"{path.name}: {info['res']}×{info['res']} {reason}; passed over")
                     passed.add(path)
                     continue
-                result = self._evaluate(path, info, g, missing_only=True)
-                results.append(result)
-                if on_result is not None:
-                    on_result(path, result)
+                results.append(self._evaluate(path, info, g, missing_only=True, on_result=on_result))
             if not watch:
                 return results
             time.sleep(interval)
@@ -373,6 +382,7 @@ class Evaluator(CheckpointEvaluator):
         return source_stats(
             ref, model=self.model, n=n_ref or None, batch=self.batch, device=self.device,
             resolution=res, cache_dir=_usable_cache(self.cache_dir, self.log), progress=self.progress,
+            log=self.log,
         )  # fmt: skip
 
     def _swd(self, g: torch.nn.Module, ref: Path, res: int) -> tuple[dict[int | str, float], int]:
@@ -414,6 +424,7 @@ class Evaluator(CheckpointEvaluator):
         g: torch.nn.Module,
         write: bool = True,
         missing_only: bool = False,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
@@ -436,6 +447,8 @@ class Evaluator(CheckpointEvaluator):
             scalars = {f"metrics/{self.name}_avg": per_level["avg"]}
             scalars.update({f"metrics/{self.name}_{r}": v for r, v in result["levels"].items()})
         result["seconds"] = round(time.perf_counter() - start, 3)
+        if on_result is not None:
+            on_result(checkpoint, result)
         if write:
             _write_json_atomic(result_path(checkpoint, self.name), result)
             if checkpoint.parent.name == "checkpoints":

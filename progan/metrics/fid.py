@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from progan.fileio import atomic_path, bounded_name
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "cache_warning",
     "check_stats_file",
     "extract_features",
     "feature_stats",
@@ -313,12 +314,14 @@ def source_stats(
     cache_dir: str | os.PathLike | None = None,
     workers: int = 0,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FID (mu, sigma) of a source: an ``.npz`` of stats, an LMDB store, or an image folder.
 
     For a store, ``resolution`` picks the level (default its largest) and, with ``cache_dir``, the
     stats are cached there keyed by (store, level, N). ``n`` takes the first N images (default all);
-    it is ignored for ``.npz`` files, which carry no count.
+    it is ignored for ``.npz`` files, which carry no count. A cache file that cannot be written
+    (a full disk) is a warning to ``log`` (default stderr): the statistics are returned all the same.
     """
     path = Path(source)
     if path.suffix == ".npz":
@@ -337,13 +340,25 @@ def source_stats(
         batches = store_batches(path, res, batch, count, workers)
         stats = feature_stats(extract_features(model, batches, device, progress, total=count))
         if cached is not None:
-            save_stats(cached, *stats)
+            try:
+                save_stats(cached, *stats)
+            except OSError as e:
+                cache_warning(cached, e, log)
         return stats
     if path.is_dir():
         total = _take(n, len(list_image_files(path)), f"folder '{path}'")
         batches = folder_batches(path, batch, total, workers)
         return feature_stats(extract_features(model, batches, device, progress, total=total))
     raise ProganError(f"FID source '{path}' is not an image folder, an LMDB store or an .npz file")
+
+
+def cache_warning(path: Path, error: OSError, log: Callable[[str], None] | None = None) -> None:
+    """Say that the cache file ``path`` could not be written (atomic_path left no part of it)."""
+    message = f"warning: could not write cache file '{path}' ({error.strerror or error}); not cached"
+    if log is None:
+        print(message, file=sys.stderr)
+    else:
+        log(message)
 
 
 def check_source(

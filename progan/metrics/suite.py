@@ -55,6 +55,7 @@ from progan.metrics.evaluate import (
 )
 from progan.metrics.fid import (
     _full_fp32,
+    cache_warning,
     check_stats_file,
     extract_features,
     feature_stats,
@@ -315,8 +316,11 @@ class MetricSuite(CheckpointEvaluator):
                 model, self._real_batches(ref, res, n), self.device, self.progress, total=n
             )
             if cached is not None:
-                with atomic_path(cached) as tmp, open(tmp, "wb") as f:
-                    np.save(f, feats)
+                try:
+                    with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+                        np.save(f, feats)
+                except OSError as e:
+                    cache_warning(cached, e, self.log)
         self._real[key] = feats
         return feats
 
@@ -406,6 +410,7 @@ class MetricSuite(CheckpointEvaluator):
         g: torch.nn.Module,
         write: bool = True,
         missing_only: bool = False,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Every metric defined at the checkpoint's resolution (``missing_only``: without a JSON
         yet) from one generation; returns {metric name: result}."""
@@ -462,6 +467,8 @@ class MetricSuite(CheckpointEvaluator):
         for r in results.values():
             # One pass served them all: each records the call's time and what shared it.
             r["seconds"], r["computed_with"] = seconds, [x["metric"] for x in results.values()]
+        if on_result is not None:
+            on_result(checkpoint, results)
         if write:
             for name, r in results.items():
                 _write_json_atomic(result_path(checkpoint, name), r)
@@ -531,6 +538,6 @@ class MetricSuite(CheckpointEvaluator):
             self._real[key] = source_stats(
                 ref, model=self.inception, n=n or None, batch=self.batch, device=self.device,
                 resolution=res, cache_dir=_usable_cache(self.cache_dir, self.log),
-                progress=self.progress,
+                progress=self.progress, log=self.log,
             )  # fmt: skip
         return self._real[key]
