@@ -321,7 +321,8 @@ class CheckpointEvaluator:
                     self.log(f"{path.name}: {info['res']}×{info['res']} {reason}; passed over")
                     passed.add(path)
                     continue
-                results.append(self._evaluate(path, info, g, missing_only=True, on_result=on_result))
+                result = self._evaluate(path, info, g, missing_only=True, on_result=on_result)
+                results.append(result)
             if not watch:
                 return results
             time.sleep(interval)

