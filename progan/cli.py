@@ -330,9 +330,9 @@ def _check_target(target, watch, interval):
     from pathlib import Path
 
     from progan.checkpoint import list_checkpoints
+    from progan.metrics.evaluate import check_interval
 
-    if interval <= 0:
-        raise ProganError(f"--interval must be > 0 seconds, got {interval}")
+    check_interval(interval)
     target = Path(target)
     if not target.exists():
         raise ProganError(f"checkpoint or run directory '{target}' not found")
@@ -351,7 +351,7 @@ def _run_evaluator(ev, target, is_run, watch, interval, echo):
 
     target = Path(target)
     if not is_run:
-        echo(target, ev.evaluate(target))
+        ev.evaluate(target, on_result=echo)  # the number is shown before its JSON is written
         return
     try:
         if watch:
@@ -394,7 +394,7 @@ _eval_options = [
     click.option("--watch", is_flag=True,
                  help="With a RUN_DIR: keep evaluating new checkpoints until Ctrl-C."),
     click.option("--interval", default=60.0, show_default=True,
-                 help="Seconds between polls with --watch."),
+                 help="Seconds between polls with --watch (1 to 86400)."),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -47,6 +48,20 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
         tmp.unlink(missing_ok=True)
     if fsync:
         fsync_dir(path.parent)
+
+
+def bounded_name(name: str, limit: int = 64) -> str:
+    """``name`` if it takes at most ``limit`` bytes on the file system, else as much of its start as
+    fits beside ``~`` and a hash of the whole: a name built from a user's path (a store's, a
+    checkpoint's) then never exceeds the file system's 255 bytes, and two names stay apart."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    head = name[: limit - 9]
+    while len(os.fsencode(head)) > limit - 9:
+        head = head[:-1]
+    return f"{head}~{digest}"
 
 
 def write_failure(what: str, folder: Path, error: BaseException) -> ProganError:

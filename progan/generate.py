@@ -9,7 +9,7 @@ import torch
 
 from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.fileio import atomic_path, check_writable
+from progan.fileio import atomic_path, check_writable, write_failure
 from progan.sampling import (
     cycling_labels, image_grid, latents, load_generator, sample, sampling_options, to_uint8,
 )
@@ -31,9 +31,18 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 def _save(img: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(img).save(tmp)
+    _write(path, lambda tmp: Image.fromarray(img).save(tmp))
     return path
+
+
+def _write(path: Path, save) -> None:
+    """``save(tmp)`` then rename to ``path``; a failure (a full disk) is one line, leaving no
+    partial file and the files written before as they are."""
+    try:
+        with atomic_path(path) as tmp:
+            save(tmp)
+    except OSError as e:
+        raise write_failure(f"'{path}'", path.parent, e) from None
 
 
 def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool = False,
@@ -84,8 +93,8 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
 
         gif = out / "interpolation.gif"
         pil = [Image.fromarray(f) for f in frames]
-        with atomic_path(gif) as tmp:
-            pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=80, loop=0)
+        _write(gif, lambda tmp: pil[0].save(tmp, save_all=True, append_images=pil[1:],
+                                            duration=80, loop=0))
         paths.append(gif)
     if mixing is not None:
         paths.append(_save(style_mixing_grid(g, *mixing, device=device), out / "style-mixing.png"))

@@ -115,6 +115,7 @@ class StageGenerator(nn.Module):
                 + (f" (it has: {', '.join(sorted(accepted))})" if accepted else
                    "; truncation, noise and style mixing need a style-based generator (arch stylegan)")
             )
+        _check_options(given)
         self.options = given
         self.seeded_noise = "noise_seed" in accepted
 
@@ -123,6 +124,16 @@ class StageGenerator(nn.Module):
         if self.seeded_noise and options.get("noise_mode", "random") == "random":
             options.setdefault("noise_seed", latent_seeds(z))
         return self.g(z, self.res, self.alpha, labels, **options)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Refuse sampling options that would draw NaN or silently untruncated images."""
+    psi = options.get("truncation_psi")
+    if psi is not None and not math.isfinite(psi):
+        raise ProganError(f"--truncation must be a finite number (1 = none), got {psi}")
+    cutoff = options.get("truncation_cutoff")
+    if cutoff is not None and cutoff < 1:
+        raise ProganError(f"--truncation-cutoff must be at least 1 (style layers), got {cutoff}")
 
 
 def generator_from_state(state: dict[str, Any], device: str | torch.device = "cpu",

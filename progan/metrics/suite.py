@@ -39,7 +39,7 @@ import torch
 from progan.checkpoint import list_checkpoints
 from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.fileio import atomic_path
+from progan.fileio import atomic_path, bounded_name
 from progan.metrics.evaluate import (
     CheckpointEvaluator,
     _usable_cache,
@@ -55,6 +55,8 @@ from progan.metrics.evaluate import (
 )
 from progan.metrics.fid import (
     _full_fp32,
+    cache_warning,
+    check_stats_file,
     extract_features,
     feature_stats,
     folder_batches,
@@ -180,8 +182,8 @@ def _feature_cache_file(cache_dir: Path, store: Path, res: int, n: int, network:
     # Keyed as FID statistics are: the store's path, size and mtime, the level, N and the network.
     store = store.resolve()
     st = (store / "data.mdb").stat()
-    digest = hashlib.sha1(f"{store}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir / f"features-{network}-{store.name}-{digest}-{res}px-n{n}.npy"
+    digest = hashlib.sha1(os.fsencode(f"{store}|{st.st_size}|{st.st_mtime_ns}")).hexdigest()[:12]
+    return cache_dir / f"features-{network}-{bounded_name(store.name)}-{digest}-{res}px-n{n}.npy"
 
 
 def _scalars(name: str, values: dict[str, Any]) -> dict[str, float]:
@@ -259,12 +261,17 @@ class MetricSuite(CheckpointEvaluator):
             if any(s.uses_inception for s in self.specs)
             else None
         )
+        if "fid" in kinds and self.ref is not None and self.ref.suffix == ".npz":
+            check_stats_file(self.ref, self.inception)  # before any checkpoint is loaded
         self.classifier = load_inception_classifier(inception_weights) if "is" in kinds else None
         by_vgg = [s.label for s in self.specs if s.uses_vgg]
+        pr_vgg = any(s.kind == "pr" and s.uses_vgg for s in self.specs)
+        calls = ("return_features",) if pr_vgg else ()
+        calls += ("return_lpips", "resize_images") if "ppl" in kinds else ()
         self.vgg = (
             load_vgg16(
                 vgg_weights, self.device, ", ".join(by_vgg),
-                LPIPS_HINT if "ppl" in kinds else VGG_HINT,
+                LPIPS_HINT if "ppl" in kinds else VGG_HINT, calls,
             )
             if by_vgg
             else None
@@ -310,8 +317,11 @@ class MetricSuite(CheckpointEvaluator):
                 model, self._real_batches(ref, res, n), self.device, self.progress, total=n
             )
             if cached is not None:
-                with atomic_path(cached) as tmp, open(tmp, "wb") as f:
-                    np.save(f, feats)
+                try:
+                    with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+                        np.save(f, feats)
+                except OSError as e:
+                    cache_warning(cached, e, self.log)
         self._real[key] = feats
         return feats
 
@@ -401,6 +411,7 @@ class MetricSuite(CheckpointEvaluator):
         g: torch.nn.Module,
         write: bool = True,
         missing_only: bool = False,
+        on_result: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Every metric defined at the checkpoint's resolution (``missing_only``: without a JSON
         yet) from one generation; returns {metric name: result}."""
@@ -457,6 +468,8 @@ class MetricSuite(CheckpointEvaluator):
         for r in results.values():
             # One pass served them all: each records the call's time and what shared it.
             r["seconds"], r["computed_with"] = seconds, [x["metric"] for x in results.values()]
+        if on_result is not None:
+            on_result(checkpoint, results)
         if write:
             for name, r in results.items():
                 _write_json_atomic(result_path(checkpoint, name), r)
@@ -526,6 +539,6 @@ class MetricSuite(CheckpointEvaluator):
             self._real[key] = source_stats(
                 ref, model=self.inception, n=n or None, batch=self.batch, device=self.device,
                 resolution=res, cache_dir=_usable_cache(self.cache_dir, self.log),
-                progress=self.progress,
+                progress=self.progress, log=self.log,
             )  # fmt: skip
         return self._real[key]
