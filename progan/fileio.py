@@ -78,6 +78,9 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     path = Path(path)
     probe = path
     while not probe.exists():
+        if probe.is_symlink():
+            raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a broken "
+                              "symbolic link")
         probe = probe.parent
     if not probe.is_dir():
         raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a file")

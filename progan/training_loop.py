@@ -64,6 +64,9 @@ def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, 
     device = dist_utils.local_device(resolve_device(cfg.device))
     check_world(cfg, world)
     check_writable(run_dir, "run directory")
+    # A folder that cannot be written would otherwise be found at the first checkpoint or grid.
+    for folder in (ckpt.checkpoint_dir(run_dir), Path(run_dir, "samples"), Path(run_dir, "tensorboard")):
+        check_writable(folder, f"{folder.name} folder")
     return meta, device
 
 
