@@ -32,6 +32,7 @@ from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp
 from progan.arch import build_networks
 from progan.optim import TFAdam
 from progan.reporting import EventWriter, Ticks, report_grid, report_tick
+from progan.runlock import run_lock
 from progan.sampling import StageGenerator, cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
 
@@ -258,14 +259,23 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     """Train (or continue training) the run in ``run_dir``; returns where it stopped.
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
-    tests use it to interrupt and resume.
+    tests use it to interrupt and resume. Rank 0, the one process that writes into ``run_dir``,
+    holds its lock (progan.runlock) throughout.
     """
     run_dir = Path(run_dir)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     log = log or (lambda msg: print(msg, flush=True) if rank == 0 else None)
+    meta, device = preflight(cfg, run_dir, world)
+    with _writer_lock(run_dir, rank, device):
+        return _train(cfg, run_dir, meta, device, log, stop_at_images)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, log,
+           stop_at_images: int | None) -> TrainResult:
+    """``train`` once its checks are done and its lock is held."""
+    rank, world = dist_utils.rank(), dist_utils.world_size()
 
     # Initialize, then continue from the newest checkpoint that loads.
-    meta, device = preflight(cfg, run_dir, world)
     _fast_cuda_kernels(device)
     run = new_run(cfg, int(meta.get("num_classes", 0)) if cfg.conditional else 0, device)
     plan, end = phases(cfg), total_images(cfg)
@@ -419,6 +429,23 @@ def _write_config(cfg: TrainConfig, run_dir: Path) -> None:
             tmp.write_text(to_toml(cfg))
     except OSError as e:
         raise write_failure(f"'{run_dir / 'config.toml'}'", run_dir, e) from None
+
+
+@contextlib.contextmanager
+def _writer_lock(run_dir: Path, rank: int, device: torch.device):
+    """Rank 0 holds the run directory's lock within the block. Every process learns whether it
+    got it, so that all leave together when it did not (none waits in a collective for rank 0)."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if rank == 0:
+            try:
+                held.enter_context(run_lock(run_dir))
+            except ProganError as e:
+                refused = e
+        if dist_utils.any_true(refused is not None, device):
+            raise refused or ProganError(f"rank {rank}: stopped, rank 0 could not lock run "
+                                         f"directory '{run_dir}' (its message says why)")
+        yield
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@ a closed stdout with a checkpoint, and is refused up front when its folders cann
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -35,6 +37,48 @@ def wait_for_line(proc, prefix: str) -> str:
     raise AssertionError(f"trainer ended (rc {proc.returncode}) before a line '{prefix}...'")
 
 
+# --- one writer per run ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_trainer_or_resume_on_a_running_run_is_refused_naming_the_holder(face_store, tmp_path):
+    from progan.runlock import lock_path
+
+    run = tmp_path / "run"
+    first = trainer(face_store, run, *LONG)
+    wait_for_line(first, "kimg")
+    config = (run / "config.toml").read_bytes()
+    assert json.loads(lock_path(run).read_text())["pid"] == first.pid
+    # Without the lock each of these trains one tick and leaves its config over the first's.
+    for args in (["--data", face_store, *TINY_ARGS, *LONG], ["--resume"]):
+        result = invoke("train", "--run-dir", run, *args, "--total-kimg", "0.032")
+        one_line_error(result, f"run directory '{run}' is in use", f"pid {first.pid} on host",
+                       "started")
+    assert (run / "config.toml").read_bytes() == config
+    assert ckpt.list_checkpoints(run) == []
+    first.send_signal(signal.SIGTERM)  # the first trainer is unaffected: it stops as always
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 130 and "stopped by signal" in out, err
+    assert "Traceback" not in err
+    assert ckpt.load_checkpoint(ckpt.list_checkpoints(run)[-1])["config"]["kimg_stable"] == 50
+
+
+def test_the_run_lock_excludes_a_second_holder_and_is_free_again_after(tmp_path):
+    from progan.errors import ProganError
+    from progan.runlock import check_unlocked, run_lock
+
+    run = tmp_path / "new" / "run"
+    check_unlocked(run)  # nothing there yet: nothing created
+    assert not run.exists()
+    with run_lock(run):
+        with pytest.raises(ProganError, match=f"pid {os.getpid()} on host"):
+            check_unlocked(run)
+        with pytest.raises(ProganError, match="is in use by another trainer"), run_lock(run):
+            pass
+    with run_lock(run):
+        pass
+
+
 # --- run folders that cannot be written ------------------------------------------------------------
 
 
@@ -51,3 +95,28 @@ def test_a_checkpoints_folder_that_cannot_be_written_is_refused_before_training(
     result = invoke("train", "--data", face_store, "--run-dir", run, *TINY_ARGS)
     one_line_error(result, f"checkpoints folder '{run / 'checkpoints'}'", needle)
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # nothing trained or written
+
+
+@pytest.mark.slow
+def test_a_locked_run_refuses_a_torchrun_job_before_launch_and_every_rank_of_one_leaves(
+        face_store, tmp_path):
+    from progan.runlock import run_lock
+
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
+            *TINY_ARGS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with run_lock(run):
+        r = subprocess.run([*base, "--gpus", "2"], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 2 and "launching" not in r.stdout, r.stdout + r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+        assert f"is in use by another trainer (pid {os.getpid()}" in r.stderr
+        # Launched by torchrun itself: rank 0 is refused, rank 1 leaves with it (no hang).
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", *base[1:]], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert r.returncode != 0
+    assert f"is in use by another trainer (pid {os.getpid()}" in r.stderr
+    assert "rank 1: stopped, rank 0 could not lock run directory" in r.stderr
+    assert ckpt.list_checkpoints(run) == [] and not (run / "config.toml").exists()
