@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -47,6 +48,25 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
         tmp.unlink(missing_ok=True)
     if fsync:
         fsync_dir(path.parent)
+
+
+_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.tmp-\d+(?P<suffix>\.[^.]+)?$")  # atomic_path's names
+
+
+def leftover_temporaries(folder: str | os.PathLike, target: re.Pattern) -> list[Path]:
+    """Temporaries of ``atomic_path`` in ``folder`` for files named like ``target``: what a write
+    killed before its rename (SIGKILL, power loss) leaves behind. Only the writer of ``folder``
+    may remove them, while no other process can be writing there."""
+    try:
+        names = sorted(p.name for p in Path(folder).iterdir())
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        m = _TEMPORARY.match(name)
+        if m and target.fullmatch(m["stem"] + (m["suffix"] or "")) and Path(folder, name).is_file():
+            found.append(Path(folder, name))
+    return found
 
 
 def write_failure(what: str, folder: Path, error: BaseException) -> ProganError:

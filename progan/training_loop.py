@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
 from progan.feeding import GRID, Feeding, position_generator, step_inputs, step_noise
-from progan.fileio import atomic_path, check_writable, write_failure
+from progan.fileio import atomic_path, check_writable, leftover_temporaries, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
 from progan.arch import build_networks
@@ -260,13 +261,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
     tests use it to interrupt and resume. Rank 0, the one process that writes into ``run_dir``,
-    holds its lock (progan.runlock) throughout.
+    holds its lock (progan.runlock) throughout, and first removes the partial files of writes
+    that were killed before their rename.
     """
     run_dir = Path(run_dir)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     log = log or (lambda msg: print(msg, flush=True) if rank == 0 else None)
     meta, device = preflight(cfg, run_dir, world)
     with _writer_lock(run_dir, rank, device):
+        if rank == 0:
+            _remove_partial_files(run_dir, log)
         return _train(cfg, run_dir, meta, device, log, stop_at_images)
 
 
@@ -446,6 +450,22 @@ def _writer_lock(run_dir: Path, rank: int, device: torch.device):
             raise refused or ProganError(f"rank {rank}: stopped, rank 0 could not lock run "
                                          f"directory '{run_dir}' (its message says why)")
         yield
+
+
+def _remove_partial_files(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove the temporaries (``.ckpt-*.tmp-PID.pt`` and the like) of writes into the run that
+    were killed before their rename; only the lock's holder may, as no other process writes here."""
+    partial = [*leftover_temporaries(run_dir, re.compile(r"config\.toml")),
+               *leftover_temporaries(ckpt.checkpoint_dir(run_dir), ckpt.CHECKPOINT_NAME),
+               *leftover_temporaries(run_dir / "samples", re.compile(r"(fakes-\d{12}|reals)\.png"))]
+    removed = []
+    for path in partial:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path.relative_to(run_dir).as_posix())
+    if removed:
+        log(f"removed {len(removed)} partial files of interrupted writes in '{run_dir}': "
+            + ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else ""))
 
 
 @contextlib.contextmanager

@@ -63,6 +63,49 @@ def test_a_second_trainer_or_resume_on_a_running_run_is_refused_naming_the_holde
     assert ckpt.load_checkpoint(ckpt.list_checkpoints(run)[-1])["config"]["kimg_stable"] == 50
 
 
+# The second checkpoint's write is killed halfway (SIGKILL): its temporary holds part of the file.
+DIES_WRITING_SECOND_CHECKPOINT = """
+import os, signal, sys, torch
+real_save, saved = torch.save, []
+def save_then_die(obj, f):
+    saved.append(f)
+    real_save(obj, f)
+    if len(saved) == 2:
+        os.truncate(f, os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_then_die
+from progan.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_trainer_killed_mid_checkpoint_leaves_neither_a_stuck_lock_nor_its_partial_file(
+        face_store, tmp_path):
+    run = tmp_path / "run"
+    killed = trainer(face_store, run, "--snapshot-ticks", "1", code=DIES_WRITING_SECOND_CHECKPOINT)
+    _, err = killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL, err
+    partial = run / "checkpoints" / f".ckpt-000000000064.tmp-{killed.pid}.pt"
+    assert partial.is_file() and [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt-000000000032.pt"]
+    lock = run / ".progan.lock"
+    assert json.loads(lock.read_text())["pid"] == killed.pid  # the dead holder's file stays
+    # Files that only look alike are not progan's partial writes: they stay.
+    others = [run / "checkpoints" / ".ckpt-notes.tmp-1.txt", run / "checkpoints" / "ckpt.tmp-1.pt",
+              run / ".other.tmp-1.toml"]
+    for p in others:
+        p.write_text("keep")
+
+    result = invoke("train", "--run-dir", run, "--resume", "--total-kimg", "0.096")
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output
+    assert f"removed 1 partial files of interrupted writes in '{run}': checkpoints/{partial.name}" \
+        in result.output
+    assert not partial.exists() and all(p.read_text() == "keep" for p in others)
+    assert ckpt.images_of(ckpt.list_checkpoints(run)[-1]) == 96
+    assert json.loads(lock.read_text())["pid"] == os.getpid()  # the last holder's name
+
+
 def test_the_run_lock_excludes_a_second_holder_and_is_free_again_after(tmp_path):
     from progan.errors import ProganError
     from progan.runlock import check_unlocked, run_lock
