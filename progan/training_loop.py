@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import re
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +268,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     """
     run_dir = Path(run_dir)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    log = log or (lambda msg: print(msg, flush=True) if rank == 0 else None)
+    log = log or (_console_log(run_dir) if rank == 0 else lambda msg: None)
     meta, device = preflight(cfg, run_dir, world)
     with _writer_lock(run_dir, rank, device):
         if rank == 0:
@@ -468,14 +470,44 @@ def _remove_partial_files(run_dir: Path, log: Callable[[str], None]) -> None:
             + ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else ""))
 
 
+def _console_log(run_dir: Path) -> Callable[[str], None]:
+    """``print`` to stdout, until stdout goes away (a closed pipe such as ``| head``, a hung-up
+    terminal): then the messages are dropped and training goes on, since the run itself (its
+    checkpoints, samples and TensorBoard logs) is still written; one note on stderr says so."""
+
+    def log(msg: str) -> None:
+        try:
+            print(msg, flush=True)
+        except OSError as e:  # BrokenPipeError (EPIPE), EIO
+            _to_devnull(sys.stdout)  # later prints, and the flush at exit, succeed silently
+            try:
+                print(f"note: standard output is closed ({e.strerror or e}); training goes on "
+                      f"without console lines: see TensorBoard in '{run_dir / 'tensorboard'}'",
+                      file=sys.stderr, flush=True)
+            except OSError:
+                _to_devnull(sys.stderr)
+
+    return log
+
+
+def _to_devnull(stream) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file: leave it
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _stop_signals(enabled: bool):
-    """Within the block SIGINT / SIGTERM are recorded (in the yielded list) instead of raising: the
-    loop finishes its step, writes a checkpoint and returns."""
+    """Within the block SIGINT / SIGTERM / SIGHUP are recorded (in the yielded list) instead of
+    raising: the loop finishes its step, writes a checkpoint and returns. SIGHUP (the terminal or
+    ssh session closed) stays ignored when it was, as under ``nohup``."""
     received: list[int] = []
     old = {}
     if enabled:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             try:
                 old[sig] = signal.signal(sig, lambda s, f: received.append(s))
             except ValueError:  # not in the main thread

@@ -122,6 +122,50 @@ def test_the_run_lock_excludes_a_second_holder_and_is_free_again_after(tmp_path)
         pass
 
 
+# --- signals and pipes ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sighup_writes_a_checkpoint_and_stops_like_sigterm(face_store, tmp_path):
+    run = tmp_path / "run"
+    proc = trainer(face_store, run, *LONG, stderr=subprocess.STDOUT)
+    wait_for_line(proc, "kimg")
+    proc.send_signal(signal.SIGHUP)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert f"stopped by signal {int(signal.SIGHUP)}" in out and "Traceback" not in out
+    assert ckpt.list_checkpoints(run)
+
+
+@pytest.mark.slow
+def test_sighup_stays_ignored_under_nohup(face_store, tmp_path):
+    run = tmp_path / "run"
+    nohup = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # noqa: E731
+    proc = trainer(face_store, run, *LONG, stderr=subprocess.STDOUT, preexec_fn=nohup)
+    wait_for_line(proc, "kimg")
+    proc.send_signal(signal.SIGHUP)
+    wait_for_line(proc, "kimg")  # still training after it
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert f"stopped by signal {int(signal.SIGTERM)}" in out
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_drops_the_console_lines_and_the_run_reaches_its_end(face_store, tmp_path):
+    run = tmp_path / "run"
+    proc = trainer(face_store, run, "--total-kimg", "0.096")  # a console line every 32 images
+    proc.stdout.readline()
+    proc.stdout.close()  # as `progan train ... | head -1` does
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "standard output is closed" in err
+    assert "training goes on" in err
+    assert ckpt.images_of(ckpt.list_checkpoints(run)[-1]) == 96
+    assert (run / "samples" / "fakes-000000000096.png").is_file()
+
+
 # --- run folders that cannot be written ------------------------------------------------------------
 
 
