@@ -22,6 +22,7 @@ from progan.fileio import atomic_path, write_failure
 FORMAT = "progan-checkpoint"
 VERSION = 2  # 2: per-channel bias of G's 4x4 dense layer, TF-style Adam state
 _NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
+CHECKPOINT_NAME = _NAME  # checkpoint file names, for the modules that look for them
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

@@ -196,7 +196,8 @@ def _verify(store, meta):
 def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     """Train a progressive GAN; running the same command again continues the run.
 
-    Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM;
+    Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM /
+    SIGHUP; one trainer at a time per run directory (a second is refused, naming the holder);
     an interrupted run continues exactly from its newest valid checkpoint. On a run directory that
     has a saved config, the command's options must agree with it except data, device, precision,
     total_kimg and the logging intervals; options given on the command line change it on purpose.
@@ -217,6 +218,9 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     if gpus > 1 and not dist_utils.wanted():
         import subprocess
 
+        from progan.runlock import check_unlocked
+
+        check_unlocked(run_dir)  # rank 0 of the job takes the lock; refuse before launching it
         cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
         click.echo("launching: " + " ".join(cmd))
         sys.exit(subprocess.call(cmd))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -64,6 +65,25 @@ def bounded_name(name: str, limit: int = 64) -> str:
     return f"{head}~{digest}"
 
 
+_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.tmp-\d+(?P<suffix>\.[^.]+)?$")  # atomic_path's names
+
+
+def leftover_temporaries(folder: str | os.PathLike, target: re.Pattern) -> list[Path]:
+    """Temporaries of ``atomic_path`` in ``folder`` for files named like ``target``: what a write
+    killed before its rename (SIGKILL, power loss) leaves behind. Only the writer of ``folder``
+    may remove them, while no other process can be writing there."""
+    try:
+        names = sorted(p.name for p in Path(folder).iterdir())
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        m = _TEMPORARY.match(name)
+        if m and target.fullmatch(m["stem"] + (m["suffix"] or "")) and Path(folder, name).is_file():
+            found.append(Path(folder, name))
+    return found
+
+
 def write_failure(what: str, folder: Path, error: BaseException) -> ProganError:
     """One-line error for a failed write of ``what`` into ``folder``, saying why where it can.
 
@@ -93,6 +113,9 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     path = Path(path)
     probe = path
     while not probe.exists():
+        if probe.is_symlink():
+            raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a broken "
+                              "symbolic link")
         probe = probe.parent
     if not probe.is_dir():
         raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a file")

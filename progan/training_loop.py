@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import re
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +29,14 @@ from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
 from progan.feeding import GRID, Feeding, position_generator, step_inputs, step_noise
-from progan.fileio import atomic_path, check_writable, write_failure
+from progan.fileio import atomic_path, check_writable, leftover_temporaries, write_failure
 from progan.layers import downsample2x, upsample2x
 from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
 from progan.arch import build_networks
 from progan.optim import TFAdam
 from progan.precision import penalty_in_fp32
 from progan.reporting import EventWriter, Ticks, report_grid, report_tick
+from progan.runlock import run_lock
 from progan.sampling import StageGenerator, cycling_labels, latents
 from progan.schedule import phases, stage_at, total_images
 
@@ -65,6 +69,9 @@ def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, 
     device = dist_utils.local_device(resolve_device(cfg.device))
     check_world(cfg, world)
     check_writable(run_dir, "run directory")
+    # A folder that cannot be written would otherwise be found at the first checkpoint or grid.
+    for folder in (ckpt.checkpoint_dir(run_dir), Path(run_dir, "samples"), Path(run_dir, "tensorboard")):
+        check_writable(folder, f"{folder.name} folder")
     return meta, device
 
 
@@ -258,14 +265,26 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     """Train (or continue training) the run in ``run_dir``; returns where it stopped.
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
-    tests use it to interrupt and resume.
+    tests use it to interrupt and resume. Rank 0, the one process that writes into ``run_dir``,
+    holds its lock (progan.runlock) throughout, and first removes the partial files of writes
+    that were killed before their rename.
     """
     run_dir = Path(run_dir)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    log = log or (lambda msg: print(msg, flush=True) if rank == 0 else None)
+    log = log or (_console_log(run_dir) if rank == 0 else lambda msg: None)
+    meta, device = preflight(cfg, run_dir, world)
+    with _writer_lock(run_dir, rank, device):
+        if rank == 0:
+            _remove_partial_files(run_dir, log)
+        return _train(cfg, run_dir, meta, device, log, stop_at_images)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, log,
+           stop_at_images: int | None) -> TrainResult:
+    """``train`` once its checks are done and its lock is held."""
+    rank, world = dist_utils.rank(), dist_utils.world_size()
 
     # Initialize, then continue from the newest checkpoint that loads.
-    meta, device = preflight(cfg, run_dir, world)
     _fast_cuda_kernels(device)
     run = new_run(cfg, int(meta.get("num_classes", 0)) if cfg.conditional else 0, device)
     plan, end = phases(cfg), total_images(cfg)
@@ -423,13 +442,76 @@ def _write_config(cfg: TrainConfig, run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
+def _writer_lock(run_dir: Path, rank: int, device: torch.device):
+    """Rank 0 holds the run directory's lock within the block. Every process learns whether it
+    got it, so that all leave together when it did not (none waits in a collective for rank 0)."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if rank == 0:
+            try:
+                held.enter_context(run_lock(run_dir))
+            except ProganError as e:
+                refused = e
+        if dist_utils.any_true(refused is not None, device):
+            raise refused or ProganError(f"rank {rank}: stopped, rank 0 could not lock run "
+                                         f"directory '{run_dir}' (its message says why)")
+        yield
+
+
+def _remove_partial_files(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove the temporaries (``.ckpt-*.tmp-PID.pt`` and the like) of writes into the run that
+    were killed before their rename; only the lock's holder may, as no other process writes here."""
+    partial = [*leftover_temporaries(run_dir, re.compile(r"config\.toml")),
+               *leftover_temporaries(ckpt.checkpoint_dir(run_dir), ckpt.CHECKPOINT_NAME),
+               *leftover_temporaries(run_dir / "samples", re.compile(r"(fakes-\d{12}|reals)\.png"))]
+    removed = []
+    for path in partial:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path.relative_to(run_dir).as_posix())
+    if removed:
+        log(f"removed {len(removed)} partial files of interrupted writes in '{run_dir}': "
+            + ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else ""))
+
+
+def _console_log(run_dir: Path) -> Callable[[str], None]:
+    """``print`` to stdout, until stdout goes away (a closed pipe such as ``| head``, a hung-up
+    terminal): then the messages are dropped and training goes on, since the run itself (its
+    checkpoints, samples and TensorBoard logs) is still written; one note on stderr says so."""
+
+    def log(msg: str) -> None:
+        try:
+            print(msg, flush=True)
+        except OSError as e:  # BrokenPipeError (EPIPE), EIO
+            _to_devnull(sys.stdout)  # later prints, and the flush at exit, succeed silently
+            try:
+                print(f"note: standard output is closed ({e.strerror or e}); training goes on "
+                      f"without console lines: see TensorBoard in '{run_dir / 'tensorboard'}'",
+                      file=sys.stderr, flush=True)
+            except OSError:
+                _to_devnull(sys.stderr)
+
+    return log
+
+
+def _to_devnull(stream) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file: leave it
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def _stop_signals(enabled: bool):
-    """Within the block SIGINT / SIGTERM are recorded (in the yielded list) instead of raising: the
-    loop finishes its step, writes a checkpoint and returns."""
+    """Within the block SIGINT / SIGTERM / SIGHUP are recorded (in the yielded list) instead of
+    raising: the loop finishes its step, writes a checkpoint and returns. SIGHUP (the terminal or
+    ssh session closed) stays ignored when it was, as under ``nohup``."""
     received: list[int] = []
     old = {}
     if enabled:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             try:
                 old[sig] = signal.signal(sig, lambda s, f: received.append(s))
             except ValueError:  # not in the main thread
