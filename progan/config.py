@@ -343,6 +343,9 @@ def resolve_config(
     merged, explicit = apply_overrides(base, overrides or {})
     if saved is not None and not merged.get("data"):
         merged["data"] = saved.data  # the store the run was started on
+    if saved is not None and merged.get("arch", TrainConfig.arch) != saved.arch:
+        # Before building the config: the run's [net] options belong to its own arch.
+        raise _other_networks(run_dir, "arch", saved.arch, merged.get("arch", TrainConfig.arch))
     cfg = from_dict(merged)
     if saved is None:
         if not cfg.data:
@@ -355,10 +358,7 @@ def resolve_config(
         if new == old:
             continue
         if key in ARCH_KEYS:
-            raise ProganError(
-                f"run directory '{run_dir}' holds a run of another config ({key} = {old!r}, "
-                f"requested {new!r}: the networks differ); use a new --run-dir"
-            )
+            raise _other_networks(run_dir, key, old, new)
         if key in explicit or key in RESUME_MAY_CHANGE:
             log(f"continuing '{run_dir}' with {key} = {new!r} (was {old!r})")
             continue
@@ -368,6 +368,13 @@ def resolve_config(
             "the command line change on purpose), or use a new --run-dir"
         )
     return cfg
+
+
+def _other_networks(run_dir: str | Path, key: str, old: Any, new: Any) -> ProganError:
+    return ProganError(
+        f"run directory '{run_dir}' holds a run of another config ({key} = {old!r}, "
+        f"requested {new!r}: the networks differ); use a new --run-dir"
+    )
 
 
 def _toml_value(v: Any) -> str:

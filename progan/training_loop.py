@@ -49,9 +49,10 @@ def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
     arch, or other sizes); a checkpoint without a key was written when its default was the only choice."""
     defaults = TrainConfig().to_dict()
     for k in ARCH_KEYS:
-        if saved.get(k, defaults.get(k)) != getattr(cfg, k):
+        was = saved.get(k, defaults.get(k))
+        if was != getattr(cfg, k):
             raise ProganError(
-                f"run directory '{run_dir}' holds checkpoints of another config ({k} = {saved[k]!r}, "
+                f"run directory '{run_dir}' holds checkpoints of another config ({k} = {was!r}, "
                 f"requested {getattr(cfg, k)!r}); use a new --run-dir, or --resume to continue it as it was"
             )
 
@@ -194,10 +195,10 @@ class RunState:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
         }
 
-    def load(self, state: dict) -> tuple[dict, dict]:
+    def load(self, state: dict, source: Path) -> tuple[dict, dict]:
         """Take a checkpoint's weights and clock; returns its optimizer states (loaded at the phase)."""
         for name in ("G", "D", "G_ema"):
-            getattr(self, name).load_state_dict(state[name])
+            ckpt.load_weights(getattr(self, name), state[name], f"{name} of checkpoint '{source}'")
         self.images_shown, self.step = int(state["images_shown"]), int(state["step"])
         self.opt_phase = int(state["opt_phase"])
         return state["opt_G"], state["opt_D"]
@@ -270,7 +271,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     opt_state = None
     if found is not None:
         check_compatible(found.state["config"], cfg, run_dir)
-        opt_state = run.load(found.state)
+        opt_state = run.load(found.state, found.path)
         found.state = None  # the weights are in the networks now
         if run.images_shown >= end:
             log(f"run '{run_dir}' is already finished at {run.images_shown / 1000:.1f} kimg "
