@@ -57,6 +57,17 @@ def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
             )
 
 
+def check_classes(found: ckpt.Resumable, num_classes: int, cfg: TrainConfig) -> None:
+    """Refuse to resume a conditional run on a store with another number of classes."""
+    trained = int(found.state.get("num_classes", 0))
+    if trained != num_classes:
+        raise ProganError(
+            f"checkpoint '{found.path}' was trained on {trained} classes, but store '{cfg.data}' has "
+            f"{num_classes}: resume it on a store with the same {trained} classes, or train the new "
+            "store in a new --run-dir"
+        )
+
+
 def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, torch.device]:
     """Everything a run needs, checked before anything is written: store, device, minibatch per
     process, run directory. Returns the store's metadata and the device this process trains on.
@@ -271,6 +282,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
     opt_state = None
     if found is not None:
         check_compatible(found.state["config"], cfg, run_dir)
+        check_classes(found, run.num_classes, cfg)
         opt_state = run.load(found.state, found.path)
         found.state = None  # the weights are in the networks now
         if run.images_shown >= end:

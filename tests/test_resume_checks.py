@@ -59,6 +59,8 @@ def test_a_style_based_run_resumed_as_progan_is_refused_naming_the_arch(tmp_path
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.toml").write_text(to_toml(TrainConfig(data="x.lmdb", arch="stylegan", **TINY)))
+    (run / "checkpoints").mkdir()  # resolve_config reads config.toml; a checkpoint's name is enough
+    (run / "checkpoints" / "ckpt-000000000032.pt").write_bytes(b"")
     with pytest.raises(ProganError, match=r"another config \(arch = 'stylegan', requested 'progan'"):
         resolve_config(run, None, {"arch": "progan"}, resume=True)
 
@@ -69,3 +71,67 @@ def test_a_checkpoint_without_a_key_that_now_differs_is_refused_naming_the_key(s
                                                "total_kimg": 0.256, "d_pool": "after_act"})
     with pytest.raises(ProganError, match=r"another config \(d_pool = 'before_bias', requested 'after_act'"):
         train(cfg, short_run, log=quiet)
+
+
+# --- resume that has nothing to resume -----------------------------------------------------------
+
+
+def _remove_checkpoints(run):
+    for p in ckpt.list_checkpoints(run):
+        p.unlink()
+
+
+def _make_checkpoints_a_file(run):
+    for p in ckpt.list_checkpoints(run):
+        p.unlink()
+    (run / "checkpoints").rmdir()
+    (run / "checkpoints").write_text("not a folder")
+
+
+@pytest.mark.parametrize("damage, needle", [(_remove_checkpoints, "holds no checkpoint"),
+                                            (_make_checkpoints_a_file, "is not a directory")])
+def test_resume_with_no_checkpoint_is_refused_and_writes_nothing(short_run, damage, needle):
+    damage(short_run)
+    before = {p: p.stat().st_mtime_ns for p in short_run.rglob("*")}
+    result = invoke("train", "--run-dir", short_run, "--resume", "--total-kimg", "0.256")
+    one_line_error(result, f"cannot resume '{short_run}'", needle, "new --run-dir")
+    assert {p: p.stat().st_mtime_ns for p in short_run.rglob("*")} == before
+
+
+def test_a_conditional_run_resumed_on_a_store_with_other_classes_names_both_counts(
+        labelled_store, tmp_path):
+    from progan.demo import make_demo_images
+    from progan.prepare import prepare_lmdb
+
+    for i, name in enumerate("abc"):
+        make_demo_images(tmp_path / "src" / name, n=8, size=8, seed=i)
+    three = tmp_path / "three.lmdb"
+    prepare_lmdb(tmp_path / "src", three, res_max=4, labels=True, workers=0, progress=False)
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(labelled_store), conditional=True,
+                      **{**TINY, "res_max": 4, "minibatch": {4: 8}, "total_kimg": 0.032}), run, log=quiet)
+    result = invoke("train", "--run-dir", run, "--resume", "--data", three, "--total-kimg", "0.064")
+    one_line_error(result, "trained on 2 classes", f"store '{three}' has 3")
+
+
+@pytest.mark.parametrize("config_text", [None, "", "\n  \n"])
+def test_a_run_whose_config_toml_is_missing_or_empty_resumes_with_its_checkpoints_config(
+        short_run, config_text):
+    saved = (short_run / "config.toml").read_text()
+    if config_text is None:
+        (short_run / "config.toml").unlink()
+    else:
+        (short_run / "config.toml").write_text(config_text)
+    result = invoke("train", "--run-dir", short_run, "--resume", "--total-kimg", "0.16")
+    assert result.exit_code == 0, result.output
+    assert "with the config saved in ckpt-000000000128.pt" in result.output
+    assert f"resuming from {ckpt.list_checkpoints(short_run)[-2]}" in result.output
+    assert (short_run / "config.toml").read_text() == saved.replace("total_kimg = 0.128",
+                                                                    "total_kimg = 0.16")
+
+
+def test_resume_of_a_run_with_neither_config_nor_checkpoint_says_to_start_it(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.toml").write_text("")
+    result = invoke("train", "--run-dir", tmp_path / "run", "--resume")
+    one_line_error(result, "is empty", "nothing to resume", "without --resume")
