@@ -123,8 +123,9 @@ def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], what: s
     missing, extra = sorted(set(want) - set(got)), sorted(set(weights) - set(want))
     wrong = [k for k in want if k in got and want[k] != got[k]]
     if missing or extra or wrong:
-        detail = (f"it lacks {missing[0]}" if missing else f"it has an unexpected {extra[0]}"
-                  if extra else f"its {wrong[0]} is {got[wrong[0]]}, the network's {want[wrong[0]]}")
+        detail = (f"it lacks {missing[0]}" if missing
+                  else f"it has an unexpected {extra[0]}" if extra
+                  else f"its {wrong[0]} is {got[wrong[0]]}, the network's {want[wrong[0]]}")
         raise ProganError(f"{what} does not fit the network its config builds ({detail}; "
                           f"{len(missing) + len(extra) + len(wrong)} tensors differ)")
     net.load_state_dict(weights)

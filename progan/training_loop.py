@@ -21,7 +21,7 @@ from torch import nn
 from progan import checkpoint as ckpt
 from progan import distributed as dist_utils
 from progan.config import ARCH_KEYS, TrainConfig, check_world, to_toml
-from progan.data import check_store
+from progan.data import StoreChanged, check_store
 from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
@@ -62,9 +62,9 @@ def check_classes(found: ckpt.Resumable, num_classes: int, cfg: TrainConfig) -> 
     trained = int(found.state.get("num_classes", 0))
     if trained != num_classes:
         raise ProganError(
-            f"checkpoint '{found.path}' was trained on {trained} classes, but store '{cfg.data}' has "
-            f"{num_classes}: resume it on a store with the same {trained} classes, or train the new "
-            "store in a new --run-dir"
+            f"checkpoint '{found.path}' was trained on {trained} classes, but store '{cfg.data}' "
+            f"has {num_classes}: resume it on a store with the same {trained} classes, or train "
+            "the new store in a new --run-dir"
         )
 
 
@@ -315,8 +315,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
                 g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter_phase(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state)
                 opt_state = None
-                feeder = feeding.phase(plan, stage, run.images_shown, end)
-            ticks.stats.add(**_step(job, run, stage, feeder.next(), g_params, d_params))
+                feeder = _read(snapshots, run, plan,
+                               lambda: feeding.phase(plan, stage, run.images_shown, end))
+            batch = _read(snapshots, run, plan, feeder.next)
+            ticks.stats.add(**_step(job, run, stage, batch, g_params, d_params))
 
             at_end = run.images_shown >= end
             new_phase = not at_end and stage_at(cfg, run.images_shown, plan).phase_index != cur_phase
@@ -367,6 +369,26 @@ def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) 
     run.images_shown += batch
     run.step += 1
     return stats
+
+
+def _read(snapshots: Snapshots, run: RunState, plan, read: Callable[[], Any]) -> Any:
+    """``read()`` (a phase's data, a step's batch); a store that changed under the run stops it with
+    a checkpoint of the steps trained so far, which were read before the change."""
+    try:
+        return read()
+    except StoreChanged as e:
+        job = snapshots.job
+        path = ckpt.checkpoint_path(job.run_dir, run.images_shown)
+        if job.is_main and run.images_shown > 0 and not path.exists():
+            # No barrier: another process may be stopping at another step, or still in one.
+            path = ckpt.save_checkpoint(job.run_dir, run.checkpoint(job.cfg, plan),
+                                        job.cfg.keep_checkpoints, snapshots.unreadable)
+        saved = (f"stopped with checkpoint {path}" if path.exists()
+                 else "stopped (nothing trained yet)")
+        raise ProganError(
+            f"{e}; {saved}; restore the store (or give another with --data), then resume with: "
+            f"progan train --run-dir {job.run_dir} --resume"
+        ) from None
 
 
 def _end_of_tick(job: Job, run: RunState, plan, stage, ticks: Ticks, snapshots: Snapshots,

@@ -3,6 +3,11 @@ changed under the run, a run with nothing to resume, networks of another shape, 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +140,78 @@ def test_resume_of_a_run_with_neither_config_nor_checkpoint_says_to_start_it(tmp
     (tmp_path / "run" / "config.toml").write_text("")
     result = invoke("train", "--run-dir", tmp_path / "run", "--resume")
     one_line_error(result, "is empty", "nothing to resume", "without --resume")
+
+
+# --- a store that changes under a running trainer ------------------------------------------------
+
+
+def _run_that_changes_its_store(change):
+    """A training log that calls ``change()`` once, after the first checkpoint is written."""
+    done = []
+
+    def log(msg):
+        if "checkpoint:" in msg and not done:
+            done.append(change())
+
+    return log
+
+
+def test_a_store_replaced_while_training_stops_it_with_a_checkpoint_and_one_line(face_store, tmp_path):
+    from progan.demo import make_demo_images
+    from progan.prepare import prepare_lmdb
+
+    store = tmp_path / "faces.lmdb"
+    shutil.copytree(face_store, store)
+    make_demo_images(tmp_path / "src", n=48, size=8, seed=5)
+    prepare_lmdb(tmp_path / "src", tmp_path / "other.lmdb", res_max=8, workers=0, progress=False)
+    run = tmp_path / "run"
+    # Not cached, read in this process: before, the old file kept being read until the next phase
+    # opened the new store with the old order (an IndexError).
+    cfg = TrainConfig(data=str(store), **{**TINY, "cache_mb": 0})
+
+    def replace():  # as `mv faces.lmdb old.lmdb && mv other.lmdb faces.lmdb`
+        store.rename(tmp_path / "old.lmdb")
+        (tmp_path / "other.lmdb").rename(store)
+
+    log = _run_that_changes_its_store(replace)
+    with pytest.raises(ProganError) as e:
+        train(cfg, run, log=log)
+    newest = ckpt.list_checkpoints(run)[-1]
+    assert str(e.value) == (
+        f"store '{store}' was replaced while training (its data.mdb is another file now); stopped "
+        f"with checkpoint {newest}; restore the store (or give another with --data), then resume "
+        f"with: progan train --run-dir {run} --resume")
+    assert ckpt.load_checkpoint(newest)["images_shown"] == 32
+
+
+_TRUNCATING_RUN = """
+import os, sys
+from progan.config import TrainConfig
+from progan.errors import ProganError
+from progan.training_loop import train
+
+store, run, tiny = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+done = []
+def log(msg):
+    if "checkpoint:" in msg and not done:
+        done.append(os.truncate(os.path.join(store, "data.mdb"), 8192))
+try:
+    train(TrainConfig(data=store, **tiny), run, log=log)
+except ProganError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+def test_a_store_truncated_while_training_stops_it_with_a_checkpoint_not_sigbus(face_store, tmp_path):
+    store, run = tmp_path / "faces.lmdb", tmp_path / "run"
+    shutil.copytree(face_store, store)
+    # Read by a DataLoader worker that prefetches past the truncation: it must not touch the file.
+    tiny = {**TINY, "cache_mb": 0, "data_workers": 1}
+    proc = subprocess.run([sys.executable, "-c", _TRUNCATING_RUN, str(store), str(run), repr(tiny)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"store '{store}' was truncated while training (data.mdb is 8,192 "
+                                  "bytes, was "), proc.stdout
+    assert f"stopped with checkpoint {ckpt.list_checkpoints(run)[-1]}" in proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
