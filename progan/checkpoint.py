@@ -116,6 +116,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """``net.load_state_dict(weights)``, or one ProganError naming ``what`` (e.g. "G of checkpoint
+    'x'") and the first key that is missing, unexpected or of another shape."""
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(weights) - set(want))
+    wrong = [k for k in want if k in got and want[k] != got[k]]
+    if missing or extra or wrong:
+        detail = (f"it lacks {missing[0]}" if missing
+                  else f"it has an unexpected {extra[0]}" if extra
+                  else f"its {wrong[0]} is {got[wrong[0]]}, the network's {want[wrong[0]]}")
+        raise ProganError(f"{what} does not fit the network its config builds ({detail}; "
+                          f"{len(missing) + len(extra) + len(wrong)} tensors differ)")
+    net.load_state_dict(weights)
+
+
 def _refused_global(message: str) -> str:
     """`` (posix.system)`` from torch's weights_only refusal, or '' when it names no global."""
     m = re.search(r"GLOBAL ([\w.]+)", message)

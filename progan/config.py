@@ -319,7 +319,46 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     if not p.is_file():
         raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); "
                           "start it with --data (without --resume)")
+    if not p.read_bytes().strip():
+        raise ProganError(f"'{p}' is empty and '{run_dir}' holds no checkpoint: nothing to "
+                          "resume; start it with --data (without --resume)")
     return from_dict(load_toml(p))
+
+
+def saved_config(run_dir: str | Path, *, resume: bool = False, log=None) -> TrainConfig | None:
+    """The config of the run in ``run_dir``; None for a new run directory.
+
+    That is ``RUN/config.toml``, or, when it is missing or empty but the run has checkpoints, the
+    config saved in the newest checkpoint that loads (training writes config.toml again). With
+    ``resume``, a run without a checkpoint to continue is refused: starting over would mix a new run
+    into the old one's samples and logs.
+    """
+    from progan import checkpoint as ckpt  # torch, only where a run directory is read
+
+    log = log or (lambda msg: None)
+    run_dir = Path(run_dir)
+    path, folder = run_dir / "config.toml", ckpt.checkpoint_dir(run_dir)
+    has_config = path.is_file() and bool(path.read_bytes().strip())
+    if resume and (has_config or folder.exists()):
+        over = (f"to start over use a new --run-dir (or move '{run_dir}' away), then start "
+                "without --resume")
+        if not folder.exists():
+            raise ProganError(f"cannot resume '{run_dir}': it has no checkpoint yet ('{folder}' "
+                              "does not exist); start it without --resume")
+        if not folder.is_dir():
+            raise ProganError(f"cannot resume '{run_dir}': '{folder}' is not a directory, so there "
+                              f"is no checkpoint to continue; restore it, or {over}")
+        if not ckpt.list_checkpoints(run_dir):
+            raise ProganError(f"cannot resume '{run_dir}': '{folder}' holds no checkpoint "
+                              f"(ckpt-*.pt); restore them, or {over}")
+    if has_config:
+        return load_run_config(run_dir)
+    if ckpt.list_checkpoints(run_dir):
+        found = ckpt.latest_checkpoint(run_dir, log=log)
+        log(f"'{path}' is {'empty' if path.exists() else 'missing'}: continuing '{run_dir}' with "
+            f"the config saved in {found.path.name}")
+        return from_dict(found.state["config"])
+    return load_run_config(run_dir) if resume else None
 
 
 def resolve_config(
@@ -339,8 +378,7 @@ def resolve_config(
     The networks' keys (ARCH_KEYS) must always agree. A conflict names the key and both values.
     """
     log = log or (lambda msg: None)
-    saved_file = Path(run_dir) / "config.toml"
-    saved = load_run_config(run_dir) if (resume or saved_file.is_file()) else None
+    saved = saved_config(run_dir, resume=resume, log=log)
     if saved is not None and resume and config_path is None:
         base = saved.to_dict()
     else:
@@ -348,6 +386,9 @@ def resolve_config(
     merged, explicit = apply_overrides(base, overrides or {})
     if saved is not None and not merged.get("data"):
         merged["data"] = saved.data  # the store the run was started on
+    if saved is not None and merged.get("arch", TrainConfig.arch) != saved.arch:
+        # Before building the config: the run's [net] options belong to its own arch.
+        raise _other_networks(run_dir, "arch", saved.arch, merged.get("arch", TrainConfig.arch))
     cfg = from_dict(merged)
     if saved is None:
         if not cfg.data:
@@ -360,10 +401,7 @@ def resolve_config(
         if new == old:
             continue
         if key in ARCH_KEYS:
-            raise ProganError(
-                f"run directory '{run_dir}' holds a run of another config ({key} = {old!r}, "
-                f"requested {new!r}: the networks differ); use a new --run-dir"
-            )
+            raise _other_networks(run_dir, key, old, new)
         if key in explicit or key in RESUME_MAY_CHANGE:
             log(f"continuing '{run_dir}' with {key} = {new!r} (was {old!r})")
             continue
@@ -373,6 +411,13 @@ def resolve_config(
             "the command line change on purpose), or use a new --run-dir"
         )
     return cfg
+
+
+def _other_networks(run_dir: str | Path, key: str, old: Any, new: Any) -> ProganError:
+    return ProganError(
+        f"run directory '{run_dir}' holds a run of another config ({key} = {old!r}, "
+        f"requested {new!r}: the networks differ); use a new --run-dir"
+    )
 
 
 def _toml_value(v: Any) -> str:

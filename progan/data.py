@@ -15,7 +15,8 @@ Store format (version 2), one LMDB environment (a directory holding ``data.mdb``
 
 Damage never crashes a reader: ``data.mdb`` is checked against its own header and tree before LMDB
 maps it (``progan.storecheck``), LMDB's errors become ProganError, and every record read is checked
-against its CRC-32.
+against its CRC-32. A store that changes under a reader (replaced, truncated) is caught by
+``StoreIdentity.check`` before the reads.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,52 @@ def _level_prefix(res: int) -> bytes:
 
 def _damaged(path: Path, what: str) -> ProganError:
     return ProganError(f"store '{path}' is damaged: {what}; {_PREPARE_AGAIN}")
+
+
+class StoreChanged(ProganError):
+    """The store's data.mdb is no longer the file a reader started on."""
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    """Which data.mdb a reader started on: device, inode, size and modification time.
+
+    ``check()`` is one stat call, made before reads: a store replaced by another (renamed over,
+    re-prepared) would be read through a fresh environment with the old order and checksums (an
+    IndexError, or good records called damaged), and a read of a page past the end of a truncated
+    file kills the process with SIGBUS, which Python cannot catch. Only a change between the check
+    and the reads that follow it can still reach LMDB.
+    """
+
+    path: str
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "StoreIdentity":
+        try:
+            st = (Path(path) / "data.mdb").stat()
+        except OSError as e:
+            raise ProganError(f"store '{path}' cannot be read: {e}") from None
+        return cls(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def check(self) -> None:
+        """Raise StoreChanged, saying how, unless data.mdb is the file it was."""
+        try:
+            st = (Path(self.path) / "data.mdb").stat()
+        except OSError:
+            raise StoreChanged(f"store '{self.path}' was removed or moved while training") from None
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            how = "replaced while training (its data.mdb is another file now)"
+        elif st.st_size < self.size:
+            how = f"truncated while training (data.mdb is {st.st_size:,} bytes, was {self.size:,})"
+        elif (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            how = "rewritten in place while training (data.mdb changed size or modification time)"
+        else:
+            return
+        raise StoreChanged(f"store '{self.path}' was {how}")
 
 
 @contextlib.contextmanager

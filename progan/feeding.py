@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from progan.config import TrainConfig
-from progan.data import LMDBImages
+from progan.data import LMDBImages, StoreChanged, StoreIdentity
 from progan.distributed import shard
 from progan.errors import ProganError
 from progan.schedule import Phase, Stage, stage_at
@@ -27,7 +27,7 @@ def worker_error_message(e: ProganError) -> str:
     original message is its last line.
     """
     last = str(e).rstrip().splitlines()[-1] if str(e).strip() else ""
-    return last.removeprefix(f"{ProganError.__module__}.{ProganError.__name__}: ")
+    return last.removeprefix(f"{type(e).__module__}.{type(e).__qualname__}: ")
 
 
 def _seed(*words: int) -> int:
@@ -121,15 +121,17 @@ class Batch:
 class _Items(torch.utils.data.Dataset):
     """Dataset over one level whose items are whole batches, so workers decode in parallel."""
 
-    def __init__(self, ds: LMDBImages, plan: list[list[int]], labeled: bool):
+    def __init__(self, ds: LMDBImages, plan: list[list[int]], labeled: bool, store: StoreIdentity):
         self.ds = ds
         self.plan = plan
         self.labeled = labeled
+        self.store = store
 
     def __len__(self) -> int:
         return len(self.plan)
 
     def __getitem__(self, i: int):
+        self.store.check()  # in the worker that reads: a truncated file must not be read (SIGBUS)
         items = [self.ds[j] for j in self.plan[i]]
         if self.labeled:
             return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
@@ -139,11 +141,13 @@ class _Items(torch.utils.data.Dataset):
 class LevelFeeder:
     """Batches of one resolution for a planned run of steps, from a level held in memory or from
     DataLoader workers; ``plan`` lists, step by step, the store indices this process reads, and
-    ``next()`` returns them in order."""
+    ``next()`` returns them in order, each after checking that the store is still the run's."""
 
-    def __init__(self, plan: list[list[int]], *, cached: tuple | None = None, items: _Items | None = None,
-                 workers: int = 0, device: torch.device = torch.device("cpu")):
+    def __init__(self, plan: list[list[int]], store: StoreIdentity, *, cached: tuple | None = None,
+                 items: _Items | None = None, workers: int = 0,
+                 device: torch.device = torch.device("cpu")):
         self.plan = plan
+        self.store = store
         self.step = 0
         self.cached = cached  # (images, labels) of the whole level, on the device
         self.device = device
@@ -155,6 +159,7 @@ class LevelFeeder:
             self.iter = iter(loader)
 
     def next(self) -> Batch:
+        self.store.check()  # every step, cached level or not: one stat
         idx = self.plan[self.step]
         self.step += 1
         if self.cached is not None:
@@ -164,7 +169,7 @@ class LevelFeeder:
         try:
             images, labels = next(self.iter)
         except ProganError as e:
-            raise ProganError(worker_error_message(e)) from None
+            raise type(e)(worker_error_message(e)) from None
         return Batch(images, labels if labels.numel() else None)
 
 
@@ -185,6 +190,7 @@ class Feeding:
         self.labeled = labeled
         self.device = device
         self.log = log
+        self.store = StoreIdentity.of(cfg.data)
         self._level: tuple[int, tuple[torch.Tensor, torch.Tensor | None]] | None = None
 
     def phase(self, plan: list[Phase], stage: Stage, images_shown: int, end: int) -> LevelFeeder:
@@ -203,18 +209,26 @@ class Feeding:
 
     def level(self, res: int, steps: list[list[int]]) -> LevelFeeder:
         """Batches of the store indices ``steps`` at resolution ``res``."""
-        ds = LMDBImages(self.cfg.data, res)
+        ds = self._open(res)
         if len(ds) * 3 * res * res > self.cfg.cache_mb * 2**20:
-            return LevelFeeder(steps, items=_Items(ds, steps, self.labeled), workers=self.cfg.data_workers,
-                               device=self.device)
+            return LevelFeeder(steps, self.store, items=_Items(ds, steps, self.labeled, self.store),
+                               workers=self.cfg.data_workers, device=self.device)
         if self._level is None or self._level[0] != res:
             self._level = None  # free the previous level first
             self.log(f"reading level {res}x{res} of {len(ds):,} images into memory")
             labels = torch.from_numpy(ds.labels).to(self.device) if self.labeled else None
             self._level = (res, (ds.read_level().to(self.device), labels))
-        return LevelFeeder(steps, cached=self._level[1], device=self.device)
+        return LevelFeeder(steps, self.store, cached=self._level[1], device=self.device)
+
+    def _open(self, res: int) -> LMDBImages:
+        self.store.check()
+        ds = LMDBImages(self.cfg.data, res)
+        if len(ds) != self.order.count:  # replaced between the run's first look and this one
+            raise StoreChanged(f"store '{self.cfg.data}' was replaced while training (it holds "
+                               f"{len(ds):,} images, {self.order.count:,} when the run started)")
+        return ds
 
     def first_images(self, n: int, res: int) -> torch.Tensor:
         """The first ``n`` images of the data order at ``res`` (uint8): the reals a run starts with."""
-        ds = LMDBImages(self.cfg.data, res)
+        ds = self._open(res)
         return ds.read_level(self.order.indices(0, min(n, len(ds))))

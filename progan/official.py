@@ -291,6 +291,14 @@ def checked_networks(path, states, funcs: tuple[str, str], versions: tuple[int, 
                 f"built by {s.get('build_func_name')!r}); only {' / '.join(funcs)} networks are read"
             )
         nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": variables(path, key, s)}
+    # Gs is a copy of G: a shape they disagree on is named for both, since the config is read from G.
+    g, gs = nets["G"]["variables"], nets["Gs"]["variables"]
+    for name in g:
+        if name in gs and np.shape(g[name]) != np.shape(gs[name]):
+            raise ProganError(
+                f"'{path}': G and Gs differ: {name} is {np.shape(g[name])} in G, "
+                f"{np.shape(gs[name])} in Gs (an official Gs is a copy of G: the pickle is damaged)"
+            )
     return nets
 
 

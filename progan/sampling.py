@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from progan.checkpoint import load_checkpoint, resolve_checkpoint
+from progan.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from progan.arch import build_networks
 from progan.config import from_dict
 from progan.errors import ProganError
@@ -140,7 +140,7 @@ def generator_from_state(state: dict[str, Any], device: str | torch.device = "cp
                          **options: Any) -> StageGenerator:
     """G_ema of a loaded checkpoint at the checkpoint's resolution and alpha, with sampling options."""
     g, _ = build_networks(from_dict(state["config"]), int(state.get("num_classes", 0)))
-    g.load_state_dict(state["G_ema"])
+    load_weights(g, state["G_ema"], "G_ema of the checkpoint")
     g.eval().requires_grad_(False)
     return StageGenerator(g, int(state["res"]), float(state["alpha"]), **options).to(device)
 

@@ -24,7 +24,7 @@ from torch import nn
 from progan import checkpoint as ckpt
 from progan import distributed as dist_utils
 from progan.config import ARCH_KEYS, TrainConfig, check_world, to_toml
-from progan.data import check_store
+from progan.data import StoreChanged, check_store
 from progan.devices import resolve_device
 from progan.ema import ema_beta, update_ema
 from progan.errors import ProganError
@@ -54,11 +54,23 @@ def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
     arch, or other sizes); a checkpoint without a key was written when its default was the only choice."""
     defaults = TrainConfig().to_dict()
     for k in ARCH_KEYS:
-        if saved.get(k, defaults.get(k)) != getattr(cfg, k):
+        was = saved.get(k, defaults.get(k))
+        if was != getattr(cfg, k):
             raise ProganError(
-                f"run directory '{run_dir}' holds checkpoints of another config ({k} = {saved[k]!r}, "
+                f"run directory '{run_dir}' holds checkpoints of another config ({k} = {was!r}, "
                 f"requested {getattr(cfg, k)!r}); use a new --run-dir, or --resume to continue it as it was"
             )
+
+
+def check_classes(found: ckpt.Resumable, num_classes: int, cfg: TrainConfig) -> None:
+    """Refuse to resume a conditional run on a store with another number of classes."""
+    trained = int(found.state.get("num_classes", 0))
+    if trained != num_classes:
+        raise ProganError(
+            f"checkpoint '{found.path}' was trained on {trained} classes, but store '{cfg.data}' "
+            f"has {num_classes}: resume it on a store with the same {trained} classes, or train "
+            "the new store in a new --run-dir"
+        )
 
 
 def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, torch.device]:
@@ -203,10 +215,10 @@ class RunState:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
         }
 
-    def load(self, state: dict) -> tuple[dict, dict]:
+    def load(self, state: dict, source: Path) -> tuple[dict, dict]:
         """Take a checkpoint's weights and clock; returns its optimizer states (loaded at the phase)."""
         for name in ("G", "D", "G_ema"):
-            getattr(self, name).load_state_dict(state[name])
+            ckpt.load_weights(getattr(self, name), state[name], f"{name} of checkpoint '{source}'")
         self.images_shown, self.step = int(state["images_shown"]), int(state["step"])
         self.opt_phase = int(state["opt_phase"])
         return state["opt_G"], state["opt_D"]
@@ -292,7 +304,8 @@ def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, lo
     opt_state = None
     if found is not None:
         check_compatible(found.state["config"], cfg, run_dir)
-        opt_state = run.load(found.state)
+        check_classes(found, run.num_classes, cfg)
+        opt_state = run.load(found.state, found.path)
         found.state = None  # the weights are in the networks now
         if run.images_shown >= end:
             log(f"run '{run_dir}' is already finished at {run.images_shown / 1000:.1f} kimg "
@@ -325,8 +338,10 @@ def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, lo
                 g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter_phase(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state)
                 opt_state = None
-                feeder = feeding.phase(plan, stage, run.images_shown, end)
-            ticks.stats.add(**_step(job, run, stage, feeder.next(), g_params, d_params))
+                feeder = _read(snapshots, run, plan,
+                               lambda: feeding.phase(plan, stage, run.images_shown, end))
+            batch = _read(snapshots, run, plan, feeder.next)
+            ticks.stats.add(**_step(job, run, stage, batch, g_params, d_params))
 
             at_end = run.images_shown >= end
             new_phase = not at_end and stage_at(cfg, run.images_shown, plan).phase_index != cur_phase
@@ -377,6 +392,26 @@ def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) 
     run.images_shown += batch
     run.step += 1
     return stats
+
+
+def _read(snapshots: Snapshots, run: RunState, plan, read: Callable[[], Any]) -> Any:
+    """``read()`` (a phase's data, a step's batch); a store that changed under the run stops it with
+    a checkpoint of the steps trained so far, which were read before the change."""
+    try:
+        return read()
+    except StoreChanged as e:
+        job = snapshots.job
+        path = ckpt.checkpoint_path(job.run_dir, run.images_shown)
+        if job.is_main and run.images_shown > 0 and not path.exists():
+            # No barrier: another process may be stopping at another step, or still in one.
+            path = ckpt.save_checkpoint(job.run_dir, run.checkpoint(job.cfg, plan),
+                                        job.cfg.keep_checkpoints, snapshots.unreadable)
+        saved = (f"stopped with checkpoint {path}" if path.exists()
+                 else "stopped (nothing trained yet)")
+        raise ProganError(
+            f"{e}; {saved}; restore the store (or give another with --data), then resume with: "
+            f"progan train --run-dir {job.run_dir} --resume"
+        ) from None
 
 
 def _end_of_tick(job: Job, run: RunState, plan, stage, ticks: Ticks, snapshots: Snapshots,
