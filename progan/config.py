@@ -340,6 +340,9 @@ def saved_config(run_dir: str | Path, *, resume: bool = False, log=None) -> Trai
     path, folder = run_dir / "config.toml", ckpt.checkpoint_dir(run_dir)
     has_config = path.is_file() and bool(path.read_bytes().strip())
     if resume and (has_config or folder.exists()):
+        from progan.runlock import check_unlocked
+
+        check_unlocked(run_dir)  # a run that another trainer holds is busy, not empty
         over = (f"to start over use a new --run-dir (or move '{run_dir}' away), then start "
                 "without --resume")
         if not folder.exists():
