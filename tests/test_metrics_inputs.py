@@ -24,16 +24,8 @@ from test_fid_cli import TinyFeatures, invoke
 from test_fid_cli import tiny_features as tiny_features  # noqa: F401  (fixture)
 from test_fid_cli import trained_run as trained_run  # noqa: F401  (module fixture)
 from test_stylegan_sampling import style_run as style_run  # noqa: F401  (module fixture)
-
-
-@pytest.fixture(autouse=True)
-def no_user_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-@pytest.fixture
-def run(trained_run, tmp_path) -> Path:  # noqa: F811
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+from test_metrics_cli import no_user_cache as no_user_cache  # noqa: F401  (autouse fixture)
+from test_metrics_cli import run as run  # noqa: F401  (fixture: a copy of trained_run)
 
 
 def one_line_error(result, *needles: str) -> str:
