@@ -6,6 +6,7 @@ means a bug.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -15,15 +16,28 @@ import click
 from progan.errors import ProganError
 
 
+class TextPath(click.Path):
+    """A path that progan writes as text (into config.toml) or hands to TensorBoard, which
+    both take UTF-8 only: a name with bytes that are not UTF-8 is refused up front."""
+
+
 def _user_errors(fn):
-    """Print ProganError (and Ctrl-C) as one line instead of a traceback."""
+    """Print ProganError (and Ctrl-C) as one line instead of a traceback; check every path
+    option first (``_check_paths``)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        paths = _path_options(click.get_current_context())
         try:
+            _check_paths(paths)
             return fn(*args, **kwargs)
         except ProganError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except OSError as e:  # a name made from a path option (a temporary's) can still be too long
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+            click.echo(f"error: {_too_long(e, paths)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -32,10 +46,73 @@ def _user_errors(fn):
     return wrapper
 
 
+def _path_options(ctx: click.Context) -> list[tuple[click.Parameter, str]]:
+    """The command's path parameters that were given, with their values."""
+    given = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param.type, click.Path) and value is not None:
+            given += [(param, str(v)) for v in (value if isinstance(value, tuple) else (value,))]
+    return given
+
+
+def _label(param: click.Parameter) -> str:
+    return param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+
+
+def _check_paths(paths: list[tuple[click.Parameter, str]]) -> None:
+    """Every path fits the file system (no name over its 255 bytes), and those stored as text
+    (``TextPath``) are UTF-8: each failure is one line naming the option."""
+    from progan.fileio import check_path_fits
+
+    for param, value in paths:
+        check_path_fits(value, _label(param))
+        if isinstance(param.type, TextPath):
+            _check_utf8(value, _label(param))
+
+
+def _check_utf8(path, label: str) -> None:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProganError(
+            f"{label} '{path}': the name holds bytes that are not UTF-8, and progan keeps this "
+            "path as UTF-8 text (config.toml, TensorBoard); rename it or give a UTF-8 path (a "
+            "symbolic link to it)"
+        ) from None
+
+
+def _too_long(e: OSError, paths: list[tuple[click.Parameter, str]]) -> str:
+    """The message for ENAMETOOLONG: the option whose path the name was made from (the longest
+    one it starts with)."""
+    name = os.fsdecode(e.filename) if e.filename is not None else "?"
+    sources = [(len(value), param, value) for param, value in paths
+               if value and name.startswith(value)]
+    if sources:
+        _, param, value = max(sources, key=lambda s: s[0])
+        return (f"{_label(param)} '{value}': a file name progan makes from it is longer than "
+                f"the file system allows ('{name}'); choose a shorter name")
+    return f"a file name is longer than the file system allows ('{name}'); choose shorter paths"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan")
 def main():
     """Progressive Growing of GANs: prepare image stores, train, generate, evaluate."""
+    _printable_streams()
+
+
+def _printable_streams() -> None:
+    """Print what the terminal's encoding cannot hold as backslash escapes instead of failing.
+
+    A path with bytes that are not UTF-8 reaches Python as text with surrogates, and a name
+    outside the locale's charset cannot be encoded either: printing either (a log line naming
+    the run directory) would end the command with UnicodeEncodeError. Paths are escaped as
+    ``prepare.printable`` escapes file names.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 # --- store commands (prepare-lmdb, info) -------------------------------------------------------
@@ -161,8 +238,8 @@ def _verify(store, meta):
 # --- training commands (train, generate) -------------------------------------------------------
 
 @main.command()
-@click.option("--data", type=click.Path(), help="Store made by `progan prepare-lmdb`.")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints, samples and logs go.")
+@click.option("--data", type=TextPath(), help="Store made by `progan prepare-lmdb`.")
+@click.option("--run-dir", required=True, type=TextPath(file_okay=False), help="Where checkpoints, samples and logs go.")
 @click.option("--config", "config_path", type=click.Path(), help="TOML config (configs/NAME.toml, or just NAME).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR from its newest valid checkpoint with its saved config.")
 @click.option("--arch", type=str, help="Architecture: progan (default).")
@@ -192,8 +269,11 @@ def _verify(store, meta):
 @click.option("--workers", "data_workers", type=click.IntRange(min=0), help="DataLoader worker processes for levels not cached in RAM.")
 @click.option("--gpus", type=int, default=1, show_default=True,
               help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.")
+@click.option("--dist-timeout", type=float, default=600, show_default=True,
+              help="Seconds a process of a multi-process job waits for the others "
+              "(to join, and in each collective).")
 @_user_errors
-def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
+def train(data, run_dir, config_path, resume, batch, gpus, net, dist_timeout, **overrides):
     """Train a progressive GAN; running the same command again continues the run.
 
     Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM /
@@ -208,13 +288,15 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     from progan.config import resolve_config
     from progan.training_loop import preflight, run_job
 
+    job = dist_utils.job_env()  # torchrun's variables, checked before anything else
+    dist_utils.check_timeout(dist_timeout)
     if gpus < 1:
         raise ProganError("--gpus must be >= 1")
     overrides = {**overrides, "data": data, "batch": batch, "net": _net_options(net)}
-    main_rank = os.environ.get("RANK", "0") == "0"
+    main_rank = job.rank == 0
     cfg = resolve_config(run_dir, config_path, overrides, resume=resume,
                          log=click.echo if main_rank else None)
-    preflight(cfg, run_dir, gpus if gpus > 1 else dist_utils.world_size_from_env())
+    preflight(cfg, run_dir, gpus if gpus > 1 else job.world)
     if gpus > 1 and not dist_utils.wanted():
         import subprocess
 
@@ -224,7 +306,7 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
         cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
         click.echo("launching: " + " ".join(cmd))
         sys.exit(subprocess.call(cmd))
-    result = run_job(cfg, run_dir)
+    result = run_job(cfg, run_dir, dist_timeout=dist_timeout)
     if not result.finished:
         sys.exit(130)
 
@@ -300,7 +382,7 @@ def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device, 
 
 @main.command("import-official")
 @click.argument("network", type=click.Path(path_type=str), metavar="NETWORK.pkl")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="New run directory to write.")
+@click.option("--run-dir", required=True, type=TextPath(file_okay=False), help="New run directory to write.")
 @_user_errors
 def import_official_cmd(network, run_dir):
     """Turn an official ProGAN or StyleGAN network pickle (G, D, Gs) into a progan run directory.
@@ -341,6 +423,8 @@ def _check_target(target, watch, interval):
     if not target.exists():
         raise ProganError(f"checkpoint or run directory '{target}' not found")
     is_run = target.is_dir()
+    if is_run or target.parent.name == "checkpoints":  # results go to the run's TensorBoard too
+        _check_utf8(target, "CHECKPOINT|RUN_DIR")
     if is_run and not list_checkpoints(target) and not watch:
         raise ProganError(f"run directory '{target}' holds no checkpoints "
                           f"(expected {target / 'checkpoints'}/ckpt-*.pt)")

@@ -19,8 +19,20 @@ from progan.errors import ProganError
 # The largest resolution progan builds networks for (the paper's 1024 and one step beyond).
 RES_CEILING = 2048
 
+# Seeds are 0 ... 2**32 - 1: every random stream tells them all apart (the data order's and the
+# per-step draws' keep 48 bits of a seed, SWD's generators take seed * 1000 + ... below 2**64).
+SEED_MAX = 2**32 - 1
+
 # Paper, Appendix A.1, one GPU: 16 up to 128x128, then 14, 6, 3.
 PAPER_MINIBATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
+
+
+def check_seed(seed: int, name: str) -> int:
+    """``seed`` if it is an integer from 0 to SEED_MAX, else a ProganError naming ``name``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ProganError(f"{name} must be an integer from 0 to {SEED_MAX} (2**32 - 1), "
+                          f"got {seed!r}")
+    return seed
 
 
 def levels(res_min: int, res_max: int) -> list[int]:
@@ -153,8 +165,9 @@ def _validate(c: TrainConfig) -> None:
     need(not bad, f"minibatch sizes must be >= 1, got {bad}")
     for name in ("latent_dim", "fmap_base", "fmap_max", "snapshot_ticks", "image_ticks", "grid_size"):
         need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints", "seed"):
+    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints"):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
+    check_seed(c.seed, "seed")
     need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
     need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
     need(c.penalty_precision in ("auto", "bf16", "fp32"),
@@ -235,8 +248,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         else:
             raise ProganError(f"config file '{path}' not found")
     try:
-        with open(p, "rb") as f:
-            return tomllib.load(f)
+        raw = p.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (Windows editors)
+    except OSError as e:
+        raise ProganError(f"config file '{p}' cannot be read: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ProganError(f"config file '{p}' is not UTF-8 text (byte 0x{raw[e.start]:02x} on line "
+                          f"{line}); save it as UTF-8, as TOML requires") from None
     except tomllib.TOMLDecodeError as e:
         raise ProganError(f"config file '{p}' is not valid TOML: {e}") from None
 
@@ -319,10 +339,21 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     if not p.is_file():
         raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); "
                           "start it with --data (without --resume)")
-    if not p.read_bytes().strip():
+    if _blank(p):
         raise ProganError(f"'{p}' is empty and '{run_dir}' holds no checkpoint: nothing to "
                           "resume; start it with --data (without --resume)")
     return from_dict(load_toml(p))
+
+
+def _blank(path: Path) -> bool:
+    """Whether the file ``path`` is missing or holds only white space; an unreadable one is not
+    (reading it names the cause)."""
+    try:
+        return not path.read_bytes().strip()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def saved_config(run_dir: str | Path, *, resume: bool = False, log=None) -> TrainConfig | None:
@@ -338,7 +369,7 @@ def saved_config(run_dir: str | Path, *, resume: bool = False, log=None) -> Trai
     log = log or (lambda msg: None)
     run_dir = Path(run_dir)
     path, folder = run_dir / "config.toml", ckpt.checkpoint_dir(run_dir)
-    has_config = path.is_file() and bool(path.read_bytes().strip())
+    has_config = path.is_file() and not _blank(path)
     if resume and (has_config or folder.exists()):
         from progan.runlock import check_unlocked
 
@@ -355,7 +386,13 @@ def saved_config(run_dir: str | Path, *, resume: bool = False, log=None) -> Trai
             raise ProganError(f"cannot resume '{run_dir}': '{folder}' holds no checkpoint "
                               f"(ckpt-*.pt); restore them, or {over}")
     if has_config:
-        return load_run_config(run_dir)
+        try:
+            return load_run_config(run_dir)
+        except ProganError as e:
+            if not ckpt.list_checkpoints(run_dir):
+                raise
+            raise ProganError(f"{e} (the run's saved config; or move it away: the run then "
+                              "continues with the config saved in its newest checkpoint)") from None
     if ckpt.list_checkpoints(run_dir):
         found = ckpt.latest_checkpoint(run_dir, log=log)
         log(f"'{path}' is {'empty' if path.exists() else 'missing'}: continuing '{run_dir}' with "

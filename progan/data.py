@@ -165,7 +165,7 @@ def _open_env(path: Path) -> lmdb.Environment:
     _check_file(path)
     try:
         return lmdb.open(
-            str(path), readonly=True, lock=False, readahead=False, meminit=False,
+            os.fsencode(path), readonly=True, lock=False, readahead=False, meminit=False,
             max_readers=MAX_READERS, subdir=True,
         )
     except lmdb.Error as e:

@@ -87,20 +87,45 @@ def leftover_temporaries(folder: str | os.PathLike, target: re.Pattern) -> list[
 def write_failure(what: str, folder: Path, error: BaseException) -> ProganError:
     """One-line error for a failed write of ``what`` into ``folder``, saying why where it can.
 
-    torch.save reports a full disk as RuntimeError ("file write failed") without an errno, so the
-    free space of ``folder`` is looked up to name the likely cause.
+    The cause follows the errno. torch.save reports failures as RuntimeError, naming the errno's
+    text only when a file cannot be opened ("strerror: ..."); otherwise (a full disk: "file write
+    failed") a small file is written into ``folder`` to find it: that write's error (read-only file system, permission
+    denied, no space) is the cause; only if it succeeds and the file system is nearly full is a
+    full disk named as the likely one.
     """
 
     if isinstance(error, OSError) and error.strerror:
-        cause = error.strerror
+        return ProganError(f"could not write {what}: {error.strerror}; files written before are intact")
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[-1][:160]
+    if m := re.search(r"strerror: (.+)$", cause):  # torch's "open file failed with strerror: ..."
+        return ProganError(f"could not write {what}: {m[1]}; files written before are intact")
+    probe_error = _probe_write(folder)
+    if probe_error is not None:
+        cause = f"{probe_error} ({cause})"
     else:
-        cause = (str(error).strip().splitlines() or [type(error).__name__])[-1][:160]
-        try:
-            if shutil.disk_usage(folder).free < 64 * 2**20:
+        with contextlib.suppress(OSError):
+            usage = shutil.disk_usage(folder)
+            if usage.total > 0 and usage.free < 64 * 2**20:
                 cause = f"no space left on device ({cause})"
-        except OSError:
-            pass
     return ProganError(f"could not write {what}: {cause}; files written before are intact")
+
+
+def _probe_write(folder: Path) -> str | None:
+    """The strerror of writing (and removing) 64 KiB in ``folder``; None if that works."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".progan-write-test-", dir=folder)
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        os.write(fd, bytes(1 << 16))
+        os.fsync(fd)
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    return None
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:
@@ -125,3 +150,24 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
         raise ProganError(f"{what} '{path}' is not writable ({e.strerror or e} in '{probe}')") from None
     os.close(fd)
     os.unlink(name)
+
+
+def check_path_fits(path: str | os.PathLike, what: str) -> None:
+    """Raise a ProganError naming ``what`` if ``path`` cannot exist on its file system: a name
+    (a component) longer than the file system allows (255 bytes on most) or a path longer than
+    the system's limit. Otherwise the first use would fail with ENAMETOOLONG."""
+    raw = os.fsencode(os.path.abspath(path))
+    probe = os.path.dirname(raw)
+    while probe != os.path.dirname(probe) and not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    name_max, path_max = 255, 4096
+    with contextlib.suppress(OSError, ValueError):
+        name_max, path_max = os.pathconf(probe, "PC_NAME_MAX"), os.pathconf(probe, "PC_PATH_MAX")
+    for part in os.fsencode(path).split(b"/"):
+        if len(part) > name_max:
+            head = os.fsdecode(part)[:24]
+            raise ProganError(f"{what}: the name '{head}…' is {len(part)} bytes, longer than the "
+                              f"{name_max} this file system allows in one name; choose a shorter one")
+    if len(raw) >= path_max:
+        raise ProganError(f"{what}: the path is {len(raw)} bytes, longer than the {path_max - 1} "
+                          "the system allows; choose a shorter one")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from progan.config import check_seed
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, check_writable, write_failure
@@ -58,6 +59,10 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
         raise ProganError("--interpolate needs --n of at least 2")
     if steps < 1:
         raise ProganError(f"--steps must be >= 1, got {steps}")
+    check_seed(seed, "--seed")
+    for name, seeds in zip(("--mix-rows", "--mix-cols"), mixing[:2] if mixing else ()):
+        for s in seeds:
+            check_seed(s, name)
     device = resolve_device(device)
     check_writable(out, "output folder")
     g = load_generator(checkpoint, device=device, **(options or {}))

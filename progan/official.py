@@ -398,11 +398,11 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     from progan.optim import TFAdam
     from progan.schedule import phases
 
+    from progan.runlock import check_unlocked, run_lock
+
     run_dir = Path(run_dir)
-    if ckpt.list_checkpoints(run_dir):
-        raise ProganError(
-            f"run directory '{run_dir}' already holds checkpoints; import into a new --run-dir"
-        )
+    _check_new_run(run_dir)
+    check_unlocked(run_dir)
     states = read_official_pickle(pkl)
     if states[0].get("build_func_name") == "G_style":
         from progan import official_stylegan
@@ -414,6 +414,8 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
         nets = _progan_networks(pkl, states)
         cfg = from_dict(config_from_official(nets))
         to_g, to_d = generator_state, discriminator_state
+    res, alpha, lod = _stage_of(pkl, nets["Gs"]["variables"].get("lod", 0.0), cfg)
+    _check_finite(pkl, nets)
     num_classes = int(nets["G"]["static_kwargs"].get("label_size", 0))
     G, D = build_networks(cfg, num_classes)
     G_ema, _ = build_networks(cfg, num_classes)
@@ -425,10 +427,6 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
         state = to_state(nets[key]["variables"], cfg.res_max)
         check_fits(net, state, what)
         net.load_state_dict(state)
-    lod = float(nets["Gs"]["variables"].get("lod", 0.0))
-    res, alpha = lod_to_stage(lod, cfg.res_max)
-    if res < cfg.res_start:
-        raise ProganError(f"the official network's lod {lod} is below progan's first resolution")
     plan = phases(cfg)
     index, phase = next(
         (i, p) for i, p in enumerate(plan) if p.res == res and (p.kind == "fade") == (alpha < 1)
@@ -453,11 +451,51 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
         "opt_G": fresh(G),
         "opt_D": fresh(D),
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.toml") as tmp:
-        tmp.write_text(to_toml(cfg))
-    path = ckpt.save_checkpoint(run_dir, state)
+    with run_lock(run_dir):  # one writer per run directory, as for training
+        _check_new_run(run_dir)
+        with atomic_path(run_dir / "config.toml") as tmp:
+            tmp.write_text(to_toml(cfg))
+        path = ckpt.save_checkpoint(run_dir, state)
     log(
         f"imported '{pkl}' ({cfg.res_max}x{cfg.res_max}, lod {lod:g}: {res}x{res}, alpha {alpha:g}) as {path}"
     )
     return path
+
+
+def _check_new_run(run_dir: Path) -> None:
+    from progan import checkpoint as ckpt
+
+    if ckpt.list_checkpoints(run_dir):
+        raise ProganError(
+            f"run directory '{run_dir}' already holds checkpoints; import into a new --run-dir"
+        )
+
+
+def _check_finite(pkl, nets: dict[str, dict[str, Any]]) -> None:
+    """Refuse networks with a NaN or infinite weight: every image they draw would be NaN (black)."""
+    for key in ("G", "D", "Gs"):
+        for name, value in nets[key]["variables"].items():
+            a = np.asarray(value)
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                raise ProganError(
+                    f"'{pkl}': {key}'s {name} holds {int((~np.isfinite(a)).sum())} NaN or infinite "
+                    f"values (of {a.size}): the network is damaged; nothing was imported"
+                )
+
+
+def _stage_of(pkl, lod_value: Any, cfg) -> tuple[int, float, float]:
+    """(resolution, alpha, lod) of the network's ``lod``, which must be a number from 0 (trained to
+    res_max) to log2(res_max / res_start) (the first resolution)."""
+    top = int(math.log2(cfg.res_max // cfg.res_start))
+    try:
+        lod = float(np.asarray(lod_value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        lod = math.nan
+    if not (math.isfinite(lod) and 0 <= lod <= top):
+        raise ProganError(
+            f"'{pkl}': its lod is {np.asarray(lod_value).tolist()!r}, but the lod of a "
+            f"{cfg.res_max}x{cfg.res_max} network is a number from 0 ({cfg.res_max}x{cfg.res_max}) "
+            f"to {top} ({cfg.res_start}x{cfg.res_start}): the pickle is damaged; nothing was imported"
+        )
+    res, alpha = lod_to_stage(lod, cfg.res_max)
+    return res, alpha, lod

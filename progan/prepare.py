@@ -357,7 +357,7 @@ def _write(env: lmdb.Environment, batch: list[tuple[bytes, bytes]], out: Path) -
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
         except (lmdb.Error, OSError) as e:
-            msg = f"writing '{printable(out)}' failed: {printable(e)} (disk full?)"
+            msg = f"writing '{printable(out)}' failed: {printable(e)}"
             raise ProganError(msg) from None
 
 
@@ -452,7 +452,7 @@ def prepare_lmdb(
     partial = out.parent / f"{out.name}.partial-{os.getpid()}"
     pool = env = None
     try:
-        env = lmdb.open(str(partial), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False)
+        env = lmdb.open(os.fsencode(partial), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False)
         if workers > 0:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             pool = ctx.Pool(workers, _init_worker, (str(src), is_zip, opts, True))

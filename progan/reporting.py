@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from progan import distributed as dist_utils
+from progan.errors import ProganError
 from progan.fileio import atomic_path, write_failure
 from progan.progress import fmt_duration
 from progan.sampling import image_grid
@@ -83,6 +84,11 @@ class EventWriter:
         from torch.utils.tensorboard import SummaryWriter
 
         self.logdir = Path(logdir)
+        try:
+            str(logdir).encode("utf-8")
+        except UnicodeEncodeError:  # TensorBoard encodes paths as UTF-8, strictly
+            raise ProganError(f"TensorBoard cannot write into '{logdir}': the path holds bytes that "
+                              "are not UTF-8; rename the folder (or use a UTF-8 path to it)") from None
         _quiet_tensorboard_threads()
         self._writer = self._call(SummaryWriter, str(logdir), **kwargs)
 

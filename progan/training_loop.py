@@ -77,6 +77,12 @@ def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, 
     """Everything a run needs, checked before anything is written: store, device, minibatch per
     process, run directory. Returns the store's metadata and the device this process trains on.
     """
+    from progan.prepare import MAX_WORKERS_PER_CPU
+
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if cfg.data_workers > most:  # each is a process: a typo's million would exhaust the machine
+        raise ProganError(f"--workers (data_workers) must be from 0 to {most} on this machine "
+                          f"({MAX_WORKERS_PER_CPU} per CPU), got {cfg.data_workers}")
     meta = check_store(cfg)
     device = dist_utils.local_device(resolve_device(cfg.device))
     check_world(cfg, world)
@@ -568,14 +574,17 @@ def _closing(writer: EventWriter | None):
                 writer.close()
 
 
-def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None) -> TrainResult:
+def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None,
+            dist_timeout: float = dist_utils.DEFAULT_TIMEOUT_S) -> TrainResult:
     """``train`` in this process's place in the job: what ``progan train`` runs in each process.
 
-    Under torchrun (several processes) it joins the process group first and turns a lost peer into
-    one error line; alone, it is ``train``.
+    Under torchrun (several processes) it joins the process group first, waiting ``dist_timeout``
+    seconds at most for the others, and turns a lost peer into one error line; alone, it is
+    ``train``.
     """
     device = dist_utils.local_device(resolve_device(cfg.device))
-    with dist_utils.process_group(device, f"resume with: progan train --run-dir {run_dir} --resume"):
+    with dist_utils.process_group(device, f"resume with: progan train --run-dir {run_dir} --resume",
+                                  dist_timeout):
         return train(cfg, run_dir, log=log)
 
 

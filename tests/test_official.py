@@ -478,3 +478,78 @@ def test_imported_run_generates_and_fine_tunes_through_the_cli(tmp_path):
     assert int(list_checkpoints(run)[-1].stem.split("-")[1]) == shown + 32
     bad = CliRunner().invoke(main, ["import-official", str(PICKLE), "--run-dir", str(run)])
     assert bad.exit_code == 2 and "already holds checkpoints" in bad.output
+
+
+def _damaged_pickle(tmp_path, monkeypatch, lod=None, bad=None) -> Path:
+    """The fixture pickle with Gs's ``lod`` replaced, or ``bad`` = (network, variable, value) put
+    into one element of that variable."""
+    from progan.official import load_official_pickle
+
+    nets = load_official_pickle(PICKLE)
+    if lod is not None:
+        nets["Gs"]["variables"]["lod"] = np.float32(lod)
+    if bad is not None:
+        key, name, value = bad
+        array = np.array(nets[key]["variables"][name], dtype=np.float32)
+        array.reshape(-1)[array.size // 2] = value
+        nets[key]["variables"][name] = array
+    states = [
+        {"version": 2, "name": k, "static_kwargs": nets[k]["static_kwargs"], "build_module_src": "",
+         "build_func_name": "D_paper" if k == "D" else "G_paper",
+         "variables": list(nets[k]["variables"].items())}
+        for k in ("G", "D", "Gs")
+    ]
+    path = tmp_path / "damaged.pkl"
+    path.write_bytes(_official_layout_pickle(monkeypatch, states))
+    return path
+
+
+def _import_refused(path: Path, run: Path, *needles: str) -> None:
+    from click.testing import CliRunner
+
+    from progan.cli import main
+
+    r = CliRunner().invoke(main, ["import-official", str(path), "--run-dir", str(run)])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert not run.exists()  # nothing written, not even the folder
+
+
+# The fixture is a 32x32 network: its lod runs from 0 (32x32) to 3 (4x4).
+@pytest.mark.parametrize("lod", [float("nan"), float("inf"), float("-inf"), -0.5, -1.0, 3.5, 10.0])
+def test_a_pickle_whose_lod_is_not_a_stage_of_its_network_is_refused(tmp_path, monkeypatch, lod):
+    path = _damaged_pickle(tmp_path, monkeypatch, lod=lod)
+    _import_refused(path, tmp_path / "run", "its lod is", "from 0 (32x32) to 3 (4x4)", "damaged")
+
+
+def test_the_last_lod_of_a_network_imports_at_its_first_resolution(tmp_path, monkeypatch):
+    from progan.official import import_official
+    from progan.sampling import load_generator
+
+    import_official(_damaged_pickle(tmp_path, monkeypatch, lod=3.0), tmp_path / "run", log=lambda m: None)
+    g = load_generator(tmp_path / "run")
+    assert (g.res, g.alpha) == (4, 1.0)
+
+
+@pytest.mark.parametrize("key, name, value", [
+    ("Gs", "4x4/Dense/weight", np.nan), ("Gs", "ToRGB_lod0/bias", np.inf),
+    ("G", "32x32/Conv1/weight", -np.inf), ("D", "FromRGB_lod0/weight", np.nan),
+])  # fmt: skip
+def test_a_pickle_with_nan_or_infinite_weights_is_refused(tmp_path, monkeypatch, key, name, value):
+    path = _damaged_pickle(tmp_path, monkeypatch, bad=(key, name, value))
+    _import_refused(path, tmp_path / "run", f"{key}'s {name} holds 1 NaN or infinite values",
+                    "damaged")
+
+
+def test_import_into_a_run_directory_another_process_holds_is_refused(tmp_path):
+    from progan.errors import ProganError
+    from progan.official import import_official
+    from progan.runlock import run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run):  # a trainer that has not written its first checkpoint yet
+        with pytest.raises(ProganError, match="is in use by another trainer"):
+            import_official(PICKLE, run, log=lambda msg: None)
+    assert sorted(p.name for p in run.iterdir()) == [".progan.lock"]

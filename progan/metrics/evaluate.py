@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from progan.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+from progan.config import check_seed
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name, write_failure
@@ -354,6 +355,7 @@ class Evaluator(CheckpointEvaluator):
         self.metric = metric
         self.n = n if n is not None else default_n(metric)
         check_counts(self.n, batch)
+        check_seed(seed, "--seed")
         self.name = result_name(metric, self.n, seed, ref)
         self.ref = Path(ref) if ref is not None else None
         self.batch, self.seed, self.progress, self.log = batch, seed, progress, log

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from progan.checkpoint import list_checkpoints
+from progan.config import check_seed
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name
@@ -248,6 +249,7 @@ class MetricSuite(CheckpointEvaluator):
             raise ProganError("no metric asked for")
         if batch < 1:
             raise ProganError(f"--batch must be at least 1, got {batch}")
+        check_seed(seed, "--seed")
         self.ref = Path(ref) if ref is not None else None
         self.batch, self.seed, self.progress, self.log = batch, seed, progress, log
         self.device = resolve_device(device)
