@@ -34,7 +34,7 @@ test-fast: setup
 demo: setup
 	$(BIN)/python -c "from progan.demo import make_demo_images; make_demo_images('data/demo-faces')"
 	test -d data/demo.lmdb || $(BIN)/progan prepare-lmdb data/demo-faces data/demo.lmdb --res-max 32
-	$(BIN)/progan train --config configs/demo.toml --data data/demo.lmdb --run-dir runs/demo
+	$(BIN)/progan train --config demo --data data/demo.lmdb --run-dir runs/demo
 
 bench: setup
 	$(BIN)/python tools/bench_train.py --device cpu --fmap-max 64 --res 8,16,32

@@ -10,8 +10,8 @@ import pytest
 @pytest.fixture(scope="session")
 def face_store(tmp_path_factory) -> Path:
     """96 demo faces at levels 4-16, unlabelled."""
-    from progan.demo import make_demo_images
-    from progan.prepare import prepare_lmdb
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
 
     root = tmp_path_factory.mktemp("faces")
     make_demo_images(root / "src", n=96, size=32, seed=1)
@@ -22,8 +22,8 @@ def face_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def labelled_store(tmp_path_factory) -> Path:
     """48 demo faces in two class folders, levels 4-8."""
-    from progan.demo import make_demo_images
-    from progan.prepare import prepare_lmdb
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
 
     root = tmp_path_factory.mktemp("labelled")
     make_demo_images(root / "src" / "a", n=24, size=16, seed=2)

@@ -18,9 +18,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from progan.config import TrainConfig
-from progan.networks import Discriminator, Generator
-from progan.precision import penalty_in_fp32
+from progan.config.schema import TrainConfig
+from progan.nets.progan import Discriminator, Generator
+from progan.train.precision import penalty_in_fp32
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_train", ROOT / "tools" / "bench_train.py")
@@ -147,7 +147,7 @@ def test_optimised_path_matches_fp32_within_bf16_tolerance(fp32_reference, route
     # Where this CPU's kernels measurably round more than a correctly rounded op does, the admitted
     # noise grows by the same factor (_kernel_roundings; about 1 on AVX512-BF16).
     # The penalty's pass runs where the trainer puts it ("auto": in fp32 where this CPU's bf16 double
-    # backward fails progan.precision's check, as on Intel AMX) and, forced, in fp32.
+    # backward fails progan.train.precision's check, as on Intel AMX) and, forced, in fp32.
     ref = fp32_reference
     penalty_fp32 = penalty_in_fp32(route, "bf16", torch.device("cpu"))
     per_op = TOL_ROUNDINGS * BF16_U * _kernel_roundings()

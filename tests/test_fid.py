@@ -249,7 +249,7 @@ def test_sources_folder_npz_and_n_give_consistent_numbers(tmp_path):
 
 
 def test_store_source_matches_its_folder_and_caches_reference_stats(tmp_path, monkeypatch):
-    from progan.prepare import prepare_lmdb
+    from progan.store.writer import prepare_lmdb
 
     folder = write_blobs(tmp_path / "src", 40, seed=3, res=32)
     store = tmp_path / "blobs.lmdb"

@@ -19,18 +19,18 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from progan.checkpoint import list_checkpoints, load_checkpoint
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
-from progan.config import TrainConfig
-from progan.data import LMDBImages
+from progan.config.schema import TrainConfig
+from progan.store.reader import LMDBImages
 from progan.errors import ProganError
-from progan.generate import generate_images
+from progan.sampling.generate import generate_images
 from progan.metrics import evaluate as ev
 from progan.metrics import inception as inc
 from progan.metrics.fid import fid_from_sources, frechet_distance, source_stats
 from progan.metrics.swd import swd
-from progan.sampling import load_generator
-from progan.training_loop import train
+from progan.sampling.generator import load_generator
+from progan.train.loop import train
 
 # tests/test_training.py's TINY, with few checkpoints: one tick per phase, only the newest kept.
 TINY = {

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from progan.checkpoint import list_checkpoints
-from progan.data import LMDBImages
+from progan.train.checkpoint import list_checkpoints
+from progan.store.reader import LMDBImages
 from progan.errors import ProganError
 from progan.metrics import suite as su
 from progan.metrics.evaluate import generated_images
@@ -25,7 +25,7 @@ from progan.metrics.inception_score import inception_logits, inception_score
 from progan.metrics.kid import kid
 from progan.metrics.ms_ssim import ms_ssim
 from progan.metrics.precision_recall import precision_recall
-from progan.sampling import load_generator
+from progan.sampling.generator import load_generator
 from test_fid_cli import TinyFeatures, invoke, scalars
 from test_fid_cli import evaluated_run as evaluated_run  # noqa: F401  (module fixtures)
 from test_fid_cli import fid_cache as fid_cache  # noqa: F401
@@ -205,7 +205,7 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
 def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_watching(
     run, tiny_networks, monkeypatch
 ):
-    from progan.checkpoint import load_checkpoint
+    from progan.train.checkpoint import load_checkpoint
     from progan.metrics import evaluate as ev
 
     first = list_checkpoints(run)[-1]

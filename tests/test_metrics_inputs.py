@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from progan.checkpoint import list_checkpoints
+from progan.train.checkpoint import list_checkpoints
 from progan.metrics import evaluate as ev
 from progan.metrics import suite as su
 from progan.metrics.fid import source_stats
@@ -137,7 +137,7 @@ def test_a_bad_reference_npz_is_refused_before_any_image_is_generated(
 def test_a_bad_npz_source_is_refused_before_the_other_sources_feature_pass(
     sized_features, tmp_path, kind
 ):
-    from progan.demo import make_demo_images
+    from progan.store.demo import make_demo_images
 
     make_demo_images(tmp_path / "reals", n=4, size=16, seed=1)
     stats = bad_stats(tmp_path, kind)

@@ -13,11 +13,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from progan import checkpoint as ckpt
+from progan.train import checkpoint as ckpt
 from progan.cli import main
-from progan.config import TrainConfig, check_world, load_run_config, resolve_config, to_toml
+from progan.config.files import load_run_config, to_toml
+from progan.config.resume import resolve_config
+from progan.config.schema import TrainConfig, check_world
 from progan.errors import ProganError
-from progan.training_loop import descend, make_optimizer, train
+from progan.train.loop import train
+from progan.train.step import descend, make_optimizer
 
 TINY = dict(res_max=8, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
             minibatch={4: 8, 8: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=1,

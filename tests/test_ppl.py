@@ -16,14 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from progan.checkpoint import save_checkpoint
-from progan.config import TrainConfig
+from progan.train.checkpoint import save_checkpoint
+from progan.config.schema import TrainConfig
 from progan.errors import ProganError
 from progan.metrics import ppl as pp
 from progan.metrics import suite as su
 from progan.metrics.precision_recall import VGG16Features
-from progan.sampling import StageGenerator, load_generator
-from progan.stylegan import StyleGenerator
+from progan.sampling.generator import StageGenerator, load_generator
+from progan.nets.stylegan import StyleGenerator
 from test_fid_cli import invoke, scalars
 
 RES = 32
@@ -283,7 +283,7 @@ def test_ppl_names_follow_the_suites_scheme():
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 @pytest.mark.parametrize("case", ["progan", "no-vgg"])
 def test_ppl_errors_are_one_line(tmp_path, vgg, case):
-    from progan.arch import build_networks
+    from progan.nets.build import build_networks
 
     if case == "progan":
         config = {k: v for k, v in STYLE.items() if k not in ("arch", "net")}

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import progan.prepare as prepare
+import progan.store.writer as prepare
 from progan.cli import main
-from progan.data import LMDBImages, read_meta
+from progan.store.reader import LMDBImages, read_meta
 from progan.errors import ProganError
-from progan.prepare import box_downsample, prepare_lmdb
+from progan.store.writer import box_downsample, prepare_lmdb
 
 RES = 16
 RED, BLUE = (230, 20, 20), (20, 20, 230)
@@ -343,7 +343,7 @@ def test_res_max_beyond_the_ceiling_is_refused_before_reading(tmp_path, res_max)
 def test_every_record_has_a_checksum_that_matches(tmp_path):
     import zlib
 
-    from progan.data import checksum_key
+    from progan.store.format import checksum_key
 
     for i, color in enumerate([RED, BLUE]):
         solid(color).save(tmp_path / f"{i}.png")

@@ -2,7 +2,7 @@
 tools/official_stylegan_reference.py froze, and its progressive-growing contract.
 
 No TensorFlow here: the official variables are mapped into progan's StyleGenerator /
-StyleDiscriminator (progan.official_stylegan), which must compute the same numbers.
+StyleDiscriminator (progan.official.stylegan), which must compute the same numbers.
 
 Tolerances (fp32): outputs to 1e-5 relative to the largest reference magnitude: the official fp32
 images are themselves up to 2.6e-5 (absolute, at a magnitude of 9.8) from a float64 evaluation of
@@ -21,11 +21,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
-from progan.official import discriminator_state, lod_to_stage
-from progan.official_stylegan import generator_state
-from progan.optim import TFAdam
-from progan.stylegan import StyleDiscriminator, StyleGenerator, seeded_noise
+from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
+from progan.official.importer import lod_to_stage
+from progan.official.progan import discriminator_state
+from progan.official.stylegan import generator_state
+from progan.train.optim import TFAdam
+from progan.nets.noise import seeded_noise
+from progan.nets.stylegan import StyleDiscriminator, StyleGenerator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_stylegan"
 CASES = ["stylegan-32", "stylegan-16-fused"]
@@ -401,8 +403,8 @@ def test_noise_modes():
 
 
 def test_registry_builds_the_networks_from_the_net_table():
-    from progan.arch import build_networks
-    from progan.config import from_dict
+    from progan.nets.build import build_networks
+    from progan.config.schema import from_dict
     from progan.errors import ProganError
 
     cfg = from_dict(
@@ -430,10 +432,10 @@ PICKLE = FIXTURES / "pickle-16.pkl"  # (G, D, Gs) of the stylegan-16-fused case,
 
 
 def test_imported_pickle_reproduces_official_images(tmp_path):
-    """No code from the pickle runs (progan.official's restricted unpickler); Gs becomes G_ema."""
-    from progan.checkpoint import load_checkpoint, resolve_checkpoint
-    from progan.official import import_official
-    from progan.sampling import load_generator
+    """No code from the pickle runs (progan.official.pickles' restricted unpickler); Gs becomes G_ema."""
+    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
+    from progan.official.importer import import_official
+    from progan.sampling.generator import load_generator
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
     case = Case("stylegan-16-fused")
@@ -456,8 +458,8 @@ def test_imported_pickle_reproduces_official_images(tmp_path):
 
 def test_config_from_official_refuses_options_progan_does_not_implement():
     from progan.errors import ProganError
-    from progan.official import read_official_pickle
-    from progan.official_stylegan import config_from_official, stylegan_networks
+    from progan.official.pickles import read_official_pickle
+    from progan.official.stylegan import config_from_official, stylegan_networks
 
     nets = stylegan_networks(PICKLE, read_official_pickle(PICKLE))
     cfg = config_from_official(nets)
@@ -478,7 +480,7 @@ def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
     widths (shapes only, on the meta device), fused ops from 128 included."""
     from test_bench import _AtenFlops
 
-    from progan.stylegan import forward_flops
+    from progan.nets.flops import forward_flops
 
     with torch.device("meta"):
         G, D = StyleGenerator(), StyleDiscriminator()
@@ -506,9 +508,9 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
     from click.testing import CliRunner
     from test_training import TINY_ARGS
 
-    from progan.checkpoint import list_checkpoints, load_checkpoint
+    from progan.train.checkpoint import list_checkpoints, load_checkpoint
     from progan.cli import main
-    from progan.sampling import load_generator
+    from progan.sampling.generator import load_generator
 
     run = tmp_path / "run"
     args = [

@@ -12,15 +12,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from progan.cli import main
-from progan.generate import generate_images
-from progan.sampling import latents, load_generator
+from progan.sampling.generate import generate_images
+from progan.sampling.generator import latents, load_generator
 
 PICKLE = Path(__file__).parent / "fixtures" / "official_stylegan" / "pickle-16.pkl"
 
 
 @pytest.fixture(scope="module")
 def style_run(tmp_path_factory) -> Path:
-    from progan.official import import_official
+    from progan.official.importer import import_official
 
     run = tmp_path_factory.mktemp("sg") / "run"
     import_official(PICKLE, run, log=lambda msg: None)
@@ -92,9 +92,9 @@ def test_bad_mixing_options_are_one_line(style_run, tmp_path, args, needle):
 
 
 def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
-    from progan.checkpoint import save_checkpoint
-    from progan.config import TrainConfig
-    from progan.networks import build
+    from progan.train.checkpoint import save_checkpoint
+    from progan.config.schema import TrainConfig
+    from progan.nets.progan import build
 
     cfg = TrainConfig(res_max=8, fmap_max=8, latent_dim=8, minibatch={4: 4, 8: 4})
     g, d = build(cfg)
@@ -108,9 +108,9 @@ def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
 
 def test_a_style_based_run_resumes_bit_exactly(face_store, tmp_path):
     """Exact resume holds for the style-based G too: mixing draws, noise seeds and w_avg included."""
-    from progan.checkpoint import list_checkpoints, load_checkpoint
-    from progan.config import TrainConfig
-    from progan.training_loop import train
+    from progan.train.checkpoint import list_checkpoints, load_checkpoint
+    from progan.config.schema import TrainConfig
+    from progan.train.loop import train
 
     cfg = TrainConfig(data=str(face_store), arch="stylegan", net={"w_dim": 16, "mapping_fmaps": 16},
                       loss="logistic", res_max=8, fmap_base=64, fmap_max=16, latent_dim=16,

@@ -14,10 +14,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from progan.checkpoint import list_checkpoints, load_checkpoint
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
-from progan.config import TrainConfig
-from progan.training_loop import train
+from progan.config.schema import TrainConfig
+from progan.train.loop import train
 
 TINY = dict(res_max=16, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
             minibatch={4: 8, 8: 8, 16: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=2,
@@ -63,8 +63,8 @@ def test_training_grows_through_two_resolutions_with_finite_losses(face_store, t
 @pytest.mark.slow
 def test_generator_learns_something(face_store, tmp_path):
     """After a short run G_ema's images have moved from the initial ones toward the data's colours."""
-    from progan.sampling import load_generator
-    from progan.data import LMDBImages
+    from progan.sampling.generator import load_generator
+    from progan.store.reader import LMDBImages
 
     run = tmp_path / "run"
     train(tiny(face_store, res_max=8, kimg_stable=0.4, kimg_fade=0.1, lr=0.003), run, log=quiet)
@@ -74,7 +74,7 @@ def test_generator_learns_something(face_store, tmp_path):
     reals = LMDBImages(face_store, 8).read_level().float() / 127.5 - 1
     torch.manual_seed(0)
     g0 = TrainConfig(**{**TINY, "res_max": 8})
-    from progan.arch import build_networks
+    from progan.nets.build import build_networks
 
     init, _ = build_networks(g0)
     init_fakes = init(z, 8, 1.0)
@@ -168,7 +168,7 @@ def two_colour_store(root: Path) -> Path:
     import numpy as np
     from PIL import Image
 
-    from progan.prepare import prepare_lmdb
+    from progan.store.writer import prepare_lmdb
 
     rng = np.random.default_rng(0)
     for name, colour in (("a_red", (200, 40, 40)), ("b_blue", (40, 40, 200))):
@@ -185,7 +185,7 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
     """Trained briefly on red class 0 and blue class 1, G's class-0 samples are redder than its
     class-1 samples from the same latents: the paired difference of (red - blue) is positive beyond
     3 standard errors (a label-blind G gives a difference of exactly 0)."""
-    from progan.sampling import load_generator
+    from progan.sampling.generator import load_generator
 
     store = two_colour_store(tmp_path)
     cfg = TrainConfig(data=str(store), **{**TINY, "res_max": 4, "minibatch": {4: 8}, "kimg_stable": 0.32,
@@ -210,7 +210,7 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
 def test_bf16_run_follows_the_fp32_run(face_store, tmp_path):
     """bf16 changes the trajectory by rounding, not its course: after the same short run from the
     same seed the bf16 weights differ from fp32's (bf16 ran), by less than training moved them."""
-    from progan.arch import build_networks
+    from progan.nets.build import build_networks
 
     for precision in ("fp32", "bf16"):
         r = train(tiny(face_store, res_max=4, precision=precision), tmp_path / precision, log=quiet)

@@ -36,17 +36,18 @@ from pathlib import Path
 import click
 import torch
 
-from progan.arch import build_networks
-from progan.config import TrainConfig, load_config
+from progan.nets.build import build_networks
+from progan.config.files import load_config
+from progan.config.schema import TrainConfig
 from progan.devices import resolve_device
-from progan.ema import update_ema
-from progan.losses import g_loss, wgangp_d_loss
-from progan.networks import Discriminator, Generator, num_features
-from progan.precision import penalty_in_fp32
+from progan.train.ema import update_ema
+from progan.train.losses import g_loss, wgangp_d_loss
+from progan.nets.progan import Discriminator, Generator, num_features
+from progan.train.precision import penalty_in_fp32
 from progan.progress import fmt_duration
-from progan.schedule import phases
-from progan.feeding import step_inputs
-from progan.training_loop import make_optimizer, set_trainable, train_step
+from progan.train.schedule import phases
+from progan.train.streams import step_inputs
+from progan.train.step import make_optimizer, set_trainable, train_step
 
 PATHS = ("fp32_eager", "optimised")
 # The optimised path with the gradient penalty's pass in fp32: the trainer's route on CPUs whose bf16
@@ -107,16 +108,16 @@ def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> f
     """Analytic FLOPs of one training iteration per image for any registered architecture.
 
     ProGAN: ``train_flops_per_image``. The style-based G: 4 F_G + (14 or 11 by loss) F_D with its
-    own forward counts (``progan.stylegan.forward_flops``), plus the mixing latent's mapping
+    own forward counts (``progan.nets.flops.forward_flops``), plus the mixing latent's mapping
     (forward in D's step, forward and backward in G's: 4 mapping passes) times the mixing
     probability. tests/test_bench.py holds both against the aten ops an iteration runs.
     """
     if cfg.arch == "progan":
         return train_flops_per_image(res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade)
-    from progan import stylegan
+    from progan.nets import flops
 
-    f_g, f_d = stylegan.forward_flops(G, D, res, fade)
-    mixing = 4 * stylegan.mapping_flops(G) * cfg.net["style_mixing"]
+    f_g, f_d = flops.forward_flops(G, D, res, fade)
+    mixing = 4 * flops.mapping_flops(G) * cfg.net["style_mixing"]
     return float(EXECUTED["G"] * f_g + EXECUTED_D_BY_LOSS[cfg.loss] * f_d + mixing)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from progan.checkpoint import list_checkpoints
+from progan.train.checkpoint import list_checkpoints
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name
@@ -328,7 +328,7 @@ class MetricSuite(CheckpointEvaluator):
     def _real_images(self, ref: Path, res: int, n: int) -> torch.Tensor:
         """The first ``n`` reals as one uint8 tensor (SWD), which must be ``res`` × ``res``."""
         if is_store(ref):
-            from progan.data import LMDBImages
+            from progan.store.reader import LMDBImages
 
             return LMDBImages(ref, res).read_level(np.arange(n))
         reals = torch.cat(list(folder_batches(ref, self.batch, n)))

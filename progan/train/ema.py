@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from progan.config import TrainConfig
+from progan.config.schema import TrainConfig
 
 
 def ema_beta(cfg: TrainConfig, step: int, batch: int) -> float:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from progan.errors import ProganError
-from progan.layers import (
+from progan.nets.layers import (
     SQRT2,
     EqualizedConv2d,
     EqualizedLinear,
@@ -40,10 +40,12 @@ from progan.layers import (
     pixel_norm,
     upsample2x,
 )
-from progan.networks import Discriminator, num_features, resolutions
+from progan.nets.noise import seeded_noise
+from progan.nets.progan import Discriminator, num_features, resolutions
+from progan.nets.registry import STYLEGAN_OPTIONS
 
 if TYPE_CHECKING:
-    from progan.config import TrainConfig
+    from progan.config.schema import TrainConfig
 
 NOISE_MODES = ("random", "const", "none")
 _BLUR = torch.tensor([1.0, 2.0, 1.0])
@@ -84,45 +86,6 @@ def conv_downsample(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torc
         return downsample2x(conv(x, add_bias=False))
     w = _shifted_sum(conv.weight * conv.scale) * 0.25
     return F.conv2d(x, w, stride=2, padding=1)
-
-
-# --- random draws -----------------------------------------------------------------------------------
-
-_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # splitmix64's constants, as signed int64
-_M2 = 0x94D049BB133111EB - (1 << 64)
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-
-
-def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
-    return (x >> k) & ((1 << (64 - k)) - 1)  # logical shift of an int64
-
-
-def _mix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finalizer (int64 arithmetic wraps on CPU and CUDA alike)."""
-    x = (x ^ _shr(x, 30)) * _M1
-    x = (x ^ _shr(x, 27)) * _M2
-    return x ^ _shr(x, 31)
-
-
-def seeded_noise(seeds: torch.Tensor, layer: int, size: int) -> torch.Tensor:
-    """N(0, 1) maps (N, 1, size, size), a pure function of (seed, layer, pixel) on any device.
-
-    A counter-based hash (splitmix64) and Box-Muller: each sample's noise depends on its own seed
-    only, so the training loop draws one int64 per sample for the global batch and any split of
-    it over processes, or a resumed run, makes the same maps, on the device, without a CPU draw of
-    the full-batch maps (2.8 M values per sample at 1024x1024). The same numbers on CPU and CUDA
-    (int64 arithmetic wraps alike). On a CPU it costs about 8 times ``torch.randn``: 13 ms per G
-    forward at 32x32 for a batch of 32 on one (loaded) core.
-    """
-    n = seeds.shape[0]
-    key = _mix64(seeds.to(torch.int64).view(n, 1) * _GOLDEN + (layer + 1))
-    idx = torch.arange(size * size, device=seeds.device, dtype=torch.int64).view(1, -1)
-    bits = _mix64(key + idx * _GOLDEN)  # SplitMix64 of the pixel's counter
-    scale = 1.0 / float(1 << 24)
-    u1 = (_shr(bits, 40).to(torch.float32) + 0.5) * scale  # two 24-bit uniforms in (0, 1)
-    u2 = (((bits >> 16) & 0xFFFFFF).to(torch.float32) + 0.5) * scale
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-    return z.view(n, 1, size, size)
 
 
 # --- generator --------------------------------------------------------------------------------------
@@ -427,77 +390,14 @@ class StyleDiscriminator(Discriminator):
         )
 
 
-# --- cost ---------------------------------------------------------------------------------------------
-
-
-def forward_flops(
-    G: StyleGenerator, D: StyleDiscriminator, res: int, fade: bool = False
-) -> tuple[int, int]:
-    """FLOPs (2 x multiply-adds) of one image through G's and D's convs and dense layers at ``res``.
-
-    G: the mapping once (a training forward with style mixing maps a second latent: add
-    ``mapping_flops``), one style dense per layer, the convs (a fused upsampling conv is a 4x4
-    transposed conv at the input's resolution), the depthwise blurs, to_rgb. D: ProGAN's plus a
-    depthwise blur per block, and the fused downsampling conv as a 4x4 stride-2 conv. Element-wise
-    work (noise, instance norm, modulation) is not counted, as pixel norm is not for ProGAN.
-    """
-
-    def up_conv(layer: StyleLayer, r: int) -> int:
-        o, i = layer.conv.weight.shape[:2]
-        return i * o * (16 * (r // 2) ** 2 if layer.fused else 9 * r * r) + o * 9 * r * r  # + blur
-
-    def styles(layer: StyleLayer) -> int:
-        return layer.style.weight.numel()
-
-    g = mapping_flops(G) // 2 + styles(G.input.layer0) + styles(G.input.conv)
-    g += G.input.conv.conv.weight.numel() * 16
-    d = (
-        sum(m.weight.numel() for m in (D.output.dense0, D.output.dense1))
-        + D.output.conv.weight.numel() * 16
-    )
-    for r in resolutions(res)[1:]:
-        blk, dblk = G.blocks[str(r)], D.blocks[str(r)]
-        g += (
-            up_conv(blk.conv0, r)
-            + blk.conv1.conv.weight.numel() * r * r
-            + styles(blk.conv0)
-            + styles(blk.conv1)
-        )
-        o, i = dblk.conv1.weight.shape[:2]
-        down = i * o * (16 * (r // 2) ** 2 if dblk.fused else 9 * r * r)
-        d += dblk.conv0.weight.numel() * r * r + i * 9 * r * r + down
-    g += G.to_rgb[str(res)].weight.numel() * res * res
-    d += D.from_rgb[str(res)].weight.numel() * res * res
-    if fade and res > 4:
-        g += G.to_rgb[str(res // 2)].weight.numel() * (res // 2) ** 2
-        d += D.from_rgb[str(res // 2)].weight.numel() * (res // 2) ** 2
-    return 2 * g, 2 * d
-
-
-def mapping_flops(G: StyleGenerator) -> int:
-    """FLOPs of one latent through the mapping network."""
-    return 2 * sum(layer.weight.numel() for layer in G.mapping.dense)
-
-
-# --- the "stylegan" entry of progan.arch ----------------------------------------------------------
-
-# [net] options and their defaults: the official G_style / D_basic values.
-OPTIONS = {
-    "w_dim": 512,  # official dlatent_size
-    "mapping_layers": 8,
-    "mapping_fmaps": 512,
-    "mapping_lr_mul": 0.01,
-    "style_mixing": 0.9,  # probability of mixing per step (0 = off)
-    "w_avg_beta": 0.995,  # official dlatent_avg_beta (1 = off)
-    "fused_res": 128,  # fused resampling convs from this resolution (official 'auto'; 0 = never)
-}
+# --- the "stylegan" entry of progan.nets.build ------------------------------------------------------
 
 
 def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[StyleGenerator, StyleDiscriminator]:
-    """StyleGenerator and StyleDiscriminator for a config (its ``[net]`` table holds ``OPTIONS``)."""
+    """StyleGenerator and StyleDiscriminator for a config (its ``[net]`` table holds ``STYLEGAN_OPTIONS``)."""
     if num_classes:
         raise ProganError("arch 'stylegan' is unconditional: train it without conditional = true")
-    o = {**OPTIONS, **cfg.net}
+    o = {**STYLEGAN_OPTIONS, **cfg.net}
     g = StyleGenerator(
         cfg.res_max,
         cfg.latent_dim,

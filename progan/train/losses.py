@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from progan.layers import at_least_fp32
+from progan.nets.layers import at_least_fp32
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,7 +38,7 @@ def _grad_norm_sq(d: Critic, x: torch.Tensor, fp32: bool = False) -> tuple[torch
     """The critic's output on ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward.
 
     ``fp32`` runs this pass outside autocast, so that its double backward runs in fp32 too: the
-    route around bf16 kernels that take it wrongly (``progan.precision``).
+    route around bf16 kernels that take it wrongly (``progan.train.precision``).
     """
     x = x.detach().requires_grad_(True)
     with torch.autocast(x.device.type, enabled=False) if fp32 else contextlib.nullcontext():

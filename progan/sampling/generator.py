@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from progan.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
-from progan.arch import build_networks
-from progan.config import from_dict
+from progan.train.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from progan.nets.build import build_networks
+from progan.config.schema import from_dict
 from progan.errors import ProganError
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from progan import distributed as dist_utils
+from progan.train import distributed as dist_utils
 from progan.fileio import atomic_path, write_failure
 from progan.progress import fmt_duration
-from progan.sampling import image_grid
-from progan.schedule import Stage
+from progan.sampling.generator import image_grid
+from progan.train.schedule import Stage
 
 
 class TickStats:

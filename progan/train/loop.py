@@ -21,25 +21,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from progan import checkpoint as ckpt
-from progan import distributed as dist_utils
-from progan.config import ARCH_KEYS, TrainConfig, check_world, to_toml
-from progan.data import StoreChanged, check_store
+from progan.train import checkpoint as ckpt
+from progan.train import distributed as dist_utils
+from progan.config.files import to_toml
+from progan.config.schema import TrainConfig
+from progan.store.reader import StoreChanged
+from progan.train.checks import check_classes, check_compatible, preflight
 from progan.devices import resolve_device
-from progan.ema import ema_beta, update_ema
+from progan.train.ema import ema_beta, update_ema
 from progan.errors import ProganError
-from progan.feeding import GRID, Feeding, position_generator, step_inputs, step_noise
-from progan.fileio import atomic_path, check_writable, leftover_temporaries, write_failure
-from progan.layers import downsample2x, upsample2x
-from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
-from progan.arch import build_networks
-from progan.optim import TFAdam
-from progan.precision import penalty_in_fp32
-from progan.reporting import EventWriter, Ticks, report_grid, report_tick
-from progan.runlock import run_lock
-from progan.sampling import StageGenerator, cycling_labels, latents
-from progan.schedule import phases, stage_at, total_images
-
+from progan.train.feeding import Feeding
+from progan.train.streams import GRID, position_generator, step_inputs, step_noise
+from progan.fileio import atomic_path, leftover_temporaries, write_failure
+from progan.nets.build import build_networks
+from progan.train.optim import TFAdam
+from progan.train.precision import penalty_in_fp32
+from progan.train.reporting import EventWriter, Ticks, report_grid, report_tick
+from progan.train.runlock import run_lock
+from progan.sampling.generator import StageGenerator, cycling_labels, latents
+from progan.train.schedule import phases, stage_at, total_images
+from progan.train.step import enter_phase, preprocess_reals, train_step
 
 
 @dataclass
@@ -47,149 +48,6 @@ class TrainResult:
     images_shown: int
     finished: bool
     checkpoint: Path | None
-
-
-def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
-    """Refuse to resume a run directory whose checkpoints were made with other networks (another
-    arch, or other sizes); a checkpoint without a key was written when its default was the only choice."""
-    defaults = TrainConfig().to_dict()
-    for k in ARCH_KEYS:
-        was = saved.get(k, defaults.get(k))
-        if was != getattr(cfg, k):
-            raise ProganError(
-                f"run directory '{run_dir}' holds checkpoints of another config ({k} = {was!r}, "
-                f"requested {getattr(cfg, k)!r}); use a new --run-dir, or --resume to continue it as it was"
-            )
-
-
-def check_classes(found: ckpt.Resumable, num_classes: int, cfg: TrainConfig) -> None:
-    """Refuse to resume a conditional run on a store with another number of classes."""
-    trained = int(found.state.get("num_classes", 0))
-    if trained != num_classes:
-        raise ProganError(
-            f"checkpoint '{found.path}' was trained on {trained} classes, but store '{cfg.data}' "
-            f"has {num_classes}: resume it on a store with the same {trained} classes, or train "
-            "the new store in a new --run-dir"
-        )
-
-
-def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, torch.device]:
-    """Everything a run needs, checked before anything is written: store, device, minibatch per
-    process, run directory. Returns the store's metadata and the device this process trains on.
-    """
-    meta = check_store(cfg)
-    device = dist_utils.local_device(resolve_device(cfg.device))
-    check_world(cfg, world)
-    check_writable(run_dir, "run directory")
-    # A folder that cannot be written would otherwise be found at the first checkpoint or grid.
-    for folder in (ckpt.checkpoint_dir(run_dir), Path(run_dir, "samples"), Path(run_dir, "tensorboard")):
-        check_writable(folder, f"{folder.name} folder")
-    return meta, device
-
-
-def set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
-    """Make only ``modules`` of ``net`` trainable (the stage's blocks); returns their parameters."""
-    net.requires_grad_(False)
-    for m in modules:
-        m.requires_grad_(True)
-    return [p for p in net.parameters() if p.requires_grad]
-
-
-def make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
-    """Adam with TensorFlow's epsilon placement, as the official code trained with (progan.optim)."""
-    return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
-
-
-def enter_phase(G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None,
-                opt_state: tuple | None) -> tuple[list, list, TFAdam, TFAdam, int]:
-    """Trainable blocks, optimizers and learning rate for the phase ``stage`` is in.
-
-    Adam state starts fresh at every phase change, as in the official code (reset_opt_for_new_lod),
-    unless reset_optimizer is off; ``opt_state`` (from a checkpoint written in phase ``opt_phase``)
-    is loaded when it belongs to this phase. Returns G's and D's trained parameters, the two
-    optimizers and the phase their state belongs to.
-    """
-    alpha = 0.0 if stage.phase.kind == "fade" else 1.0
-    g_params = set_trainable(G, G.stage_modules(stage.res, alpha))
-    d_params = set_trainable(D, D.stage_modules(stage.res, alpha))
-    opt_G, opt_D = opts
-    if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-        opt_G = make_optimizer(list(G.parameters()), cfg, stage.lr)
-        opt_D = make_optimizer(list(D.parameters()), cfg, stage.lr)
-        if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
-            opt_G.load_state_dict(opt_state[0])
-            opt_D.load_state_dict(opt_state[1])
-        opt_phase = stage.phase_index
-    for opt in (opt_G, opt_D):
-        for group in opt.param_groups:
-            group["lr"] = stage.lr
-    return g_params, d_params, opt_G, opt_D, opt_phase
-
-
-def preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
-    """uint8 -> [-1, 1], mirror, and the fade blend lerp(up(down(x)), x, alpha), all on the device."""
-    x = u8.float() / 127.5 - 1.0
-    if flips is not None:
-        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
-    if alpha < 1.0 and res > 4:
-        x = torch.lerp(upsample2x(downsample2x(x)), x, alpha)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
-    """Backward, average the gradients over processes, and take one optimizer step.
-
-    A step whose gradients are not all finite is skipped (weights and Adam state untouched), as the
-    official code skips non-finite updates; returns 1.0 (a tensor) when it was.
-    """
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    dist_utils.average_gradients(params)
-    grads = [p.grad for p in params if p.grad is not None]
-    norms = torch._foreach_norm(grads) if grads else [loss.new_zeros(())]
-    opt.found_inf = (~torch.stack(norms).sum().isfinite()).float()
-    opt.step()
-    return opt.found_inf
-
-
-def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
-               labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
-               d_params: list, g_params: list, weight: float = 1.0, autocast=None,
-               inputs: tuple[dict, dict] = ({}, {}), penalty_fp32: bool = False) -> dict[str, torch.Tensor]:
-    """One D step (with its penalty) and one G step; returns detached loss statistics.
-
-    Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
-    process's losses by its share of the global batch before gradients are averaged over processes.
-    ``inputs`` are G's own further random inputs for D's fakes and for G's (``feeding.step_inputs``).
-    ``penalty_fp32`` takes the penalty's pass outside autocast (``progan.precision``).
-    """
-    autocast = autocast or contextlib.nullcontext()
-
-    # D step.
-    critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
-    grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
-    with autocast:
-        with torch.no_grad():
-            fakes = G(z_d, res, alpha, labels, **inputs[0])
-        if cfg.loss == "wgangp":
-            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
-                                            grad_scale, labels, cfg.cond_weight, penalty_fp32)
-        else:
-            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight,
-                                                 grad_scale, penalty_fp32)
-    d_skipped = descend(opt_D, d_loss * weight, d_params)
-
-    # G step: D's parameters need no gradient here.
-    for p in d_params:
-        p.requires_grad_(False)
-    with autocast:
-        fakes = G(z_g, res, alpha, labels, **inputs[1])
-        gl = g_loss(D(fakes, res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
-    g_skipped = descend(opt_G, gl * weight, g_params)
-    for p in d_params:
-        p.requires_grad_(True)
-    return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats,
-            "skipped": torch.maximum(d_skipped, g_skipped)}
 
 
 @dataclass
@@ -248,7 +106,7 @@ class Job:
     log: Callable[[str], None]
     writer: EventWriter | None = None  # rank 0's TensorBoard events
     autocast: Any = None
-    penalty_fp32: bool = False  # the penalty's pass outside autocast (progan.precision)
+    penalty_fp32: bool = False  # the penalty's pass outside autocast (progan.train.precision)
 
     @property
     def is_main(self) -> bool:
@@ -278,7 +136,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
     tests use it to interrupt and resume. Rank 0, the one process that writes into ``run_dir``,
-    holds its lock (progan.runlock) throughout, and first removes the partial files of writes
+    holds its lock (progan.train.runlock) throughout, and first removes the partial files of writes
     that were killed before their rename.
     """
     run_dir = Path(run_dir)

@@ -5,10 +5,10 @@
   ``StyleGenerator`` state_dict. TF stores conv kernels ``[k, k, in, out]`` and dense weights
   ``[in, out]``; the fused upsampling conv keeps its 3x3 kernel (the official code builds the 4x4
   transposed kernel at run time, as progan does). The discriminator ``D_basic`` has ProGAN's
-  variable names: ``progan.official.discriminator_state`` maps it.
+  variable names: ``progan.official.progan.discriminator_state`` maps it.
 - ``stylegan_networks`` / ``config_from_official``: an official StyleGAN pickle (read by
-  ``progan.official.read_official_pickle``, which runs nothing it carries) as variables and a
-  progan config; ``progan.official.import_official`` turns it into a run directory.
+  ``progan.official.pickles.read_official_pickle``, which runs nothing it carries) as variables
+  and a progan config; ``progan.official.importer.import_official`` turns it into a run directory.
 
 The official pretrained networks (FFHQ and CelebA-HQ 1024, LSUN bedrooms and cats 256) are square
 and import as they are. The cars network (``stylegan-cars-512x384.pkl``) is a 512x512 network
@@ -26,14 +26,8 @@ import numpy as np
 import torch
 
 from progan.errors import ProganError
-from progan.official import (
-    Transform,
-    _conv,
-    _dense,
-    _same,
-    checked_networks,
-    own_variables,
-)
+from progan.official.pickles import checked_networks, own_variables
+from progan.official.transforms import Transform, _conv, _dense, _same
 
 
 def _layer_key(i: int) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from progan.config import TrainConfig, levels
+from progan.config.levels import levels
+from progan.config.schema import TrainConfig
 
 
 @dataclass(frozen=True)

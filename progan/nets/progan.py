@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from progan.config import TrainConfig, check_pow2, levels
-from progan.layers import (
+from progan.config.levels import check_pow2, levels
+from progan.config.schema import TrainConfig
+from progan.nets.layers import (
     SQRT2,
     EqualizedConv2d,
     EqualizedLinear,
@@ -263,7 +264,7 @@ def stage_parameter_count(net: Generator | Discriminator, res: int) -> int:
 
 
 def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discriminator]:
-    """Generator and Discriminator for a config (the "progan" entry of ``progan.arch``)."""
+    """Generator and Discriminator for a config (the "progan" entry of ``progan.nets.build``)."""
     g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
     d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
                       cfg.conditioning)

@@ -32,10 +32,8 @@ import lmdb
 import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from progan import config
-from progan.data import (
-    COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, checksum, checksum_key, image_key,
-)
+from progan.config import levels as res_levels
+from progan.store.format import COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, checksum, checksum_key, image_key
 from progan.errors import ProganError
 from progan.progress import Progress
 
@@ -407,7 +405,7 @@ def prepare_lmdb(
     removed. Every record's CRC-32 is stored (format 2) so that readers can detect damage.
     """
     src, out = Path(src), Path(out)
-    config.check_pow2(res_max, "--res-max", MAX_RES_MAX)
+    res_levels.check_pow2(res_max, "--res-max", MAX_RES_MAX)
     if max_file_mb < 1:
         raise ProganError(f"--max-file-mb must be at least 1, got {max_file_mb}")
     if crop not in ("center", "none"):
@@ -437,7 +435,7 @@ def prepare_lmdb(
         if not class_names:
             raise ProganError(f"--labels needs class subfolders in '{printable(src)}', found none")
     class_index = {c: i for i, c in enumerate(class_names)}
-    levels = config.levels(4, res_max)
+    levels = res_levels.levels(4, res_max)
     encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
     opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
                 encoding=encoding, max_file_bytes=max_file_mb << 20)

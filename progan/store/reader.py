@@ -1,20 +1,8 @@
-"""Read the LMDB image store that ``progan prepare-lmdb`` writes: format, metadata, Dataset.
-
-Store format (version 2), one LMDB environment (a directory holding ``data.mdb``):
-
-- ``b"__meta__"``: UTF-8 JSON metadata (see ``read_meta``); written last, so a store without it is
-  incomplete.
-- ``b"__labels__"``: only in labelled stores; ``count`` little-endian int32 class indices.
-- ``b"RRRR/IIIIIIII"`` (``image_key(res, index)``, e.g. ``b"0256/00000042"``): image ``index`` at
-  level ``res``. Levels are every power of two from 4 to ``res_max``; images are numbered
-  0..count-1. The value's encoding is per level (``meta["encoding"][str(res)]``): ``"raw"`` is
-  3·R·R uint8 bytes in RGB CHW order; ``"png"``/``"webp"`` is a lossless 8-bit RGB image file.
-- ``b"__crc32__/RRRR"`` (``checksum_key(res)``): ``count`` little-endian uint32, the CRC-32 of each
-  record of level ``res``; each table's own CRC-32 is in ``meta["checksum_tables"]``, the labels'
-  in ``meta["labels_crc32"]``. Version 1 stores lack them and are read without verification.
+"""Read the LMDB image store that ``progan prepare-lmdb`` writes: metadata, Dataset (the format is
+``progan.store.format``).
 
 Damage never crashes a reader: ``data.mdb`` is checked against its own header and tree before LMDB
-maps it (``progan.storecheck``), LMDB's errors become ProganError, and every record read is checked
+maps it (``progan.store.check``), LMDB's errors become ProganError, and every record read is checked
 against its CRC-32. A store that changes under a reader (replaced, truncated) is caught by
 ``StoreIdentity.check`` before the reads.
 """
@@ -22,12 +10,10 @@ against its CRC-32. A store that changes under a reader (replaced, truncated) is
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,44 +21,26 @@ from typing import Any
 import lmdb
 import numpy as np
 import torch
-from PIL import Image
 
-from progan.config import TrainConfig, is_level, levels
+from progan.config.levels import is_level
 from progan.errors import ProganError
-from progan.storecheck import LmdbDamage, check_lmdb_file
+from progan.store.check import LmdbDamage, check_lmdb_file
+from progan.store.format import (
+    ENCODINGS,
+    LABELS_KEY,
+    META_KEY,
+    READABLE_VERSIONS,
+    _level_prefix,
+    checksum,
+    checksum_key,
+    decode_image,
+    image_key,
+)
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 stores have no checksums; they are read unverified
-META_KEY = b"__meta__"
-LABELS_KEY = b"__labels__"
-CHECKSUM_PREFIX = b"__crc32__/"
-ENCODINGS = ("raw", "png", "webp")
-# Levels at or above this are stored losslessly compressed, below it raw: see datasets/README.md
-# (PNG saves < 3% up to 128 px but costs ~200x the decode time of raw bytes).
-COMPRESSED_MIN_RES = 256
 MAX_READERS = 1024
 _REQUIRED_META = ("version", "count", "levels", "encoding", "num_classes", "class_names")
 _IMAGE_KEY = re.compile(rb"\d{4}/\d{8}")
 _PREPARE_AGAIN = "prepare it again with progan prepare-lmdb"
-
-
-def image_key(res: int, index: int) -> bytes:
-    """The LMDB key of image ``index`` at level ``res``; keys sort by level, then index."""
-    return f"{res:04d}/{index:08d}".encode()
-
-
-def checksum_key(res: int) -> bytes:
-    """The key of level ``res``'s checksum table: ``count`` little-endian uint32 CRC-32s."""
-    return CHECKSUM_PREFIX + f"{res:04d}".encode()
-
-
-def checksum(value: bytes | memoryview) -> int:
-    """A record's checksum: CRC-32 (zlib), a few GB/s, far below the cost of decoding."""
-    return zlib.crc32(value)
-
-
-def _level_prefix(res: int) -> bytes:
-    return f"{res:04d}/".encode()
 
 
 def _damaged(path: Path, what: str) -> ProganError:
@@ -140,7 +108,7 @@ _checked: set[tuple[int, int, int, int]] = set()
 
 
 def _check_file(path: Path) -> None:
-    """Refuse a truncated or structurally damaged data.mdb before LMDB maps it (see storecheck)."""
+    """Refuse a truncated or structurally damaged data.mdb before LMDB maps it (see progan.store.check)."""
     st = (path / "data.mdb").stat()
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if key in _checked:
@@ -276,22 +244,6 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return _validate_meta(path, _shared_env(path))
 
 
-def check_store(cfg: TrainConfig) -> dict[str, Any]:
-    """The store's metadata, after checking it holds every level the config trains on."""
-    meta = read_meta(cfg.data)
-    have = sorted(int(r) for r in meta["levels"])
-    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
-    if missing:
-        raise ProganError(
-            f"store '{cfg.data}' has levels {have[0]}-{have[-1]}; --res-max {cfg.res_max} needs a "
-            f"store prepared with --res-max {cfg.res_max}"
-        )
-    if cfg.conditional and not meta.get("num_classes"):
-        raise ProganError(f"conditional training needs labels, but store '{cfg.data}' has none "
-                          "(prepare it with --labels)")
-    return meta
-
-
 def level_sizes(path: str | os.PathLike) -> dict[int, int]:
     """Sum of record sizes in bytes per level (what ``progan info`` prints)."""
     path = Path(path)
@@ -309,37 +261,6 @@ def level_sizes(path: str | os.PathLike) -> dict[int, int]:
                     total += len(value)
             sizes[res] = total
     return sizes
-
-
-def decode_image(value: bytes | memoryview, encoding: str, res: int) -> np.ndarray:
-    """Decode one record to a writable uint8 (3, res, res) array."""
-    if encoding == "raw":
-        return np.frombuffer(value, np.uint8).reshape(3, res, res).copy()
-    with Image.open(io.BytesIO(value)) as img:
-        hwc = np.asarray(img.convert("RGB"))
-    if hwc.shape != (res, res, 3):
-        raise ValueError(f"a {hwc.shape[1]}x{hwc.shape[0]} image at level {res}")
-    return np.ascontiguousarray(hwc.transpose(2, 0, 1))
-
-
-def _record_problem(value: bytes | memoryview | None, encoding: str, res: int,
-                    expected_crc: int | None) -> str | None:
-    """Why a record cannot be used (missing, checksum, size, undecodable), or None if it can.
-
-    With a checksum only the checksum is tested; without one (format 1) raw records are checked
-    for their size and compressed ones are decoded.
-    """
-    if value is None:
-        return "missing"
-    if expected_crc is not None:
-        return None if checksum(value) == expected_crc else "checksum mismatch"
-    if encoding == "raw":
-        return None if len(value) == 3 * res * res else f"{len(value)} bytes, not {3 * res * res}"
-    try:
-        decode_image(value, encoding, res)
-    except Exception as e:  # any decoder failure means the record is unusable
-        return f"undecodable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-    return None
 
 
 class LMDBImages(torch.utils.data.Dataset):
@@ -463,38 +384,3 @@ def _level_values(txn: lmdb.Transaction, res: int,
         index += 1
 
 
-def verify_store(
-    path: str | os.PathLike, progress: Callable[[int, int], None] | None = None,
-) -> tuple[int, list[tuple[str, str]]]:
-    """Read every record of a store and return (records checked, [(key, problem), ...]).
-
-    Format 2 records are checked against their CRC-32; format 1 stores have none, so their raw
-    records are checked for size and their compressed ones decoded. ``progress(done, total)`` is
-    called as records are read. Structural damage is a ProganError, as for every reader.
-    """
-    path = Path(path)
-    env = _shared_env(path)
-    meta = _validate_meta(path, env)
-    count, total, done, bad = int(meta["count"]), int(meta["count"]) * len(meta["levels"]), 0, []
-    with _lmdb_errors(path), env.begin(buffers=True) as txn:
-        if meta["num_classes"]:
-            raw = txn.get(LABELS_KEY)
-            crc = meta.get("labels_crc32")
-            if raw is None or len(raw) != 4 * count or (crc is not None and checksum(raw) != crc):
-                bad.append((LABELS_KEY.decode(), "damaged"))
-        for res in meta["levels"]:
-            try:
-                crcs = _checksum_table(path, txn, meta, res)
-            except ProganError:
-                bad.append((checksum_key(res).decode(), "damaged"))
-                crcs = None
-            encoding = meta["encoding"][str(res)]
-            for index, value in enumerate(_level_values(txn, res, count)):
-                expected = None if crcs is None else int(crcs[index])
-                problem = _record_problem(value, encoding, res, expected)
-                if problem:
-                    bad.append((image_key(res, index).decode(), problem))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-    return done, bad

@@ -1,4 +1,6 @@
-"""The architectures progan trains: a name in the config (``arch``) -> how to build G and D.
+"""The architectures progan trains, as data: a name in the config (``arch``) -> its summary and the
+defaults of its own options. Naming an architecture imports no network: ``progan.nets.build``
+holds the function that builds each.
 
 A run's architecture is recorded in its config and checkpoints and checked on resume. An
 architecture's own options (e.g. the style-based generator's mapping depth) live in the config's
@@ -15,37 +17,41 @@ What the training loop, checkpoints and sampling expect of the two networks (Pro
   step for the whole global batch (dim 0), sliced per process and passed to ``G`` as ``**inputs``.
 - Optionally ``G.update_w_avg(z)``: a running statistic of the mapped latents (StyleGAN's
   ``dlatent_avg``), given each step's whole global batch of latents for D's fakes and for G's.
-- Keyword-only options of ``G.forward`` are its sampling options (``progan.sampling``), e.g.
+- Keyword-only options of ``G.forward`` are its sampling options (``progan.sampling.generator``), e.g.
   ``truncation_psi``; a ``noise_seed`` option is fed per-image seeds derived from the latents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
-from torch import nn
-
-from progan import networks, stylegan
 from progan.errors import ProganError
-
-if TYPE_CHECKING:
-    from progan.config import TrainConfig
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """How to build one generator/discriminator pair, and the defaults of its ``[net]`` options."""
+    """One generator/discriminator pair: what it is, and the defaults of its ``[net]`` options."""
 
-    build: Callable[["TrainConfig", int], tuple[nn.Module, nn.Module]]  # (config, classes) -> (G, D)
     summary: str
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# [net] options of "stylegan" and their defaults: the official G_style / D_basic values.
+STYLEGAN_OPTIONS = {
+    "w_dim": 512,  # official dlatent_size
+    "mapping_layers": 8,
+    "mapping_fmaps": 512,
+    "mapping_lr_mul": 0.01,
+    "style_mixing": 0.9,  # probability of mixing per step (0 = off)
+    "w_avg_beta": 0.995,  # official dlatent_avg_beta (1 = off)
+    "fused_res": 128,  # fused resampling convs from this resolution (official 'auto'; 0 = never)
+}
+
 ARCHITECTURES: dict[str, Architecture] = {
-    "progan": Architecture(networks.build, "Progressive GAN (Karras et al. 2018), Table 2"),
-    "stylegan": Architecture(stylegan.build, "Style-based generator (Karras et al. 2019), official D_basic",
-                             stylegan.OPTIONS),
+    "progan": Architecture("Progressive GAN (Karras et al. 2018), Table 2"),
+    "stylegan": Architecture("Style-based generator (Karras et al. 2019), official D_basic",
+                             STYLEGAN_OPTIONS),
 }
 
 
@@ -81,8 +87,3 @@ def _coerce_option(arch: str, key: str, value: Any, default: Any) -> Any:
         return value
     raise ProganError(f"[net] option {key!r} of arch {arch!r}: cannot use {value!r} "
                       f"(a {kind.__name__} is needed)")
-
-
-def build_networks(cfg: "TrainConfig", num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
-    """The generator and discriminator of ``cfg.arch`` for this config."""
-    return get(cfg.arch).build(cfg, num_classes)
