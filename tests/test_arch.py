@@ -17,7 +17,7 @@ from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError
 from progan.sampling.generator import load_generator
 
-from test_training import TINY_ARGS
+from helpers import TINY16_ARGS
 
 
 class WideningGenerator(networks.Generator):
@@ -65,7 +65,7 @@ def test_a_config_holds_every_option_of_its_arch_with_defaults_filled(toy_arch):
 def test_a_registered_arch_trains_resumes_and_samples_through_the_unchanged_cli(toy_arch, face_store,
                                                                                  tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--data", face_store, "--run-dir", run, *TINY_ARGS, "--res-max", "8",
+    args = ["train", "--data", face_store, "--run-dir", run, *TINY16_ARGS, "--res-max", "8",
             "--total-kimg", "0.064"]
     r = CliRunner().invoke(main, [str(a) for a in args + ["--arch", "toy", "--net", "gain=0.5"]])
     assert r.exit_code == 0, r.output

@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from progan.config.schema import TrainConfig
 from progan.nets.progan import Discriminator, Generator
 from progan.train.precision import penalty_in_fp32
+
+from helpers import AtenFlops
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_train", ROOT / "tools" / "bench_train.py")
@@ -195,33 +195,18 @@ def test_forward_flop_count_matches_the_aten_ops_of_the_paper_networks(fade):
         z = torch.randn(2, 512)
     alpha = 0.5 if fade else 1.0
     for res in (4, 8, 32, 128, 1024):
-        with _AtenFlops() as g_count:
+        with AtenFlops() as g_count:
             img = G(z, res, alpha)
-        with _AtenFlops() as d_count:
+        with AtenFlops() as d_count:
             D(img, res, alpha)
         assert (g_count.total, d_count.total) == tuple(2 * f for f in bench.forward_flops(res, fade=fade))
-
-
-class _AtenFlops(TorchDispatchMode):
-    """Counts the FLOPs of the aten ops that actually run (convs, matmuls, their backwards)."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func._overloadpacket in flop_registry:
-            self.total += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
-        return out
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_flop_count_matches_the_aten_ops_one_iteration_runs(alpha):
     cfg = TrainConfig(fmap_base=FMAP * 8, fmap_max=FMAP, latent_dim=32, res_max=RES)
     step, _ = bench.build_step(cfg, RES, alpha, BATCH, "fp32_eager", torch.device("cpu"))
-    with _AtenFlops() as counter:
+    with AtenFlops() as counter:
         step()
     expected = bench.train_flops_per_image(RES, FMAP * 8, FMAP, 32, fade=alpha < 1.0) * BATCH
     assert counter.total == pytest.approx(expected, rel=0.02)
@@ -253,7 +238,7 @@ def test_style_based_iteration_flops_match_the_aten_ops(loss):
     cfg = TrainConfig(arch="stylegan", fmap_base=FMAP * 8, fmap_max=FMAP, latent_dim=32, res_max=RES,
                       loss=loss, net={"w_dim": 32, "mapping_fmaps": 32, "style_mixing": 1.0, "fused_res": 8})
     step, (G, D) = bench.build_step(cfg, RES, 1.0, BATCH, "fp32_eager", torch.device("cpu"))
-    with _AtenFlops() as counter:
+    with AtenFlops() as counter:
         step()
     expected = bench.iteration_flops_per_image(cfg, G, D, RES, fade=False) * BATCH
     assert counter.total == pytest.approx(expected, rel=0.02)

@@ -145,3 +145,13 @@ def test_every_subpackage_says_what_lives_in_it():
             missing = [s for s in sub if f"``{s}``" not in doc]
             assert not missing, f"{init.relative_to(ROOT)} does not name {missing}"
 
+
+
+def test_no_test_module_imports_another():
+    tests = {p.stem for p in TESTS.glob("test_*.py")}
+    for path in sorted(TESTS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad = [n for n in names if n.split(".")[0] in tests]
+            assert not bad, f"{path.name} imports test module {bad[0]}"

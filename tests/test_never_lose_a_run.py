@@ -10,11 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from progan.train import checkpoint as ckpt
-from progan.cli import main
 from progan.config.files import load_run_config, to_toml
 from progan.config.resume import resolve_config
 from progan.config.schema import TrainConfig, check_world
@@ -22,40 +20,7 @@ from progan.errors import ProganError
 from progan.train.loop import train
 from progan.train.step import descend, make_optimizer
 
-TINY = dict(res_max=8, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
-            minibatch={4: 8, 8: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=1,
-            device="cpu", data_workers=0, grid_size=16, keep_checkpoints=50)
-TINY_ARGS = ["--res-max", "8", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
-             "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg",
-             "0.032", "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
-
-
-def quiet(msg):
-    pass
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    """The command failed with one line ``error: ...`` (its last) holding every needle, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert errors == lines[-1:] and "Traceback" not in result.output, result.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
-
-
-@pytest.fixture
-def short_run(face_store, tmp_path):
-    """A finished run of 128 images at 4x4 (checkpoints at 32, 64, 96, 128)."""
-    run = tmp_path / "run"
-    train(TrainConfig(data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8},
-                                                  "total_kimg": 0.128}), run, log=quiet)
-    return run
+from helpers import TINY, TINY_ARGS, invoke, one_line_error
 
 
 def snapshot_bytes(folder):

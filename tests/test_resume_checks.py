@@ -3,7 +3,6 @@ changed under the run, a run with nothing to resume, networks of another shape, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from progan.config.resume import resolve_config
 from progan.config.schema import TrainConfig
 from progan.errors import ProganError
 from progan.train.loop import train
-from test_never_lose_a_run import TINY, invoke, one_line_error, quiet, short_run  # noqa: F401
+
+from helpers import TINY, invoke, one_line_error, quiet
 
 
 def _edit_newest_checkpoint(run, edit):

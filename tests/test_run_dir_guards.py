@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from test_never_lose_a_run import TINY_ARGS, invoke, one_line_error
+from helpers import TINY_ARGS, invoke, one_line_error
 
 from progan.train import checkpoint as ckpt
 

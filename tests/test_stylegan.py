@@ -478,7 +478,7 @@ def test_config_from_official_refuses_options_progan_does_not_implement():
 def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
     """The analytic count (for bench_train) against the convs and matmuls that run, at 1024x1024
     widths (shapes only, on the meta device), fused ops from 128 included."""
-    from test_bench import _AtenFlops
+    from helpers import AtenFlops
 
     from progan.nets.flops import forward_flops
 
@@ -487,9 +487,9 @@ def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
         z = torch.randn(2, 512)
     alpha = 0.5 if fade else 1.0
     for res in (4, 8, 64, 128, 1024):
-        with _AtenFlops() as g_count:
+        with AtenFlops() as g_count:
             img = G(z, res, alpha, noise_mode="none")
-        with _AtenFlops() as d_count:
+        with AtenFlops() as d_count:
             D(img, res, alpha)
         assert (g_count.total, d_count.total) == tuple(
             2 * f for f in forward_flops(G, D, res, fade)
@@ -506,7 +506,7 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
     """4x4 -> 8x8 (fade included) with the logistic loss; the checkpoint holds w_avg and the fixed
     noise maps, and load_generator samples the style-based G_ema."""
     from click.testing import CliRunner
-    from test_training import TINY_ARGS
+    from helpers import TINY16_ARGS
 
     from progan.train.checkpoint import list_checkpoints, load_checkpoint
     from progan.cli import main
@@ -519,7 +519,7 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
         face_store,
         "--run-dir",
         run,
-        *TINY_ARGS,
+        *TINY16_ARGS,
         "--res-max",
         "8",
         "--total-kimg",
