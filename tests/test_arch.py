@@ -17,7 +17,7 @@ from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError
 from progan.sampling.generator import load_generator
 
-from helpers import TINY16_ARGS
+from helpers import TINY16_ARGS, invoke
 
 
 class WideningGenerator(networks.Generator):
@@ -123,3 +123,13 @@ def test_a_generators_own_step_inputs_are_split_over_processes_exactly_and_diffe
     assert not torch.equal(whole_d["noise"], whole_g["noise"])
     assert not torch.equal(step_inputs(NoisyG(), 3, 648, 8, 0, 8, 16)[0]["noise"], whole_d["noise"])
     assert step_inputs(networks.Generator(res_max=8, latent_dim=8, fmap_max=8), 3, 0, 8, 0, 8, 8) == ({}, {})
+
+
+def test_train_help_lists_every_registered_arch():
+    out = " ".join(invoke("train", "--help").output.split())
+    assert f"Architecture: {', '.join(sorted(registry.ARCHITECTURES))} [default: progan]." in out
+    assert "stylegan" in out
+
+
+def test_every_registered_arch_has_a_builder_and_every_builder_a_registry_entry():
+    assert set(build.BUILDERS) == set(registry.ARCHITECTURES)

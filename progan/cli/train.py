@@ -8,6 +8,7 @@ import sys
 import click
 
 from progan.errors import ProganError
+from progan.nets.registry import ARCHITECTURES
 
 
 @click.command()
@@ -15,7 +16,8 @@ from progan.errors import ProganError
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints, samples and logs go.")
 @click.option("--config", "config_path", type=click.Path(), help="TOML config: a file, or the NAME of a preset (progan/config/presets/NAME.toml).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR from its newest valid checkpoint with its saved config.")
-@click.option("--arch", type=str, help="Architecture: progan (default).")
+@click.option("--arch", type=str,
+              help=f"Architecture: {', '.join(sorted(ARCHITECTURES))} [default: progan].")
 @click.option("--net", multiple=True, metavar="KEY=VALUE",
               help="An option of the architecture (its [net] table), e.g. --net style_mixing=0.5.")
 @click.option("--res-max", type=int, help="Final resolution.")
