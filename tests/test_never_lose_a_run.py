@@ -298,3 +298,16 @@ def test_a_hostile_checkpoint_is_refused_in_our_words_and_runs_nothing(tmp_path)
     result = invoke("generate", tmp_path / "evil.pt", "--out", tmp_path / "out")
     one_line_error(result, "evil.pt", "not a progan checkpoint", "nothing in it was run")
     assert not marker.exists()
+
+
+def test_progan_train_checks_a_run_once(face_store, tmp_path, monkeypatch):
+    """`progan train`'s checks (store, device, processes, folders) run once, not again in train()."""
+    from progan.train import checks
+
+    checked = []
+    real = checks.check_store
+    monkeypatch.setattr(checks, "check_store", lambda cfg: checked.append(cfg.data) or real(cfg))
+    r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
+               "--res-max", "4", "--total-kimg", "0.032")
+    assert r.exit_code == 0, r.output
+    assert checked == [str(face_store)]

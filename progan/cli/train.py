@@ -66,7 +66,7 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     main_rank = os.environ.get("RANK", "0") == "0"
     cfg = resolve_config(run_dir, config_path, overrides, resume=resume,
                          log=click.echo if main_rank else None)
-    preflight(cfg, run_dir, gpus if gpus > 1 else dist_utils.world_size_from_env())
+    checked = preflight(cfg, run_dir, gpus if gpus > 1 else dist_utils.world_size_from_env())
     if gpus > 1 and not dist_utils.wanted():
         import subprocess
 
@@ -76,7 +76,7 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
         cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
         click.echo("launching: " + " ".join(cmd))
         sys.exit(subprocess.call(cmd))
-    result = run_job(cfg, run_dir)
+    result = run_job(cfg, run_dir, checked=checked)
     if not result.finished:
         sys.exit(130)
 

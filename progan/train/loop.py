@@ -131,18 +131,20 @@ class Snapshots:
         return self.last
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None) -> TrainResult:
+def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None,
+          checked: tuple[dict, torch.device] | None = None) -> TrainResult:
     """Train (or continue training) the run in ``run_dir``; returns where it stopped.
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
-    tests use it to interrupt and resume. Rank 0, the one process that writes into ``run_dir``,
-    holds its lock (progan.train.runlock) throughout, and first removes the partial files of writes
-    that were killed before their rename.
+    tests use it to interrupt and resume. ``checked`` is what ``preflight`` returned to a caller
+    that ran it (``progan train``), so that it is not run again. Rank 0, the one process that
+    writes into ``run_dir``, holds its lock (progan.train.runlock) throughout, and first removes
+    the partial files of writes that were killed before their rename.
     """
     run_dir = Path(run_dir)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     log = log or (_console_log(run_dir) if rank == 0 else lambda msg: None)
-    meta, device = preflight(cfg, run_dir, world)
+    meta, device = checked if checked is not None else preflight(cfg, run_dir, world)
     with _writer_lock(run_dir, rank, device):
         if rank == 0:
             _remove_partial_files(run_dir, log)
@@ -426,15 +428,16 @@ def _closing(writer: EventWriter | None):
                 writer.close()
 
 
-def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None) -> TrainResult:
+def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None,
+            checked: tuple[dict, torch.device] | None = None) -> TrainResult:
     """``train`` in this process's place in the job: what ``progan train`` runs in each process.
 
     Under torchrun (several processes) it joins the process group first and turns a lost peer into
-    one error line; alone, it is ``train``.
+    one error line; alone, it is ``train``. ``checked``: ``preflight``'s result, as for ``train``.
     """
-    device = dist_utils.local_device(resolve_device(cfg.device))
+    device = checked[1] if checked is not None else dist_utils.local_device(resolve_device(cfg.device))
     with dist_utils.process_group(device, f"resume with: progan train --run-dir {run_dir} --resume"):
-        return train(cfg, run_dir, log=log)
+        return train(cfg, run_dir, log=log, checked=checked)
 
 
 def _save_reals_grid(feeding: Feeding, cfg: TrainConfig, writer: EventWriter, run_dir: Path) -> None:
