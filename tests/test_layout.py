@@ -8,6 +8,7 @@ Run alone to see the graph's check: ``pytest -q tests/test_layout.py``.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,7 @@ def imported(path: Path, name: str, known: set[str]) -> set[str]:
     return out
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     modules = progan_modules()
     known = set(modules)
@@ -155,3 +157,37 @@ def test_no_test_module_imports_another():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             bad = [n for n in names if n.split(".")[0] in tests]
             assert not bad, f"{path.name} imports test module {bad[0]}"
+
+
+def test_every_top_level_function_and_class_is_used_or_documented():
+    """Dead code: a function or class of progan that nothing names besides its own definition
+    (code, tools, tests and docs searched as text)."""
+    import collections
+    import re
+
+    words = collections.Counter()
+    for p in (*PACKAGE.rglob("*.py"), *(ROOT / "tools").glob("*.py"), *TESTS.glob("*.py"),
+              *ROOT.glob("*.md"), *ROOT.glob("*/*.md")):
+        words.update(re.findall(r"\w+", p.read_text()))
+    unused = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and words[node.name] < 2:
+                unused.append(f"{module_name(path, ROOT)}.{node.name}")
+    assert not unused, f"defined but never used: {unused}"
+
+
+def test_tick_statistics_take_no_process_count_they_would_ignore():
+    """The means over processes come from the process group (all_mean), not from an argument."""
+    import inspect
+
+    import torch
+
+    from progan.train.reporting import Ticks, TickStats
+
+    assert list(inspect.signature(TickStats.read_and_reset).parameters) == ["self"]
+    assert list(inspect.signature(Ticks.close).parameters) == ["self", "images_shown"]
+    stats = TickStats(torch.device("cpu"))
+    stats.add(loss=torch.tensor(1.0))
+    stats.add(loss=torch.tensor(3.0))
+    assert stats.read_and_reset() == {"loss": 2.0} and stats.read_and_reset() == {}

@@ -51,10 +51,6 @@ def lod_to_stage(lod: float, res_max: int) -> tuple[int, float]:
     return res_max >> whole, 1.0 - (lod - whole)
 
 
-def stage_to_lod(res: int, alpha: float, res_max: int) -> float:
-    return math.log2(res_max // res) + (1.0 - alpha)
-
-
 def check_fits(net: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Raise a one-line ProganError unless ``state`` has exactly the network's keys and shapes."""
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}

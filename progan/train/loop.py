@@ -277,7 +277,7 @@ def _read(snapshots: Snapshots, run: RunState, plan, read: Callable[[], Any]) ->
 def _end_of_tick(job: Job, run: RunState, plan, stage, ticks: Ticks, snapshots: Snapshots,
                  snapshot_due: bool, grid_due: bool, end: int) -> None:
     """Console line and TensorBoard scalars, sample grid, checkpoint; stop a diverged run."""
-    values, skipped, steps = ticks.close(run.images_shown, job.world)
+    values, skipped, steps = ticks.close(run.images_shown)
     try:
         if job.is_main:
             report_tick(job.log, job.writer, stage, run.images_shown, end, ticks.rate, values, skipped,

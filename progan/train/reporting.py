@@ -33,7 +33,7 @@ class TickStats:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
 
-    def read_and_reset(self, world: int = 1) -> dict[str, float]:
+    def read_and_reset(self) -> dict[str, float]:
         """Means since the last read, averaged over processes."""
         if not self.sums:
             return {}
@@ -61,13 +61,13 @@ class Ticks:
         self.index = images_shown // self.size
         return self.index != (images_shown - batch) // self.size
 
-    def close(self, images_shown: int, world: int = 1) -> tuple[dict[str, float], int, int]:
+    def close(self, images_shown: int) -> tuple[dict[str, float], int, int]:
         """End the tick: its mean statistics over processes, its skipped steps and its steps."""
         now = time.perf_counter()
         self.rate = (images_shown - self._start[1]) / max(now - self._start[0], 1e-9)
         self._start = (now, images_shown)
         steps = self.stats.count
-        values = self.stats.read_and_reset(world)
+        values = self.stats.read_and_reset()
         return values, round(values.pop("skipped", 0.0) * steps), steps
 
 
