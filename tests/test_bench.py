@@ -172,7 +172,7 @@ def test_precision_report_compares_every_trained_parameter():
 
 @pytest.mark.parametrize("res", [4, 8, 16, 32, 64, 128, 256, 512, 1024])
 def test_flop_count_reproduces_design_table(res):
-    # DESIGN.md counts the penalty as 5 forward passes of D (17 in all); the table is given to 3
+    # docs/design.md (section 3) counts the penalty as 5 forward passes of D (17 in all); the table is given to 3
     # significant figures (1.4 at 4x4 is 2% off our 1.43).
     got = bench.train_flops_per_image(res, convention="design") / 1e9
     assert got == pytest.approx(bench.DESIGN_GFLOP[res], rel=0.025)

@@ -191,3 +191,23 @@ def test_tick_statistics_take_no_process_count_they_would_ignore():
     stats.add(loss=torch.tensor(1.0))
     stats.add(loss=torch.tensor(3.0))
     assert stats.read_and_reset() == {"loss": 2.0} and stats.read_and_reset() == {}
+
+
+def test_every_markdown_file_the_project_names_is_in_the_repository():
+    """A reference such as ``docs/design.md`` or ``datasets/README.md`` in code, tests, tools or docs
+    names a file of the repository (relative to the root or to the file that names it)."""
+    import re
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    names = {Path(f).name for f in tracked}
+    missing = []
+    for f in tracked:
+        if not f.endswith((".py", ".md", ".toml", "Makefile", "run")) or f.startswith("tests/fixtures/"):
+            continue
+        for ref in re.findall(r"(?<![\w/.:-])([\w.-]+(?:/[\w.-]+)*\.md)\b", (ROOT / f).read_text()):
+            here = (ROOT / f).parent
+            if not ((ROOT / ref).is_file() or (here / ref).is_file() or ("/" not in ref and ref in names)):
+                missing.append(f"{f}: {ref}")
+    assert not missing, missing

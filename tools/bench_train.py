@@ -13,7 +13,7 @@ CPU, fused on CUDA). ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalt
 stay fp32: layers.py and losses.py do that), channels_last networks and inputs, TF32 and
 cudnn.benchmark on CUDA, and with ``--compile`` G's forward through ``torch.compile`` (D stays eager:
 the penalty's double backward does not compile); its penalty runs where the trainer's
-``penalty_precision = "auto"`` puts it on this machine (the start-up check of progan/precision.py).
+``penalty_precision = "auto"`` puts it on this machine (the start-up check of progan/train/precision.py).
 ``optimised_fp32gp`` (on request) forces the penalty's pass into fp32, the route the trainer takes
 where that check fails.
 
@@ -51,10 +51,10 @@ from progan.train.step import make_optimizer, set_trainable, train_step
 
 PATHS = ("fp32_eager", "optimised")
 # The optimised path with the gradient penalty's pass in fp32: the trainer's route on CPUs whose bf16
-# double backward is wrong (progan/precision.py). Timed when asked (--paths), to price the route.
+# double backward is wrong (progan/train/precision.py). Timed when asked (--paths), to price the route.
 EXTRA_PATHS = ("optimised_fp32gp",)
 
-# DESIGN.md section 3: GFLOP per image, paper networks, stable phase.
+# docs/design.md section 3: GFLOP per image, paper networks, stable phase.
 DESIGN_GFLOP = {4: 1.4, 8: 11.7, 16: 52.8, 32: 217, 64: 464, 128: 710, 256: 957, 512: 1204, 1024: 1451}
 
 # Multiples of one forward pass that an iteration executes, per image (see train_flops_per_image).
@@ -97,7 +97,7 @@ def train_flops_per_image(res: int, fmap_base: int = 8192, fmap_max: int = 512, 
     forward graph (weights and inputs), which mbstd's second-order term (and leaky ReLU's and
     avg_pool's double backwards, on zeros) reach: 6 F_D. G step: G forward + backward 3 F_G; D forward
     + input-only backward (D's weights are frozen) 2 F_D. Total 4 F_G + 14 F_D ("executed", what the
-    aten ops count to). DESIGN.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D).
+    aten ops count to). docs/design.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D).
     """
     m = EXECUTED if convention == "executed" else DESIGN_CONVENTION
     g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade)
@@ -122,7 +122,7 @@ def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> f
 
 
 def flops_table(fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512) -> str:
-    lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'DESIGN.md':>10} {'ratio':>6} "
+    lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'design.md':>10} {'ratio':>6} "
              f"{'executed':>10}   GFLOP/image, stable phase"]
     for r, ref in DESIGN_GFLOP.items():
         g, d = forward_flops(r, fmap_base, fmap_max, latent_dim)
@@ -309,7 +309,7 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
 @click.option("--paths", default=",".join(PATHS), show_default=True)
 @click.option("--compile", "compile_g", is_flag=True, help="Optimised path: torch.compile G's forward.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against DESIGN.md and exit.")
+@click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against docs/design.md and exit.")
 @click.option("--precision-report", "show_precision", is_flag=True,
               help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.")
 @click.option("--penalty-precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
