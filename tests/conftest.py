@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from helpers import TINY, TINY16_ONE_CHECKPOINT, TinyFeatures, invoke_clean, quiet
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -8,14 +8,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from progan.nets import build, registry
-from progan.nets import progan as networks
-from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
 from progan.config.files import load_run_config
 from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError
+from progan.nets import build, registry
+from progan.nets import progan as networks
 from progan.sampling.generator import load_generator
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
 from helpers import TINY16_ARGS, invoke
 

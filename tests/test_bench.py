@@ -3,10 +3,9 @@ script runs end to end."""
 
 from __future__ import annotations
 
-import math
-
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path

@@ -18,14 +18,14 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from progan.train.checkpoint import list_checkpoints, load_checkpoint
-from progan.store.reader import LMDBImages
 from progan.errors import ProganError
-from progan.sampling.generate import generate_images
 from progan.metrics import evaluate as ev
 from progan.metrics import inception as inc
 from progan.metrics.fid import fid_from_sources, source_stats
 from progan.metrics.swd import swd
+from progan.sampling.generate import generate_images
+from progan.store.reader import LMDBImages
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
 from helpers import TinyFeatures, invoke_clean, scalars
 

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from progan.train.checkpoint import list_checkpoints
-from progan.store.reader import LMDBImages
 from progan.errors import ProganError
 from progan.metrics import suite as su
 from progan.metrics.evaluate import generated_images
@@ -26,6 +24,8 @@ from progan.metrics.kid import kid
 from progan.metrics.ms_ssim import ms_ssim
 from progan.metrics.precision_recall import precision_recall
 from progan.sampling.generator import load_generator
+from progan.store.reader import LMDBImages
+from progan.train.checkpoint import list_checkpoints
 
 from helpers import TinyFeatures, invoke_clean, scalars
 
@@ -195,8 +195,8 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
 def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_watching(
     run, tiny_networks, monkeypatch
 ):
-    from progan.train.checkpoint import load_checkpoint
     from progan.metrics import evaluate as ev
+    from progan.train.checkpoint import load_checkpoint
 
     first = list_checkpoints(run)[-1]
     state = load_checkpoint(first)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from progan.train.checkpoint import list_checkpoints
 from progan.metrics import evaluate as ev
 from progan.metrics import suite as su
 from progan.metrics.fid import source_stats
+from progan.train.checkpoint import list_checkpoints
 
 from helpers import TinyFeatures, invoke_clean
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from progan.train import checkpoint as ckpt
 from progan.config.files import load_run_config, to_toml
 from progan.config.resume import resolve_config
 from progan.config.schema import TrainConfig, check_world
 from progan.errors import ProganError
+from progan.train import checkpoint as ckpt
 from progan.train.loop import train
 from progan.train.step import descend, make_optimizer
 

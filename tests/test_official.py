@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from progan.config.schema import TrainConfig
-from progan.train.losses import g_loss, penalty_grad_scale, split_critic_output, wgangp_d_loss
 from progan.nets.progan import Discriminator, Generator
 from progan.official.importer import lod_to_stage
 from progan.official.progan import discriminator_state, generator_state
+from progan.train.losses import g_loss, penalty_grad_scale, split_critic_output, wgangp_d_loss
 from progan.train.optim import TFAdam
 from progan.train.step import set_trainable, train_step
 
@@ -300,9 +300,9 @@ PICKLE = FIXTURES / "pickle-32.pkl"
 
 
 def test_imported_pickle_reproduces_official_images(tmp_path):
-    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
-    from progan.sampling.generator import load_generator
     from progan.official.importer import import_official
+    from progan.sampling.generator import load_generator
+    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
     case = Case("official-32")
@@ -379,9 +379,9 @@ def _official_layout_pickle(monkeypatch, states) -> bytes:
 
 
 def test_build_module_src_is_never_executed(tmp_path, monkeypatch):
-    from progan.sampling.generator import load_generator
     from progan.official.importer import import_official
     from progan.official.progan import load_official_pickle
+    from progan.sampling.generator import load_generator
 
     marker = tmp_path / "ran.txt"
     nets = load_official_pickle(PICKLE)
@@ -443,10 +443,10 @@ def test_full_size_official_names_map_onto_paper_networks():
 def test_imported_run_generates_and_fine_tunes_through_the_cli(tmp_path):
     from click.testing import CliRunner
 
-    from progan.train.checkpoint import list_checkpoints
     from progan.cli import main
     from progan.store.demo import make_demo_images
     from progan.store.writer import prepare_lmdb
+    from progan.train.checkpoint import list_checkpoints
 
     make_demo_images(tmp_path / "src", n=16, size=32, seed=4)
     prepare_lmdb(tmp_path / "src", tmp_path / "faces.lmdb", res_max=32, workers=0, progress=False)

@@ -16,14 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from progan.train.checkpoint import save_checkpoint
 from progan.config.schema import TrainConfig
 from progan.errors import ProganError
 from progan.metrics import ppl as pp
 from progan.metrics import suite as su
 from progan.metrics.precision_recall import VGG16Features
-from progan.sampling.generator import StageGenerator, load_generator
 from progan.nets.stylegan import StyleGenerator
+from progan.sampling.generator import StageGenerator, load_generator
+from progan.train.checkpoint import save_checkpoint
 
 from helpers import invoke_clean, scalars
 

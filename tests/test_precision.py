@@ -6,12 +6,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.train import precision
 from progan.config.schema import TrainConfig
-from progan.train.losses import logistic_r1_d_loss, wgangp_d_loss
 from progan.nets.progan import Discriminator
-from progan.train.precision import BF16_U, CHECK_BOUND, CHECK_SHAPES, CheckResult, check_inputs, double_backward_weight_grad, penalty_in_fp32, run_check
+from progan.train import precision
 from progan.train.loop import train
+from progan.train.losses import logistic_r1_d_loss, wgangp_d_loss
+from progan.train.precision import (
+    BF16_U,
+    CHECK_BOUND,
+    CHECK_SHAPES,
+    CheckResult,
+    check_inputs,
+    double_backward_weight_grad,
+    penalty_in_fp32,
+    run_check,
+)
 
 CPU = torch.device("cpu")
 

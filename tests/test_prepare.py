@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import progan.store.writer as prepare
-from progan.store.reader import LMDBImages, read_meta
 from progan.errors import ProganError
+from progan.store.reader import LMDBImages, read_meta
 from progan.store.writer import box_downsample, prepare_lmdb
 
 from helpers import invoke_clean

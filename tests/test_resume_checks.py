@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from progan.train import checkpoint as ckpt
 from progan.config.files import to_toml
 from progan.config.resume import resolve_config
 from progan.config.schema import TrainConfig
 from progan.errors import ProganError
+from progan.train import checkpoint as ckpt
 from progan.train.loop import train
 
 from helpers import TINY, invoke, one_line_error, quiet

@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TINY_ARGS, invoke, one_line_error
 
 from progan.train import checkpoint as ckpt
+
+from helpers import TINY_ARGS, invoke, one_line_error
 
 LONG = ["--kimg-stable", "50", "--snapshot-ticks", "1000"]  # trains until it is stopped
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from progan.config.files import load_config, to_toml, load_toml
+from progan.config.files import load_config, load_toml, to_toml
 from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError
 from progan.train.schedule import phases, stage_at, total_images

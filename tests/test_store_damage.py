@@ -23,13 +23,13 @@ from PIL import Image
 
 from progan.cli import main
 from progan.config.schema import TrainConfig
+from progan.errors import ProganError
+from progan.store.check import LmdbDamage, check_lmdb_file
 from progan.store.format import META_KEY, checksum_key, image_key
 from progan.store.reader import LMDBImages, read_meta
 from progan.store.verify import verify_store
-from progan.errors import ProganError
-from progan.train.feeding import Feeding
 from progan.store.writer import prepare_lmdb
-from progan.store.check import LmdbDamage, check_lmdb_file
+from progan.train.feeding import Feeding
 
 N, RES = 24, 32
 PAGE = 4096

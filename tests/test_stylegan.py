@@ -21,13 +21,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
+from progan.nets.noise import seeded_noise
+from progan.nets.stylegan import StyleDiscriminator, StyleGenerator
 from progan.official.importer import lod_to_stage
 from progan.official.progan import discriminator_state
 from progan.official.stylegan import generator_state
+from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
 from progan.train.optim import TFAdam
-from progan.nets.noise import seeded_noise
-from progan.nets.stylegan import StyleDiscriminator, StyleGenerator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_stylegan"
 CASES = ["stylegan-32", "stylegan-16-fused"]
@@ -339,7 +339,7 @@ def test_step_inputs_give_each_sample_the_same_draws_however_the_batch_is_split(
     same generator state, the same draws."""
     G, _ = _small()
     z = torch.randn(8, 16)
-    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))
+    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))  # noqa: E731
     full, again = draw(), draw()
     assert all(torch.equal(full[k], again[k]) for k in full)
     assert all(v.shape[0] == 8 for v in full.values())
@@ -403,9 +403,9 @@ def test_noise_modes():
 
 
 def test_registry_builds_the_networks_from_the_net_table():
-    from progan.nets.build import build_networks
     from progan.config.schema import from_dict
     from progan.errors import ProganError
+    from progan.nets.build import build_networks
 
     cfg = from_dict(
         {
@@ -433,9 +433,9 @@ PICKLE = FIXTURES / "pickle-16.pkl"  # (G, D, Gs) of the stylegan-16-fused case,
 
 def test_imported_pickle_reproduces_official_images(tmp_path):
     """No code from the pickle runs (progan.official.pickles' restricted unpickler); Gs becomes G_ema."""
-    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
     from progan.official.importer import import_official
     from progan.sampling.generator import load_generator
+    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
     case = Case("stylegan-16-fused")
@@ -478,9 +478,9 @@ def test_config_from_official_refuses_options_progan_does_not_implement():
 def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
     """The analytic count (for bench_train) against the convs and matmuls that run, at 1024x1024
     widths (shapes only, on the meta device), fused ops from 128 included."""
-    from helpers import AtenFlops
-
     from progan.nets.flops import forward_flops
+
+    from helpers import AtenFlops
 
     with torch.device("meta"):
         G, D = StyleGenerator(), StyleDiscriminator()
@@ -506,11 +506,12 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
     """4x4 -> 8x8 (fade included) with the logistic loss; the checkpoint holds w_avg and the fixed
     noise maps, and load_generator samples the style-based G_ema."""
     from click.testing import CliRunner
-    from helpers import TINY16_ARGS
 
-    from progan.train.checkpoint import list_checkpoints, load_checkpoint
     from progan.cli import main
     from progan.sampling.generator import load_generator
+    from progan.train.checkpoint import list_checkpoints, load_checkpoint
+
+    from helpers import TINY16_ARGS
 
     run = tmp_path / "run"
     args = [

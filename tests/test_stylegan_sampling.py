@@ -16,7 +16,6 @@ from progan.sampling.generator import latents, load_generator
 from helpers import invoke
 
 
-
 def png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
@@ -78,9 +77,9 @@ def test_bad_mixing_options_are_one_line(style_run, tmp_path, args, needle):
 
 
 def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
-    from progan.train.checkpoint import save_checkpoint
     from progan.config.schema import TrainConfig
     from progan.nets.progan import build
+    from progan.train.checkpoint import save_checkpoint
 
     cfg = TrainConfig(res_max=8, fmap_max=8, latent_dim=8, minibatch={4: 4, 8: 4})
     g, d = build(cfg)
@@ -94,8 +93,8 @@ def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
 
 def test_a_style_based_run_resumes_bit_exactly(face_store, tmp_path):
     """Exact resume holds for the style-based G too: mixing draws, noise seeds and w_avg included."""
-    from progan.train.checkpoint import list_checkpoints, load_checkpoint
     from progan.config.schema import TrainConfig
+    from progan.train.checkpoint import list_checkpoints, load_checkpoint
     from progan.train.loop import train
 
     cfg = TrainConfig(data=str(face_store), arch="stylegan", net={"w_dim": 16, "mapping_fmaps": 16},

@@ -14,12 +14,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
 from progan.config.schema import TrainConfig
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.train.loop import train
 
 from helpers import TINY16, TINY16_ARGS, invoke, quiet
+
 
 def tiny(store, **kw) -> TrainConfig:
     return TrainConfig(data=str(store), **{**TINY16, **kw})

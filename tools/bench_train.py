@@ -24,9 +24,9 @@ ops agrees, tests/test_bench.py checks it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import contextlib
 import math
 import platform
 import resource
@@ -36,18 +36,18 @@ from pathlib import Path
 import click
 import torch
 
-from progan.nets.build import build_networks
 from progan.config.files import load_config
 from progan.config.schema import TrainConfig
 from progan.devices import resolve_device
+from progan.nets.build import build_networks
+from progan.nets.progan import Discriminator, Generator, num_features
+from progan.progress import fmt_duration
 from progan.train.ema import update_ema
 from progan.train.losses import g_loss, wgangp_d_loss
-from progan.nets.progan import Discriminator, Generator, num_features
 from progan.train.precision import penalty_in_fp32
-from progan.progress import fmt_duration
 from progan.train.schedule import phases
-from progan.train.streams import step_inputs
 from progan.train.step import make_optimizer, set_trainable, train_step
+from progan.train.streams import step_inputs
 
 PATHS = ("fp32_eager", "optimised")
 # The optimised path with the gradient penalty's pass in fp32: the trainer's route on CPUs whose bf16

@@ -78,8 +78,8 @@ def _check_target(target, watch, interval):
     """A checkpoint file or a run directory (with checkpoints unless watching); True for a run."""
     from pathlib import Path
 
-    from progan.train.checkpoint import list_checkpoints
     from progan.metrics.evaluate import check_interval
+    from progan.train.checkpoint import list_checkpoints
 
     check_interval(interval)
     target = Path(target)
@@ -116,8 +116,8 @@ def _run_evaluator(ev, target, is_run, watch, interval, echo):
 def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
               interval):
     """The checkpoint / run-directory form shared by `progan fid` and `progan swd`."""
-    from progan.train.checkpoint import list_checkpoints
     from progan.metrics.evaluate import Evaluator, check_counts, default_n, result_name, result_path
+    from progan.train.checkpoint import list_checkpoints
 
     is_run = _check_target(target, watch, interval)
     check_counts(n, batch)

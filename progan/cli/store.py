@@ -106,8 +106,8 @@ def info_cmd(store, verify):
 
 
 def _verify(store, meta):
-    from progan.store.verify import verify_store
     from progan.progress import Progress
+    from progan.store.verify import verify_store
 
     bar = Progress(meta["count"] * len(meta["levels"]), sys.stderr.isatty(), unit="records")
     checked, bad = verify_store(store, progress=lambda done, total: bar.update(done))

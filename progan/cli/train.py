@@ -55,8 +55,8 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     A scalar option replaces its per-resolution table: --batch every minibatch entry, --lr the
     lr_table, --kimg-fade/--kimg-stable the kimg_table.
     """
-    from progan.train import distributed as dist_utils
     from progan.config.resume import resolve_config
+    from progan.train import distributed as dist_utils
     from progan.train.checks import preflight
     from progan.train.loop import run_job
 

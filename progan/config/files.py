@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError

@@ -10,7 +10,6 @@ import math
 
 from progan.errors import ProganError
 
-
 # The largest resolution progan builds networks for (the paper's 1024 and one step beyond).
 RES_CEILING = 2048
 

@@ -11,7 +11,6 @@ from progan.config.levels import check_pow2, levels
 from progan.config.schema import _FIELDS, ARCH_KEYS, TrainConfig, from_dict
 from progan.errors import ProganError
 
-
 # Keys a continued run may change from its saved config without being asked explicitly: where the
 # data is read from and how, the device and precision, how often things are written, and where the
 # run ends (raise total_kimg to train longer). Any other difference is a conflict unless given on

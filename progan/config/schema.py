@@ -16,7 +16,6 @@ from progan.devices import parse_device
 from progan.errors import ProganError
 from progan.nets.registry import resolve_options
 
-
 # Paper, Appendix A.1, one GPU: 16 up to 128x128, then 14, 6, 3.
 PAPER_MINIBATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
 
@@ -110,7 +109,7 @@ class TrainConfig:
         d["betas"] = list(self.betas)
         return {k: v for k, v in d.items() if v is not None}
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return from_dict({**self.to_dict(), **changes})
 
 

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from progan.train.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name, write_failure
@@ -44,8 +43,15 @@ from progan.metrics.fid import (
 )
 from progan.metrics.inception import load_fid_inception
 from progan.metrics.swd import swd
+from progan.sampling.generator import (
+    cycling_labels,
+    generator_from_state,
+    latents,
+    sample,
+    to_uint8,
+)
+from progan.train.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from progan.train.reporting import EventWriter
-from progan.sampling.generator import cycling_labels, generator_from_state, latents, sample, to_uint8
 
 __all__ = [
     "CheckpointEvaluator",

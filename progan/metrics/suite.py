@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from progan.train.checkpoint import list_checkpoints
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name
@@ -74,6 +73,7 @@ from progan.metrics.ppl import EPSILON, perceptual_path_length
 from progan.metrics.precision_recall import LPIPS_HINT, VGG_HINT, load_vgg16, precision_recall
 from progan.metrics.swd import swd
 from progan.progress import Progress
+from progan.train.checkpoint import list_checkpoints
 
 __all__ = ["DEFAULT_N", "MetricSpec", "MetricSuite", "parse_metrics"]
 

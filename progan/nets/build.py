@@ -7,7 +7,7 @@ has a builder here (tested).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

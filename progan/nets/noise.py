@@ -10,7 +10,6 @@ import math
 
 import torch
 
-
 _M1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # splitmix64's constants, as signed int64
 
 

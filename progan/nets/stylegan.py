@@ -206,8 +206,8 @@ class StyleGenerator(nn.Module):
         self.res_max, self.latent_dim, self.num_classes, self.w_dim = res_max, latent_dim, 0, w_dim
         self.num_layers = layer_index(res_max) + 2
         self.style_mixing, self.w_avg_beta = style_mixing, w_avg_beta
-        nf = lambda r: num_features(r, fmap_base, fmap_max)
-        fused = lambda r: 0 < fused_res <= r
+        nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
+        fused = lambda r: 0 < fused_res <= r  # noqa: E731
         self.mapping = MappingNetwork(
             latent_dim, w_dim, mapping_layers, mapping_fmaps, mapping_lr_mul
         )
@@ -381,7 +381,7 @@ class StyleDiscriminator(Discriminator):
         if num_classes:
             raise ValueError("the StyleGAN discriminator is unconditional (num_classes must be 0)")
         super().__init__(res_max, fmap_base, fmap_max, 0, mbstd_group)
-        nf = lambda r: num_features(r, fmap_base, fmap_max)
+        nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
         self.blocks = nn.ModuleDict(
             {
                 str(r): StyleDBlock(nf(r), nf(r // 2), 0 < fused_res <= r)

@@ -150,7 +150,7 @@ def config_from_official(nets: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     f"the official network was built with {key} = {kw[key]!r}; progan's style-based "
                     f"networks implement only {key} = {value!r}"
                 )
-    opt = lambda kw, k, default: kw.get(k, default)
+    opt = lambda kw, k, default: kw.get(k, default)  # noqa: E731
     res_max = int(opt(g_kw, "resolution", 1024))
     sizes = [
         (int(opt(kw, "fmap_base", 8192)), int(opt(kw, "fmap_max", 512))) for kw in (g_kw, d_kw)

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
-
 
 Transform = Callable[[np.ndarray], np.ndarray]
 

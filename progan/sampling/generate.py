@@ -10,7 +10,15 @@ import torch
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, check_writable, write_failure
-from progan.sampling.generator import cycling_labels, image_grid, latents, load_generator, sample, sampling_options, to_uint8
+from progan.sampling.generator import (
+    cycling_labels,
+    image_grid,
+    latents,
+    load_generator,
+    sample,
+    sampling_options,
+    to_uint8,
+)
 
 
 def _hwc(imgs: torch.Tensor) -> np.ndarray:

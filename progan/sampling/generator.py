@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from progan.train.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
-from progan.nets.build import build_networks
 from progan.config.schema import from_dict
 from progan.errors import ProganError
+from progan.nets.build import build_networks
+from progan.train.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 
 
 def latents(n: int, latent_dim: int, seed: int | torch.Generator) -> torch.Tensor:

@@ -23,7 +23,6 @@ import zlib
 import numpy as np
 from PIL import Image
 
-
 FORMAT_VERSION = 2
 
 

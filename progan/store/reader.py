@@ -69,7 +69,7 @@ class StoreIdentity:
     mtime_ns: int
 
     @classmethod
-    def of(cls, path: str | os.PathLike) -> "StoreIdentity":
+    def of(cls, path: str | os.PathLike) -> StoreIdentity:
         try:
             st = (Path(path) / "data.mdb").stat()
         except OSError as e:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from progan.errors import ProganError
 from progan.store.format import LABELS_KEY, checksum, checksum_key, decode_image, image_key
-from progan.store.reader import _checksum_table, _level_values, _lmdb_errors, _shared_env, _validate_meta
+from progan.store.reader import (
+    _checksum_table,
+    _level_values,
+    _lmdb_errors,
+    _shared_env,
+    _validate_meta,
+)
 
 
 def _record_problem(value: bytes | memoryview | None, encoding: str, res: int,

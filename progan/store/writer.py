@@ -33,9 +33,17 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from progan.config import levels as res_levels
-from progan.store.format import COMPRESSED_MIN_RES, FORMAT_VERSION, LABELS_KEY, META_KEY, checksum, checksum_key, image_key
 from progan.errors import ProganError
 from progan.progress import Progress
+from progan.store.format import (
+    COMPRESSED_MIN_RES,
+    FORMAT_VERSION,
+    LABELS_KEY,
+    META_KEY,
+    checksum,
+    checksum_key,
+    image_key,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")

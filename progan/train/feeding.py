@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from progan.config.schema import TrainConfig
+from progan.errors import ProganError
 from progan.store.reader import LMDBImages, StoreChanged, StoreIdentity
 from progan.train.distributed import shard
-from progan.errors import ProganError
 from progan.train.schedule import Phase, Stage, stage_at
 from progan.train.streams import _seed
 

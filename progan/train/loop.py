@@ -21,26 +21,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from progan.train import checkpoint as ckpt
-from progan.train import distributed as dist_utils
 from progan.config.files import to_toml
 from progan.config.schema import TrainConfig
-from progan.store.reader import StoreChanged
-from progan.train.checks import check_classes, check_compatible, preflight
 from progan.devices import resolve_device
-from progan.train.ema import ema_beta, update_ema
 from progan.errors import ProganError
-from progan.train.feeding import Feeding
-from progan.train.streams import GRID, position_generator, step_inputs, step_noise
 from progan.fileio import atomic_path, leftover_temporaries, write_failure
 from progan.nets.build import build_networks
+from progan.sampling.generator import StageGenerator, cycling_labels, latents
+from progan.store.reader import StoreChanged
+from progan.train import checkpoint as ckpt
+from progan.train import distributed as dist_utils
+from progan.train.checks import check_classes, check_compatible, preflight
+from progan.train.ema import ema_beta, update_ema
+from progan.train.feeding import Feeding
 from progan.train.optim import TFAdam
 from progan.train.precision import penalty_in_fp32
 from progan.train.reporting import EventWriter, Ticks, report_grid, report_tick
 from progan.train.runlock import run_lock
-from progan.sampling.generator import StageGenerator, cycling_labels, latents
 from progan.train.schedule import phases, stage_at, total_images
 from progan.train.step import enter_phase, preprocess_reals, train_step
+from progan.train.streams import GRID, position_generator, step_inputs, step_noise
 
 
 @dataclass

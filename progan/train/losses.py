@@ -10,7 +10,7 @@ Each D loss returns (total, stats) where stats are detached scalars for logging.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

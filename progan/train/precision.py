@@ -79,7 +79,7 @@ def run_check(device: torch.device, conv=None) -> CheckResult:
     return CheckResult(worst)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_check(device: str, isa: str | None) -> CheckResult:
     return run_check(torch.device(device))
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from progan.train import distributed as dist_utils
 from progan.fileio import atomic_path, write_failure
 from progan.progress import fmt_duration
 from progan.sampling.generator import image_grid
+from progan.train import distributed as dist_utils
 from progan.train.schedule import Stage
 
 
