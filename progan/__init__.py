@@ -15,8 +15,8 @@ def load_generator(checkpoint, device="cpu", **options):
 
     The module runs at the checkpoint's resolution and alpha; ``options`` are the architecture's
     sampling options (a style-based G: ``truncation_psi``, ``truncation_cutoff``, ``noise_mode``).
-    See ``progan.sampling``.
+    See ``progan.sampling.generator``.
     """
-    from progan.sampling import load_generator as _load
+    from progan.sampling.generator import load_generator as _load
 
     return _load(checkpoint, device=device, **options)

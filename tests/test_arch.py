@@ -1,5 +1,6 @@
-"""The architecture registry: a second generator/discriminator pair plugs in through one dict entry,
-its name and options travel with the run, and a run is never continued with other networks."""
+"""The architecture registry: a second generator/discriminator pair plugs in through a registry entry
+(its name and options, data) and a builder; its name and options travel with the run, and a run is
+never continued with other networks."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from progan import arch, networks
-from progan.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
-from progan.config import TrainConfig, from_dict, load_run_config
+from progan.config.files import load_run_config
+from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError
-from progan.sampling import load_generator
+from progan.nets import build, registry
+from progan.nets import progan as networks
+from progan.sampling.generator import load_generator
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
-from test_training import TINY_ARGS
+from helpers import TINY16_ARGS, invoke
 
 
 class WideningGenerator(networks.Generator):
@@ -37,8 +40,9 @@ def build_toy(cfg: TrainConfig, num_classes: int):
 
 @pytest.fixture
 def toy_arch(monkeypatch):
-    monkeypatch.setitem(arch.ARCHITECTURES, "toy",
-                        arch.Architecture(build_toy, "test stand-in", {"gain": 1.0, "blocks": 2}))
+    monkeypatch.setitem(registry.ARCHITECTURES, "toy",
+                        registry.Architecture("test stand-in", {"gain": 1.0, "blocks": 2}))
+    monkeypatch.setitem(build.BUILDERS, "toy", build_toy)
 
 
 def test_unknown_arch_and_options_are_one_line_errors_naming_the_choices(toy_arch):
@@ -61,7 +65,7 @@ def test_a_config_holds_every_option_of_its_arch_with_defaults_filled(toy_arch):
 def test_a_registered_arch_trains_resumes_and_samples_through_the_unchanged_cli(toy_arch, face_store,
                                                                                  tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--data", face_store, "--run-dir", run, *TINY_ARGS, "--res-max", "8",
+    args = ["train", "--data", face_store, "--run-dir", run, *TINY16_ARGS, "--res-max", "8",
             "--total-kimg", "0.064"]
     r = CliRunner().invoke(main, [str(a) for a in args + ["--arch", "toy", "--net", "gain=0.5"]])
     assert r.exit_code == 0, r.output
@@ -81,7 +85,7 @@ def test_a_registered_arch_trains_resumes_and_samples_through_the_unchanged_cli(
 
 def test_checkpoints_without_an_arch_are_progan_checkpoints(face_store, tmp_path):
     """Checkpoints from before the registry hold no arch: they resume as ProGAN, never as another."""
-    from progan.training_loop import check_compatible
+    from progan.train.checks import check_compatible
 
     cfg = TrainConfig(data=str(face_store), res_max=8, minibatch={4: 8, 8: 8})
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("arch", "net")}
@@ -92,7 +96,7 @@ def test_checkpoints_without_an_arch_are_progan_checkpoints(face_store, tmp_path
 
 def test_the_progan_entry_builds_the_paper_networks():
     cfg = TrainConfig(res_max=8, fmap_max=16, latent_dim=16, minibatch={4: 8, 8: 8})
-    g, d = arch.build_networks(cfg)
+    g, d = build.build_networks(cfg)
     assert type(g) is networks.Generator and type(d) is networks.Discriminator
     assert g(torch.zeros(2, 16), 8).shape == (2, 3, 8, 8)
 
@@ -106,7 +110,7 @@ def test_a_malformed_net_option_is_one_line(pair, tmp_path):
 
 
 def test_a_generators_own_step_inputs_are_split_over_processes_exactly_and_differ_for_d_and_g():
-    from progan.feeding import step_inputs
+    from progan.train.streams import step_inputs
 
     class NoisyG:
         def step_inputs(self, batch, res, gen):
@@ -119,3 +123,13 @@ def test_a_generators_own_step_inputs_are_split_over_processes_exactly_and_diffe
     assert not torch.equal(whole_d["noise"], whole_g["noise"])
     assert not torch.equal(step_inputs(NoisyG(), 3, 648, 8, 0, 8, 16)[0]["noise"], whole_d["noise"])
     assert step_inputs(networks.Generator(res_max=8, latent_dim=8, fmap_max=8), 3, 0, 8, 0, 8, 8) == ({}, {})
+
+
+def test_train_help_lists_every_registered_arch():
+    out = " ".join(invoke("train", "--help").output.split())
+    assert f"Architecture: {', '.join(sorted(registry.ARCHITECTURES))} [default: progan]." in out
+    assert "stylegan" in out
+
+
+def test_every_registered_arch_has_a_builder_and_every_builder_a_registry_entry():
+    assert set(build.BUILDERS) == set(registry.ARCHITECTURES)

@@ -3,10 +3,9 @@ script runs end to end."""
 
 from __future__ import annotations
 
-import math
-
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
-from progan.config import TrainConfig
-from progan.networks import Discriminator, Generator
-from progan.precision import penalty_in_fp32
+from progan.config.schema import TrainConfig
+from progan.nets.progan import Discriminator, Generator
+from progan.train.precision import penalty_in_fp32
+
+from helpers import AtenFlops
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_train", ROOT / "tools" / "bench_train.py")
@@ -147,7 +146,7 @@ def test_optimised_path_matches_fp32_within_bf16_tolerance(fp32_reference, route
     # Where this CPU's kernels measurably round more than a correctly rounded op does, the admitted
     # noise grows by the same factor (_kernel_roundings; about 1 on AVX512-BF16).
     # The penalty's pass runs where the trainer puts it ("auto": in fp32 where this CPU's bf16 double
-    # backward fails progan.precision's check, as on Intel AMX) and, forced, in fp32.
+    # backward fails progan.train.precision's check, as on Intel AMX) and, forced, in fp32.
     ref = fp32_reference
     penalty_fp32 = penalty_in_fp32(route, "bf16", torch.device("cpu"))
     per_op = TOL_ROUNDINGS * BF16_U * _kernel_roundings()
@@ -172,7 +171,7 @@ def test_precision_report_compares_every_trained_parameter():
 
 @pytest.mark.parametrize("res", [4, 8, 16, 32, 64, 128, 256, 512, 1024])
 def test_flop_count_reproduces_design_table(res):
-    # DESIGN.md counts the penalty as 5 forward passes of D (17 in all); the table is given to 3
+    # docs/design.md (section 3) counts the penalty as 5 forward passes of D (17 in all); the table is given to 3
     # significant figures (1.4 at 4x4 is 2% off our 1.43).
     got = bench.train_flops_per_image(res, convention="design") / 1e9
     assert got == pytest.approx(bench.DESIGN_GFLOP[res], rel=0.025)
@@ -195,33 +194,18 @@ def test_forward_flop_count_matches_the_aten_ops_of_the_paper_networks(fade):
         z = torch.randn(2, 512)
     alpha = 0.5 if fade else 1.0
     for res in (4, 8, 32, 128, 1024):
-        with _AtenFlops() as g_count:
+        with AtenFlops() as g_count:
             img = G(z, res, alpha)
-        with _AtenFlops() as d_count:
+        with AtenFlops() as d_count:
             D(img, res, alpha)
         assert (g_count.total, d_count.total) == tuple(2 * f for f in bench.forward_flops(res, fade=fade))
-
-
-class _AtenFlops(TorchDispatchMode):
-    """Counts the FLOPs of the aten ops that actually run (convs, matmuls, their backwards)."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func._overloadpacket in flop_registry:
-            self.total += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
-        return out
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_flop_count_matches_the_aten_ops_one_iteration_runs(alpha):
     cfg = TrainConfig(fmap_base=FMAP * 8, fmap_max=FMAP, latent_dim=32, res_max=RES)
     step, _ = bench.build_step(cfg, RES, alpha, BATCH, "fp32_eager", torch.device("cpu"))
-    with _AtenFlops() as counter:
+    with AtenFlops() as counter:
         step()
     expected = bench.train_flops_per_image(RES, FMAP * 8, FMAP, 32, fade=alpha < 1.0) * BATCH
     assert counter.total == pytest.approx(expected, rel=0.02)
@@ -253,7 +237,7 @@ def test_style_based_iteration_flops_match_the_aten_ops(loss):
     cfg = TrainConfig(arch="stylegan", fmap_base=FMAP * 8, fmap_max=FMAP, latent_dim=32, res_max=RES,
                       loss=loss, net={"w_dim": 32, "mapping_fmaps": 32, "style_mixing": 1.0, "fused_res": 8})
     step, (G, D) = bench.build_step(cfg, RES, 1.0, BATCH, "fp32_eager", torch.device("cpu"))
-    with _AtenFlops() as counter:
+    with AtenFlops() as counter:
         step()
     expected = bench.iteration_flops_per_image(cfg, G, D, RES, fade=False) * BATCH
     assert counter.total == pytest.approx(expected, rel=0.02)

@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from progan.cli import main
-from progan.data import FORMAT_VERSION, META_KEY, LMDBImages, image_key, read_meta
 from progan.errors import ProganError
-from progan.prepare import prepare_lmdb
+from progan.store.format import FORMAT_VERSION, META_KEY, image_key
+from progan.store.reader import LMDBImages, read_meta
+from progan.store.writer import prepare_lmdb
 
 N, RES_MAX = 10, 32
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from progan.checkpoint import list_checkpoints, load_checkpoint
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
 ARGS = ["--res-max", "8", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
         "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg", "0.032",
@@ -64,8 +64,8 @@ def test_two_processes_take_the_same_first_step_as_one_for_the_style_based_g(fac
         r = progan("train", "--data", face_store, "--run-dir", tmp_path / run, *ARGS, *style, nproc=nproc)
         assert r.returncode == 0, r.stderr + r.stdout
     w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
-    from progan.config import load_run_config
-    from progan.training_loop import new_run
+    from progan.config.files import load_run_config
+    from progan.train.loop import new_run
 
     lr, moved, flipped, total = 0.001, 0, 0, 0
     for k in w1:

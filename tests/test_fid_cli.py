@@ -16,102 +16,24 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from progan.checkpoint import list_checkpoints, load_checkpoint
-from progan.cli import main
-from progan.config import TrainConfig
-from progan.data import LMDBImages
 from progan.errors import ProganError
-from progan.generate import generate_images
 from progan.metrics import evaluate as ev
 from progan.metrics import inception as inc
-from progan.metrics.fid import fid_from_sources, frechet_distance, source_stats
+from progan.metrics.fid import fid_from_sources, source_stats
 from progan.metrics.swd import swd
-from progan.sampling import load_generator
-from progan.training_loop import train
+from progan.sampling.generate import generate_images
+from progan.store.reader import LMDBImages
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
-# tests/test_training.py's TINY, with few checkpoints: one tick per phase, only the newest kept.
-TINY = {
-    "res_max": 16, "fmap_base": 64, "fmap_max": 16, "latent_dim": 16, "kimg_fade": 0.016,
-    "kimg_stable": 0.016, "minibatch": {4: 8, 8: 8, 16: 8}, "tick_kimg": 0.016, "snapshot_ticks": 100,
-    "image_ticks": 100, "device": "cpu", "data_workers": 0, "grid_size": 16, "keep_checkpoints": 1,
-}  # fmt: skip
+from helpers import TinyFeatures, invoke_clean, scalars
+
+pytestmark = pytest.mark.usefixtures("no_user_cache")
+
 N = 32
 
 
-class TinyFeatures(torch.nn.Module):
-    """A fast stand-in for Inception: 4×4 average colours of uint8 images → fixed random 8-d features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = torch.randn(48, 8, generator=torch.Generator().manual_seed(0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.dtype == torch.uint8
-        x = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
-        return torch.tanh(x @ self.proj)
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
-
-
-def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
-
-
-@pytest.fixture(autouse=True)
-def no_user_cache(monkeypatch, tmp_path):
-    """The default statistics cache lives under $XDG_CACHE_HOME: keep tests out of the user's."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-@pytest.fixture(scope="module")
-def trained_run(face_store, tmp_path_factory) -> Path:
-    """A run trained to 16×16 (α = 1) with one checkpoint; tests evaluate copies of it."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    train(TrainConfig(data=str(face_store), **TINY), run, log=lambda msg: None)
-    return run
-
-
-@pytest.fixture
-def run(trained_run, tmp_path) -> Path:
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
-
-
-@pytest.fixture
-def tiny_features(monkeypatch):
-    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: TinyFeatures())
-
-
-@pytest.fixture(scope="module")
-def fid_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fid-cache")
-
-
-@pytest.fixture(scope="module")
-def evaluated_run(trained_run, fid_cache, tmp_path_factory):
-    """`progan fid RUN --n 32` with the real Inception, run once: (run, CLI result, the statistics
-    it compared and the distance: [((mu_ref, sigma_ref, mu_fake, sigma_fake), fid)])."""
-    run = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("evaluated") / "run"))
-    compared = []
-
-    def spy(*stats):
-        compared.append((stats, frechet_distance(*stats)))
-        return compared[-1][1]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ev, "frechet_distance", spy)
-        result = invoke("fid", run, "--n", N, "--device", "cpu", "--cache-dir", fid_cache)
-    return run, result, compared
 
 
 @pytest.mark.slow
@@ -178,7 +100,7 @@ def test_real_weights_second_run_skips_evaluated_checkpoints(evaluated_run, fid_
     ckpt = list_checkpoints(run)[-1]
     json_file = ckpt.parent / f"{ckpt.stem}.fid32.json"
     before = json_file.stat().st_mtime_ns
-    result = invoke("fid", run, "--n", N, "--device", "cpu", "--cache-dir", fid_cache)
+    result = invoke_clean("fid", run, "--n", N, "--device", "cpu", "--cache-dir", fid_cache)
     assert result.exit_code == 0, result.output
     assert "nothing to do" in result.output
     assert json_file.stat().st_mtime_ns == before
@@ -192,7 +114,7 @@ def test_fid_of_two_folders_is_the_frechet_distance_of_their_features(tiny_featu
         images[name] = np.clip(rng.integers(0, 196, (20, 16, 16, 3)) + shift, 0, 255).astype(np.uint8)
         for i, im in enumerate(images[name]):
             Image.fromarray(im).save(tmp_path / name / f"{i:03d}.png")
-    result = invoke(
+    result = invoke_clean(
         "fid", "--real", tmp_path / "a", "--fake", tmp_path / "b", "--n", 16, "--device", "cpu"
     )
     assert result.exit_code == 0, result.output
@@ -214,7 +136,7 @@ def test_fid_of_two_folders_is_the_frechet_distance_of_their_features(tiny_featu
 
 
 def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run, face_store, tmp_path):
-    result = invoke("swd", run, "--n", N, "--device", "cpu")
+    result = invoke_clean("swd", run, "--n", N, "--device", "cpu")
     assert result.exit_code == 0, result.output
     ckpt = list_checkpoints(run)[-1]
     record = json.loads((ckpt.parent / f"{ckpt.stem}.swd{N}.json").read_text())
@@ -233,7 +155,7 @@ def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run, face_s
     reals = LMDBImages(face_store, 16).read_level(np.arange(N))
     assert record["value"] == swd(reals, fakes, seed=0)["avg"]
     # `progan fid --metric swd` is the same command.
-    again = invoke("fid", ckpt, "--metric", "swd", "--n", N, "--device", "cpu")
+    again = invoke_clean("fid", ckpt, "--metric", "swd", "--n", N, "--device", "cpu")
     assert again.exit_code == 0, again.output
     assert (
         json.loads((ckpt.parent / f"{ckpt.stem}.swd{N}.json").read_text())["value"] == record["value"]
@@ -253,7 +175,7 @@ def test_watch_evaluates_new_checkpoints_until_ctrl_c(run, tiny_features, monkey
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ev.time, "sleep", sleep)
-    result = invoke(
+    result = invoke_clean(
         "fid",
         run,
         "--n",
@@ -276,7 +198,7 @@ def test_missing_inception_weights_is_a_one_line_error(run, monkeypatch, tmp_pat
     monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(inc, "_fid_helper_file", lambda: None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
-    result = invoke("fid", run, "--n", N, "--device", "cpu")
+    result = invoke_clean("fid", run, "--n", N, "--device", "cpu")
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: {inc.INSTALL_HINT}"]
 
@@ -313,7 +235,7 @@ def test_bad_input_is_a_one_line_error(
     target = make_target(run)
     args = [a.replace("{labelled}", str(labelled_store)) for a in args]
     for command in ("fid", "swd"):
-        result = invoke(command, target, "--n", N, "--device", "cpu", *args)
+        result = invoke_clean(command, target, "--n", N, "--device", "cpu", *args)
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
@@ -321,7 +243,7 @@ def test_bad_input_is_a_one_line_error(
 
 def test_a_corrupt_checkpoint_in_a_run_is_reported_and_passed_over(run, tiny_features):
     corrupt_checkpoint(run)
-    result = invoke("swd", run, "--n", 16, "--device", "cpu")
+    result = invoke_clean("swd", run, "--n", 16, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "corrupt" in result.output and "passed over" in result.output
     assert len(list((run / "checkpoints").glob("*.swd16.json"))) == 1

@@ -13,35 +13,17 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from progan.cli import main
-from progan.config import TrainConfig
+from progan.config.schema import TrainConfig
 from progan.errors import ProganError
 
-TINY_ARGS = ["--res-max", "8", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
-             "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg",
-             "0.032", "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
+from helpers import TINY_ARGS, invoke, one_line_error
+
 # Terminals that cannot encode a path: a UTF-8 one strict about encoding (what Python sets up in
 # a UTF-8 locale such as en_US.UTF-8) meets a name with a byte that is not UTF-8, a Latin-1 one
 # meets Cyrillic. Printing the path raised UnicodeEncodeError.
 STRICT_UTF8 = {"PYTHONIOENCODING": "utf-8:strict"}
 LATIN1 = {"PYTHONIOENCODING": "latin-1"}
-
-
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [a if isinstance(a, str) else str(a) for a in args], env=env)
-
-
-def one_line_error(result, *needles: str) -> str:
-    """The command failed with one line ``error: ...`` (its only one) holding every needle."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    lines = result.output.strip().splitlines()
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert errors == lines[-1:] and "Traceback" not in result.output, result.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 def progan(*args, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -54,7 +36,7 @@ def progan(*args, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, face_store) -> Path:
     """A finished run at 4x4 (32 images: checkpoints at 16 and 32)."""
-    from progan.training_loop import train
+    from progan.train.loop import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
     train(TrainConfig(data=str(face_store), res_max=4, fmap_base=64, fmap_max=16, latent_dim=16,
@@ -88,7 +70,7 @@ def test_a_config_file_that_is_not_utf8_or_not_toml_is_one_line_naming_it(face_s
 
 
 def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
-    from progan.config import load_toml
+    from progan.config.files import load_toml
 
     config = tmp_path / "windows.toml"
     config.write_bytes(b"\xef\xbb\xbfseed = 7\n")  # what Notepad saves
@@ -137,7 +119,7 @@ def test_a_path_name_longer_than_the_file_system_allows_is_one_line_naming_the_o
 
 
 def test_a_name_made_from_a_path_that_is_too_long_is_one_line_naming_the_option(tmp_path, monkeypatch):
-    from progan import prepare
+    from progan.store import writer as prepare
 
     out = tmp_path / ("b" * 250)  # fits; what progan appends to it (a temporary's suffix) may not
 
@@ -152,7 +134,7 @@ def test_a_name_made_from_a_path_that_is_too_long_is_one_line_naming_the_option(
 @pytest.fixture
 def undecodable(tmp_path) -> tuple[Path, str]:
     """A folder whose name holds a byte that is not UTF-8 (Python sees a surrogate), with 8 images."""
-    from progan.demo import make_demo_images
+    from progan.store.demo import make_demo_images
 
     name = os.fsdecode(b"faces-\xff")
     make_demo_images(tmp_path / name, n=8, size=8, seed=5)
@@ -324,7 +306,7 @@ def _errno_text_of_writing_into(folder: Path) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_a_write_into_a_folder_that_takes_no_files_names_its_errno_not_a_full_disk():
-    from progan import checkpoint as ckpt
+    from progan.train import checkpoint as ckpt
     from progan.fileio import write_failure
 
     folder = Path("/proc/self")  # a file system without free space that takes no new files
@@ -341,7 +323,7 @@ def test_a_write_into_a_folder_that_takes_no_files_names_its_errno_not_a_full_di
 def test_a_failed_store_write_is_not_blamed_on_a_full_disk(tmp_path):
     import lmdb
 
-    from progan import prepare
+    from progan.store import writer as prepare
 
     class Refusing:
         def begin(self, write):

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from progan.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
+from progan.train.losses import g_loss, logistic_r1_d_loss, wgangp_d_loss
 
 
 def softplus(s: float) -> float:

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from progan.checkpoint import list_checkpoints
-from progan.data import LMDBImages
 from progan.errors import ProganError
 from progan.metrics import suite as su
 from progan.metrics.evaluate import generated_images
@@ -25,25 +23,17 @@ from progan.metrics.inception_score import inception_logits, inception_score
 from progan.metrics.kid import kid
 from progan.metrics.ms_ssim import ms_ssim
 from progan.metrics.precision_recall import precision_recall
-from progan.sampling import load_generator
-from test_fid_cli import TinyFeatures, invoke, scalars
-from test_fid_cli import evaluated_run as evaluated_run  # noqa: F401  (module fixtures)
-from test_fid_cli import fid_cache as fid_cache  # noqa: F401
-from test_fid_cli import trained_run as trained_run  # noqa: F401
+from progan.sampling.generator import load_generator
+from progan.store.reader import LMDBImages
+from progan.train.checkpoint import list_checkpoints
+
+from helpers import TinyFeatures, invoke_clean, scalars
+
+pytestmark = pytest.mark.usefixtures("no_user_cache")
 
 N = 32
 ALL = f"fid{N},kid{N},is{N},pr{N}_3-inception,msssim{N},swd{N}"
 CLASSIFIER = torch.randn(1008, 8, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(autouse=True)
-def no_user_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-@pytest.fixture
-def run(trained_run, tmp_path) -> Path:  # noqa: F811
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
 @pytest.fixture
@@ -85,7 +75,7 @@ def test_parse_metrics_accepts_the_canonical_names_and_refuses_others():
 
 
 def test_one_call_writes_every_metric_from_one_generation(run, face_store, tiny_networks):
-    result = invoke("metrics", run, "--metrics", ALL, "--device", "cpu", "--batch", 10)
+    result = invoke_clean("metrics", run, "--metrics", ALL, "--device", "cpu", "--batch", 10)
     assert result.exit_code == 0, result.output
     # One generation of N images, one Inception pass over them and one over the N reals.
     assert tiny_networks["generated"] == [N] and tiny_networks["inception"] == 2 * N
@@ -127,7 +117,7 @@ def test_one_call_writes_every_metric_from_one_generation(run, face_store, tiny_
 
     # The FID and SWD files are those `progan fid` / `progan swd` write: they find nothing to do.
     for command in ("fid", "swd"):
-        again = invoke(command, run, "--n", N, "--device", "cpu")
+        again = invoke_clean(command, run, "--n", N, "--device", "cpu")
         assert again.exit_code == 0 and "nothing to do" in again.output, again.output
 
 
@@ -137,10 +127,10 @@ def test_fid_and_swd_equal_the_single_metric_commands(run, tiny_networks, monkey
     monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: TinyFeatures())
     ckpt = list_checkpoints(run)[-1]
     for command in ("fid", "swd"):
-        assert invoke(command, ckpt, "--n", N, "--device", "cpu").exit_code == 0
+        assert invoke_clean(command, ckpt, "--n", N, "--device", "cpu").exit_code == 0
     single = {name: read(ckpt, name)["value"] for name in (f"fid{N}", f"swd{N}")}
     # kid64 makes the suite generate 64 images; fid32 and swd32 take the first 32 of them.
-    result = invoke("metrics", ckpt, "--metrics", f"fid{N},swd{N},kid64", "--device", "cpu")
+    result = invoke_clean("metrics", ckpt, "--metrics", f"fid{N},swd{N},kid64", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert tiny_networks["generated"] == [64]
     assert read(ckpt, f"fid{N}")["value"] == pytest.approx(single[f"fid{N}"], rel=1e-6)
@@ -160,7 +150,7 @@ def test_vgg_precision_recall_uses_the_given_detector_for_fakes_and_reals(
     run, face_store, tiny_networks, tmp_path
 ):
     torch.jit.save(torch.jit.script(_Detector()), str(tmp_path / "vgg16.pt"))
-    result = invoke("metrics", run, "--metrics", f"pr{N}_3", "--vgg-weights", tmp_path / "vgg16.pt",
+    result = invoke_clean("metrics", run, "--metrics", f"pr{N}_3", "--vgg-weights", tmp_path / "vgg16.pt",
                     "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert tiny_networks["inception"] == 0  # no Inception metric asked: not even loaded
@@ -177,7 +167,7 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
     run, tiny_networks, monkeypatch
 ):
     first = list_checkpoints(run)[-1]
-    assert invoke("metrics", run, "--metrics", f"fid{N}", "--device", "cpu").exit_code == 0
+    assert invoke_clean("metrics", run, "--metrics", f"fid{N}", "--device", "cpu").exit_code == 0
     fid_file = first.parent / f"{first.stem}.fid{N}.json"
     before = fid_file.stat().st_mtime_ns
     later = first.with_name("ckpt-000000999999.pt")
@@ -193,7 +183,7 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
     from progan.metrics import evaluate as ev
 
     monkeypatch.setattr(ev.time, "sleep", sleep)
-    result = invoke("metrics", run, "--metrics", f"fid{N},is{N}", "--device", "cpu", "--watch",
+    result = invoke_clean("metrics", run, "--metrics", f"fid{N},is{N}", "--device", "cpu", "--watch",
                     "--interval", 5)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "stopped watching" in result.output and sleeps == [5, 5]
@@ -205,8 +195,8 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
 def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_watching(
     run, tiny_networks, monkeypatch
 ):
-    from progan.checkpoint import load_checkpoint
     from progan.metrics import evaluate as ev
+    from progan.train.checkpoint import load_checkpoint
 
     first = list_checkpoints(run)[-1]
     state = load_checkpoint(first)
@@ -221,7 +211,7 @@ def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_wa
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ev.time, "sleep", sleep)
-    result = invoke("metrics", run, "--metrics", f"fid{N},msssim{N}", "--device", "cpu", "--watch")
+    result = invoke_clean("metrics", run, "--metrics", f"fid{N},msssim{N}", "--device", "cpu", "--watch")
     assert result.exit_code == 0, result.output
     assert result.output.count(f"{early.name}: msssim{N} needs at least 16×16; skipped") == 1
     assert read(early, f"fid{N}")["res"] == 8 and not (run / "checkpoints" / f"{early.stem}.msssim{N}.json").exists()
@@ -245,7 +235,7 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, monkeypatch, args, message
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, tmp_path / "no_fc.pth")
     args = [a.replace("{npz}", str(tmp_path / "stats.npz")).replace("{no_fc}", str(tmp_path / "no_fc.pth"))
             for a in args]  # fmt: skip
-    result = invoke("metrics", run, "--device", "cpu", *args)
+    result = invoke_clean("metrics", run, "--device", "cpu", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
@@ -267,7 +257,7 @@ def test_real_weights_one_pass_gives_progan_fids_number_and_kid_pr_of_the_same_f
         return model
 
     monkeypatch.setattr(su, "load_fid_inception", counting)
-    result = invoke("metrics", run, "--metrics", f"fid{N},kid{N},pr{N}_3-inception", "--device",
+    result = invoke_clean("metrics", run, "--metrics", f"fid{N},kid{N},pr{N}_3-inception", "--device",
                     "cpu", "--cache-dir", fid_cache)  # fmt: skip
     assert result.exit_code == 0, result.output
     feats = np.concatenate(seen)

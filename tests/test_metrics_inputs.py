@@ -16,16 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from progan.checkpoint import list_checkpoints
 from progan.metrics import evaluate as ev
 from progan.metrics import suite as su
 from progan.metrics.fid import source_stats
-from test_fid_cli import TinyFeatures, invoke
-from test_fid_cli import tiny_features as tiny_features  # noqa: F401  (fixture)
-from test_fid_cli import trained_run as trained_run  # noqa: F401  (module fixture)
-from test_stylegan_sampling import style_run as style_run  # noqa: F401  (module fixture)
-from test_metrics_cli import no_user_cache as no_user_cache  # noqa: F401  (autouse fixture)
-from test_metrics_cli import run as run  # noqa: F401  (fixture: a copy of trained_run)
+from progan.train.checkpoint import list_checkpoints
+
+from helpers import TinyFeatures, invoke_clean
+
+pytestmark = pytest.mark.usefixtures("no_user_cache")
 
 
 def one_line_error(result, *needles: str) -> str:
@@ -47,7 +45,7 @@ def one_line_error(result, *needles: str) -> str:
 ])  # fmt: skip
 def test_generate_refuses_a_truncation_that_would_draw_nan_or_nothing(style_run, tmp_path, args, option):  # noqa: F811
     out = tmp_path / "out"
-    one_line_error(invoke("generate", style_run, "--out", out, "--n", 2, *args), option)
+    one_line_error(invoke_clean("generate", style_run, "--out", out, "--n", 2, *args), option)
     assert not list(out.glob("*.png"))
 
 
@@ -59,7 +57,7 @@ def test_watch_interval_must_be_a_second_to_a_day(run, tiny_features, monkeypatc
 
     monkeypatch.setattr(ev.time, "sleep", sleep)
     extra = ["--metrics", "swd16"] if command == "metrics" else []
-    result = invoke(command, run, "--n" if command != "metrics" else "--batch", 16, *extra,
+    result = invoke_clean(command, run, "--n" if command != "metrics" else "--batch", 16, *extra,
                     "--device", "cpu", "--watch", "--interval", interval)  # fmt: skip
     one_line_error(result, "--interval must be from 1 to 86400 seconds")
     assert not list((run / "checkpoints").glob("*.json"))  # refused before any evaluation
@@ -128,7 +126,7 @@ def test_a_bad_reference_npz_is_refused_before_any_image_is_generated(
     monkeypatch.setattr(su, "generated_images", lambda *a, **k: generated.append(1) or iter(()))
     stats = bad_stats(tmp_path, kind)
     which = ["--n", 16] if command == "fid" else ["--metrics", "fid16"]
-    result = invoke(command, run, *which, "--device", "cpu", "--ref", stats)
+    result = invoke_clean(command, run, *which, "--device", "cpu", "--ref", stats)
     one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
     assert generated == [] and sized_features.seen == 0
 
@@ -137,11 +135,11 @@ def test_a_bad_reference_npz_is_refused_before_any_image_is_generated(
 def test_a_bad_npz_source_is_refused_before_the_other_sources_feature_pass(
     sized_features, tmp_path, kind
 ):
-    from progan.demo import make_demo_images
+    from progan.store.demo import make_demo_images
 
     make_demo_images(tmp_path / "reals", n=4, size=16, seed=1)
     stats = bad_stats(tmp_path, kind)
-    result = invoke("fid", "--real", tmp_path / "reals", "--fake", stats, "--device", "cpu")
+    result = invoke_clean("fid", "--real", tmp_path / "reals", "--fake", stats, "--device", "cpu")
     one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
     assert sized_features.seen == 0
 
@@ -167,18 +165,18 @@ def test_a_very_long_reference_name_gives_results_and_caches_that_fit(
 ):
     store = Path(shutil.copytree(face_store, tmp_path / ("é" * 120 + ".lmdb")))  # 245 bytes
     which = ["--n", 16] if command == "fid" else ["--metrics", "fid16,kid16"]
-    result = invoke(command, run, *which, "--device", "cpu", "--ref", store,
+    result = invoke_clean(command, run, *which, "--device", "cpu", "--ref", store,
                     "--cache-dir", tmp_path / "cache")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(list((run / "checkpoints").glob("*.json"))) == (2 if command == "metrics" else 1)
     assert max(name_bytes(run / "checkpoints")) <= 200 and max(name_bytes(tmp_path / "cache")) <= 200
-    again = invoke(command, run, *which, "--device", "cpu", "--ref", store)
+    again = invoke_clean(command, run, *which, "--device", "cpu", "--ref", store)
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
 
 
 def test_a_checkpoint_with_a_very_long_name_gets_its_result_beside_it(run, tmp_path):
     ckpt = Path(shutil.copy(list_checkpoints(run)[-1], tmp_path / ("c" * 250 + ".pt")))
-    result = invoke("swd", ckpt, "--n", 16, "--device", "cpu")
+    result = invoke_clean("swd", ckpt, "--n", 16, "--device", "cpu")
     assert result.exit_code == 0, result.output
     (json_file,) = tmp_path.glob("c*.json")
     assert json.loads(json_file.read_text())["metric"] == "swd16"
@@ -242,7 +240,7 @@ def assert_plain(line: str) -> None:
 def test_inception_weights_that_are_not_weights_are_one_sentence(run, tmp_path, kind):
     weights = not_weights(tmp_path, kind)
     for args in (["fid", run, "--n", 16], ["metrics", run, "--metrics", "is16"]):
-        result = invoke(*args, "--device", "cpu", "--inception-weights", weights)
+        result = invoke_clean(*args, "--device", "cpu", "--inception-weights", weights)
         line = one_line_error(result, f"'{weights}'", INCEPTION_PROBLEMS[kind])
         assert_plain(line)
         if kind in WEIGHTS_PROBLEMS:
@@ -257,7 +255,7 @@ def test_vgg_weights_that_are_not_the_detector_are_one_sentence_before_any_image
     generated = []
     monkeypatch.setattr(su, "generated_images", lambda *a, **k: generated.append(1) or iter(()))
     weights = not_weights(tmp_path, kind)
-    result = invoke("metrics", run, "--metrics", "pr16_3", "--device", "cpu", "--vgg-weights", weights)
+    result = invoke_clean("metrics", run, "--metrics", "pr16_3", "--device", "cpu", "--vgg-weights", weights)
     line = one_line_error(result, f"'{weights}'", VGG_PROBLEMS[kind])
     assert_plain(line)
     assert generated == []
@@ -288,7 +286,7 @@ def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(run, t
 
     monkeypatch.setattr(Image.Image, "save", full_disk_after(2, Image.Image.save, target=1))
     out = tmp_path / "out"
-    result = invoke("generate", run, "--out", out, "--n", 4)
+    result = invoke_clean("generate", run, "--out", out, "--n", 4)
     one_line_error(result, f"'{out / 'seed0000-00002.png'}'", "No space left on device",
                    "files written before are intact")  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["seed0000-00000.png", "seed0000-00001.png"]
@@ -299,7 +297,7 @@ def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(run, t
 def test_a_full_disk_loses_only_the_fid_cache_not_the_fid(run, tiny_features, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(np, "savez_compressed", full_disk_after(0, np.savez_compressed))
     cache = tmp_path / "cache"
-    result = invoke("fid", run, "--n", 16, "--device", "cpu", "--cache-dir", cache)
+    result = invoke_clean("fid", run, "--n", 16, "--device", "cpu", "--cache-dir", cache)
     assert result.exit_code == 0, result.output
     assert "warning: could not write cache file" in result.output and "No space left" in result.output
     assert "fid16 = " in result.output and list(cache.iterdir()) == []
@@ -310,7 +308,7 @@ def test_a_full_disk_loses_only_the_feature_cache_not_the_kid(run, tiny_features
     monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
     monkeypatch.setattr(np, "save", full_disk_after(0, np.save))
     cache = tmp_path / "cache"
-    result = invoke("metrics", run, "--metrics", "kid16", "--device", "cpu", "--cache-dir", cache)
+    result = invoke_clean("metrics", run, "--metrics", "kid16", "--device", "cpu", "--cache-dir", cache)
     assert result.exit_code == 0, result.output
     assert "warning: could not write cache file" in result.output and "kid16 = " in result.output
     assert list(cache.iterdir()) == []
@@ -335,7 +333,7 @@ def test_a_metric_whose_json_cannot_be_written_is_printed_first(
     monkeypatch.setattr(ev, "atomic_path", read_only)  # root-proof: chmod does not stop root
     ckpt = list_checkpoints(run)[-1]
     args = [str(a).replace("{run}", str(run)).replace("{ckpt}", str(ckpt)) for a in args]
-    result = invoke(*args, "--device", "cpu")
+    result = invoke_clean(*args, "--device", "cpu")
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("error: could not write") and "Read-only file system" in lines[-1]

@@ -5,13 +5,8 @@ import math
 import pytest
 import torch
 
-from progan.layers import EqualizedConv2d, EqualizedLinear, minibatch_stddev
-from progan.networks import (
-    Discriminator,
-    Generator,
-    num_features,
-    stage_parameter_count,
-)
+from progan.nets.layers import EqualizedConv2d, EqualizedLinear, minibatch_stddev
+from progan.nets.progan import Discriminator, Generator, num_features, stage_parameter_count
 
 
 def small(res_max=32, **kw):
@@ -83,8 +78,8 @@ def test_blended_reals_at_alpha_zero_are_what_d_saw_at_the_previous_resolution(r
     # The trainer fades the reals in as D's input path fades: at alpha = 0, D at ``res`` on the
     # trainer's blended reals computes D at ``res / 2`` on the downsampled reals, bit for bit (a
     # 2x2 average of four equal values is exact, lerp with weight 0 returns its start).
-    from progan.layers import downsample2x
-    from progan.training_loop import preprocess_reals
+    from progan.nets.layers import downsample2x
+    from progan.train.step import preprocess_reals
 
     torch.manual_seed(0)
     d = Discriminator(res, fmap_base=128, fmap_max=32)

@@ -10,49 +10,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from progan import checkpoint as ckpt
-from progan.cli import main
-from progan.config import TrainConfig, check_world, load_run_config, resolve_config, to_toml
+from progan.config.files import load_run_config, to_toml
+from progan.config.resume import resolve_config
+from progan.config.schema import TrainConfig, check_world
 from progan.errors import ProganError
-from progan.training_loop import descend, make_optimizer, train
+from progan.train import checkpoint as ckpt
+from progan.train.loop import train
+from progan.train.step import descend, make_optimizer
 
-TINY = dict(res_max=8, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
-            minibatch={4: 8, 8: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=1,
-            device="cpu", data_workers=0, grid_size=16, keep_checkpoints=50)
-TINY_ARGS = ["--res-max", "8", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
-             "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg",
-             "0.032", "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
-
-
-def quiet(msg):
-    pass
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    """The command failed with one line ``error: ...`` (its last) holding every needle, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert errors == lines[-1:] and "Traceback" not in result.output, result.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
-
-
-@pytest.fixture
-def short_run(face_store, tmp_path):
-    """A finished run of 128 images at 4x4 (checkpoints at 32, 64, 96, 128)."""
-    run = tmp_path / "run"
-    train(TrainConfig(data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8},
-                                                  "total_kimg": 0.128}), run, log=quiet)
-    return run
+from helpers import TINY, TINY_ARGS, invoke, one_line_error
 
 
 def snapshot_bytes(folder):
@@ -330,3 +298,16 @@ def test_a_hostile_checkpoint_is_refused_in_our_words_and_runs_nothing(tmp_path)
     result = invoke("generate", tmp_path / "evil.pt", "--out", tmp_path / "out")
     one_line_error(result, "evil.pt", "not a progan checkpoint", "nothing in it was run")
     assert not marker.exists()
+
+
+def test_progan_train_checks_a_run_once(face_store, tmp_path, monkeypatch):
+    """`progan train`'s checks (store, device, processes, folders) run once, not again in train()."""
+    from progan.train import checks
+
+    checked = []
+    real = checks.check_store
+    monkeypatch.setattr(checks, "check_store", lambda cfg: checked.append(cfg.data) or real(cfg))
+    r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
+               "--res-max", "4", "--total-kimg", "0.032")
+    assert r.exit_code == 0, r.output
+    assert checked == [str(face_store)]

@@ -2,7 +2,7 @@
 
 Each fixture holds a small official G_paper / D_paper with seeded weights, its outputs at several
 lods, its WGAN-GP losses and its weights after one training step (see the tool's docstring). No
-TensorFlow here: the official variables are mapped into progan's networks (progan.official), and
+TensorFlow here: the official variables are mapped into progan's networks (progan.official.progan), and
 progan must compute the same numbers.
 
 Tolerances (fp32): G images and D scores to 1e-5 relative to the largest output value (the
@@ -22,12 +22,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.config import TrainConfig
-from progan.losses import g_loss, penalty_grad_scale, split_critic_output, wgangp_d_loss
-from progan.networks import Discriminator, Generator
-from progan.official import discriminator_state, generator_state, lod_to_stage
-from progan.optim import TFAdam
-from progan.training_loop import set_trainable, train_step
+from progan.config.schema import TrainConfig
+from progan.nets.progan import Discriminator, Generator
+from progan.official.importer import lod_to_stage
+from progan.official.progan import discriminator_state, generator_state
+from progan.train.losses import g_loss, penalty_grad_scale, split_critic_output, wgangp_d_loss
+from progan.train.optim import TFAdam
+from progan.train.step import set_trainable, train_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 UNCONDITIONAL = ["official-32", "official-64-unfused"]
@@ -299,9 +300,9 @@ PICKLE = FIXTURES / "pickle-32.pkl"
 
 
 def test_imported_pickle_reproduces_official_images(tmp_path):
-    from progan.checkpoint import load_checkpoint, resolve_checkpoint
-    from progan.sampling import load_generator
-    from progan.official import import_official
+    from progan.official.importer import import_official
+    from progan.sampling.generator import load_generator
+    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
     case = Case("official-32")
@@ -322,7 +323,7 @@ def test_imported_pickle_reproduces_official_images(tmp_path):
 
 def test_import_refuses_an_existing_run(tmp_path):
     from progan.errors import ProganError
-    from progan.official import import_official
+    from progan.official.importer import import_official
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
     with pytest.raises(ProganError, match="already holds checkpoints"):
@@ -343,7 +344,7 @@ def test_pickle_with_code_is_refused_and_nothing_runs(tmp_path):
     import pickle
 
     from progan.errors import ProganError
-    from progan.official import load_official_pickle
+    from progan.official.progan import load_official_pickle
 
     marker = tmp_path / "ran.txt"
     bad = tmp_path / "bad.pkl"
@@ -378,8 +379,9 @@ def _official_layout_pickle(monkeypatch, states) -> bytes:
 
 
 def test_build_module_src_is_never_executed(tmp_path, monkeypatch):
-    from progan.sampling import load_generator
-    from progan.official import import_official, load_official_pickle
+    from progan.official.importer import import_official
+    from progan.official.progan import load_official_pickle
+    from progan.sampling.generator import load_generator
 
     marker = tmp_path / "ran.txt"
     nets = load_official_pickle(PICKLE)
@@ -404,7 +406,7 @@ def test_build_module_src_is_never_executed(tmp_path, monkeypatch):
 
 def test_object_arrays_are_refused(tmp_path, monkeypatch):
     from progan.errors import ProganError
-    from progan.official import load_official_pickle
+    from progan.official.progan import load_official_pickle
 
     states = [{"version": 2, "variables": [("x", np.array(["a", "b"], dtype=object))]}] * 3
     path = tmp_path / "obj.pkl"
@@ -415,7 +417,7 @@ def test_object_arrays_are_refused(tmp_path, monkeypatch):
 
 def test_truncated_pickle_is_a_one_line_error(tmp_path):
     from progan.errors import ProganError
-    from progan.official import load_official_pickle
+    from progan.official.progan import load_official_pickle
 
     path = tmp_path / "cut.pkl"
     path.write_bytes(PICKLE.read_bytes()[:5000])
@@ -425,7 +427,7 @@ def test_truncated_pickle_is_a_one_line_error(tmp_path):
 
 def test_full_size_official_names_map_onto_paper_networks():
     """The 1024x1024 networks' variables (names and shapes from the official code) fit progan's."""
-    from progan.official import check_fits
+    from progan.official.importer import check_fits
 
     shapes = json.loads((FIXTURES / "shapes-1024.json").read_text())
     zeros = lambda kind: {n: np.broadcast_to(np.float32(0), s) for n, s in shapes[kind].items()}  # noqa: E731
@@ -441,10 +443,10 @@ def test_full_size_official_names_map_onto_paper_networks():
 def test_imported_run_generates_and_fine_tunes_through_the_cli(tmp_path):
     from click.testing import CliRunner
 
-    from progan.checkpoint import list_checkpoints
     from progan.cli import main
-    from progan.demo import make_demo_images
-    from progan.prepare import prepare_lmdb
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
+    from progan.train.checkpoint import list_checkpoints
 
     make_demo_images(tmp_path / "src", n=16, size=32, seed=4)
     prepare_lmdb(tmp_path / "src", tmp_path / "faces.lmdb", res_max=32, workers=0, progress=False)
@@ -483,7 +485,7 @@ def test_imported_run_generates_and_fine_tunes_through_the_cli(tmp_path):
 def _damaged_pickle(tmp_path, monkeypatch, lod=None, bad=None) -> Path:
     """The fixture pickle with Gs's ``lod`` replaced, or ``bad`` = (network, variable, value) put
     into one element of that variable."""
-    from progan.official import load_official_pickle
+    from progan.official.progan import load_official_pickle
 
     nets = load_official_pickle(PICKLE)
     if lod is not None:
@@ -525,8 +527,8 @@ def test_a_pickle_whose_lod_is_not_a_stage_of_its_network_is_refused(tmp_path, m
 
 
 def test_the_last_lod_of_a_network_imports_at_its_first_resolution(tmp_path, monkeypatch):
-    from progan.official import import_official
-    from progan.sampling import load_generator
+    from progan.official.importer import import_official
+    from progan.sampling.generator import load_generator
 
     import_official(_damaged_pickle(tmp_path, monkeypatch, lod=3.0), tmp_path / "run", log=lambda m: None)
     g = load_generator(tmp_path / "run")
@@ -545,8 +547,8 @@ def test_a_pickle_with_nan_or_infinite_weights_is_refused(tmp_path, monkeypatch,
 
 def test_import_into_a_run_directory_another_process_holds_is_refused(tmp_path):
     from progan.errors import ProganError
-    from progan.official import import_official
-    from progan.runlock import run_lock
+    from progan.official.importer import import_official
+    from progan.train.runlock import run_lock
 
     run = tmp_path / "run"
     with run_lock(run):  # a trainer that has not written its first checkpoint yet

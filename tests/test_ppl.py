@@ -16,15 +16,16 @@ import pytest
 import torch
 from torch import nn
 
-from progan.checkpoint import save_checkpoint
-from progan.config import TrainConfig
+from progan.config.schema import TrainConfig
 from progan.errors import ProganError
 from progan.metrics import ppl as pp
 from progan.metrics import suite as su
 from progan.metrics.precision_recall import VGG16Features
-from progan.sampling import StageGenerator, load_generator
-from progan.stylegan import StyleGenerator
-from test_fid_cli import invoke, scalars
+from progan.nets.stylegan import StyleGenerator
+from progan.sampling.generator import StageGenerator, load_generator
+from progan.train.checkpoint import save_checkpoint
+
+from helpers import invoke_clean, scalars
 
 RES = 32
 STYLE = {"arch": "stylegan", "res_max": RES, "fmap_base": 128, "fmap_max": 16, "latent_dim": 16,
@@ -245,7 +246,7 @@ def test_metrics_writes_ppl_json_and_scalar_equal_to_the_direct_computation(
         su, "generated_images", lambda g, n, **k: generated.append(n) or shared(g, n, **k)
     )
     names = ["ppl16_wend", "ppl16_zfull-nocrop", "msssim8"]
-    result = invoke("metrics", ckpt, "--metrics", ",".join(names), "--vgg-weights", vgg,
+    result = invoke_clean("metrics", ckpt, "--metrics", ",".join(names), "--vgg-weights", vgg,
                     "--device", "cpu", "--batch", 8)  # fmt: skip
     assert result.exit_code == 0, result.output
     # PPL draws its own pairs: the shared pass generates MS-SSIM's 8 images only.
@@ -283,7 +284,7 @@ def test_ppl_names_follow_the_suites_scheme():
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 @pytest.mark.parametrize("case", ["progan", "no-vgg"])
 def test_ppl_errors_are_one_line(tmp_path, vgg, case):
-    from progan.arch import build_networks
+    from progan.nets.build import build_networks
 
     if case == "progan":
         config = {k: v for k, v in STYLE.items() if k not in ("arch", "net")}
@@ -294,7 +295,7 @@ def test_ppl_errors_are_one_line(tmp_path, vgg, case):
     # ProGAN at 16×16, where PPL would be skipped: the generator is what is wrong, said first.
     ckpt = _checkpoint(tmp_path / "run", config if case == "progan" else STYLE, g,
                        16 if case == "progan" else RES)
-    result = invoke("metrics", ckpt, "--metrics", "ppl16_wend", "--device", "cpu", *args)
+    result = invoke_clean("metrics", ckpt, "--metrics", "ppl16_wend", "--device", "cpu", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ppl16_wend"), lines

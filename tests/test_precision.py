@@ -6,13 +6,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan import precision
-from progan.config import TrainConfig
-from progan.losses import logistic_r1_d_loss, wgangp_d_loss
-from progan.networks import Discriminator
-from progan.precision import (BF16_U, CHECK_BOUND, CHECK_SHAPES, CheckResult, check_inputs, double_backward_weight_grad,
-                              penalty_in_fp32, run_check)
-from progan.training_loop import train
+from progan.config.schema import TrainConfig
+from progan.nets.progan import Discriminator
+from progan.train import precision
+from progan.train.loop import train
+from progan.train.losses import logistic_r1_d_loss, wgangp_d_loss
+from progan.train.precision import (
+    BF16_U,
+    CHECK_BOUND,
+    CHECK_SHAPES,
+    CheckResult,
+    check_inputs,
+    double_backward_weight_grad,
+    penalty_in_fp32,
+    run_check,
+)
 
 CPU = torch.device("cpu")
 
@@ -104,7 +112,7 @@ def test_fp32_route_takes_the_penalty_pass_out_of_autocast(loss):
 
 def test_trainer_logs_the_check_once_and_takes_the_route(face_store, tmp_path, monkeypatch):
     """Where the check fails (as on Intel AMX), every step's penalty runs in fp32, and one line says so."""
-    import progan.training_loop as loop
+    import progan.train.loop as loop
 
     monkeypatch.setattr(precision, "_cached_check", lambda *a: CheckResult(0.49))
     seen = []

@@ -10,14 +10,14 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-import progan.prepare as prepare
-from progan.cli import main
-from progan.data import LMDBImages, read_meta
+import progan.store.writer as prepare
 from progan.errors import ProganError
-from progan.prepare import box_downsample, prepare_lmdb
+from progan.store.reader import LMDBImages, read_meta
+from progan.store.writer import box_downsample, prepare_lmdb
+
+from helpers import invoke_clean
 
 RES = 16
 RED, BLUE = (230, 20, 20), (20, 20, 230)
@@ -38,12 +38,6 @@ def records(store: Path) -> dict[bytes, bytes]:
 def top(store: Path, index: int = 0, res: int = RES) -> np.ndarray:
     """Image ``index`` at level ``res`` as (H, W, 3)."""
     return LMDBImages(store, res)[index].numpy().transpose(1, 2, 0).astype(int)
-
-
-def run_cli(*args: str):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def make_folder(root: Path) -> None:
@@ -90,7 +84,7 @@ GOOD = ["a_rgb.jpg", "b_rgba.png", "c_palette.png", "d_gray.png", "e_cmyk.jpg", 
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("prep")
     make_folder(root / "src")
-    result = run_cli("prepare-lmdb", root / "src", root / "store", "--res-max", RES,
+    result = invoke_clean("prepare-lmdb", root / "src", root / "store", "--res-max", RES,
                      "--background", "#102030", "--workers", "2")
     return root, result
 
@@ -194,7 +188,7 @@ def test_small_images_are_upscaled_and_counted_or_skipped_below_min_size(tmp_pat
     src.mkdir()
     solid(RED, size=(8, 8)).save(src / "small.png")
     solid(RED, size=(40, 34)).save(src / "big.png")
-    result = run_cli("prepare-lmdb", src, tmp_path / "s1", "--res-max", 32, "--workers", 0)
+    result = invoke_clean("prepare-lmdb", src, tmp_path / "s1", "--res-max", 32, "--workers", 0)
     assert result.exit_code == 0 and "1 images were smaller than 32 px" in result.output
     assert read_meta(tmp_path / "s1")["upscaled"] == 1
     s = prepare_lmdb(src, tmp_path / "s2", res_max=32, min_size=16, workers=0, progress=False)
@@ -210,7 +204,7 @@ def test_crop_none_skips_non_square_images(tmp_path):
 
 def test_strict_fails_and_leaves_no_store(tmp_path):
     make_folder(tmp_path / "src")
-    result = run_cli("prepare-lmdb", tmp_path / "src", tmp_path / "out", "--res-max", 8, "--strict")
+    result = invoke_clean("prepare-lmdb", tmp_path / "src", tmp_path / "out", "--res-max", 8, "--strict")
     assert result.exit_code != 0 and "--strict" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
@@ -218,12 +212,12 @@ def test_strict_fails_and_leaves_no_store(tmp_path):
 def test_refuses_existing_output_and_missing_source(tmp_path):
     (tmp_path / "out").mkdir()
     solid(RED).save(tmp_path / "a.png")
-    result = run_cli("prepare-lmdb", tmp_path / "a.png", tmp_path / "out", "--res-max", 8)
+    result = invoke_clean("prepare-lmdb", tmp_path / "a.png", tmp_path / "out", "--res-max", 8)
     assert result.exit_code == 2 and "already exists" in result.output
-    result = run_cli("prepare-lmdb", tmp_path / "nope", tmp_path / "out2")
+    result = invoke_clean("prepare-lmdb", tmp_path / "nope", tmp_path / "out2")
     assert result.exit_code == 2 and "nope' not found" in result.output
     (tmp_path / "empty").mkdir()
-    result = run_cli("prepare-lmdb", tmp_path / "empty", tmp_path / "out3")
+    result = invoke_clean("prepare-lmdb", tmp_path / "empty", tmp_path / "out3")
     assert result.exit_code == 2 and "no image files" in result.output
 
 
@@ -246,7 +240,7 @@ def test_ctrl_c_and_disk_errors_clean_up_the_partial_store(tmp_path, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(prepare, "_write", interrupt)
-    result = run_cli("prepare-lmdb", tmp_path, out, "--res-max", 8, "--workers", 0)
+    result = invoke_clean("prepare-lmdb", tmp_path, out, "--res-max", 8, "--workers", 0)
     assert result.exit_code == 130 and "interrupted" in result.output
     assert not list(tmp_path.glob("out*")), "the stale and the new partial store are both gone"
     monkeypatch.undo()
@@ -255,7 +249,7 @@ def test_ctrl_c_and_disk_errors_clean_up_the_partial_store(tmp_path, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(prepare.os, "rename", full)
-    result = run_cli("prepare-lmdb", tmp_path, out, "--res-max", 8, "--workers", 0)
+    result = invoke_clean("prepare-lmdb", tmp_path, out, "--res-max", 8, "--workers", 0)
     assert result.exit_code == 2 and "No space left on device" in result.output
     assert not list(tmp_path.glob("out*"))
 
@@ -284,7 +278,7 @@ def test_zip_entries_too_large_bomb_like_or_with_unsafe_paths_are_skipped_unread
         z.writestr("big.png", np.random.default_rng(0).bytes(3 << 20))  # incompressible
         z.writestr("bomb.png", bytes(2 << 20))  # ~1000:1
         z.writestr("readme.txt", "about")
-    result = run_cli("prepare-lmdb", tmp_path / "src.zip", tmp_path / "s", "--res-max", 8,
+    result = invoke_clean("prepare-lmdb", tmp_path / "src.zip", tmp_path / "s", "--res-max", 8,
                      "--workers", 0, "--max-file-mb", 2)
     assert result.exit_code == 0, result.output
     assert "skipped ../escape.png: unsafe path" in result.output
@@ -334,7 +328,7 @@ def test_reading_stops_at_the_cap_whatever_the_header_says(tmp_path):
 def test_res_max_beyond_the_ceiling_is_refused_before_reading(tmp_path, res_max):
     """Before: 1048576 was blamed on every image as 'unreadable (MemoryError)', or OOM-killed."""
     solid(RED).save(tmp_path / "a.png")
-    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", res_max)
+    result = invoke_clean("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", res_max)
     assert result.exit_code == 2
     assert f"--res-max must be a power of two from 4 to 4096, got {res_max}" in result.output
     assert not (tmp_path / "s").exists()
@@ -343,7 +337,7 @@ def test_res_max_beyond_the_ceiling_is_refused_before_reading(tmp_path, res_max)
 def test_every_record_has_a_checksum_that_matches(tmp_path):
     import zlib
 
-    from progan.data import checksum_key
+    from progan.store.format import checksum_key
 
     for i, color in enumerate([RED, BLUE]):
         solid(color).save(tmp_path / f"{i}.png")
@@ -463,13 +457,13 @@ def test_file_names_are_printed_escaped(tmp_path):
     (src / "two\nlines.png").write_text("x")
     (src / "red\x1b[31m.png").write_text("x")
     out = tmp_path / "s\x1b]0;title\x07"
-    result = run_cli("prepare-lmdb", src, out, "--res-max", 8, "--workers", 0)
+    result = invoke_clean("prepare-lmdb", src, out, "--res-max", 8, "--workers", 0)
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert "skipped two\\nlines.png: not an image" in result.output
     assert "skipped red\\x1b[31m.png: not an image" in result.output
     assert "s\\x1b]0;title\\x07' in" in result.output
-    result = run_cli("prepare-lmdb", src, tmp_path / "s2", "--res-max", 8, "--workers", 0,
+    result = invoke_clean("prepare-lmdb", src, tmp_path / "s2", "--res-max", 8, "--workers", 0,
                      "--strict")
     assert result.exit_code == 2
     assert "error: --strict: skipped 'red\\x1b[31m.png': not an image" in result.output
@@ -482,7 +476,7 @@ def test_workers_out_of_range_is_one_line_naming_the_option(tmp_path, monkeypatc
     """Before: -1 decoded silently in-process; 10**6 forked until killed (no pool starts now)."""
     solid(RED).save(tmp_path / "a.png")
     monkeypatch.setattr(prepare.mp, "get_context", lambda *a: pytest.fail("a pool started"))
-    result = run_cli("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", 8,
+    result = invoke_clean("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", 8,
                      "--workers", workers)
     assert result.exit_code == 2
     assert result.output.startswith(f"error: --workers must be from 0 (decode in this process) "
@@ -492,7 +486,7 @@ def test_workers_out_of_range_is_one_line_naming_the_option(tmp_path, monkeypatc
 
 def test_train_refuses_negative_workers_naming_the_option(tmp_path):
     """Before: 'data_workers must be >= 0', a name the command line does not have."""
-    result = run_cli("train", "--data", tmp_path / "none.lmdb", "--run-dir", tmp_path / "run",
+    result = invoke_clean("train", "--data", tmp_path / "none.lmdb", "--run-dir", tmp_path / "run",
                      "--workers", -1)
     assert result.exit_code == 2 and "'--workers'" in result.output
     assert not (tmp_path / "run").exists()

@@ -3,7 +3,6 @@ changed under the run, a run with nothing to resume, networks of another shape, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from progan import checkpoint as ckpt
-from progan.config import TrainConfig, resolve_config, to_toml
+from progan.config.files import to_toml
+from progan.config.resume import resolve_config
+from progan.config.schema import TrainConfig
 from progan.errors import ProganError
-from progan.training_loop import train
-from test_never_lose_a_run import TINY, invoke, one_line_error, quiet, short_run  # noqa: F401
+from progan.train import checkpoint as ckpt
+from progan.train.loop import train
+
+from helpers import TINY, invoke, one_line_error, quiet
 
 
 def _edit_newest_checkpoint(run, edit):
@@ -42,7 +44,7 @@ def test_a_shape_mismatch_of_g_alone_in_a_checkpoint_names_g(short_run):
 
 
 def test_a_shape_mismatch_of_g_alone_in_an_official_pickle_names_g(tmp_path, monkeypatch):
-    from progan import official
+    from progan.official import importer as official
 
     read = official.read_official_pickle
 
@@ -105,8 +107,8 @@ def test_resume_with_no_checkpoint_is_refused_and_writes_nothing(short_run, dama
 
 def test_a_conditional_run_resumed_on_a_store_with_other_classes_names_both_counts(
         labelled_store, tmp_path):
-    from progan.demo import make_demo_images
-    from progan.prepare import prepare_lmdb
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
 
     for i, name in enumerate("abc"):
         make_demo_images(tmp_path / "src" / name, n=8, size=8, seed=i)
@@ -157,8 +159,8 @@ def _run_that_changes_its_store(change):
 
 
 def test_a_store_replaced_while_training_stops_it_with_a_checkpoint_and_one_line(face_store, tmp_path):
-    from progan.demo import make_demo_images
-    from progan.prepare import prepare_lmdb
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
 
     store = tmp_path / "faces.lmdb"
     shutil.copytree(face_store, store)
@@ -186,9 +188,9 @@ def test_a_store_replaced_while_training_stops_it_with_a_checkpoint_and_one_line
 
 _TRUNCATING_RUN = """
 import os, sys
-from progan.config import TrainConfig
+from progan.config.schema import TrainConfig
 from progan.errors import ProganError
-from progan.training_loop import train
+from progan.train.loop import train
 
 store, run, tiny = sys.argv[1], sys.argv[2], eval(sys.argv[3])
 done = []

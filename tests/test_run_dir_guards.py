@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from test_never_lose_a_run import TINY_ARGS, invoke, one_line_error
 
-from progan import checkpoint as ckpt
+from progan.train import checkpoint as ckpt
+
+from helpers import TINY_ARGS, invoke, one_line_error
 
 LONG = ["--kimg-stable", "50", "--snapshot-ticks", "1000"]  # trains until it is stopped
 
@@ -42,7 +43,7 @@ def wait_for_line(proc, prefix: str) -> str:
 
 @pytest.mark.slow
 def test_a_second_trainer_or_resume_on_a_running_run_is_refused_naming_the_holder(face_store, tmp_path):
-    from progan.runlock import lock_path
+    from progan.train.runlock import lock_path
 
     run = tmp_path / "run"
     first = trainer(face_store, run, *LONG)
@@ -108,7 +109,7 @@ def test_a_trainer_killed_mid_checkpoint_leaves_neither_a_stuck_lock_nor_its_par
 
 def test_the_run_lock_excludes_a_second_holder_and_is_free_again_after(tmp_path):
     from progan.errors import ProganError
-    from progan.runlock import check_unlocked, run_lock
+    from progan.train.runlock import check_unlocked, run_lock
 
     run = tmp_path / "new" / "run"
     check_unlocked(run)  # nothing there yet: nothing created
@@ -187,7 +188,7 @@ def test_a_checkpoints_folder_that_cannot_be_written_is_refused_before_training(
 @pytest.mark.slow
 def test_a_locked_run_refuses_a_torchrun_job_before_launch_and_every_rank_of_one_leaves(
         face_store, tmp_path):
-    from progan.runlock import run_lock
+    from progan.train.runlock import run_lock
 
     run = tmp_path / "run"
     base = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from progan.config import TrainConfig, from_dict, load_config, to_toml, load_toml
+from progan.config.files import load_config, load_toml, to_toml
+from progan.config.schema import TrainConfig, from_dict
 from progan.errors import ProganError
-from progan.schedule import phases, stage_at, total_images
+from progan.train.schedule import phases, stage_at, total_images
 
 
 def test_paper_schedule_is_13_6_million_images():
@@ -65,7 +66,7 @@ def test_toml_round_trip(tmp_path):
     assert from_dict(load_toml(p)) == cfg
 
 
-SHIPPED = sorted(p.stem for p in (Path(__file__).parent.parent / "configs").glob("*.toml"))
+SHIPPED = sorted(p.stem for p in (Path(__file__).parent.parent / "progan" / "config" / "presets").glob("*.toml"))
 
 
 @pytest.mark.parametrize("name", SHIPPED)

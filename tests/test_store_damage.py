@@ -22,14 +22,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from progan.cli import main
-from progan.config import TrainConfig
-from progan.data import (
-    META_KEY, LMDBImages, checksum_key, image_key, read_meta, verify_store,
-)
+from progan.config.schema import TrainConfig
 from progan.errors import ProganError
-from progan.feeding import Feeding
-from progan.prepare import prepare_lmdb
-from progan.storecheck import LmdbDamage, check_lmdb_file
+from progan.store.check import LmdbDamage, check_lmdb_file
+from progan.store.format import META_KEY, checksum_key, image_key
+from progan.store.reader import LMDBImages, read_meta
+from progan.store.verify import verify_store
+from progan.store.writer import prepare_lmdb
+from progan.train.feeding import Feeding
 
 N, RES = 24, 32
 PAGE = 4096

@@ -2,7 +2,7 @@
 tools/official_stylegan_reference.py froze, and its progressive-growing contract.
 
 No TensorFlow here: the official variables are mapped into progan's StyleGenerator /
-StyleDiscriminator (progan.official_stylegan), which must compute the same numbers.
+StyleDiscriminator (progan.official.stylegan), which must compute the same numbers.
 
 Tolerances (fp32): outputs to 1e-5 relative to the largest reference magnitude: the official fp32
 images are themselves up to 2.6e-5 (absolute, at a magnitude of 9.8) from a float64 evaluation of
@@ -21,11 +21,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
-from progan.official import discriminator_state, lod_to_stage
-from progan.official_stylegan import generator_state
-from progan.optim import TFAdam
-from progan.stylegan import StyleDiscriminator, StyleGenerator, seeded_noise
+from progan.nets.noise import seeded_noise
+from progan.nets.stylegan import StyleDiscriminator, StyleGenerator
+from progan.official.importer import lod_to_stage
+from progan.official.progan import discriminator_state
+from progan.official.stylegan import generator_state
+from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale
+from progan.train.optim import TFAdam
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_stylegan"
 CASES = ["stylegan-32", "stylegan-16-fused"]
@@ -337,7 +339,7 @@ def test_step_inputs_give_each_sample_the_same_draws_however_the_batch_is_split(
     same generator state, the same draws."""
     G, _ = _small()
     z = torch.randn(8, 16)
-    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))
+    draw = lambda: G.step_inputs(8, 32, torch.Generator().manual_seed(5))  # noqa: E731
     full, again = draw(), draw()
     assert all(torch.equal(full[k], again[k]) for k in full)
     assert all(v.shape[0] == 8 for v in full.values())
@@ -401,9 +403,9 @@ def test_noise_modes():
 
 
 def test_registry_builds_the_networks_from_the_net_table():
-    from progan.arch import build_networks
-    from progan.config import from_dict
+    from progan.config.schema import from_dict
     from progan.errors import ProganError
+    from progan.nets.build import build_networks
 
     cfg = from_dict(
         {
@@ -430,10 +432,10 @@ PICKLE = FIXTURES / "pickle-16.pkl"  # (G, D, Gs) of the stylegan-16-fused case,
 
 
 def test_imported_pickle_reproduces_official_images(tmp_path):
-    """No code from the pickle runs (progan.official's restricted unpickler); Gs becomes G_ema."""
-    from progan.checkpoint import load_checkpoint, resolve_checkpoint
-    from progan.official import import_official
-    from progan.sampling import load_generator
+    """No code from the pickle runs (progan.official.pickles' restricted unpickler); Gs becomes G_ema."""
+    from progan.official.importer import import_official
+    from progan.sampling.generator import load_generator
+    from progan.train.checkpoint import load_checkpoint, resolve_checkpoint
 
     import_official(PICKLE, tmp_path / "run", log=lambda msg: None)
     case = Case("stylegan-16-fused")
@@ -456,8 +458,8 @@ def test_imported_pickle_reproduces_official_images(tmp_path):
 
 def test_config_from_official_refuses_options_progan_does_not_implement():
     from progan.errors import ProganError
-    from progan.official import read_official_pickle
-    from progan.official_stylegan import config_from_official, stylegan_networks
+    from progan.official.pickles import read_official_pickle
+    from progan.official.stylegan import config_from_official, stylegan_networks
 
     nets = stylegan_networks(PICKLE, read_official_pickle(PICKLE))
     cfg = config_from_official(nets)
@@ -476,18 +478,18 @@ def test_config_from_official_refuses_options_progan_does_not_implement():
 def test_forward_flop_count_matches_the_aten_ops_of_the_official_networks(fade):
     """The analytic count (for bench_train) against the convs and matmuls that run, at 1024x1024
     widths (shapes only, on the meta device), fused ops from 128 included."""
-    from test_bench import _AtenFlops
+    from progan.nets.flops import forward_flops
 
-    from progan.stylegan import forward_flops
+    from helpers import AtenFlops
 
     with torch.device("meta"):
         G, D = StyleGenerator(), StyleDiscriminator()
         z = torch.randn(2, 512)
     alpha = 0.5 if fade else 1.0
     for res in (4, 8, 64, 128, 1024):
-        with _AtenFlops() as g_count:
+        with AtenFlops() as g_count:
             img = G(z, res, alpha, noise_mode="none")
-        with _AtenFlops() as d_count:
+        with AtenFlops() as d_count:
             D(img, res, alpha)
         assert (g_count.total, d_count.total) == tuple(
             2 * f for f in forward_flops(G, D, res, fade)
@@ -504,11 +506,12 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
     """4x4 -> 8x8 (fade included) with the logistic loss; the checkpoint holds w_avg and the fixed
     noise maps, and load_generator samples the style-based G_ema."""
     from click.testing import CliRunner
-    from test_training import TINY_ARGS
 
-    from progan.checkpoint import list_checkpoints, load_checkpoint
     from progan.cli import main
-    from progan.sampling import load_generator
+    from progan.sampling.generator import load_generator
+    from progan.train.checkpoint import list_checkpoints, load_checkpoint
+
+    from helpers import TINY16_ARGS
 
     run = tmp_path / "run"
     args = [
@@ -517,7 +520,7 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
         face_store,
         "--run-dir",
         run,
-        *TINY_ARGS,
+        *TINY16_ARGS,
         "--res-max",
         "8",
         "--total-kimg",

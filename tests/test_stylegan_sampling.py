@@ -8,39 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from progan.cli import main
-from progan.generate import generate_images
-from progan.sampling import latents, load_generator
+from progan.sampling.generate import generate_images
+from progan.sampling.generator import latents, load_generator
 
-PICKLE = Path(__file__).parent / "fixtures" / "official_stylegan" / "pickle-16.pkl"
-
-
-@pytest.fixture(scope="module")
-def style_run(tmp_path_factory) -> Path:
-    from progan.official import import_official
-
-    run = tmp_path_factory.mktemp("sg") / "run"
-    import_official(PICKLE, run, log=lambda msg: None)
-    return run
+from helpers import invoke
 
 
 def png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-def cli(*args) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_truncation_zero_gives_every_latent_the_average_image(style_run, tmp_path):
-    r = cli("generate", style_run, "--out", tmp_path / "t0", "--n", 3, "--truncation", 0, "--noise", "const")
+    r = invoke("generate", style_run, "--out", tmp_path / "t0", "--n", 3, "--truncation", 0, "--noise", "const")
     assert r.exit_code == 0, r.output
     a, b, c = (png(p) for p in sorted((tmp_path / "t0").glob("seed*.png")))
     assert np.array_equal(a, b) and np.array_equal(b, c)
-    r = cli("generate", style_run, "--out", tmp_path / "t1", "--n", 3, "--noise", "const")
+    r = invoke("generate", style_run, "--out", tmp_path / "t1", "--n", 3, "--noise", "const")
     a, b, _ = (png(p) for p in sorted((tmp_path / "t1").glob("seed*.png")))
     assert not np.array_equal(a, b)
 
@@ -67,7 +52,7 @@ def test_random_noise_is_a_function_of_the_latent_only(style_run, tmp_path):
 
 
 def test_style_mixing_grid_layout_and_self_mixing(style_run, tmp_path):
-    r = cli("generate", style_run, "--out", tmp_path, "--n", 1, "--noise", "const",
+    r = invoke("generate", style_run, "--out", tmp_path, "--n", 1, "--noise", "const",
             "--mix-rows", "1,2", "--mix-cols", "2,1,5", "--mix-cutoff", 2)
     assert r.exit_code == 0, r.output
     grid = png(tmp_path / "style-mixing.png")
@@ -87,14 +72,14 @@ def test_style_mixing_grid_layout_and_self_mixing(style_run, tmp_path):
     (["--mix-rows", "1", "--mix-cols", "2", "--mix-cutoff", "99"], "--mix-cutoff must be from 1 to"),
 ])
 def test_bad_mixing_options_are_one_line(style_run, tmp_path, args, needle):
-    r = cli("generate", style_run, "--out", tmp_path, "--n", 1, *args)
+    r = invoke("generate", style_run, "--out", tmp_path, "--n", 1, *args)
     assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output
 
 
 def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
-    from progan.checkpoint import save_checkpoint
-    from progan.config import TrainConfig
-    from progan.networks import build
+    from progan.config.schema import TrainConfig
+    from progan.nets.progan import build
+    from progan.train.checkpoint import save_checkpoint
 
     cfg = TrainConfig(res_max=8, fmap_max=8, latent_dim=8, minibatch={4: 4, 8: 4})
     g, d = build(cfg)
@@ -102,15 +87,15 @@ def test_a_progan_generator_refuses_style_options_in_one_line(tmp_path):
                                        "num_classes": 0, "config": cfg.to_dict(), "G": g.state_dict(),
                                        "D": d.state_dict(), "G_ema": g.state_dict(), "opt_G": {}, "opt_D": {}})
     for args in (["--truncation", "0.7"], ["--mix-rows", "1", "--mix-cols", "2"]):
-        r = cli("generate", tmp_path / "run", "--out", tmp_path / "o", *args)
+        r = invoke("generate", tmp_path / "run", "--out", tmp_path / "o", *args)
         assert r.exit_code == 2 and "style-based generator (arch stylegan)" in r.output, r.output
 
 
 def test_a_style_based_run_resumes_bit_exactly(face_store, tmp_path):
     """Exact resume holds for the style-based G too: mixing draws, noise seeds and w_avg included."""
-    from progan.checkpoint import list_checkpoints, load_checkpoint
-    from progan.config import TrainConfig
-    from progan.training_loop import train
+    from progan.config.schema import TrainConfig
+    from progan.train.checkpoint import list_checkpoints, load_checkpoint
+    from progan.train.loop import train
 
     cfg = TrainConfig(data=str(face_store), arch="stylegan", net={"w_dim": 16, "mapping_fmaps": 16},
                       loss="logistic", res_max=8, fmap_base=64, fmap_max=16, latent_dim=16,

@@ -14,25 +14,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from progan.checkpoint import list_checkpoints, load_checkpoint
 from progan.cli import main
-from progan.config import TrainConfig
-from progan.training_loop import train
+from progan.config.schema import TrainConfig
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
+from progan.train.loop import train
 
-TINY = dict(res_max=16, fmap_base=64, fmap_max=16, latent_dim=16, kimg_fade=0.064, kimg_stable=0.064,
-            minibatch={4: 8, 8: 8, 16: 8}, tick_kimg=0.032, snapshot_ticks=1, image_ticks=2,
-            device="cpu", data_workers=0, grid_size=16, keep_checkpoints=50)
-TINY_ARGS = ["--res-max", "16", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
-             "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg", "0.032",
-             "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
+from helpers import TINY16, TINY16_ARGS, invoke, quiet
 
 
 def tiny(store, **kw) -> TrainConfig:
-    return TrainConfig(data=str(store), **{**TINY, **kw})
-
-
-def quiet(msg):
-    pass
+    return TrainConfig(data=str(store), **{**TINY16, **kw})
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -63,8 +54,8 @@ def test_training_grows_through_two_resolutions_with_finite_losses(face_store, t
 @pytest.mark.slow
 def test_generator_learns_something(face_store, tmp_path):
     """After a short run G_ema's images have moved from the initial ones toward the data's colours."""
-    from progan.sampling import load_generator
-    from progan.data import LMDBImages
+    from progan.sampling.generator import load_generator
+    from progan.store.reader import LMDBImages
 
     run = tmp_path / "run"
     train(tiny(face_store, res_max=8, kimg_stable=0.4, kimg_fade=0.1, lr=0.003), run, log=quiet)
@@ -73,8 +64,8 @@ def test_generator_learns_something(face_store, tmp_path):
     fakes = g(z)
     reals = LMDBImages(face_store, 8).read_level().float() / 127.5 - 1
     torch.manual_seed(0)
-    g0 = TrainConfig(**{**TINY, "res_max": 8})
-    from progan.arch import build_networks
+    g0 = TrainConfig(**{**TINY16, "res_max": 8})
+    from progan.nets.build import build_networks
 
     init, _ = build_networks(g0)
     init_fakes = init(z, 8, 1.0)
@@ -102,7 +93,7 @@ def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
     train(cfg, tmp_path / "a", log=quiet)
     run = tmp_path / "b"
     cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
-           *TINY_ARGS]
+           *TINY16_ARGS]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -125,7 +116,7 @@ def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
 def test_sigint_writes_a_checkpoint_and_exits(face_store, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
-           *TINY_ARGS, "--kimg-stable", "50", "--snapshot-ticks", "1000"]
+           *TINY16_ARGS, "--kimg-stable", "50", "--snapshot-ticks", "1000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "samples" / "reals.png").exists():
@@ -168,7 +159,7 @@ def two_colour_store(root: Path) -> Path:
     import numpy as np
     from PIL import Image
 
-    from progan.prepare import prepare_lmdb
+    from progan.store.writer import prepare_lmdb
 
     rng = np.random.default_rng(0)
     for name, colour in (("a_red", (200, 40, 40)), ("b_blue", (40, 40, 200))):
@@ -185,10 +176,10 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
     """Trained briefly on red class 0 and blue class 1, G's class-0 samples are redder than its
     class-1 samples from the same latents: the paired difference of (red - blue) is positive beyond
     3 standard errors (a label-blind G gives a difference of exactly 0)."""
-    from progan.sampling import load_generator
+    from progan.sampling.generator import load_generator
 
     store = two_colour_store(tmp_path)
-    cfg = TrainConfig(data=str(store), **{**TINY, "res_max": 4, "minibatch": {4: 8}, "kimg_stable": 0.32,
+    cfg = TrainConfig(data=str(store), **{**TINY16, "res_max": 4, "minibatch": {4: 8}, "kimg_stable": 0.32,
                                            "lr": 0.003, "image_ticks": 100},
                       loss="logistic", conditional=True)
     r = train(cfg, tmp_path / "run", log=quiet)
@@ -210,7 +201,7 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
 def test_bf16_run_follows_the_fp32_run(face_store, tmp_path):
     """bf16 changes the trajectory by rounding, not its course: after the same short run from the
     same seed the bf16 weights differ from fp32's (bf16 ran), by less than training moved them."""
-    from progan.arch import build_networks
+    from progan.nets.build import build_networks
 
     for precision in ("fp32", "bf16"):
         r = train(tiny(face_store, res_max=4, precision=precision), tmp_path / precision, log=quiet)
@@ -225,10 +216,6 @@ def test_bf16_run_follows_the_fp32_run(face_store, tmp_path):
     assert 0 < apart < moved, (apart, moved)
 
 
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def assert_one_line_error(result, *needles):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
@@ -239,24 +226,24 @@ def assert_one_line_error(result, *needles):
 
 
 def test_missing_store_is_a_clear_error(tmp_path):
-    r = run_cli("train", "--data", tmp_path / "nope.lmdb", "--run-dir", tmp_path / "run", "--device", "cpu")
+    r = invoke("train", "--data", tmp_path / "nope.lmdb", "--run-dir", tmp_path / "run", "--device", "cpu")
     assert_one_line_error(r, "nope.lmdb")
 
 
 def test_store_without_the_resolution_is_a_clear_error(face_store, tmp_path):
-    r = run_cli("train", "--data", face_store, "--run-dir", tmp_path / "run", "--res-max", "64")
+    r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", "--res-max", "64")
     assert_one_line_error(r, "--res-max 64")
 
 
 def test_res_max_not_power_of_two_is_a_clear_error(face_store, tmp_path):
-    r = run_cli("train", "--data", face_store, "--run-dir", tmp_path / "run", "--res-max", "48")
+    r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", "--res-max", "48")
     assert_one_line_error(r, "power of two")
 
 
 def test_run_dir_of_another_config_is_refused(face_store, tmp_path):
     run = tmp_path / "run"
     train(tiny(face_store, res_max=8), run, log=quiet)
-    r = run_cli("train", "--data", face_store, "--run-dir", run, *TINY_ARGS, "--res-max", "8",
+    r = invoke("train", "--data", face_store, "--run-dir", run, *TINY16_ARGS, "--res-max", "8",
                 "--fmap-max", "8")
     assert_one_line_error(r, "another config", "fmap_max")
 
@@ -279,7 +266,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(face_store, tmp_path):
 def test_corrupt_checkpoint_for_generate_is_a_clear_error(tmp_path):
     bad = tmp_path / "ckpt-000000000001.pt"
     bad.write_bytes(b"not a checkpoint")
-    r = run_cli("generate", bad, "--out", tmp_path / "out")
+    r = invoke("generate", bad, "--out", tmp_path / "out")
     assert_one_line_error(r, "corrupt")
 
 
@@ -287,7 +274,7 @@ def test_generate_writes_images_grid_and_interpolation(face_store, tmp_path):
     run = tmp_path / "run"
     train(tiny(face_store, res_max=8), run, log=quiet)
     out = tmp_path / "out"
-    r = run_cli("generate", run, "--out", out, "--n", 4, "--grid", "--interpolate", "--steps", 3)
+    r = invoke("generate", run, "--out", out, "--n", 4, "--grid", "--interpolate", "--steps", 3)
     assert r.exit_code == 0, r.output
     from PIL import Image
 

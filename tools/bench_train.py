@@ -13,7 +13,7 @@ CPU, fused on CUDA). ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalt
 stay fp32: layers.py and losses.py do that), channels_last networks and inputs, TF32 and
 cudnn.benchmark on CUDA, and with ``--compile`` G's forward through ``torch.compile`` (D stays eager:
 the penalty's double backward does not compile); its penalty runs where the trainer's
-``penalty_precision = "auto"`` puts it on this machine (the start-up check of progan/precision.py).
+``penalty_precision = "auto"`` puts it on this machine (the start-up check of progan/train/precision.py).
 ``optimised_fp32gp`` (on request) forces the penalty's pass into fp32, the route the trainer takes
 where that check fails.
 
@@ -24,9 +24,9 @@ ops agrees, tests/test_bench.py checks it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import contextlib
 import math
 import platform
 import resource
@@ -36,24 +36,25 @@ from pathlib import Path
 import click
 import torch
 
-from progan.arch import build_networks
-from progan.config import TrainConfig, load_config
+from progan.config.files import load_config
+from progan.config.schema import TrainConfig
 from progan.devices import resolve_device
-from progan.ema import update_ema
-from progan.losses import g_loss, wgangp_d_loss
-from progan.networks import Discriminator, Generator, num_features
-from progan.precision import penalty_in_fp32
+from progan.nets.build import build_networks
+from progan.nets.progan import Discriminator, Generator, num_features
 from progan.progress import fmt_duration
-from progan.schedule import phases
-from progan.feeding import step_inputs
-from progan.training_loop import make_optimizer, set_trainable, train_step
+from progan.train.ema import update_ema
+from progan.train.losses import g_loss, wgangp_d_loss
+from progan.train.precision import penalty_in_fp32
+from progan.train.schedule import phases
+from progan.train.step import make_optimizer, set_trainable, train_step
+from progan.train.streams import step_inputs
 
 PATHS = ("fp32_eager", "optimised")
 # The optimised path with the gradient penalty's pass in fp32: the trainer's route on CPUs whose bf16
-# double backward is wrong (progan/precision.py). Timed when asked (--paths), to price the route.
+# double backward is wrong (progan/train/precision.py). Timed when asked (--paths), to price the route.
 EXTRA_PATHS = ("optimised_fp32gp",)
 
-# DESIGN.md section 3: GFLOP per image, paper networks, stable phase.
+# docs/design.md section 3: GFLOP per image, paper networks, stable phase.
 DESIGN_GFLOP = {4: 1.4, 8: 11.7, 16: 52.8, 32: 217, 64: 464, 128: 710, 256: 957, 512: 1204, 1024: 1451}
 
 # Multiples of one forward pass that an iteration executes, per image (see train_flops_per_image).
@@ -96,7 +97,7 @@ def train_flops_per_image(res: int, fmap_base: int = 8192, fmap_max: int = 512, 
     forward graph (weights and inputs), which mbstd's second-order term (and leaky ReLU's and
     avg_pool's double backwards, on zeros) reach: 6 F_D. G step: G forward + backward 3 F_G; D forward
     + input-only backward (D's weights are frozen) 2 F_D. Total 4 F_G + 14 F_D ("executed", what the
-    aten ops count to). DESIGN.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D).
+    aten ops count to). docs/design.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D).
     """
     m = EXECUTED if convention == "executed" else DESIGN_CONVENTION
     g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade)
@@ -107,21 +108,21 @@ def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> f
     """Analytic FLOPs of one training iteration per image for any registered architecture.
 
     ProGAN: ``train_flops_per_image``. The style-based G: 4 F_G + (14 or 11 by loss) F_D with its
-    own forward counts (``progan.stylegan.forward_flops``), plus the mixing latent's mapping
+    own forward counts (``progan.nets.flops.forward_flops``), plus the mixing latent's mapping
     (forward in D's step, forward and backward in G's: 4 mapping passes) times the mixing
     probability. tests/test_bench.py holds both against the aten ops an iteration runs.
     """
     if cfg.arch == "progan":
         return train_flops_per_image(res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade)
-    from progan import stylegan
+    from progan.nets import flops
 
-    f_g, f_d = stylegan.forward_flops(G, D, res, fade)
-    mixing = 4 * stylegan.mapping_flops(G) * cfg.net["style_mixing"]
+    f_g, f_d = flops.forward_flops(G, D, res, fade)
+    mixing = 4 * flops.mapping_flops(G) * cfg.net["style_mixing"]
     return float(EXECUTED["G"] * f_g + EXECUTED_D_BY_LOSS[cfg.loss] * f_d + mixing)
 
 
 def flops_table(fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512) -> str:
-    lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'DESIGN.md':>10} {'ratio':>6} "
+    lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'design.md':>10} {'ratio':>6} "
              f"{'executed':>10}   GFLOP/image, stable phase"]
     for r, ref in DESIGN_GFLOP.items():
         g, d = forward_flops(r, fmap_base, fmap_max, latent_dim)
@@ -308,7 +309,7 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
 @click.option("--paths", default=",".join(PATHS), show_default=True)
 @click.option("--compile", "compile_g", is_flag=True, help="Optimised path: torch.compile G's forward.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against DESIGN.md and exit.")
+@click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against docs/design.md and exit.")
 @click.option("--precision-report", "show_precision", is_flag=True,
               help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.")
 @click.option("--penalty-precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,

@@ -3,7 +3,7 @@
     python tools/bf16_kernel_audit.py                 # this CPU's default oneDNN kernels
     ONEDNN_MAX_CPU_ISA=AVX2 python tools/bf16_kernel_audit.py
 
-Runs ``progan.precision``'s check computation (d/dw of ||d/dx ||conv(x, w)||^2||^2 for a 3x3 conv,
+Runs ``progan.train.precision``'s check computation (d/dw of ||d/dx ||conv(x, w)||^2||^2 for a 3x3 conv,
 under CPU bf16 autocast) with every aten call recorded by a dispatch mode. Each call is then replayed
 alone on the same arguments (same shapes, strides and flags) upcast to float64, and its output
 compared with what the kernel returned: a correct bf16 kernel is off by about one rounding (u = 2^-8

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from progan.checkpoint import list_checkpoints, load_checkpoint
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
 CLOCK = ("images_shown", "step", "res", "alpha", "opt_phase", "num_classes")
 

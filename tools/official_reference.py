@@ -37,6 +37,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+
 from tf_nchw import nchw_nn  # tools/ is the script's directory
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

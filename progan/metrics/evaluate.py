@@ -1,7 +1,7 @@
 """Evaluate checkpoints: FID or SWD of G_ema against reference images, written next to each checkpoint.
 
 A checkpoint is evaluated at its own resolution and alpha. Generated images go to the metric as uint8,
-drawn and rounded by ``progan.sampling`` as ``progan generate`` draws and saves them, and never
+drawn and rounded by ``progan.sampling.generator`` as ``progan generate`` draws and saves them, and never
 touch the disk, so an FID here equals the FID of the same images written by ``progan generate
 --seed S`` (tested).
 
@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from progan.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
-from progan.config import check_seed
+from progan.config.schema import check_seed
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name, write_failure
@@ -45,8 +44,15 @@ from progan.metrics.fid import (
 )
 from progan.metrics.inception import load_fid_inception
 from progan.metrics.swd import swd
-from progan.reporting import EventWriter
-from progan.sampling import cycling_labels, generator_from_state, latents, sample, to_uint8
+from progan.sampling.generator import (
+    cycling_labels,
+    generator_from_state,
+    latents,
+    sample,
+    to_uint8,
+)
+from progan.train.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+from progan.train.reporting import EventWriter
 
 __all__ = [
     "CheckpointEvaluator",
@@ -160,7 +166,7 @@ def generated_images(
     """uint8 (B, 3, R, R) batches of ``n`` images of ``g`` on ``device``: ``progan generate``'s images.
 
     The latents of ``seed``, classes cycling 0, 1, … for a conditional ``g``, and the pixels a PNG
-    stores (``progan.sampling``).
+    stores (``progan.sampling.generator``).
     """
     z, labels = latents(n, g.latent_dim, seed), cycling_labels(n, g.num_classes)
     for x in sample(g, z, labels, batch=batch, device=device):
@@ -195,7 +201,7 @@ def resolve_reference(ref: Path | None, data: str | None, needs_images: str | No
 def count_images(ref: Path) -> int:
     """Images in a store or folder."""
     if is_store(ref):
-        from progan.data import read_meta
+        from progan.store.reader import read_meta
 
         return int(read_meta(ref)["count"])
     return len(list_image_files(ref))
@@ -393,7 +399,7 @@ class Evaluator(CheckpointEvaluator):
         if n < self.n:
             self.log(f"warning: reference '{ref}' has {n} images; SWD on {n} images per set")
         if is_store(ref):
-            from progan.data import LMDBImages
+            from progan.store.reader import LMDBImages
 
             reals = LMDBImages(ref, res).read_level(np.arange(n))
         else:

@@ -281,7 +281,7 @@ def store_batches(
     workers: int = 0,
 ) -> Iterator[torch.Tensor]:
     """uint8 (B, 3, R, R) batches of the first ``n`` (default all) images of a store level."""
-    from progan.data import LMDBImages
+    from progan.store.reader import LMDBImages
 
     images = LMDBImages(store, resolution)
     count = _take(n, len(images), f"store '{store}'")
@@ -329,7 +329,7 @@ def source_stats(
             raise ProganError(f"stats file '{path}' not found")
         return load_stats(path, getattr(model, "feature_dim", None))
     if is_store(path):
-        from progan.data import read_meta
+        from progan.store.reader import read_meta
 
         meta = read_meta(path)
         res = resolution if resolution is not None else meta["levels"][-1]
@@ -376,7 +376,7 @@ def check_source(
         check_stats_file(path)
         return None
     if is_store(path):
-        from progan.data import read_meta
+        from progan.store.reader import read_meta
 
         meta = read_meta(path)
         levels = [int(r) for r in meta["levels"]]

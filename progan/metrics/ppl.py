@@ -30,7 +30,7 @@ import torch
 
 from progan.errors import ProganError
 from progan.progress import Progress
-from progan.sampling import StageGenerator, latent_seeds
+from progan.sampling.generator import StageGenerator, latent_seeds
 
 __all__ = [
     "EPSILON", "SAMPLINGS", "SPACES", "filtered_mean", "lpips_input", "path_lengths",

@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from progan.checkpoint import list_checkpoints
-from progan.config import check_seed
+from progan.config.schema import check_seed
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, bounded_name
@@ -75,6 +74,7 @@ from progan.metrics.ppl import EPSILON, perceptual_path_length
 from progan.metrics.precision_recall import LPIPS_HINT, VGG_HINT, load_vgg16, precision_recall
 from progan.metrics.swd import swd
 from progan.progress import Progress
+from progan.train.checkpoint import list_checkpoints
 
 __all__ = ["DEFAULT_N", "MetricSpec", "MetricSuite", "parse_metrics"]
 
@@ -330,7 +330,7 @@ class MetricSuite(CheckpointEvaluator):
     def _real_images(self, ref: Path, res: int, n: int) -> torch.Tensor:
         """The first ``n`` reals as one uint8 tensor (SWD), which must be ``res`` × ``res``."""
         if is_store(ref):
-            from progan.data import LMDBImages
+            from progan.store.reader import LMDBImages
 
             return LMDBImages(ref, res).read_level(np.arange(n))
         reals = torch.cat(list(folder_batches(ref, self.batch, n)))

@@ -1,0 +1,242 @@
+"""Training configuration: one frozen dataclass, loaded from TOML plus command-line overrides.
+
+The defaults are the paper's (ProGAN, Karras et al. 2018, Appendix A) for one GPU. Unknown keys are
+an error that names the key. The resolved configuration is written into the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from progan.config.levels import check_pow2, levels
+from progan.devices import parse_device
+from progan.errors import ProganError
+from progan.nets.registry import resolve_options
+
+# Seeds are 0 ... 2**32 - 1: every random stream tells them all apart (the data order's and the
+# per-step draws' keep 48 bits of a seed, SWD's generators take seed * 1000 + ... below 2**64).
+SEED_MAX = 2**32 - 1
+
+# Paper, Appendix A.1, one GPU: 16 up to 128x128, then 14, 6, 3.
+PAPER_MINIBATCH = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
+
+
+def check_seed(seed: int, name: str) -> int:
+    """``seed`` if it is an integer from 0 to SEED_MAX, else a ProganError naming ``name``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ProganError(f"{name} must be an integer from 0 to {SEED_MAX} (2**32 - 1), "
+                          f"got {seed!r}")
+    return seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what is trained. Resolution-keyed tables are dicts {res: value}."""
+
+    # Data.
+    data: str = ""
+    mirror: bool = True
+    conditional: bool = False  # use the store's labels (see conditioning)
+    conditioning: str = "acgan"  # official: one-hot in G's latent, class logits in D; or "projection"
+    cond_weight: float = 1.0  # weight of the AC-GAN label cross-entropy terms
+    data_workers: int = 2
+    cache_mb: int = 2048  # levels whose raw pixels fit are read once into device memory
+
+    # Networks (paper Table 2).
+    arch: str = "progan"  # a name in progan.nets.registry.ARCHITECTURES
+    net: dict[str, Any] = field(default_factory=dict)  # the arch's own options (TOML table [net])
+    res_max: int = 1024
+    res_start: int = 4
+    latent_dim: int = 512
+    fmap_base: int = 8192
+    fmap_max: int = 512
+    mbstd_group: int = 4
+    d_pool: str = "before_bias"  # official default (fused_scale=True); "after_act": original Theano code
+
+    # Schedule, in thousands of images shown (paper: 800k + 800k; official v2 configs: 600 + 600).
+    kimg_fade: float = 800.0
+    kimg_stable: float = 800.0
+    total_kimg: float | None = None  # default: the end of the last stabilize phase
+    kimg_table: dict[int, float] = field(default_factory=dict)  # per-resolution kimg of fade and of stabilize
+    minibatch: dict[int, int] = field(default_factory=lambda: dict(PAPER_MINIBATCH))
+    lr: float = 0.001
+    lr_table: dict[int, float] = field(default_factory=dict)  # per-resolution overrides of lr
+    betas: tuple[float, float] = (0.0, 0.99)
+    adam_eps: float = 1e-8
+    reset_optimizer: bool = True  # official code: fresh Adam state at each new resolution
+
+    # Loss.
+    loss: str = "wgangp"  # "wgangp" (paper) or "logistic" (non-saturating, with R1)
+    gp_lambda: float = 10.0
+    drift: float = 0.001
+    gp_target: float = 1.0  # gamma of the penalty (||g|| - gamma)^2 * lambda / gamma^2; paper CIFAR-10: 750
+    gp_space: str = "full"  # gradient w.r.t. the image at res_max (official) or at the stage's res ("native")
+    r1_gamma: float = 10.0
+
+    # Generator EMA: beta per step (paper 0.999), or a half-life in kimg if ema_kimg is set.
+    ema_beta: float = 0.999
+    ema_kimg: float | None = None
+    ema_rampup: bool = True  # beta = min(beta, (1 + step) / (10 + step)) so short runs move G_ema
+
+    # Run.
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; penalty norms and statistics stay fp32)
+    # With bf16: "auto" runs the penalty's pass in bf16 where a start-up check finds this device's
+    # double backward right, else in fp32 (progan/precision.py); "bf16" or "fp32" forces a route.
+    penalty_precision: str = "auto"
+    tick_kimg: float = 4.0
+    snapshot_ticks: int = 10  # checkpoint every N ticks (and at every phase change, and on signals)
+    image_ticks: int = 10  # sample grid every N ticks
+    keep_checkpoints: int = 5
+    grid_size: int = 64
+
+    def __post_init__(self):
+        _validate(self)
+        # Every option of the arch, defaults included, so saved configs show them all.
+        object.__setattr__(self, "net", resolve_options(self.arch, self.net))
+
+    # --- derived -------------------------------------------------------------------------------
+    def batch_for(self, res: int) -> int:
+        return int(self.minibatch[res])
+
+    def kimg_for(self, res: int, kind: str) -> float:
+        """Thousands of images in the fade or stabilize phase of ``res``."""
+        if res in self.kimg_table:
+            return float(self.kimg_table[res])
+        return self.kimg_fade if kind == "fade" else self.kimg_stable
+
+    def lr_for(self, res: int) -> float:
+        return float(self.lr_table.get(res, self.lr))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (ints, floats, strings, lists, dicts with str keys): TOML- and checkpoint-safe."""
+        d = dataclasses.asdict(self)
+        d["minibatch"] = {str(k): v for k, v in self.minibatch.items()}
+        d["lr_table"] = {str(k): v for k, v in self.lr_table.items()}
+        d["kimg_table"] = {str(k): v for k, v in self.kimg_table.items()}
+        d["betas"] = list(self.betas)
+        return {k: v for k, v in d.items() if v is not None}
+
+    def replace(self, **changes) -> TrainConfig:
+        return from_dict({**self.to_dict(), **changes})
+
+
+# Keys that change the networks: a run directory's checkpoints only resume with the same values.
+ARCH_KEYS = ("arch", "net", "res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional",
+             "d_pool", "conditioning")
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _validate(c: TrainConfig) -> None:
+    """Every value in range, checked once for the whole config (file, overrides, saved run alike)."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ProganError(msg)
+
+    def positive(name: str, v: float) -> None:
+        need(math.isfinite(v) and v > 0, f"{name} must be a finite number > 0, got {v}")
+
+    def non_negative(name: str, v: float) -> None:
+        need(math.isfinite(v) and v >= 0, f"{name} must be a finite number >= 0, got {v}")
+
+    for name, res in (("res_max", c.res_max), ("res_start", c.res_start)):
+        check_pow2(res, name)
+    need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
+    missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
+    need(not missing, f"minibatch table has no entry for resolution(s) {missing} (set [minibatch] "
+                      "in the config, or --batch N for every resolution)")
+    bad = {r: v for r, v in c.minibatch.items() if int(v) < 1}
+    need(not bad, f"minibatch sizes must be >= 1, got {bad}")
+    for name in ("latent_dim", "fmap_base", "fmap_max", "snapshot_ticks", "image_ticks", "grid_size"):
+        need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
+    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints"):
+        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
+    check_seed(c.seed, "seed")
+    need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
+    need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
+    need(c.penalty_precision in ("auto", "bf16", "fp32"),
+         f"penalty_precision must be 'auto', 'bf16' or 'fp32', got {c.penalty_precision!r}")
+    positive("lr", c.lr)
+    for r, v in c.lr_table.items():
+        positive(f"lr_table[{r}]", v)
+    need(all(0 <= b < 1 for b in c.betas), f"betas must be in [0, 1), got {list(c.betas)}")
+    positive("adam_eps", c.adam_eps)
+    for name in ("gp_lambda", "drift", "r1_gamma", "cond_weight", "kimg_fade"):
+        non_negative(name, getattr(c, name))
+    need(0 <= c.ema_beta <= 1, f"ema_beta must be in [0, 1], got {c.ema_beta}")
+    if c.ema_kimg is not None:
+        positive("ema_kimg", c.ema_kimg)
+    positive("kimg_stable", c.kimg_stable)
+    for r, v in c.kimg_table.items():
+        positive(f"kimg_table[{r}]", v)
+    if c.total_kimg is not None:
+        positive("total_kimg", c.total_kimg)
+    positive("tick_kimg", c.tick_kimg)
+    parse_device(c.device)  # a typo fails at once; whether the device exists is checked at start
+    need(c.d_pool in ("before_bias", "after_act"),
+         f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}")
+    need(c.conditioning in ("acgan", "projection"),
+         f"conditioning must be 'acgan' or 'projection', got {c.conditioning!r}")
+    need(c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}")
+    positive("gp_target", c.gp_target)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a TOML / command-line value to the field's type, with an error naming the key."""
+    if name not in _FIELDS:
+        raise ProganError(f"unknown config key {name!r} (known: {', '.join(sorted(_FIELDS))})")
+    try:
+        if name == "minibatch":
+            return {int(k): int(v) for k, v in dict(value).items()}
+        if name == "net":
+            return {str(k): v for k, v in dict(value).items()}
+        if name in ("lr_table", "kimg_table"):
+            return {int(k): float(v) for k, v in dict(value).items()}
+        if name == "betas":
+            b = tuple(float(v) for v in value)
+            if len(b) != 2:
+                raise ValueError
+            return b
+        default = _FIELDS[name].default
+        if value is None:
+            return None
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float) or name in ("total_kimg", "ema_kimg"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ProganError(f"config key {name!r}: cannot use value {value!r}") from None
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from plain data; unknown keys and bad values raise ProganError."""
+    return TrainConfig(**{k: _coerce(k, v) for k, v in d.items()})
+
+
+def check_world(cfg: TrainConfig, world: int) -> None:
+    """Refuse a global minibatch that would leave a process without an image at some resolution."""
+    small = {r: cfg.batch_for(r) for r in levels(cfg.res_start, cfg.res_max) if cfg.batch_for(r) < world}
+    if small:
+        r, b = next(iter(small.items()))
+        raise ProganError(
+            f"the global minibatch is {b} at {r}x{r}, fewer images than the {world} processes "
+            f"(resolutions {sorted(small)}): use a multi-GPU config (e.g. celebahq-1024-8gpu) or "
+            f"--batch N with N >= {world}"
+        )
+
+

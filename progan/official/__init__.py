@@ -1,0 +1,11 @@
+"""The official networks (TensorFlow pickles of tkarras/progressive_growing_of_gans and
+NVlabs/stylegan) as progan runs.
+
+- ``pickles``: reads a pickle without TensorFlow and without running anything it carries.
+- ``transforms``: TensorFlow weight layouts as PyTorch's.
+- ``progan``, ``stylegan``: one reader per network family: variables -> state_dicts, build options
+  -> a progan config.
+- ``importer``: ``import_official`` (``progan import-official``), the family chosen from a table.
+
+Importing this package imports none of them.
+"""

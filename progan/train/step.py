@@ -1,0 +1,119 @@
+"""One training step: the phase's trainable blocks and optimizers, the reals' preprocessing, the
+D step with its penalty and the G step (gradients averaged over processes)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from progan.config.schema import TrainConfig
+from progan.nets.layers import downsample2x, upsample2x
+from progan.train import distributed as dist_utils
+from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
+from progan.train.optim import TFAdam
+
+
+def set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    """Make only ``modules`` of ``net`` trainable (the stage's blocks); returns their parameters."""
+    net.requires_grad_(False)
+    for m in modules:
+        m.requires_grad_(True)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
+    """Adam with TensorFlow's epsilon placement, as the official code trained with (progan.train.optim)."""
+    return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+
+
+def enter_phase(G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None,
+                opt_state: tuple | None) -> tuple[list, list, TFAdam, TFAdam, int]:
+    """Trainable blocks, optimizers and learning rate for the phase ``stage`` is in.
+
+    Adam state starts fresh at every phase change, as in the official code (reset_opt_for_new_lod),
+    unless reset_optimizer is off; ``opt_state`` (from a checkpoint written in phase ``opt_phase``)
+    is loaded when it belongs to this phase. Returns G's and D's trained parameters, the two
+    optimizers and the phase their state belongs to.
+    """
+    alpha = 0.0 if stage.phase.kind == "fade" else 1.0
+    g_params = set_trainable(G, G.stage_modules(stage.res, alpha))
+    d_params = set_trainable(D, D.stage_modules(stage.res, alpha))
+    opt_G, opt_D = opts
+    if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
+        opt_G = make_optimizer(list(G.parameters()), cfg, stage.lr)
+        opt_D = make_optimizer(list(D.parameters()), cfg, stage.lr)
+        if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
+            opt_G.load_state_dict(opt_state[0])
+            opt_D.load_state_dict(opt_state[1])
+        opt_phase = stage.phase_index
+    for opt in (opt_G, opt_D):
+        for group in opt.param_groups:
+            group["lr"] = stage.lr
+    return g_params, d_params, opt_G, opt_D, opt_phase
+
+
+def preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
+    """uint8 -> [-1, 1], mirror, and the fade blend lerp(up(down(x)), x, alpha), all on the device."""
+    x = u8.float() / 127.5 - 1.0
+    if flips is not None:
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+    if alpha < 1.0 and res > 4:
+        x = torch.lerp(upsample2x(downsample2x(x)), x, alpha)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
+    """Backward, average the gradients over processes, and take one optimizer step.
+
+    A step whose gradients are not all finite is skipped (weights and Adam state untouched), as the
+    official code skips non-finite updates; returns 1.0 (a tensor) when it was.
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    dist_utils.average_gradients(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch._foreach_norm(grads) if grads else [loss.new_zeros(())]
+    opt.found_inf = (~torch.stack(norms).sum().isfinite()).float()
+    opt.step()
+    return opt.found_inf
+
+
+def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
+               labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
+               d_params: list, g_params: list, weight: float = 1.0, autocast=None,
+               inputs: tuple[dict, dict] = ({}, {}), penalty_fp32: bool = False) -> dict[str, torch.Tensor]:
+    """One D step (with its penalty) and one G step; returns detached loss statistics.
+
+    Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
+    process's losses by its share of the global batch before gradients are averaged over processes.
+    ``inputs`` are G's own further random inputs for D's fakes and for G's (``feeding.step_inputs``).
+    ``penalty_fp32`` takes the penalty's pass outside autocast (``progan.train.precision``).
+    """
+    autocast = autocast or contextlib.nullcontext()
+
+    # D step.
+    critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
+    grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
+    with autocast:
+        with torch.no_grad():
+            fakes = G(z_d, res, alpha, labels, **inputs[0])
+        if cfg.loss == "wgangp":
+            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
+                                            grad_scale, labels, cfg.cond_weight, penalty_fp32)
+        else:
+            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight,
+                                                 grad_scale, penalty_fp32)
+    d_skipped = descend(opt_D, d_loss * weight, d_params)
+
+    # G step: D's parameters need no gradient here.
+    for p in d_params:
+        p.requires_grad_(False)
+    with autocast:
+        fakes = G(z_g, res, alpha, labels, **inputs[1])
+        gl = g_loss(D(fakes, res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
+    g_skipped = descend(opt_G, gl * weight, g_params)
+    for p in d_params:
+        p.requires_grad_(True)
+    return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats,
+            "skipped": torch.maximum(d_skipped, g_skipped)}
