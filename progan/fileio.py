@@ -95,7 +95,9 @@ def write_failure(what: str, folder: Path, error: BaseException) -> ProganError:
     """
 
     if isinstance(error, OSError) and error.strerror:
-        return ProganError(f"could not write {what}: {error.strerror}; files written before are intact")
+        return ProganError(
+            f"could not write {what}: {error.strerror}; files written before are intact"
+        )
     cause = (str(error).strip().splitlines() or [type(error).__name__])[-1][:160]
     if m := re.search(r"strerror: (.+)$", cause):  # torch's "open file failed with strerror: ..."
         return ProganError(f"could not write {what}: {m[1]}; files written before are intact")
@@ -139,15 +141,18 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     probe = path
     while not probe.exists():
         if probe.is_symlink():
-            raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a broken "
-                              "symbolic link")
+            raise ProganError(
+                f"{what} '{path}' cannot be created: '{probe}' is a broken symbolic link"
+            )
         probe = probe.parent
     if not probe.is_dir():
         raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a file")
     try:
         fd, name = tempfile.mkstemp(prefix=".progan-write-test-", dir=probe)
     except OSError as e:
-        raise ProganError(f"{what} '{path}' is not writable ({e.strerror or e} in '{probe}')") from None
+        raise ProganError(
+            f"{what} '{path}' is not writable ({e.strerror or e} in '{probe}')"
+        ) from None
     os.close(fd)
     os.unlink(name)
 
@@ -166,8 +171,12 @@ def check_path_fits(path: str | os.PathLike, what: str) -> None:
     for part in os.fsencode(path).split(b"/"):
         if len(part) > name_max:
             head = os.fsdecode(part)[:24]
-            raise ProganError(f"{what}: the name '{head}…' is {len(part)} bytes, longer than the "
-                              f"{name_max} this file system allows in one name; choose a shorter one")
+            raise ProganError(
+                f"{what}: the name '{head}…' is {len(part)} bytes, longer than the "
+                f"{name_max} this file system allows in one name; choose a shorter one"
+            )
     if len(raw) >= path_max:
-        raise ProganError(f"{what}: the path is {len(raw)} bytes, longer than the {path_max - 1} "
-                          "the system allows; choose a shorter one")
+        raise ProganError(
+            f"{what}: the path is {len(raw)} bytes, longer than the {path_max - 1} "
+            "the system allows; choose a shorter one"
+        )

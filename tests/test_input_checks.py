@@ -29,8 +29,13 @@ LATIN1 = {"PYTHONIOENCODING": "latin-1"}
 def progan(*args, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     """``progan ARGS`` in a process of its own (its stdout encoding is set by ``env``)."""
     argv = [os.fsencode(str(a)) for a in args]  # a path's bytes as they are, not UTF-8 or not
-    return subprocess.run([sys.executable.encode(), b"-m", b"progan", *argv], cwd=cwd,
-                          capture_output=True, env={**os.environ, **env}, timeout=300)
+    return subprocess.run(
+        [sys.executable.encode(), b"-m", b"progan", *argv],
+        cwd=cwd,
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +44,25 @@ def tiny_run(tmp_path_factory, face_store) -> Path:
     from progan.train.loop import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
-    train(TrainConfig(data=str(face_store), res_max=4, fmap_base=64, fmap_max=16, latent_dim=16,
-                      minibatch={4: 8}, kimg_stable=0.032, tick_kimg=0.016, snapshot_ticks=1,
-                      image_ticks=1, device="cpu", data_workers=0, grid_size=4),
-          run, log=lambda msg: None)
+    train(
+        TrainConfig(
+            data=str(face_store),
+            res_max=4,
+            fmap_base=64,
+            fmap_max=16,
+            latent_dim=16,
+            minibatch={4: 8},
+            kimg_stable=0.032,
+            tick_kimg=0.016,
+            snapshot_ticks=1,
+            image_ticks=1,
+            device="cpu",
+            data_workers=0,
+            grid_size=4,
+        ),
+        run,
+        log=lambda msg: None,
+    )
     return run
 
 
@@ -59,12 +79,14 @@ def run_copy(tiny_run, tmp_path) -> Path:
     (b'seed = 1\nname = "caf\xe9"\n', ["not UTF-8", "byte 0xe9 on line 2"]),
     (b"seed = = 1\n", ["not valid TOML", "line 1"]),
 ])  # fmt: skip
-def test_a_config_file_that_is_not_utf8_or_not_toml_is_one_line_naming_it(face_store, tmp_path,
-                                                                         content, needles):
+def test_a_config_file_that_is_not_utf8_or_not_toml_is_one_line_naming_it(
+    face_store, tmp_path, content, needles
+):
     config = tmp_path / "mine.toml"
     config.write_bytes(content)
-    result = invoke("train", "--config", config, "--data", face_store, "--run-dir", tmp_path / "run",
-                    *TINY_ARGS)
+    result = invoke(
+        "train", "--config", config, "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS
+    )
     one_line_error(result, f"config file '{config}'", *needles)
     assert not (tmp_path / "run").exists()
 
@@ -81,11 +103,18 @@ def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     (b'seed = 1\ndata = "\xff\xfe"\n', "not UTF-8"),
     (b"seed = [\n", "not valid TOML"),
 ])  # fmt: skip
-def test_a_damaged_saved_config_is_one_line_that_says_the_checkpoint_has_one(run_copy, content, needle):
+def test_a_damaged_saved_config_is_one_line_that_says_the_checkpoint_has_one(
+    run_copy, content, needle
+):
     (run_copy / "config.toml").write_bytes(content)
     result = invoke("train", "--run-dir", run_copy, "--resume")
-    one_line_error(result, f"'{run_copy / 'config.toml'}'", needle, "move it away",
-                   "config saved in its newest checkpoint")
+    one_line_error(
+        result,
+        f"'{run_copy / 'config.toml'}'",
+        needle,
+        "move it away",
+        "config saved in its newest checkpoint",
+    )
 
 
 # --- paths ----------------------------------------------------------------------------------------
@@ -110,15 +139,22 @@ LONG = "a" * 300  # one name over the 255 bytes file systems allow
     (["import-official", "net.pkl", "--run-dir", LONG], "--run-dir"),
 ])  # fmt: skip
 def test_a_path_name_longer_than_the_file_system_allows_is_one_line_naming_the_option(
-        face_store, tiny_run, tmp_path, monkeypatch, args, label):
+    face_store, tiny_run, tmp_path, monkeypatch, args, label
+):
     monkeypatch.chdir(tmp_path)
     args = [a.format(store=face_store, run=tiny_run) for a in args]
-    one_line_error(invoke(*args, *(TINY_ARGS if args[0] == "train" else [])), f"{label}: the name",
-                   "300 bytes", "255")
+    one_line_error(
+        invoke(*args, *(TINY_ARGS if args[0] == "train" else [])),
+        f"{label}: the name",
+        "300 bytes",
+        "255",
+    )
     assert sorted(os.listdir(tmp_path)) == []
 
 
-def test_a_name_made_from_a_path_that_is_too_long_is_one_line_naming_the_option(tmp_path, monkeypatch):
+def test_a_name_made_from_a_path_that_is_too_long_is_one_line_naming_the_option(
+    tmp_path, monkeypatch
+):
     from progan.store import writer as prepare
 
     out = tmp_path / ("b" * 250)  # fits; what progan appends to it (a temporary's suffix) may not
@@ -127,8 +163,11 @@ def test_a_name_made_from_a_path_that_is_too_long_is_one_line_naming_the_option(
         raise OSError(errno.ENAMETOOLONG, "File name too long", f"{out}.partial-12345")
 
     monkeypatch.setattr(prepare, "prepare_lmdb", too_long)
-    one_line_error(invoke("prepare-lmdb", tmp_path, out), f"OUT '{out}'",
-                   "a file name progan makes from it is longer than the file system allows")
+    one_line_error(
+        invoke("prepare-lmdb", tmp_path, out),
+        f"OUT '{out}'",
+        "a file name progan makes from it is longer than the file system allows",
+    )
 
 
 @pytest.fixture
@@ -143,8 +182,17 @@ def undecodable(tmp_path) -> tuple[Path, str]:
 
 def test_stores_prepare_and_print_from_folders_whose_names_are_not_utf8(undecodable):
     root, name = undecodable
-    made = progan("prepare-lmdb", name, f"{name}.lmdb", "--res-max", "8", "--workers", "0",
-                  env=STRICT_UTF8, cwd=root)
+    made = progan(
+        "prepare-lmdb",
+        name,
+        f"{name}.lmdb",
+        "--res-max",
+        "8",
+        "--workers",
+        "0",
+        env=STRICT_UTF8,
+        cwd=root,
+    )
     assert made.returncode == 0 and b"Traceback" not in made.stderr, made.stderr.decode()
     assert b"stored 8 images" in made.stdout
     shown = progan("info", f"{name}.lmdb", env=STRICT_UTF8, cwd=root)
@@ -179,8 +227,10 @@ def test_generate_writes_into_a_folder_whose_name_is_not_utf8(tiny_run, undecoda
 
 # --- torchrun's variables -----------------------------------------------------------------------
 
-NO_JOB = {k: None for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                            "MASTER_PORT")}
+NO_JOB = {
+    k: None
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+}
 
 
 @pytest.mark.parametrize("env, needles", [
@@ -199,17 +249,35 @@ NO_JOB = {k: None for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZ
     ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "localhost", "MASTER_PORT": "http"},
      ["MASTER_PORT='http'", "1 to 65535"]),
 ])  # fmt: skip
-def test_unusable_torchrun_variables_are_one_line_naming_the_variable(face_store, tmp_path, env, needles):
-    result = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                    env={**NO_JOB, **env})
+def test_unusable_torchrun_variables_are_one_line_naming_the_variable(
+    face_store, tmp_path, env, needles
+):
+    result = invoke(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *TINY_ARGS,
+        env={**NO_JOB, **env},
+    )
     one_line_error(result, "environment variable", *needles)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "1e9"])
 def test_the_rendezvous_timeout_must_be_a_positive_number_of_seconds(face_store, tmp_path, seconds):
-    result = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                    "--dist-timeout", seconds, env=NO_JOB)
+    result = invoke(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *TINY_ARGS,
+        "--dist-timeout",
+        seconds,
+        env=NO_JOB,
+    )
     one_line_error(result, "--dist-timeout must be a number of seconds", "604800")
 
 
@@ -219,17 +287,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_rendezvous_whose_peers_never_come_ends_after_the_timeout_with_one_line(face_store, tmp_path):
-    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
-    done = progan("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                  "--dist-timeout", "1", env=env, cwd=tmp_path)  # waits for the process to end
+def test_a_rendezvous_whose_peers_never_come_ends_after_the_timeout_with_one_line(
+    face_store, tmp_path
+):
+    env = {
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }
+    done = progan(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *TINY_ARGS,
+        "--dist-timeout",
+        "1",
+        env=env,
+        cwd=tmp_path,
+    )  # waits for the process to end
     err = done.stderr.decode()
     assert done.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("error: rank 0: the job's 2 processes did not all join at "
-                               f"127.0.0.1:{env['MASTER_PORT']} within --dist-timeout 1 s"), err
+    assert lines[0].startswith(
+        "error: rank 0: the job's 2 processes did not all join at "
+        f"127.0.0.1:{env['MASTER_PORT']} within --dist-timeout 1 s"
+    ), err
     assert not (tmp_path / "run").exists()
 
 
@@ -241,35 +328,55 @@ OUT_OF_RANGE = [-1, SEED_MAX + 1, 2**63, 2**64]
 
 @pytest.mark.parametrize("seed", OUT_OF_RANGE)
 def test_train_refuses_a_seed_out_of_range(face_store, tmp_path, seed):
-    result = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                    "--seed", seed)
+    result = invoke(
+        "train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS, "--seed", seed
+    )
     one_line_error(result, "seed must be an integer from 0 to 4294967295", f"got {seed}")
     config = tmp_path / "c.toml"
     config.write_text(f"seed = {seed}\n")
-    result = invoke("train", "--config", config, "--data", face_store, "--run-dir", tmp_path / "run",
-                    *TINY_ARGS)
+    result = invoke(
+        "train", "--config", config, "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS
+    )
     one_line_error(result, "seed must be an integer from 0 to 4294967295", f"got {seed}")
     assert not (tmp_path / "run").exists()
 
 
 def test_the_largest_seed_trains(face_store, tmp_path):
-    result = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                    "--seed", SEED_MAX, "--res-max", "4", "--batch", "8", "--total-kimg", "0.016")
+    result = invoke(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *TINY_ARGS,
+        "--seed",
+        SEED_MAX,
+        "--res-max",
+        "4",
+        "--batch",
+        "8",
+        "--total-kimg",
+        "0.016",
+    )
     assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("seed", OUT_OF_RANGE)
 @pytest.mark.parametrize("option", ["--seed", "--mix-rows", "--mix-cols"])
 def test_generate_refuses_a_seed_out_of_range(tiny_run, tmp_path, option, seed):
-    args = {"--seed": ["--seed", seed], "--mix-rows": ["--mix-rows", f"1,{seed}", "--mix-cols", "2"],
-            "--mix-cols": ["--mix-rows", "1", "--mix-cols", f"{seed},3"]}[option]
+    args = {
+        "--seed": ["--seed", seed],
+        "--mix-rows": ["--mix-rows", f"1,{seed}", "--mix-cols", "2"],
+        "--mix-cols": ["--mix-rows", "1", "--mix-cols", f"{seed},3"],
+    }[option]
     result = invoke("generate", tiny_run, "--out", tmp_path / "gen", "--n", "2", *args)
     one_line_error(result, f"{option} must be an integer from 0 to 4294967295", f"got {seed}")
     assert not (tmp_path / "gen").exists()
 
 
-@pytest.mark.parametrize("command", [["swd", "--n", "16"], ["fid", "--n", "16"],
-                                     ["metrics", "--metrics", "swd"]])
+@pytest.mark.parametrize(
+    "command", [["swd", "--n", "16"], ["fid", "--n", "16"], ["metrics", "--metrics", "swd"]]
+)
 @pytest.mark.parametrize("seed", [-1, 2**64])
 def test_metrics_refuse_a_seed_out_of_range(run_copy, face_store, command, seed):
     before = sorted(p.name for p in (run_copy / "checkpoints").iterdir())
@@ -283,12 +390,22 @@ def test_metrics_refuse_a_seed_out_of_range(run_copy, face_store, command, seed)
 
 def test_train_refuses_more_workers_than_the_machine_can_run(face_store, tmp_path):
     most = 4 * (os.cpu_count() or 1)
-    result = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                    "--workers", "1000000")  # the last --workers counts
+    result = invoke(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *TINY_ARGS,
+        "--workers",
+        "1000000",
+    )  # the last --workers counts
     one_line_error(result, "--workers", f"from 0 to {most}", "got 1000000")
     assert not (tmp_path / "run").exists()
-    one_line_error(invoke("prepare-lmdb", tmp_path, tmp_path / "o.lmdb", "--workers", "-1"),
-                   "--workers must be from 0")
+    one_line_error(
+        invoke("prepare-lmdb", tmp_path, tmp_path / "o.lmdb", "--workers", "-1"),
+        "--workers must be from 0",
+    )
 
 
 # --- why a write failed ---------------------------------------------------------------------------
@@ -306,8 +423,8 @@ def _errno_text_of_writing_into(folder: Path) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_a_write_into_a_folder_that_takes_no_files_names_its_errno_not_a_full_disk():
-    from progan.train import checkpoint as ckpt
     from progan.fileio import write_failure
+    from progan.train import checkpoint as ckpt
 
     folder = Path("/proc/self")  # a file system without free space that takes no new files
     cause = _errno_text_of_writing_into(folder)
@@ -315,7 +432,9 @@ def test_a_write_into_a_folder_that_takes_no_files_names_its_errno_not_a_full_di
         ckpt.atomic_save({"x": 1}, folder / "ckpt-000000000016.pt")
     assert f": {cause};" in str(e.value) and "space" not in str(e.value), e.value
     # torch.save's "file write failed" has no errno: a write into the folder finds it.
-    torch_failure = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    torch_failure = RuntimeError(
+        "PytorchStreamWriter failed writing file data/0: file write failed"
+    )
     line = str(write_failure("checkpoint 'x'", folder, torch_failure))
     assert f": {cause} (PytorchStreamWriter" in line and "space" not in line, line
 

@@ -57,12 +57,15 @@ def too_long(e: OSError, paths: list[tuple[click.Parameter, str]]) -> str:
     """The message for ENAMETOOLONG: the option whose path the name was made from (the longest
     one it starts with)."""
     name = os.fsdecode(e.filename) if e.filename is not None else "?"
-    sources = [(len(value), param, value) for param, value in paths
-               if value and name.startswith(value)]
+    sources = [
+        (len(value), param, value) for param, value in paths if value and name.startswith(value)
+    ]
     if sources:
         _, param, value = max(sources, key=lambda s: s[0])
-        return (f"{_label(param)} '{value}': a file name progan makes from it is longer than "
-                f"the file system allows ('{name}'); choose a shorter name")
+        return (
+            f"{_label(param)} '{value}': a file name progan makes from it is longer than "
+            f"the file system allows ('{name}'); choose a shorter name"
+        )
     return f"a file name is longer than the file system allows ('{name}'); choose shorter paths"
 
 

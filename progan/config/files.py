@@ -29,8 +29,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ProganError(f"config file '{p}' is not UTF-8 text (byte 0x{raw[e.start]:02x} on line "
-                          f"{line}); save it as UTF-8, as TOML requires") from None
+        raise ProganError(
+            f"config file '{p}' is not UTF-8 text (byte 0x{raw[e.start]:02x} on line "
+            f"{line}); save it as UTF-8, as TOML requires"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ProganError(f"config file '{p}' is not valid TOML: {e}") from None
 
@@ -46,11 +48,15 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The config a run directory was started with (``RUN/config.toml``)."""
     p = Path(run_dir) / "config.toml"
     if not p.is_file():
-        raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); "
-                          "start it with --data (without --resume)")
+        raise ProganError(
+            f"'{run_dir}' is not a progan run directory (no config.toml); "
+            "start it with --data (without --resume)"
+        )
     if blank(p):
-        raise ProganError(f"'{p}' is empty and '{run_dir}' holds no checkpoint: nothing to "
-                          "resume; start it with --data (without --resume)")
+        raise ProganError(
+            f"'{p}' is empty and '{run_dir}' holds no checkpoint: nothing to "
+            "resume; start it with --data (without --resume)"
+        )
     return from_dict(load_toml(p))
 
 

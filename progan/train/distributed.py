@@ -33,9 +33,11 @@ def local_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:
         local = job_env().local_rank
         if local >= torch.cuda.device_count():
-            raise ProganError(f"LOCAL_RANK is {local}, but this machine has "
-                              f"{torch.cuda.device_count()} GPUs: start at most one process per "
-                              "GPU (torchrun --nproc_per_node)")
+            raise ProganError(
+                f"LOCAL_RANK is {local}, but this machine has "
+                f"{torch.cuda.device_count()} GPUs: start at most one process per "
+                "GPU (torchrun --nproc_per_node)"
+            )
         return torch.device("cuda", local)
     return device
 
@@ -80,7 +82,11 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[offset:offset + n].view_as(p))
+        p.grad = (
+            flat[offset : offset + n].view_as(p).clone()
+            if p.grad is None
+            else p.grad.copy_(flat[offset : offset + n].view_as(p))
+        )
         offset += n
 
 
@@ -114,44 +120,59 @@ def job_env() -> JobEnv:
         except ValueError:
             value = None
         if value is None or value < low:
-            raise ProganError(f"environment variable {name}={text!r} must be an integer >= {low}; "
-                              f"{launch}")
+            raise ProganError(
+                f"environment variable {name}={text!r} must be an integer >= {low}; {launch}"
+            )
         return value
 
     world = number("WORLD_SIZE", 1, 1)
     rank = number("RANK", 0, 0)
     local_rank = number("LOCAL_RANK", 0, 0)
     if "RANK" in env and "WORLD_SIZE" not in env:
-        raise ProganError(f"environment variable RANK={env['RANK']!r} is set but WORLD_SIZE is "
-                          "not; torchrun sets both: " + launch)
+        raise ProganError(
+            f"environment variable RANK={env['RANK']!r} is set but WORLD_SIZE is "
+            "not; torchrun sets both: " + launch
+        )
     if rank >= world:
-        raise ProganError(f"environment variable RANK={rank} is not below WORLD_SIZE={world} "
-                          f"(ranks are 0 to {world - 1}); {launch}")
+        raise ProganError(
+            f"environment variable RANK={rank} is not below WORLD_SIZE={world} "
+            f"(ranks are 0 to {world - 1}); {launch}"
+        )
     local_world = number("LOCAL_WORLD_SIZE", world, 1)
     if local_rank >= local_world:
-        raise ProganError(f"environment variable LOCAL_RANK={local_rank} is not below "
-                          f"LOCAL_WORLD_SIZE={local_world}; {launch}")
+        raise ProganError(
+            f"environment variable LOCAL_RANK={local_rank} is not below "
+            f"LOCAL_WORLD_SIZE={local_world}; {launch}"
+        )
     if world > 1:
         if "RANK" not in env:
-            raise ProganError(f"environment variable WORLD_SIZE={world} is set but RANK is not; "
-                              "torchrun sets both: " + launch)
+            raise ProganError(
+                f"environment variable WORLD_SIZE={world} is set but RANK is not; "
+                "torchrun sets both: " + launch
+            )
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if not env.get(name, "").strip():
-                raise ProganError(f"WORLD_SIZE={world} but environment variable {name} is not set: "
-                                  "every process must be told where rank 0 listens; launch with "
-                                  "torchrun (or progan train --gpus N)")
+                raise ProganError(
+                    f"WORLD_SIZE={world} but environment variable {name} is not set: "
+                    "every process must be told where rank 0 listens; launch with "
+                    "torchrun (or progan train --gpus N)"
+                )
         port = env["MASTER_PORT"].strip()
         if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ProganError(f"environment variable MASTER_PORT={env['MASTER_PORT']!r} must be a "
-                              "port number from 1 to 65535")
+            raise ProganError(
+                f"environment variable MASTER_PORT={env['MASTER_PORT']!r} must be a "
+                "port number from 1 to 65535"
+            )
     return JobEnv(rank, world, local_rank)
 
 
 def check_timeout(seconds: float) -> float:
     """``seconds`` if it can be the job's --dist-timeout, else a ProganError naming the option."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
-        raise ProganError(f"--dist-timeout must be a number of seconds above 0 and at most "
-                          f"{MAX_TIMEOUT_S:g} (a week), got {seconds}")
+        raise ProganError(
+            f"--dist-timeout must be a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT_S:g} (a week), got {seconds}"
+        )
     return seconds
 
 
@@ -179,9 +200,12 @@ def init(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     # new processes at dead peers, so each round gets its own key prefix.
     try:
         store, rank_, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout_s)))
-        store = dist.PrefixStore(f"progan-round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-        dist.init_process_group(backend, store=store, rank=rank_, world_size=world,
-                                timeout=timedelta(seconds=timeout_s))
+        store = dist.PrefixStore(
+            f"progan-round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store
+        )
+        dist.init_process_group(
+            backend, store=store, rank=rank_, world_size=world, timeout=timedelta(seconds=timeout_s)
+        )
     except RuntimeError as e:  # torch's DistError (a store or network timeout) is one
         env, what = job_env(), (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise ProganError(
@@ -198,7 +222,9 @@ def shutdown() -> None:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device, resume_hint: str = "", timeout_s: float = DEFAULT_TIMEOUT_S):
+def process_group(
+    device: torch.device, resume_hint: str = "", timeout_s: float = DEFAULT_TIMEOUT_S
+):
     """The body runs inside the job's process group when torchrun launched several processes (a
     plain block otherwise). Peers that do not join within ``timeout_s`` and a failed collective
     (another process died) each become one ProganError, the latter ending with ``resume_hint``;
@@ -233,8 +259,16 @@ def launch_command(nproc: int, argv: list[str]) -> list[str]:
     """The torchrun command that runs ``progan <argv>`` in ``nproc`` processes on this machine."""
     import sys
 
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "progan", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "progan",
+        *argv,
+    ]
 
 
 def strip_option(argv: list[str], name: str) -> list[str]:

@@ -87,8 +87,10 @@ class EventWriter:
         try:
             str(logdir).encode("utf-8")
         except UnicodeEncodeError:  # TensorBoard encodes paths as UTF-8, strictly
-            raise ProganError(f"TensorBoard cannot write into '{logdir}': the path holds bytes that "
-                              "are not UTF-8; rename the folder (or use a UTF-8 path to it)") from None
+            raise ProganError(
+                f"TensorBoard cannot write into '{logdir}': the path holds bytes that "
+                "are not UTF-8; rename the folder (or use a UTF-8 path to it)"
+            ) from None
         _quiet_tensorboard_threads()
         self._writer = self._call(SummaryWriter, str(logdir), **kwargs)
 
@@ -144,9 +146,17 @@ def report_grid(writer: EventWriter, tag: str, imgs: torch.Tensor, path: Path, s
     return path
 
 
-def report_tick(log: Callable[[str], None], writer: EventWriter, stage: Stage, images_shown: int,
-                end: int, rate: float, values: dict[str, float], skipped: int,
-                device: torch.device) -> None:
+def report_tick(
+    log: Callable[[str], None],
+    writer: EventWriter,
+    stage: Stage,
+    images_shown: int,
+    end: int,
+    rate: float,
+    values: dict[str, float],
+    skipped: int,
+    device: torch.device,
+) -> None:
     """A tick's console line (losses, speed, ETAs) and TensorBoard scalars (step = images shown)."""
     kimg = images_shown / 1000
     phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
@@ -167,5 +177,7 @@ def report_tick(log: Callable[[str], None], writer: EventWriter, stage: Stage, i
     writer.add_scalar("speed/images_per_s", rate, step)
     writer.add_scalar("speed/s_per_kimg", 1000.0 / max(rate, 1e-9), step)
     if device.type == "cuda":
-        writer.add_scalar("resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step)
+        writer.add_scalar(
+            "resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step
+        )
     writer.flush()
