@@ -114,14 +114,17 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     probe = path
     while not probe.exists():
         if probe.is_symlink():
-            raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a broken "
-                              "symbolic link")
+            raise ProganError(
+                f"{what} '{path}' cannot be created: '{probe}' is a broken symbolic link"
+            )
         probe = probe.parent
     if not probe.is_dir():
         raise ProganError(f"{what} '{path}' cannot be created: '{probe}' is a file")
     try:
         fd, name = tempfile.mkstemp(prefix=".progan-write-test-", dir=probe)
     except OSError as e:
-        raise ProganError(f"{what} '{path}' is not writable ({e.strerror or e} in '{probe}')") from None
+        raise ProganError(
+            f"{what} '{path}' is not writable ({e.strerror or e} in '{probe}')"
+        ) from None
     os.close(fd)
     os.unlink(name)

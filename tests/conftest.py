@@ -51,8 +51,13 @@ def short_run(face_store, tmp_path):
     from progan.train.loop import train
 
     run = tmp_path / "run"
-    train(TrainConfig(data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8},
-                                                  "total_kimg": 0.128}), run, log=quiet)
+    train(
+        TrainConfig(
+            data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8}, "total_kimg": 0.128}
+        ),
+        run,
+        log=quiet,
+    )
     return run
 
 

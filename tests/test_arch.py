@@ -33,26 +33,38 @@ class WideningGenerator(networks.Generator):
 
 def build_toy(cfg: TrainConfig, num_classes: int):
     _, d = networks.build(cfg, num_classes)
-    g = WideningGenerator(cfg.net["gain"], res_max=cfg.res_max, latent_dim=cfg.latent_dim,
-                          fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
+    g = WideningGenerator(
+        cfg.net["gain"],
+        res_max=cfg.res_max,
+        latent_dim=cfg.latent_dim,
+        fmap_base=cfg.fmap_base,
+        fmap_max=cfg.fmap_max,
+    )
     return g, d
 
 
 @pytest.fixture
 def toy_arch(monkeypatch):
-    monkeypatch.setitem(registry.ARCHITECTURES, "toy",
-                        registry.Architecture("test stand-in", {"gain": 1.0, "blocks": 2}))
+    monkeypatch.setitem(
+        registry.ARCHITECTURES,
+        "toy",
+        registry.Architecture("test stand-in", {"gain": 1.0, "blocks": 2}),
+    )
     monkeypatch.setitem(build.BUILDERS, "toy", build_toy)
 
 
 def test_unknown_arch_and_options_are_one_line_errors_naming_the_choices(toy_arch):
-    with pytest.raises(ProganError, match=r"unknown arch 'stylegn' \(known: progan, stylegan, toy\)"):
+    with pytest.raises(
+        ProganError, match=r"unknown arch 'stylegn' \(known: progan, stylegan, toy\)"
+    ):
         from_dict({"arch": "stylegn"})
     with pytest.raises(ProganError, match=r"no \[net\] option 'gian' \(known: blocks, gain\)"):
         from_dict({"arch": "toy", "net": {"gian": 2}})
     with pytest.raises(ProganError, match=r"'blocks' of arch 'toy': cannot use 2.5 \(a int"):
         from_dict({"arch": "toy", "net": {"blocks": 2.5}})
-    with pytest.raises(ProganError, match=r"arch 'progan' has no \[net\] option 'gain' \(known: none\)"):
+    with pytest.raises(
+        ProganError, match=r"arch 'progan' has no \[net\] option 'gain' \(known: none\)"
+    ):
         from_dict({"net": {"gain": 2}})
 
 
@@ -62,11 +74,22 @@ def test_a_config_holds_every_option_of_its_arch_with_defaults_filled(toy_arch):
     assert from_dict(cfg.to_dict()) == cfg
 
 
-def test_a_registered_arch_trains_resumes_and_samples_through_the_unchanged_cli(toy_arch, face_store,
-                                                                                 tmp_path):
+def test_a_registered_arch_trains_resumes_and_samples_through_the_unchanged_cli(
+    toy_arch, face_store, tmp_path
+):
     run = tmp_path / "run"
-    args = ["train", "--data", face_store, "--run-dir", run, *TINY16_ARGS, "--res-max", "8",
-            "--total-kimg", "0.064"]
+    args = [
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        run,
+        *TINY16_ARGS,
+        "--res-max",
+        "8",
+        "--total-kimg",
+        "0.064",
+    ]
     r = CliRunner().invoke(main, [str(a) for a in args + ["--arch", "toy", "--net", "gain=0.5"]])
     assert r.exit_code == 0, r.output
     saved = load_run_config(run)
@@ -103,8 +126,9 @@ def test_the_progan_entry_builds_the_paper_networks():
 
 @pytest.mark.parametrize("pair", ["gain", "=2"])
 def test_a_malformed_net_option_is_one_line(pair, tmp_path):
-    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
-                                  "--net", pair])
+    r = CliRunner().invoke(
+        main, ["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), "--net", pair]
+    )
     assert r.exit_code == 2 and f"--net '{pair}': give KEY=VALUE" in r.output
     assert not (tmp_path / "r").exists()
 
@@ -122,7 +146,9 @@ def test_a_generators_own_step_inputs_are_split_over_processes_exactly_and_diffe
     assert torch.equal(torch.cat([h[1]["noise"] for h in halves]), whole_g["noise"])
     assert not torch.equal(whole_d["noise"], whole_g["noise"])
     assert not torch.equal(step_inputs(NoisyG(), 3, 648, 8, 0, 8, 16)[0]["noise"], whole_d["noise"])
-    assert step_inputs(networks.Generator(res_max=8, latent_dim=8, fmap_max=8), 3, 0, 8, 0, 8, 8) == ({}, {})
+    assert step_inputs(
+        networks.Generator(res_max=8, latent_dim=8, fmap_max=8), 3, 0, 8, 0, 8, 8
+    ) == ({}, {})
 
 
 def test_train_help_lists_every_registered_arch():

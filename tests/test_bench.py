@@ -71,10 +71,20 @@ def _kernel_roundings() -> float:
     """
     gen = torch.Generator().manual_seed(2)
     cases = [
-        (lambda x, w: F.conv2d(x, w, padding=1),
-         torch.randn(BATCH, FMAP, RES, RES, generator=gen).contiguous(memory_format=torch.channels_last),
-         torch.randn(FMAP, FMAP, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)),
-        (F.linear, torch.randn(BATCH, 4 * FMAP, generator=gen), torch.randn(16 * FMAP, 4 * FMAP, generator=gen)),
+        (
+            lambda x, w: F.conv2d(x, w, padding=1),
+            torch.randn(BATCH, FMAP, RES, RES, generator=gen).contiguous(
+                memory_format=torch.channels_last
+            ),
+            torch.randn(FMAP, FMAP, 3, 3, generator=gen).contiguous(
+                memory_format=torch.channels_last
+            ),
+        ),
+        (
+            F.linear,
+            torch.randn(BATCH, 4 * FMAP, generator=gen),
+            torch.randn(16 * FMAP, 4 * FMAP, generator=gen),
+        ),
     ]
 
     def products(op, x, w, gy, bf16: bool, rounded: bool):
@@ -97,8 +107,12 @@ def _kernel_roundings() -> float:
     return ratio
 
 
-def _losses_and_grads(channels_last: bool, bf16: bool, noise: TorchFunctionMode | None = None,
-                      penalty_fp32: bool = False):
+def _losses_and_grads(
+    channels_last: bool,
+    bf16: bool,
+    noise: TorchFunctionMode | None = None,
+    penalty_fp32: bool = False,
+):
     """WGAN-GP D loss and G loss on a small pair, with gradients of D's and G's parameters."""
     torch.manual_seed(0)
     G = Generator(res_max=RES, latent_dim=32, fmap_base=FMAP * 8, fmap_max=FMAP)
@@ -110,7 +124,9 @@ def _losses_and_grads(channels_last: bool, bf16: bool, noise: TorchFunctionMode 
     if channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         reals = reals.contiguous(memory_format=torch.channels_last)
-    d_loss, gl, d_grads, g_grads = bench.loss_gradients(G, D, reals, z, eps, RES, bf16, noise, penalty_fp32)
+    d_loss, gl, d_grads, g_grads = bench.loss_gradients(
+        G, D, reals, z, eps, RES, bf16, noise, penalty_fp32
+    )
     flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
     return d_loss, gl, flat(d_grads), flat(g_grads)
 
@@ -118,7 +134,8 @@ def _losses_and_grads(channels_last: bool, bf16: bool, noise: TorchFunctionMode 
 def _deviation(got, ref) -> list[float]:
     """|loss - ref| for the two losses, ||grad - ref|| / ||ref|| for the two gradients."""
     return [abs(a - b).item() for a, b in zip(got[:2], ref[:2])] + [
-        ((a - b).norm() / b.norm()).item() for a, b in zip(got[2:], ref[2:])]
+        ((a - b).norm() / b.norm()).item() for a, b in zip(got[2:], ref[2:])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +167,18 @@ def test_optimised_path_matches_fp32_within_bf16_tolerance(fp32_reference, route
     ref = fp32_reference
     penalty_fp32 = penalty_in_fp32(route, "bf16", torch.device("cpu"))
     per_op = TOL_ROUNDINGS * BF16_U * _kernel_roundings()
-    noisy = [_deviation(_losses_and_grads(False, False, _RelativeNoise(per_op, s)), ref) for s in range(4)]
+    noisy = [
+        _deviation(_losses_and_grads(False, False, _RelativeNoise(per_op, s)), ref)
+        for s in range(4)
+    ]
     bound = [sum(col) / len(col) for col in zip(*noisy)]
-    got = _deviation(_losses_and_grads(channels_last=True, bf16=True, penalty_fp32=penalty_fp32), ref)
+    got = _deviation(
+        _losses_and_grads(channels_last=True, bf16=True, penalty_fp32=penalty_fp32), ref
+    )
     for name, dev, b in zip(("D loss", "G loss", "D grads", "G grads"), got, bound):
-        assert dev <= b, f"{name}: bf16 deviates {dev:.4g} from fp32, beyond {b:.4g} ({per_op / BF16_U:.3g} u per op)"
+        assert dev <= b, (
+            f"{name}: bf16 deviates {dev:.4g} from fp32, beyond {b:.4g} ({per_op / BF16_U:.3g} u per op)"
+        )
 
 
 def test_precision_report_compares_every_trained_parameter():
@@ -162,7 +186,9 @@ def test_precision_report_compares_every_trained_parameter():
     text = bench.precision_report(cfg, 8, 4, torch.device("cpu"))
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
     G = Generator(res_max=8, latent_dim=32, fmap_base=FMAP * 8, fmap_max=16)
-    expected = {f"G.{n}" for n, _ in G.named_parameters() if ".4." not in n}  # to_rgb at 4 is off at 8
+    expected = {
+        f"G.{n}" for n, _ in G.named_parameters() if ".4." not in n
+    }  # to_rgb at 4 is off at 8
     assert expected <= set(rows)
     assert "D.output.dense1.weight" in rows and "D.from_rgb.8.weight" in rows
     for net in "DG":
@@ -198,7 +224,9 @@ def test_forward_flop_count_matches_the_aten_ops_of_the_paper_networks(fade):
             img = G(z, res, alpha)
         with AtenFlops() as d_count:
             D(img, res, alpha)
-        assert (g_count.total, d_count.total) == tuple(2 * f for f in bench.forward_flops(res, fade=fade))
+        assert (g_count.total, d_count.total) == tuple(
+            2 * f for f in bench.forward_flops(res, fade=fade)
+        )
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
@@ -215,16 +243,39 @@ def test_flop_count_matches_the_aten_ops_one_iteration_runs(alpha):
 def test_bench_script_runs_end_to_end_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_train.py"), "--device", "cpu", "--res", "8", "--iters", "2",
-         "--warmup", "1", "--fmap-max", "16", "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "tools" / "bench_train.py"),
+            "--device",
+            "cpu",
+            "--res",
+            "8",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--fmap-max",
+            "16",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     rows = {r["path"]: r for r in data["results"]}
     assert set(rows) == {"fp32_eager", "optimised"}
     for r in rows.values():
-        for key in ("images_per_s", "ms_per_iter", "peak_mem_bytes", "tflops", "ratio_vs_fp32_eager"):
+        for key in (
+            "images_per_s",
+            "ms_per_iter",
+            "peak_mem_bytes",
+            "tflops",
+            "ratio_vs_fp32_eager",
+        ):
             assert r[key] > 0, key
     assert rows["fp32_eager"]["ratio_vs_fp32_eager"] == 1.0
     assert data["projection"]["optimised"]["seconds"] > 0
@@ -234,8 +285,15 @@ def test_bench_script_runs_end_to_end_and_writes_json(tmp_path):
 @pytest.mark.parametrize("loss", ["logistic", "wgangp"])
 def test_style_based_iteration_flops_match_the_aten_ops(loss):
     """The analytic count bench_train reports for --arch stylegan (both losses, mixing on)."""
-    cfg = TrainConfig(arch="stylegan", fmap_base=FMAP * 8, fmap_max=FMAP, latent_dim=32, res_max=RES,
-                      loss=loss, net={"w_dim": 32, "mapping_fmaps": 32, "style_mixing": 1.0, "fused_res": 8})
+    cfg = TrainConfig(
+        arch="stylegan",
+        fmap_base=FMAP * 8,
+        fmap_max=FMAP,
+        latent_dim=32,
+        res_max=RES,
+        loss=loss,
+        net={"w_dim": 32, "mapping_fmaps": 32, "style_mixing": 1.0, "fused_res": 8},
+    )
     step, (G, D) = bench.build_step(cfg, RES, 1.0, BATCH, "fp32_eager", torch.device("cpu"))
     with AtenFlops() as counter:
         step()

@@ -32,8 +32,15 @@ def store(tmp_path_factory) -> tuple[Path, np.ndarray]:
     for i, a in enumerate(pixels):
         (root / "src" / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(a).save(root / "src" / f"class{i % 2}" / f"{i:02d}.png")
-    prepare_lmdb(root / "src", root / "store", res_max=RES_MAX, labels=True, workers=0,
-                 compressed_min_res=8, progress=False)
+    prepare_lmdb(
+        root / "src",
+        root / "store",
+        res_max=RES_MAX,
+        labels=True,
+        workers=0,
+        compressed_min_res=8,
+        progress=False,
+    )
     order = sorted(range(N), key=lambda i: (i % 2, i))  # sorted path order: class0/…, class1/…
     return root / "store", pixels[order].transpose(0, 3, 1, 2)
 
@@ -124,8 +131,9 @@ def test_dataloader_with_two_workers_reads_every_item(store, context):
     path, pixels = store
     ds = LMDBImages(path, RES_MAX)
     ds[0]  # an environment opened before the workers start must not be shared with them
-    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2,
-                                         multiprocessing_context=context)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=2, multiprocessing_context=context
+    )
     images, labels = zip(*loader)
     assert torch.equal(torch.cat(images), torch.from_numpy(pixels))
     assert torch.cat(labels).tolist() == [0] * 5 + [1] * 5

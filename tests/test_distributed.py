@@ -14,9 +14,30 @@ import torch
 
 from progan.train.checkpoint import list_checkpoints, load_checkpoint
 
-ARGS = ["--res-max", "8", "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16",
-        "--kimg-fade", "0.064", "--kimg-stable", "0.064", "--batch", "8", "--tick-kimg", "0.032",
-        "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0"]
+ARGS = [
+    "--res-max",
+    "8",
+    "--fmap-base",
+    "64",
+    "--fmap-max",
+    "16",
+    "--latent-dim",
+    "16",
+    "--kimg-fade",
+    "0.064",
+    "--kimg-stable",
+    "0.064",
+    "--batch",
+    "8",
+    "--tick-kimg",
+    "0.032",
+    "--snapshot-ticks",
+    "1",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+]
 # One thread per process: two processes on two cores must not oversubscribe them.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 # Every test here starts processes (torchrun, kills): minutes on two cores.
@@ -25,8 +46,16 @@ pytestmark = pytest.mark.slow
 
 def progan(*args, nproc=1, **kw):
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "progan", *map(str, args)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "progan",
+            *map(str, args),
+        ]
     else:
         cmd = [sys.executable, "-m", "progan", *map(str, args)]
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, **kw)
@@ -58,10 +87,22 @@ def test_two_processes_take_the_same_first_step_as_one_for_the_style_based_g(fac
     gradient component is below it: the style-based G's gradients span 1e-4 to 3e3 within a tensor,
     so later weights are compared by this one step.) A component whose gradient is below the
     rounding may take Adam's step (lr) in the other direction: at most 1% of them, by 2 lr."""
-    style = ["--arch", "stylegan", "--net", "w_dim=16", "--net", "mapping_fmaps=16", "--loss", "logistic",
-             "--total-kimg", "0.008"]
+    style = [
+        "--arch",
+        "stylegan",
+        "--net",
+        "w_dim=16",
+        "--net",
+        "mapping_fmaps=16",
+        "--loss",
+        "logistic",
+        "--total-kimg",
+        "0.008",
+    ]
     for run, nproc in (("one", 1), ("two", 2)):
-        r = progan("train", "--data", face_store, "--run-dir", tmp_path / run, *ARGS, *style, nproc=nproc)
+        r = progan(
+            "train", "--data", face_store, "--run-dir", tmp_path / run, *ARGS, *style, nproc=nproc
+        )
         assert r.returncode == 0, r.stderr + r.stdout
     w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     from progan.config.files import load_run_config
@@ -74,7 +115,9 @@ def test_two_processes_take_the_same_first_step_as_one_for_the_style_based_g(fac
         flipped += int((diff > 1e-5).sum())
         total += diff.numel()
     init = new_run(load_run_config(tmp_path / "one"), 0, torch.device("cpu")).G.state_dict()
-    trained = {k: v for k, v in init.items() if k.startswith(("mapping.", "input.", "to_rgb.4."))}  # 4x4
+    trained = {
+        k: v for k, v in init.items() if k.startswith(("mapping.", "input.", "to_rgb.4."))
+    }  # 4x4
     for k, v in trained.items():
         moved += int((v.float() != w1[f"G.{k}"].float()).sum())
     assert flipped <= 0.01 * total, (flipped, total)
@@ -82,8 +125,18 @@ def test_two_processes_take_the_same_first_step_as_one_for_the_style_based_g(fac
 
 
 def test_gpus_option_launches_torchrun(face_store, tmp_path):
-    r = progan("train", "--data", face_store, "--run-dir", tmp_path / "run", *ARGS,
-               "--total-kimg", "0.064", "--gpus", "2")
+    r = progan(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *ARGS,
+        "--total-kimg",
+        "0.064",
+        "--gpus",
+        "2",
+    )
     assert r.returncode == 0, r.stderr + r.stdout
     assert "torch.distributed.run" in r.stdout and "--nproc_per_node=2" in r.stdout
     assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["images_shown"] == 64
@@ -110,10 +163,26 @@ def _worker_pids(parent: int) -> dict[int, int]:
 
 def test_killing_one_rank_ends_the_job_and_resume_continues(face_store, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run), *ARGS,
-           "--kimg-stable", "20"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "progan",
+        "train",
+        "--data",
+        str(face_store),
+        "--run-dir",
+        str(run),
+        *ARGS,
+        "--kimg-stable",
+        "20",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list_checkpoints(run)) < 2:
         time.sleep(0.1)
@@ -135,10 +204,27 @@ def test_killing_one_rank_ends_the_job_and_resume_continues(face_store, tmp_path
 def test_torchrun_max_restarts_resumes_after_a_rank_dies(face_store, tmp_path):
     """With --max-restarts, a transient failure costs at most one checkpoint interval."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "--max-restarts=1", "-m", "progan", "train", "--data", str(face_store), "--run-dir",
-           str(run), *ARGS, "--kimg-stable", "1.5"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        "-m",
+        "progan",
+        "train",
+        "--data",
+        str(face_store),
+        "--run-dir",
+        str(run),
+        *ARGS,
+        "--kimg-stable",
+        "1.5",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list_checkpoints(run)) < 2:
         time.sleep(0.05)

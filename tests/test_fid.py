@@ -191,7 +191,9 @@ def test_feature_stats_are_float64_mean_and_unbiased_covariance():
     rows = [[float(v) for v in row] for row in feats]
     mean = [math.fsum(col) / len(rows) for col in zip(*rows)]
     dev = [[v - m for v, m in zip(row, mean)] for row in rows]
-    cov = [[math.fsum(d[i] * d[j] for d in dev) / (len(rows) - 1) for j in range(6)] for i in range(6)]
+    cov = [
+        [math.fsum(d[i] * d[j] for d in dev) / (len(rows) - 1) for j in range(6)] for i in range(6)
+    ]
     mu, sigma = feature_stats(feats)
     # float64 summation of 50 terms: relative error far below 1e-12 of the largest entry.
     np.testing.assert_allclose(mu, mean, rtol=0, atol=1e-13 * np.abs(mean).max())

@@ -34,8 +34,6 @@ pytestmark = pytest.mark.usefixtures("no_user_cache")
 N = 32
 
 
-
-
 @pytest.mark.slow
 def test_real_weights_fid_of_a_run_prints_a_finite_value_and_writes_json(evaluated_run):
     run, result, _ = evaluated_run
@@ -111,7 +109,9 @@ def test_fid_of_two_folders_is_the_frechet_distance_of_their_features(tiny_featu
     images = {}
     for name, shift in (("a", 0), ("b", 60)):
         (tmp_path / name).mkdir()
-        images[name] = np.clip(rng.integers(0, 196, (20, 16, 16, 3)) + shift, 0, 255).astype(np.uint8)
+        images[name] = np.clip(rng.integers(0, 196, (20, 16, 16, 3)) + shift, 0, 255).astype(
+            np.uint8
+        )
         for i, im in enumerate(images[name]):
             Image.fromarray(im).save(tmp_path / name / f"{i:03d}.png")
     result = invoke_clean(
@@ -149,16 +149,23 @@ def test_swd_of_a_run_prints_a_table_and_writes_json_and_tensorboard(run, face_s
     # The number is SWD between the store's first N images and the PNGs `progan generate` writes
     # (same seed, one batch as the evaluator's): equal pixels, equal distance.
     generate_images(ckpt, tmp_path / "fakes", n=N, seed=0, device="cpu", batch=50)
-    fakes = torch.from_numpy(
-        np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "fakes").glob("*.png"))])
-    ).permute(0, 3, 1, 2).contiguous()
+    fakes = (
+        torch.from_numpy(
+            np.stack(
+                [np.asarray(Image.open(f)) for f in sorted((tmp_path / "fakes").glob("*.png"))]
+            )
+        )
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
     reals = LMDBImages(face_store, 16).read_level(np.arange(N))
     assert record["value"] == swd(reals, fakes, seed=0)["avg"]
     # `progan fid --metric swd` is the same command.
     again = invoke_clean("fid", ckpt, "--metric", "swd", "--n", N, "--device", "cpu")
     assert again.exit_code == 0, again.output
     assert (
-        json.loads((ckpt.parent / f"{ckpt.stem}.swd{N}.json").read_text())["value"] == record["value"]
+        json.loads((ckpt.parent / f"{ckpt.stem}.swd{N}.json").read_text())["value"]
+        == record["value"]
     )
 
 

@@ -53,8 +53,11 @@ def imported(path: Path, name: str, known: set[str]) -> set[str]:
         if t not in known:
             continue
         parts = t.split(".")
-        out.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-                   if p in known and p not in own)
+        out.update(
+            p
+            for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            if p in known and p not in own
+        )
     out.discard(name)
     return out
 
@@ -76,7 +79,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -105,7 +108,9 @@ def test_imports_inside_functions_and_of_packages_are_edges(tmp_path):
     assert imported(pkg / "a.py", "progan.sub.a", known) == {"progan.other"}
     # Importing progan.sub.a runs progan/sub/__init__.py first: other -> sub -> a -> other.
     assert imported(tmp_path / "progan" / "other.py", "progan.other", known) == {
-        "progan.sub", "progan.sub.a"}
+        "progan.sub",
+        "progan.sub.a",
+    }
     assert imported(pkg / "__init__.py", "progan.sub", known) == {"progan.sub.a"}
 
 
@@ -148,13 +153,17 @@ def test_every_subpackage_says_what_lives_in_it():
             assert not missing, f"{init.relative_to(ROOT)} does not name {missing}"
 
 
-
 def test_no_test_module_imports_another():
     tests = {p.stem for p in TESTS.glob("test_*.py")}
     for path in sorted(TESTS.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             bad = [n for n in names if n.split(".")[0] in tests]
             assert not bad, f"{path.name} imports test module {bad[0]}"
 
@@ -166,8 +175,13 @@ def test_every_top_level_function_and_class_is_used_or_documented():
     import re
 
     words = collections.Counter()
-    for p in (*PACKAGE.rglob("*.py"), *(ROOT / "tools").glob("*.py"), *TESTS.glob("*.py"),
-              *ROOT.glob("*.md"), *ROOT.glob("*/*.md")):
+    for p in (
+        *PACKAGE.rglob("*.py"),
+        *(ROOT / "tools").glob("*.py"),
+        *TESTS.glob("*.py"),
+        *ROOT.glob("*.md"),
+        *ROOT.glob("*/*.md"),
+    ):
         words.update(re.findall(r"\w+", p.read_text()))
     unused = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -199,15 +213,22 @@ def test_every_markdown_file_the_project_names_is_in_the_repository():
     import re
     import subprocess
 
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     names = {Path(f).name for f in tracked}
     missing = []
     for f in tracked:
-        if not f.endswith((".py", ".md", ".toml", "Makefile", "run")) or f.startswith("tests/fixtures/"):
+        if not f.endswith((".py", ".md", ".toml", "Makefile", "run")) or f.startswith(
+            "tests/fixtures/"
+        ):
             continue
         for ref in re.findall(r"(?<![\w/.:-])([\w.-]+(?:/[\w.-]+)*\.md)\b", (ROOT / f).read_text()):
             here = (ROOT / f).parent
-            if not ((ROOT / ref).is_file() or (here / ref).is_file() or ("/" not in ref and ref in names)):
+            if not (
+                (ROOT / ref).is_file()
+                or (here / ref).is_file()
+                or ("/" not in ref and ref in names)
+            ):
                 missing.append(f"{f}: {ref}")
     assert not missing, missing

@@ -20,11 +20,17 @@ def linear_critic(w: torch.Tensor):
 
 def test_logistic_d_loss_is_softplus_of_the_scores_plus_r1():
     w = torch.tensor([[[0.5, -1.0], [2.0, 0.25]]], dtype=torch.float64)  # ||w||^2 = 5.3125
-    reals = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [1.0, 1.0]]]], dtype=torch.float64)
-    fakes = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]], [[[-1.0, 0.0], [0.0, 0.0]]]], dtype=torch.float64)
+    reals = torch.tensor(
+        [[[[1.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [1.0, 1.0]]]], dtype=torch.float64
+    )
+    fakes = torch.tensor(
+        [[[[0.0, 1.0], [0.0, 0.0]]], [[[-1.0, 0.0], [0.0, 0.0]]]], dtype=torch.float64
+    )
     d_real, d_fake = [1.0, 2.75], [-0.5, 0.0]  # <w, x> + 0.5 by hand
     gamma = 10.0
-    expected = sum(softplus(f) + softplus(-r) + 0.5 * gamma * 5.3125 for r, f in zip(d_real, d_fake)) / 2
+    expected = (
+        sum(softplus(f) + softplus(-r) + 0.5 * gamma * 5.3125 for r, f in zip(d_real, d_fake)) / 2
+    )
     loss, stats = logistic_r1_d_loss(linear_critic(w), reals, fakes, r1_gamma=gamma)
     assert math.isclose(loss.item(), expected, rel_tol=1e-6)  # the loss computes in float32
     assert math.isclose(stats["d_real"].item(), sum(d_real) / 2, rel_tol=1e-6)
@@ -34,10 +40,16 @@ def test_logistic_d_loss_is_softplus_of_the_scores_plus_r1():
     loss, _ = logistic_r1_d_loss(linear_critic(w), reals, fakes, r1_gamma=gamma)
     (grad,) = torch.autograd.grad(loss, w)
     sig = lambda s: 1 / (1 + math.exp(-s))  # noqa: E731  softplus' derivative
-    by_hand = sum(sig(f) * fk - sig(-r) * rk
-                  for r, f, rk, fk in zip(d_real, d_fake, reals.flatten(1), fakes.flatten(1))) / 2
-    torch.testing.assert_close(grad.flatten(), by_hand + gamma * w.detach().flatten(),
-                               rtol=1e-6, atol=1e-6)
+    by_hand = (
+        sum(
+            sig(f) * fk - sig(-r) * rk
+            for r, f, rk, fk in zip(d_real, d_fake, reals.flatten(1), fakes.flatten(1))
+        )
+        / 2
+    )
+    torch.testing.assert_close(
+        grad.flatten(), by_hand + gamma * w.detach().flatten(), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_logistic_g_loss_is_non_saturating_softplus():

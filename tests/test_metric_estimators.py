@@ -156,7 +156,10 @@ def test_inception_score_equals_exp_mean_kl_written_with_scipy():
 
 
 def test_inception_score_is_one_for_uniform_and_c_for_c_confident_classes():
-    assert inception_score(np.zeros((20, 1008)), splits=10) == (pytest.approx(1.0), pytest.approx(0.0))
+    assert inception_score(np.zeros((20, 1008)), splits=10) == (
+        pytest.approx(1.0),
+        pytest.approx(0.0),
+    )
     confident = np.zeros((50, 1008))
     confident[np.arange(50), np.arange(50) % 5] = 60.0  # each split: 5 images, 5 distinct classes
     mean, _ = inception_score(confident, splits=10)
@@ -202,7 +205,9 @@ def _reference_ms_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         s12 = scipy.signal.fftconvolve(a * b, w, mode="valid") - mu1 * mu2
         c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
         v1, v2 = 2 * s12 + c2, s11 + s22 + c2
-        ssims.append(np.mean((2 * mu1 * mu2 + c1) * v1 / ((mu1**2 + mu2**2 + c1) * v2), axis=(1, 2, 3)))
+        ssims.append(
+            np.mean((2 * mu1 * mu2 + c1) * v1 / ((mu1**2 + mu2**2 + c1) * v2), axis=(1, 2, 3))
+        )
         css.append(np.mean(v1 / v2, axis=(1, 2, 3)))
         a, b = ((v[:, 0::2, 0::2] + v[:, 1::2, 0::2] + v[:, 0::2, 1::2] + v[:, 1::2, 1::2]) / 4
                 for v in (a, b))  # fmt: skip

@@ -61,7 +61,9 @@ def read(ckpt: Path, name: str) -> dict:
 
 
 def test_parse_metrics_accepts_the_canonical_names_and_refuses_others():
-    specs = su.parse_metrics("fid50k,kid,is50k,pr50k3,pr-inception,msssim20k,swd,kid2000,pr32_5,fid50k")
+    specs = su.parse_metrics(
+        "fid50k,kid,is50k,pr50k3,pr-inception,msssim20k,swd,kid2000,pr32_5,fid50k"
+    )
     assert [s.label for s in specs] == [
         "fid50k", "kid50k", "is50k", "pr50k3", "pr50k3-inception", "msssim20k", "swd", "kid2k",
         "pr32_5",
@@ -103,7 +105,10 @@ def test_one_call_writes_every_metric_from_one_generation(run, face_store, tiny_
     assert records[f"is{N}"]["value"] == pytest.approx(is_mean, rel=1e-5)
     assert records[f"is{N}"]["std"] == pytest.approx(is_std, rel=1e-3, abs=1e-6)
     p, r = precision_recall(torch.from_numpy(f_real), torch.from_numpy(f_fake))
-    assert (records[f"pr{N}_3-inception"]["precision"], records[f"pr{N}_3-inception"]["recall"]) == (p, r)
+    assert (
+        records[f"pr{N}_3-inception"]["precision"],
+        records[f"pr{N}_3-inception"]["recall"],
+    ) == (p, r)
     assert records[f"msssim{N}"]["pairs"] == N // 2
     expected_msssim = float(ms_ssim(fakes[0::2], fakes[1::2]).mean())
     assert records[f"msssim{N}"]["value"] == pytest.approx(expected_msssim, rel=1e-12)
@@ -113,7 +118,9 @@ def test_one_call_writes_every_metric_from_one_generation(run, face_store, tiny_
     assert scalars(run, f"metrics/is{N}_std") == [(step, pytest.approx(records[f"is{N}"]["std"]))]
     assert scalars(run, f"metrics/pr{N}_3-inception_recall") == [(step, pytest.approx(r))]
     assert scalars(run, f"metrics/msssim{N}") == [(step, pytest.approx(expected_msssim))]
-    assert scalars(run, f"metrics/swd{N}_16") == [(step, pytest.approx(records[f"swd{N}"]["value"]))]
+    assert scalars(run, f"metrics/swd{N}_16") == [
+        (step, pytest.approx(records[f"swd{N}"]["value"]))
+    ]
 
     # The FID and SWD files are those `progan fid` / `progan swd` write: they find nothing to do.
     for command in ("fid", "swd"):
@@ -211,10 +218,15 @@ def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_wa
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ev.time, "sleep", sleep)
-    result = invoke_clean("metrics", run, "--metrics", f"fid{N},msssim{N}", "--device", "cpu", "--watch")
+    result = invoke_clean(
+        "metrics", run, "--metrics", f"fid{N},msssim{N}", "--device", "cpu", "--watch"
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count(f"{early.name}: msssim{N} needs at least 16×16; skipped") == 1
-    assert read(early, f"fid{N}")["res"] == 8 and not (run / "checkpoints" / f"{early.stem}.msssim{N}.json").exists()
+    assert (
+        read(early, f"fid{N}")["res"] == 8
+        and not (run / "checkpoints" / f"{early.stem}.msssim{N}.json").exists()
+    )
     assert read(first, f"msssim{N}")["res"] == 16
     assert tiny_networks["generated"] == [N, N]  # each checkpoint once, over two polls
 
@@ -243,7 +255,10 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, monkeypatch, args, message
 
 @pytest.mark.slow
 def test_real_weights_one_pass_gives_progan_fids_number_and_kid_pr_of_the_same_features(
-    evaluated_run, run, fid_cache, monkeypatch  # noqa: F811
+    evaluated_run,
+    run,
+    fid_cache,
+    monkeypatch,  # noqa: F811
 ):
     from progan.metrics.inception import load_fid_inception
 

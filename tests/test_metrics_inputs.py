@@ -43,7 +43,9 @@ def one_line_error(result, *needles: str) -> str:
     (["--truncation", "-inf"], "--truncation"),
     (["--truncation", "0.7", "--truncation-cutoff", "0"], "--truncation-cutoff"),
 ])  # fmt: skip
-def test_generate_refuses_a_truncation_that_would_draw_nan_or_nothing(style_run, tmp_path, args, option):  # noqa: F811
+def test_generate_refuses_a_truncation_that_would_draw_nan_or_nothing(
+    style_run, tmp_path, args, option
+):  # noqa: F811
     out = tmp_path / "out"
     one_line_error(invoke_clean("generate", style_run, "--out", out, "--n", 2, *args), option)
     assert not list(out.glob("*.png"))
@@ -51,7 +53,9 @@ def test_generate_refuses_a_truncation_that_would_draw_nan_or_nothing(style_run,
 
 @pytest.mark.parametrize("interval", ["nan", "inf", "-1", "0", "0.001", "1e12"])
 @pytest.mark.parametrize("command", ["fid", "swd", "metrics"])
-def test_watch_interval_must_be_a_second_to_a_day(run, tiny_features, monkeypatch, command, interval):  # noqa: F811
+def test_watch_interval_must_be_a_second_to_a_day(
+    run, tiny_features, monkeypatch, command, interval
+):  # noqa: F811
     def sleep(seconds):  # a poll loop that got this far would spin or crash: end it
         raise KeyboardInterrupt
 
@@ -169,7 +173,9 @@ def test_a_very_long_reference_name_gives_results_and_caches_that_fit(
                     "--cache-dir", tmp_path / "cache")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(list((run / "checkpoints").glob("*.json"))) == (2 if command == "metrics" else 1)
-    assert max(name_bytes(run / "checkpoints")) <= 200 and max(name_bytes(tmp_path / "cache")) <= 200
+    assert (
+        max(name_bytes(run / "checkpoints")) <= 200 and max(name_bytes(tmp_path / "cache")) <= 200
+    )
     again = invoke_clean(command, run, *which, "--device", "cpu", "--ref", store)
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
 
@@ -250,12 +256,18 @@ def test_inception_weights_that_are_not_weights_are_one_sentence(run, tmp_path, 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 @pytest.mark.parametrize("kind", sorted(VGG_PROBLEMS))
 def test_vgg_weights_that_are_not_the_detector_are_one_sentence_before_any_image(
-    run, tiny_features, tmp_path, monkeypatch, kind  # noqa: F811
+    run,
+    tiny_features,
+    tmp_path,
+    monkeypatch,
+    kind,  # noqa: F811
 ):
     generated = []
     monkeypatch.setattr(su, "generated_images", lambda *a, **k: generated.append(1) or iter(()))
     weights = not_weights(tmp_path, kind)
-    result = invoke_clean("metrics", run, "--metrics", "pr16_3", "--device", "cpu", "--vgg-weights", weights)
+    result = invoke_clean(
+        "metrics", run, "--metrics", "pr16_3", "--device", "cpu", "--vgg-weights", weights
+    )
     line = one_line_error(result, f"'{weights}'", VGG_PROBLEMS[kind])
     assert_plain(line)
     assert generated == []
@@ -274,14 +286,18 @@ def full_disk_after(calls: int, write, target: int = 0):
         if count[0] <= calls:
             return write(*args, **kwargs)
         dest = args[target]
-        with open(dest, "wb") if isinstance(dest, (str, Path)) else contextlib.nullcontext(dest) as f:
+        with (
+            open(dest, "wb") if isinstance(dest, (str, Path)) else contextlib.nullcontext(dest) as f
+        ):
             f.write(b"\x89PNG half a file")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     return fake
 
 
-def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(run, tmp_path, monkeypatch):
+def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(
+    run, tmp_path, monkeypatch
+):
     from PIL import Image
 
     monkeypatch.setattr(Image.Image, "save", full_disk_after(2, Image.Image.save, target=1))
@@ -294,21 +310,29 @@ def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(run, t
         assert Image.open(png).size == (16, 16)  # whole images, no temporary left beside them
 
 
-def test_a_full_disk_loses_only_the_fid_cache_not_the_fid(run, tiny_features, tmp_path, monkeypatch):  # noqa: F811
+def test_a_full_disk_loses_only_the_fid_cache_not_the_fid(
+    run, tiny_features, tmp_path, monkeypatch
+):  # noqa: F811
     monkeypatch.setattr(np, "savez_compressed", full_disk_after(0, np.savez_compressed))
     cache = tmp_path / "cache"
     result = invoke_clean("fid", run, "--n", 16, "--device", "cpu", "--cache-dir", cache)
     assert result.exit_code == 0, result.output
-    assert "warning: could not write cache file" in result.output and "No space left" in result.output
+    assert (
+        "warning: could not write cache file" in result.output and "No space left" in result.output
+    )
     assert "fid16 = " in result.output and list(cache.iterdir()) == []
     assert len(list((run / "checkpoints").glob("*.fid16.json"))) == 1
 
 
-def test_a_full_disk_loses_only_the_feature_cache_not_the_kid(run, tiny_features, tmp_path, monkeypatch):  # noqa: F811
+def test_a_full_disk_loses_only_the_feature_cache_not_the_kid(
+    run, tiny_features, tmp_path, monkeypatch
+):  # noqa: F811
     monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
     monkeypatch.setattr(np, "save", full_disk_after(0, np.save))
     cache = tmp_path / "cache"
-    result = invoke_clean("metrics", run, "--metrics", "kid16", "--device", "cpu", "--cache-dir", cache)
+    result = invoke_clean(
+        "metrics", run, "--metrics", "kid16", "--device", "cpu", "--cache-dir", cache
+    )
     assert result.exit_code == 0, result.output
     assert "warning: could not write cache file" in result.output and "kid16 = " in result.output
     assert list(cache.iterdir()) == []
@@ -327,7 +351,11 @@ def read_only(path, **kwargs):
     (["metrics", "{run}", "--metrics", "fid16,swd16"], "fid16 = "),
 ], ids=["fid-run", "fid-checkpoint", "swd-checkpoint", "metrics-run"])  # fmt: skip
 def test_a_metric_whose_json_cannot_be_written_is_printed_first(
-    run, tiny_features, monkeypatch, args, shown  # noqa: F811
+    run,
+    tiny_features,
+    monkeypatch,
+    args,
+    shown,  # noqa: F811
 ):
     monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
     monkeypatch.setattr(ev, "atomic_path", read_only)  # root-proof: chmod does not stop root

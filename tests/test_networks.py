@@ -18,7 +18,15 @@ def small(res_max=32, **kw):
 
 def test_feature_maps_follow_table_2():
     assert [num_features(r) for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)] == [
-        512, 512, 512, 512, 256, 128, 64, 32, 16
+        512,
+        512,
+        512,
+        512,
+        256,
+        128,
+        64,
+        32,
+        16,
     ]
 
 
@@ -83,8 +91,9 @@ def test_blended_reals_at_alpha_zero_are_what_d_saw_at_the_previous_resolution(r
 
     torch.manual_seed(0)
     d = Discriminator(res, fmap_base=128, fmap_max=32)
-    u8 = torch.randint(0, 256, (8, 3, res, res), generator=torch.Generator().manual_seed(1),
-                       dtype=torch.uint8)
+    u8 = torch.randint(
+        0, 256, (8, 3, res, res), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
     x = u8.float() / 127.5 - 1
     blended = preprocess_reals(u8, None, res, alpha=0.0).contiguous()
     assert torch.equal(downsample2x(blended), downsample2x(x))
@@ -121,8 +130,15 @@ def test_minibatch_stddev_groups_are_consecutive_and_any_batch_works():
     torch.testing.assert_close(y[3, 3], y[0, 3])
     assert not torch.allclose(y[4, 3], y[0, 3])
     # Splitting the batch in multiples of the group (as across processes) changes nothing.
-    torch.testing.assert_close(torch.cat([minibatch_stddev(x[:4], 4), minibatch_stddev(x[4:], 4)]), y)
-    assert minibatch_stddev(torch.randn(7, 3, 4, 4), 4).shape == (7, 4, 4, 4)  # prime batch: group 1
+    torch.testing.assert_close(
+        torch.cat([minibatch_stddev(x[:4], 4), minibatch_stddev(x[4:], 4)]), y
+    )
+    assert minibatch_stddev(torch.randn(7, 3, 4, 4), 4).shape == (
+        7,
+        4,
+        4,
+        4,
+    )  # prime batch: group 1
     assert minibatch_stddev(torch.randn(6, 3, 4, 4), 4).shape == (6, 4, 4, 4)  # group 3
 
 

@@ -55,8 +55,10 @@ def test_pruning_keeps_unreadable_files_and_the_checkpoint_just_written(short_ru
     files[-1].write_bytes(b"garbage")  # ckpt-128 unreadable: resume from 96
     later = ckpt.checkpoint_path(short_run, 10**9)
     later.write_bytes(b"garbage too")  # a far later file it cannot read either
-    cfg = TrainConfig(data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8},
-                                                "total_kimg": 0.192, "keep_checkpoints": 1})
+    cfg = TrainConfig(
+        data=str(face_store),
+        **{**TINY, "res_max": 4, "minibatch": {4: 8}, "total_kimg": 0.192, "keep_checkpoints": 1},
+    )
     warnings = []
     result = train(cfg, short_run, log=warnings.append)
     assert result.finished and result.checkpoint.exists()
@@ -65,7 +67,10 @@ def test_pruning_keeps_unreadable_files_and_the_checkpoint_just_written(short_ru
     # The unreadable 128 was moved aside (not destroyed) when 128 was written again; 10**9 is kept;
     # older readable ones were pruned down to keep = 1 (the newest, just written).
     assert "ckpt-000000000128.pt.unreadable" in names and later.name in names
-    assert [p.name for p in ckpt.list_checkpoints(short_run)] == [result.checkpoint.name, later.name]
+    assert [p.name for p in ckpt.list_checkpoints(short_run)] == [
+        result.checkpoint.name,
+        later.name,
+    ]
 
 
 # --- write failures ---------------------------------------------------------------------------------
@@ -74,16 +79,19 @@ def test_pruning_keeps_unreadable_files_and_the_checkpoint_just_written(short_ru
 def _failing_torch_save(obj, f):
     with open(f, "wb") as fh:
         fh.write(b"partial")
-    raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed "
-                       "writing file data/0: file write failed")
+    raise RuntimeError(
+        "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed "
+        "writing file data/0: file write failed"
+    )
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_older_checkpoints(short_run, monkeypatch):
     before = snapshot_bytes(short_run / "checkpoints")
     monkeypatch.setattr(ckpt.torch, "save", _failing_torch_save)
     result = invoke("train", "--run-dir", short_run, "--resume", "--total-kimg", "0.256")
-    line = one_line_error(result, "could not write checkpoint", "ckpt-000000000160.pt",
-                          "file write failed")
+    line = one_line_error(
+        result, "could not write checkpoint", "ckpt-000000000160.pt", "file write failed"
+    )
     assert "intact" in line
     assert snapshot_bytes(short_run / "checkpoints") == before  # no partial or temporary file left
     monkeypatch.undo()
@@ -91,7 +99,9 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_older_checkpoints(short
         ckpt.load_checkpoint(p)
 
 
-def test_a_failed_sample_grid_write_stops_with_one_line_after_saving_a_checkpoint(short_run, monkeypatch):
+def test_a_failed_sample_grid_write_stops_with_one_line_after_saving_a_checkpoint(
+    short_run, monkeypatch
+):
     def full_disk(self, fp, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -101,7 +111,9 @@ def test_a_failed_sample_grid_write_stops_with_one_line_after_saving_a_checkpoin
     assert ckpt.list_checkpoints(short_run)[-1].name == "ckpt-000000000160.pt"
 
 
-def test_a_tensorboard_writer_thread_failure_is_one_line_without_traceback(short_run, monkeypatch, capfd):
+def test_a_tensorboard_writer_thread_failure_is_one_line_without_traceback(
+    short_run, monkeypatch, capfd
+):
     from tensorboard.summary.writer import record_writer
 
     def full_disk(self, data):
@@ -118,8 +130,18 @@ def test_a_tensorboard_writer_thread_failure_is_one_line_without_traceback(short
 
 def test_resume_accepts_the_starting_command_and_refuses_a_real_conflict(face_store, tmp_path):
     run = tmp_path / "run"
-    start = ["train", "--data", face_store, "--run-dir", run, *TINY_ARGS, "--res-max", "4",
-             "--total-kimg", "0.064"]
+    start = [
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        run,
+        *TINY_ARGS,
+        "--res-max",
+        "4",
+        "--total-kimg",
+        "0.064",
+    ]
     assert invoke(*start).exit_code == 0
     again = invoke(*start, "--resume")
     assert again.exit_code == 0, again.output
@@ -137,7 +159,8 @@ def test_resume_accepts_the_starting_command_and_refuses_a_real_conflict(face_st
 
 
 def test_a_config_file_that_disagrees_with_the_saved_run_names_the_key_and_both_values(
-        face_store, tmp_path):
+    face_store, tmp_path
+):
     run = tmp_path / "run"
     cfg = TrainConfig(data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8}})
     run.mkdir()
@@ -147,23 +170,39 @@ def test_a_config_file_that_disagrees_with_the_saved_run_names_the_key_and_both_
         resolve_config(run, tmp_path / "c.toml", {}, resume=False)
     # Given on the command line it is a deliberate change; data and device may always change.
     notes = []
-    changed = resolve_config(run, tmp_path / "c.toml", {"gp_lambda": 5.0, "device": "cpu"},
-                             resume=False, log=notes.append)
+    changed = resolve_config(
+        run,
+        tmp_path / "c.toml",
+        {"gp_lambda": 5.0, "device": "cpu"},
+        resume=False,
+        log=notes.append,
+    )
     assert changed.gp_lambda == 5.0 and any("gp_lambda" in n for n in notes)
 
 
 # --- options checked before anything is written ------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--lr", "-1"], "lr must be"), (["--lr", "nan"], "lr must be"),
-    (["--snapshot-ticks", "0"], "snapshot_ticks"), (["--image-ticks", "0"], "image_ticks"),
-    (["--fmap-max", "0"], "fmap_max"), (["--latent-dim", "0"], "latent_dim"),
-    (["--device", "gpu"], "device"), (["--device", "cuda:99"], "cuda:99"),
-    (["--total-kimg", "0"], "total_kimg"), (["--total-kimg", "-3"], "total_kimg"),
-    (["--batch", "0"], "--batch"), (["--res-max", "4096"], "res_max"),
-])
-def test_bad_options_are_one_line_errors_before_the_run_directory_exists(face_store, tmp_path, args, needle):
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lr", "-1"], "lr must be"),
+        (["--lr", "nan"], "lr must be"),
+        (["--snapshot-ticks", "0"], "snapshot_ticks"),
+        (["--image-ticks", "0"], "image_ticks"),
+        (["--fmap-max", "0"], "fmap_max"),
+        (["--latent-dim", "0"], "latent_dim"),
+        (["--device", "gpu"], "device"),
+        (["--device", "cuda:99"], "cuda:99"),
+        (["--total-kimg", "0"], "total_kimg"),
+        (["--total-kimg", "-3"], "total_kimg"),
+        (["--batch", "0"], "--batch"),
+        (["--res-max", "4096"], "res_max"),
+    ],
+)
+def test_bad_options_are_one_line_errors_before_the_run_directory_exists(
+    face_store, tmp_path, args, needle
+):
     run = tmp_path / "run"
     result = invoke("train", "--data", face_store, "--run-dir", run, *TINY_ARGS, *args)
     assert result.exit_code == 2, result.output
@@ -171,7 +210,9 @@ def test_bad_options_are_one_line_errors_before_the_run_directory_exists(face_st
     assert not run.exists()
 
 
-def test_an_unwritable_run_directory_or_output_folder_is_refused_up_front(face_store, short_run, tmp_path):
+def test_an_unwritable_run_directory_or_output_folder_is_refused_up_front(
+    face_store, short_run, tmp_path
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     result = invoke("train", "--data", face_store, "--run-dir", blocker / "run", *TINY_ARGS)
@@ -180,18 +221,24 @@ def test_an_unwritable_run_directory_or_output_folder_is_refused_up_front(face_s
     one_line_error(result, "output folder", "is a file")
     result = invoke("generate", short_run, "--out", tmp_path / "out", "--device", "cuda:99")
     one_line_error(result, "cuda:99")
-    result = invoke("generate", short_run, "--out", tmp_path / "out", "--interpolate", "--steps", "0")
+    result = invoke(
+        "generate", short_run, "--out", tmp_path / "out", "--interpolate", "--steps", "0"
+    )
     assert result.exit_code == 2 and "--steps" in result.output and not (tmp_path / "out").exists()
 
 
 def test_a_scalar_override_replaces_its_table(tmp_path):
     (tmp_path / "c.toml").write_text(
         "res_max = 16\n[kimg_table]\n4 = 40\n8 = 25\n16 = 20\n[minibatch]\n4 = 32\n8 = 32\n"
-        "[lr_table]\n16 = 0.003\n")
+        "[lr_table]\n16 = 0.003\n"
+    )
     with pytest.raises(ProganError, match=r"no entry for resolution\(s\) \[16\]"):
         resolve_config(tmp_path / "run", tmp_path / "c.toml", {"data": "s"})
-    cfg = resolve_config(tmp_path / "run", tmp_path / "c.toml",
-                         {"data": "s", "batch": 8, "kimg_fade": 5.0, "lr": 0.002})
+    cfg = resolve_config(
+        tmp_path / "run",
+        tmp_path / "c.toml",
+        {"data": "s", "batch": 8, "kimg_fade": 5.0, "lr": 0.002},
+    )
     assert cfg.minibatch == {4: 8, 8: 8, 16: 8}
     assert cfg.kimg_table == {} and cfg.kimg_for(16, "fade") == 5.0
     assert cfg.lr_table == {} and cfg.lr_for(16) == 0.002
@@ -205,8 +252,9 @@ def test_a_global_batch_smaller_than_the_processes_is_refused_naming_the_resolut
 
 
 def test_gpus_beyond_the_batch_are_refused_before_launching(face_store, tmp_path):
-    result = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-                    "--gpus", "16")
+    result = invoke(
+        "train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS, "--gpus", "16"
+    )
     one_line_error(result, "16 processes", "--batch")
     assert "launching" not in result.output and not (tmp_path / "run").exists()
 
@@ -253,8 +301,12 @@ def test_fid_sources_are_checked_before_any_feature(tmp_path, monkeypatch):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.png").write_bytes(b"not a png")
     (tmp_path / "bad" / "b.png").write_bytes(b"not a png either")
-    for real, needle in (("missing", "not found"), ("empty", "no image files"),
-                         ("mixed", "one size"), ("bad", "not a readable image")):
+    for real, needle in (
+        ("missing", "not found"),
+        ("empty", "no image files"),
+        ("mixed", "one size"),
+        ("bad", "not a readable image"),
+    ):
         result = invoke("fid", "--real", tmp_path / real, "--fake", tmp_path / "mixed")
         one_line_error(result, needle)
 
@@ -262,10 +314,15 @@ def test_fid_sources_are_checked_before_any_feature(tmp_path, monkeypatch):
 def test_results_with_another_reference_or_seed_do_not_overwrite_earlier_ones(tmp_path):
     from progan.metrics.evaluate import result_name
 
-    names = {result_name("fid", 50_000), result_name("fid", 10_000), result_name("fid", 50_000, 1),
-             result_name("fid", 50_000, ref=tmp_path / "a.lmdb"),
-             result_name("fid", 50_000, ref=tmp_path / "b" / "a.lmdb"),
-             result_name("swd", 16_384), result_name("swd", 2_000)}
+    names = {
+        result_name("fid", 50_000),
+        result_name("fid", 10_000),
+        result_name("fid", 50_000, 1),
+        result_name("fid", 50_000, ref=tmp_path / "a.lmdb"),
+        result_name("fid", 50_000, ref=tmp_path / "b" / "a.lmdb"),
+        result_name("swd", 16_384),
+        result_name("swd", 2_000),
+    }
     assert len(names) == 7
     assert result_name("fid", 50_000) == "fid50k" and result_name("swd", 16_384) == "swd"
 
@@ -307,7 +364,17 @@ def test_progan_train_checks_a_run_once(face_store, tmp_path, monkeypatch):
     checked = []
     real = checks.check_store
     monkeypatch.setattr(checks, "check_store", lambda cfg: checked.append(cfg.data) or real(cfg))
-    r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "run", *TINY_ARGS,
-               "--res-max", "4", "--total-kimg", "0.032")
+    r = invoke(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        tmp_path / "run",
+        *TINY_ARGS,
+        "--res-max",
+        "4",
+        "--total-kimg",
+        "0.032",
+    )
     assert r.exit_code == 0, r.output
     assert checked == [str(face_store)]

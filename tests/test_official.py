@@ -212,8 +212,12 @@ class _RecordingAdam(TFAdam):
     """TFAdam that keeps the gradients of its (first) step."""
 
     def step(self, closure=None):
-        self.grads = {p: p.grad.detach().clone() for g in self.param_groups for p in g["params"]
-                      if p.grad is not None}
+        self.grads = {
+            p: p.grad.detach().clone()
+            for g in self.param_groups
+            for p in g["params"]
+            if p.grad is not None
+        }
         return super().step(closure)
 
 
@@ -229,9 +233,22 @@ def _one_step(case: Case, lod: float, dtype: torch.dtype):
     opt_D = _RecordingAdam(D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     p = case.perm
     t = lambda x: x.to(dtype)  # noqa: E731
-    train_step(G, D, opt_G, opt_D, cfg, res, alpha, t(case.reals(res, alpha)[p]), case.batch_labels(p),
-               t(case.tensor("latents_d")[p]), t(case.tensor("latents_g")[p]),
-               t(case.tensor("mix")[p].view(-1, 1, 1, 1)), d_params, g_params)
+    train_step(
+        G,
+        D,
+        opt_G,
+        opt_D,
+        cfg,
+        res,
+        alpha,
+        t(case.reals(res, alpha)[p]),
+        case.batch_labels(p),
+        t(case.tensor("latents_d")[p]),
+        t(case.tensor("latents_g")[p]),
+        t(case.tensor("mix")[p].view(-1, 1, 1, 1)),
+        d_params,
+        g_params,
+    )
     grads = {}
     for net, opt in (("G", opt_G), ("D", opt_D)):
         module = G if net == "G" else D
@@ -273,10 +290,14 @@ def test_one_training_step_matches_official(name, lod):
     case = Case(name)
     ours, grads32, cfg = _one_step(case, lod, torch.float32)
     _, grads64, _ = _one_step(case, lod, torch.float64)
-    want = {"G": generator_state(case.vars(f"step/{lod}/G/"), case.res_max),
-            "D": discriminator_state(case.vars(f"step/{lod}/D/"), case.res_max)}
-    before = {"G": generator_state(case.vars("G/"), case.res_max),
-              "D": discriminator_state(case.vars("D/"), case.res_max)}
+    want = {
+        "G": generator_state(case.vars(f"step/{lod}/G/"), case.res_max),
+        "D": discriminator_state(case.vars(f"step/{lod}/D/"), case.res_max),
+    }
+    before = {
+        "G": generator_state(case.vars("G/"), case.res_max),
+        "D": discriminator_state(case.vars("D/"), case.res_max),
+    }
     worst = 0.0
     for net in ("G", "D"):
         bounds = _first_step_bounds(before[net], grads32[net], grads64[net], cfg)
@@ -284,11 +305,23 @@ def test_one_training_step_matches_official(name, lod):
             diff = (ours[net][key].double() - value.double()).abs()
             bound = bounds.get(key, 2 * FP32_U * value.double().abs())  # untrained: unchanged
             assert bool((diff <= bound).all()), (
-                f"{net}.{key}: {float((diff - bound).max()):.3g} beyond the bound")
+                f"{net}.{key}: {float((diff - bound).max()):.3g} beyond the bound"
+            )
             worst = max(worst, float((diff / bound).max()))
         # A wrong formula fails: our step with a learning rate 1% off is outside the bound.
-        assert any(bool((((b := before[net][k].double()) - 1.01 * (b - ours[net][k].double())
-                         - want[net][k].double()).abs() > bounds[k]).any()) for k in bounds), net
+        assert any(
+            bool(
+                (
+                    (
+                        (b := before[net][k].double())
+                        - 1.01 * (b - ours[net][k].double())
+                        - want[net][k].double()
+                    ).abs()
+                    > bounds[k]
+                ).any()
+            )
+            for k in bounds
+        ), net
     # The official step moved G's weights by about lr: the comparison is not vacuous.
     assert max(_max_diff(want["G"][k], before["G"][k]) for k in want["G"]) > 0.5 * cfg.lr
     assert worst <= 1.0

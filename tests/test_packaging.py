@@ -25,32 +25,59 @@ def test_the_presets_are_in_the_package_and_found_by_name():
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_resolves_the_demo_preset(tmp_path):
     # The source as git would clone it, without build outputs of the checkout.
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     src = tmp_path / "src"
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes((ROOT / name).read_bytes())
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
-                    src], check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", src],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("progan-*.whl")
     target = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True,
-                   capture_output=True, cwd=tmp_path)
-    assert sorted(p.name for p in (target / "progan" / "config" / "presets").glob("*.toml")) == PRESETS
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", target, wheel],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    assert (
+        sorted(p.name for p in (target / "progan" / "config" / "presets").glob("*.toml")) == PRESETS
+    )
 
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
 
     def progan(*args):
-        return subprocess.run([sys.executable, "-m", "progan", *args], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "progan", *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    where = subprocess.run([sys.executable, "-c", "import progan; print(progan.__file__)"], cwd=work,
-                           env=env, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [sys.executable, "-c", "import progan; print(progan.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert Path(where.strip()).is_relative_to(target), where
     # The preset is read (no data in it: the run asks for --data); an unknown name is not found.
     r = progan("train", "--config", "demo", "--run-dir", work / "run")

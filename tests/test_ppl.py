@@ -293,8 +293,9 @@ def test_ppl_errors_are_one_line(tmp_path, vgg, case):
     else:
         g, args, message = _tiny_style(), [], "--vgg-weights FILE"
     # ProGAN at 16×16, where PPL would be skipped: the generator is what is wrong, said first.
-    ckpt = _checkpoint(tmp_path / "run", config if case == "progan" else STYLE, g,
-                       16 if case == "progan" else RES)
+    ckpt = _checkpoint(
+        tmp_path / "run", config if case == "progan" else STYLE, g, 16 if case == "progan" else RES
+    )
     result = invoke_clean("metrics", ckpt, "--metrics", "ppl16_wend", "--device", "cpu", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()

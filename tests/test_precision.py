@@ -53,6 +53,7 @@ def test_bound_admits_exact_bf16_rounding_four_times_over():
 
 def test_check_flags_a_double_backward_that_is_off_by_half():
     """A kernel whose bf16 weight gradient is half the true one (as the AMX fault's size) fails it."""
+
     def faulty(a, b):
         if torch.is_autocast_enabled("cpu"):
             b = 0.5 * b.detach() + 0.5 * b  # same value, half the gradient
@@ -67,7 +68,9 @@ def test_route_is_decided_by_config_then_by_the_check(monkeypatch):
     calls = []
     monkeypatch.setattr(precision, "_cached_check", lambda *a: calls.append(a) or CheckResult(0.49))
     lines = []
-    assert penalty_in_fp32("auto", "fp32", CPU, lines.append) is False  # fp32 training: nothing to decide
+    assert (
+        penalty_in_fp32("auto", "fp32", CPU, lines.append) is False
+    )  # fp32 training: nothing to decide
     assert penalty_in_fp32("bf16", "bf16", CPU, lines.append) is False
     assert penalty_in_fp32("fp32", "bf16", CPU, lines.append) is True
     assert calls == [] and lines == []
@@ -88,7 +91,11 @@ def _penalty_pair(loss: str, penalty_fp32: bool, autocast: bool):
             total, stats = wgangp_d_loss(critic, reals, fakes, eps, penalty_fp32=penalty_fp32)
         else:
             total, stats = logistic_r1_d_loss(critic, reals, fakes, penalty_fp32=penalty_fp32)
-    grads = [g for g in torch.autograd.grad(total, list(D.parameters()), allow_unused=True) if g is not None]
+    grads = [
+        g
+        for g in torch.autograd.grad(total, list(D.parameters()), allow_unused=True)
+        if g is not None
+    ]
     return stats["gp"], grads
 
 
@@ -117,9 +124,21 @@ def test_trainer_logs_the_check_once_and_takes_the_route(face_store, tmp_path, m
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_step", spy)
-    cfg = TrainConfig(data=str(face_store), res_max=4, fmap_base=64, fmap_max=16, latent_dim=16,
-                      kimg_fade=0.016, kimg_stable=0.016, minibatch={4: 8}, tick_kimg=0.016, device="cpu",
-                      data_workers=0, grid_size=4, precision="bf16")
+    cfg = TrainConfig(
+        data=str(face_store),
+        res_max=4,
+        fmap_base=64,
+        fmap_max=16,
+        latent_dim=16,
+        kimg_fade=0.016,
+        kimg_stable=0.016,
+        minibatch={4: 8},
+        tick_kimg=0.016,
+        device="cpu",
+        data_workers=0,
+        grid_size=4,
+        precision="bf16",
+    )
     lines = []
     train(cfg, tmp_path / "run", log=lines.append)
     assert seen and all(flag is True for flag in seen)

@@ -76,16 +76,36 @@ def make_folder(root: Path) -> None:
     (root / "notes.txt").write_text("ignored")
 
 
-GOOD = ["a_rgb.jpg", "b_rgba.png", "c_palette.png", "d_gray.png", "e_cmyk.jpg", "f_gray16.png",
-        "g_exif.jpg", "h_anim.gif", "i_lossless.webp", "j_image.bmp", "k_image.tiff"]
+GOOD = [
+    "a_rgb.jpg",
+    "b_rgba.png",
+    "c_palette.png",
+    "d_gray.png",
+    "e_cmyk.jpg",
+    "f_gray16.png",
+    "g_exif.jpg",
+    "h_anim.gif",
+    "i_lossless.webp",
+    "j_image.bmp",
+    "k_image.tiff",
+]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("prep")
     make_folder(root / "src")
-    result = invoke_clean("prepare-lmdb", root / "src", root / "store", "--res-max", RES,
-                     "--background", "#102030", "--workers", "2")
+    result = invoke_clean(
+        "prepare-lmdb",
+        root / "src",
+        root / "store",
+        "--res-max",
+        RES,
+        "--background",
+        "#102030",
+        "--workers",
+        "2",
+    )
     return root, result
 
 
@@ -93,8 +113,10 @@ def test_every_format_is_stored_and_bad_files_are_skipped_with_reasons(built):
     root, result = built
     assert result.exit_code == 0, result.output
     assert read_meta(root / "store")["count"] == len(GOOD)
-    assert ("skipped 4 (empty file: 1, not an image: 1, other extension: 1, truncated: 1)"
-            in result.output)
+    assert (
+        "skipped 4 (empty file: 1, not an image: 1, other extension: 1, truncated: 1)"
+        in result.output
+    )
     assert "x_truncated.jpg: truncated" in result.output
     assert "y_empty.png: empty file" in result.output
     assert "z_text.jpg: not an image" in result.output
@@ -111,13 +133,13 @@ def test_images_are_stored_in_sorted_path_order(built):
 def test_fully_transparent_pixels_become_the_background(built):
     img = top(built[0] / "store", GOOD.index("b_rgba.png"))
     assert (img[: RES // 2] == (0x10, 0x20, 0x30)).all()
-    assert (img[RES // 2:] == (0, 255, 0)).all()
+    assert (img[RES // 2 :] == (0, 255, 0)).all()
 
 
 def test_palette_transparency_is_composited(built):
     img = top(built[0] / "store", GOOD.index("c_palette.png"))
     assert (img[: RES // 2] == (0x10, 0x20, 0x30)).all()
-    assert (img[RES // 2:] == (255, 0, 0)).all()
+    assert (img[RES // 2 :] == (255, 0, 0)).all()
 
 
 def test_grayscale_and_cmyk_become_rgb(built):
@@ -145,8 +167,7 @@ def test_gif_uses_its_first_frame(built):
 def test_each_level_is_the_box_average_of_the_level_above(tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (50, 40, 3), np.uint8)).save(tmp_path / "n.png")
-    prepare_lmdb(tmp_path, tmp_path / "s", res_max=32, workers=0,
-                 progress=False)
+    prepare_lmdb(tmp_path, tmp_path / "s", res_max=32, workers=0, progress=False)
     for res in (32, 16, 8):
         hi = top(tmp_path / "s", 0, res).astype(float)
         lo = top(tmp_path / "s", 0, res // 2)
@@ -165,8 +186,9 @@ def test_two_runs_give_identical_records_and_a_zip_gives_the_same(tmp_path):
         prepare_lmdb(tmp_path / src, tmp_path / name, res_max=RES, workers=2, progress=False)
     r1, r2, rz = (records(tmp_path / n) for n in ("s1", "s2", "z"))
     assert r1 == r2
-    assert {k: v for k, v in r1.items() if k != b"__meta__"} == \
-           {k: v for k, v in rz.items() if k != b"__meta__"}
+    assert {k: v for k, v in r1.items() if k != b"__meta__"} == {
+        k: v for k, v in rz.items() if k != b"__meta__"
+    }
 
 
 def test_labels_come_from_first_level_subfolders(tmp_path):
@@ -174,8 +196,9 @@ def test_labels_come_from_first_level_subfolders(tmp_path):
         (tmp_path / "src" / cls / "deep").mkdir(parents=True)
         for i in range(2):
             solid(color).save(tmp_path / "src" / cls / "deep" / f"{i}.png")
-    prepare_lmdb(tmp_path / "src", tmp_path / "s", res_max=8, labels=True, workers=0,
-                 progress=False)
+    prepare_lmdb(
+        tmp_path / "src", tmp_path / "s", res_max=8, labels=True, workers=0, progress=False
+    )
     meta = read_meta(tmp_path / "s")
     assert (meta["num_classes"], meta["class_names"]) == (2, ["cats", "dogs"])
     items = [LMDBImages(tmp_path / "s", 8)[i] for i in range(4)]
@@ -204,7 +227,9 @@ def test_crop_none_skips_non_square_images(tmp_path):
 
 def test_strict_fails_and_leaves_no_store(tmp_path):
     make_folder(tmp_path / "src")
-    result = invoke_clean("prepare-lmdb", tmp_path / "src", tmp_path / "out", "--res-max", 8, "--strict")
+    result = invoke_clean(
+        "prepare-lmdb", tmp_path / "src", tmp_path / "out", "--res-max", 8, "--strict"
+    )
     assert result.exit_code != 0 and "--strict" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
@@ -278,8 +303,17 @@ def test_zip_entries_too_large_bomb_like_or_with_unsafe_paths_are_skipped_unread
         z.writestr("big.png", np.random.default_rng(0).bytes(3 << 20))  # incompressible
         z.writestr("bomb.png", bytes(2 << 20))  # ~1000:1
         z.writestr("readme.txt", "about")
-    result = invoke_clean("prepare-lmdb", tmp_path / "src.zip", tmp_path / "s", "--res-max", 8,
-                     "--workers", 0, "--max-file-mb", 2)
+    result = invoke_clean(
+        "prepare-lmdb",
+        tmp_path / "src.zip",
+        tmp_path / "s",
+        "--res-max",
+        8,
+        "--workers",
+        0,
+        "--max-file-mb",
+        2,
+    )
     assert result.exit_code == 0, result.output
     assert "skipped ../escape.png: unsafe path" in result.output
     assert "skipped /abs.png: unsafe path" in result.output
@@ -287,7 +321,11 @@ def test_zip_entries_too_large_bomb_like_or_with_unsafe_paths_are_skipped_unread
     assert "skipped bomb.png: decompression bomb (" in result.output
     assert "skipped readme.txt: other extension (.txt)" in result.output
     assert read_meta(tmp_path / "s")["skipped"] == {
-        "decompression bomb": 1, "other extension": 1, "too large": 1, "unsafe path": 2}
+        "decompression bomb": 1,
+        "other extension": 1,
+        "too large": 1,
+        "unsafe path": 2,
+    }
     assert (top(tmp_path / "s", 0, 8) == RED).all()
 
 
@@ -295,17 +333,26 @@ def test_folder_files_over_the_cap_are_skipped_and_strict_refuses_them(tmp_path)
     (tmp_path / "src").mkdir()
     solid(RED).save(tmp_path / "src" / "a.png")
     (tmp_path / "src" / "b.bmp").write_bytes(bytes((1 << 20) + 1))
-    s = prepare_lmdb(tmp_path / "src", tmp_path / "s", res_max=8, max_file_mb=1, workers=0,
-                     progress=False)
+    s = prepare_lmdb(
+        tmp_path / "src", tmp_path / "s", res_max=8, max_file_mb=1, workers=0, progress=False
+    )
     assert s["stored"] == 1
     assert s["skipped_files"] == [("b.bmp", "too large (1 MiB > --max-file-mb 1)")]
     with pytest.raises(ProganError, match="--strict: skipped 'b.bmp': too large"):
-        prepare_lmdb(tmp_path / "src", tmp_path / "s2", res_max=8, max_file_mb=1, strict=True,
-                     workers=0, progress=False)
+        prepare_lmdb(
+            tmp_path / "src",
+            tmp_path / "s2",
+            res_max=8,
+            max_file_mb=1,
+            strict=True,
+            workers=0,
+            progress=False,
+        )
 
 
 def test_reading_stops_at_the_cap_whatever_the_header_says(tmp_path):
     """A size header can lie (or a file grow after listing): reads never go past the cap."""
+
     class Endless(io.RawIOBase):
         given = 0
 
@@ -353,6 +400,7 @@ def test_every_record_has_a_checksum_that_matches(tmp_path):
 
 # Every file found is stored or listed -------------------------------------------------------
 
+
 def listing(src: Path, **kw) -> tuple[dict, list[tuple[str, str]]]:
     """prepare_lmdb's summary and its skipped files; kw are prepare_lmdb options."""
     s = prepare_lmdb(src, src.parent / "s", res_max=8, workers=0, progress=False, **kw)
@@ -373,9 +421,11 @@ def test_symlinked_folders_are_followed_once_and_loops_and_second_ways_are_liste
     s, skipped = listing(src)
     assert s["stored"] == 2
     assert (top(tmp_path / "s", 0, 8) == BLUE).all() and (top(tmp_path / "s", 1, 8) == RED).all()
-    assert skipped == [("again/", "duplicate folder (same as 'real/')"),
-                       ("real/loop/", "symlink loop (back to './')"),
-                       ("twice.png", "duplicate file (same file as 'real/a.png')")]
+    assert skipped == [
+        ("again/", "duplicate folder (same as 'real/')"),
+        ("real/loop/", "symlink loop (back to './')"),
+        ("twice.png", "duplicate file (same file as 'real/a.png')"),
+    ]
     with pytest.raises(ProganError, match="--strict: skipped 'again/': duplicate folder"):
         prepare_lmdb(src, tmp_path / "s2", res_max=8, workers=0, progress=False, strict=True)
 
@@ -420,10 +470,12 @@ def test_broken_symlinks_and_fifos_are_listed_with_their_reason(tmp_path):
     (src / "gone.txt").symlink_to("nowhere.txt")  # not an image by its name: another extension
     s, skipped = listing(src)
     assert s["stored"] == 1
-    assert skipped == [("dangling.png", "broken symlink (to 'nowhere.png')"),
-                       ("gone.txt", "other extension (.txt)"),
-                       ("pipe.png", "not a regular file (fifo)"),
-                       ("self.png", "broken symlink (a symlink loop)")]
+    assert skipped == [
+        ("dangling.png", "broken symlink (to 'nowhere.png')"),
+        ("gone.txt", "other extension (.txt)"),
+        ("pipe.png", "not a regular file (fifo)"),
+        ("self.png", "broken symlink (a symlink loop)"),
+    ]
     with pytest.raises(ProganError, match="--strict: skipped 'dangling.png': broken symlink"):
         prepare_lmdb(src, tmp_path / "s2", res_max=8, workers=0, progress=False, strict=True)
 
@@ -445,8 +497,9 @@ def test_a_duplicate_name_in_a_zip_stores_the_last_entry_once_and_lists_the_othe
     assert (top(tmp_path / "s", 1, 8) == (0, 255, 0)).all()
     assert skipped == [("x.png", "duplicate name in zip (a later entry of that name is read)")]
     with pytest.raises(ProganError, match="--strict: skipped 'x.png': duplicate name in zip"):
-        prepare_lmdb(tmp_path / "src.zip", tmp_path / "s2", res_max=8, workers=0,
-                     progress=False, strict=True)
+        prepare_lmdb(
+            tmp_path / "src.zip", tmp_path / "s2", res_max=8, workers=0, progress=False, strict=True
+        )
 
 
 def test_file_names_are_printed_escaped(tmp_path):
@@ -463,8 +516,9 @@ def test_file_names_are_printed_escaped(tmp_path):
     assert "skipped two\\nlines.png: not an image" in result.output
     assert "skipped red\\x1b[31m.png: not an image" in result.output
     assert "s\\x1b]0;title\\x07' in" in result.output
-    result = invoke_clean("prepare-lmdb", src, tmp_path / "s2", "--res-max", 8, "--workers", 0,
-                     "--strict")
+    result = invoke_clean(
+        "prepare-lmdb", src, tmp_path / "s2", "--res-max", 8, "--workers", 0, "--strict"
+    )
     assert result.exit_code == 2
     assert "error: --strict: skipped 'red\\x1b[31m.png': not an image" in result.output
     assert prepare.printable("é ü 画像 a\\b") == "é ü 画像 a\\b"  # printable text is left alone
@@ -476,17 +530,21 @@ def test_workers_out_of_range_is_one_line_naming_the_option(tmp_path, monkeypatc
     """Before: -1 decoded silently in-process; 10**6 forked until killed (no pool starts now)."""
     solid(RED).save(tmp_path / "a.png")
     monkeypatch.setattr(prepare.mp, "get_context", lambda *a: pytest.fail("a pool started"))
-    result = invoke_clean("prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", 8,
-                     "--workers", workers)
+    result = invoke_clean(
+        "prepare-lmdb", tmp_path, tmp_path / "s", "--res-max", 8, "--workers", workers
+    )
     assert result.exit_code == 2
-    assert result.output.startswith(f"error: --workers must be from 0 (decode in this process) "
-                                    f"to {4 * os.cpu_count()} (4 per CPU), got {workers}")
+    assert result.output.startswith(
+        f"error: --workers must be from 0 (decode in this process) "
+        f"to {4 * os.cpu_count()} (4 per CPU), got {workers}"
+    )
     assert not list(tmp_path.glob("s*"))
 
 
 def test_train_refuses_negative_workers_naming_the_option(tmp_path):
     """Before: 'data_workers must be >= 0', a name the command line does not have."""
-    result = invoke_clean("train", "--data", tmp_path / "none.lmdb", "--run-dir", tmp_path / "run",
-                     "--workers", -1)
+    result = invoke_clean(
+        "train", "--data", tmp_path / "none.lmdb", "--run-dir", tmp_path / "run", "--workers", -1
+    )
     assert result.exit_code == 2 and "'--workers'" in result.output
     assert not (tmp_path / "run").exists()

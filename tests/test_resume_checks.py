@@ -68,15 +68,23 @@ def test_a_style_based_run_resumed_as_progan_is_refused_naming_the_arch(tmp_path
     (run / "config.toml").write_text(to_toml(TrainConfig(data="x.lmdb", arch="stylegan", **TINY)))
     (run / "checkpoints").mkdir()  # resolve_config reads config.toml; a checkpoint's name is enough
     (run / "checkpoints" / "ckpt-000000000032.pt").write_bytes(b"")
-    with pytest.raises(ProganError, match=r"another config \(arch = 'stylegan', requested 'progan'"):
+    with pytest.raises(
+        ProganError, match=r"another config \(arch = 'stylegan', requested 'progan'"
+    ):
         resolve_config(run, None, {"arch": "progan"}, resume=True)
 
 
-def test_a_checkpoint_without_a_key_that_now_differs_is_refused_naming_the_key(short_run, face_store):
+def test_a_checkpoint_without_a_key_that_now_differs_is_refused_naming_the_key(
+    short_run, face_store
+):
     _edit_newest_checkpoint(short_run, lambda state: state["config"].pop("d_pool"))
-    cfg = TrainConfig(data=str(face_store), **{**TINY, "res_max": 4, "minibatch": {4: 8},
-                                               "total_kimg": 0.256, "d_pool": "after_act"})
-    with pytest.raises(ProganError, match=r"another config \(d_pool = 'before_bias', requested 'after_act'"):
+    cfg = TrainConfig(
+        data=str(face_store),
+        **{**TINY, "res_max": 4, "minibatch": {4: 8}, "total_kimg": 0.256, "d_pool": "after_act"},
+    )
+    with pytest.raises(
+        ProganError, match=r"another config \(d_pool = 'before_bias', requested 'after_act'"
+    ):
         train(cfg, short_run, log=quiet)
 
 
@@ -95,8 +103,13 @@ def _make_checkpoints_a_file(run):
     (run / "checkpoints").write_text("not a folder")
 
 
-@pytest.mark.parametrize("damage, needle", [(_remove_checkpoints, "holds no checkpoint"),
-                                            (_make_checkpoints_a_file, "is not a directory")])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (_remove_checkpoints, "holds no checkpoint"),
+        (_make_checkpoints_a_file, "is not a directory"),
+    ],
+)
 def test_resume_with_no_checkpoint_is_refused_and_writes_nothing(short_run, damage, needle):
     damage(short_run)
     before = {p: p.stat().st_mtime_ns for p in short_run.rglob("*")}
@@ -106,7 +119,8 @@ def test_resume_with_no_checkpoint_is_refused_and_writes_nothing(short_run, dama
 
 
 def test_a_conditional_run_resumed_on_a_store_with_other_classes_names_both_counts(
-        labelled_store, tmp_path):
+    labelled_store, tmp_path
+):
     from progan.store.demo import make_demo_images
     from progan.store.writer import prepare_lmdb
 
@@ -115,15 +129,23 @@ def test_a_conditional_run_resumed_on_a_store_with_other_classes_names_both_coun
     three = tmp_path / "three.lmdb"
     prepare_lmdb(tmp_path / "src", three, res_max=4, labels=True, workers=0, progress=False)
     run = tmp_path / "run"
-    train(TrainConfig(data=str(labelled_store), conditional=True,
-                      **{**TINY, "res_max": 4, "minibatch": {4: 8}, "total_kimg": 0.032}), run, log=quiet)
+    train(
+        TrainConfig(
+            data=str(labelled_store),
+            conditional=True,
+            **{**TINY, "res_max": 4, "minibatch": {4: 8}, "total_kimg": 0.032},
+        ),
+        run,
+        log=quiet,
+    )
     result = invoke("train", "--run-dir", run, "--resume", "--data", three, "--total-kimg", "0.064")
     one_line_error(result, "trained on 2 classes", f"store '{three}' has 3")
 
 
 @pytest.mark.parametrize("config_text", [None, "", "\n  \n"])
 def test_a_run_whose_config_toml_is_missing_or_empty_resumes_with_its_checkpoints_config(
-        short_run, config_text):
+    short_run, config_text
+):
     saved = (short_run / "config.toml").read_text()
     if config_text is None:
         (short_run / "config.toml").unlink()
@@ -133,8 +155,9 @@ def test_a_run_whose_config_toml_is_missing_or_empty_resumes_with_its_checkpoint
     assert result.exit_code == 0, result.output
     assert "with the config saved in ckpt-000000000128.pt" in result.output
     assert f"resuming from {ckpt.list_checkpoints(short_run)[-2]}" in result.output
-    assert (short_run / "config.toml").read_text() == saved.replace("total_kimg = 0.128",
-                                                                    "total_kimg = 0.16")
+    assert (short_run / "config.toml").read_text() == saved.replace(
+        "total_kimg = 0.128", "total_kimg = 0.16"
+    )
 
 
 def test_resume_of_a_run_with_neither_config_nor_checkpoint_says_to_start_it(tmp_path):
@@ -158,7 +181,9 @@ def _run_that_changes_its_store(change):
     return log
 
 
-def test_a_store_replaced_while_training_stops_it_with_a_checkpoint_and_one_line(face_store, tmp_path):
+def test_a_store_replaced_while_training_stops_it_with_a_checkpoint_and_one_line(
+    face_store, tmp_path
+):
     from progan.store.demo import make_demo_images
     from progan.store.writer import prepare_lmdb
 
@@ -182,7 +207,8 @@ def test_a_store_replaced_while_training_stops_it_with_a_checkpoint_and_one_line
     assert str(e.value) == (
         f"store '{store}' was replaced while training (its data.mdb is another file now); stopped "
         f"with checkpoint {newest}; restore the store (or give another with --data), then resume "
-        f"with: progan train --run-dir {run} --resume")
+        f"with: progan train --run-dir {run} --resume"
+    )
     assert ckpt.load_checkpoint(newest)["images_shown"] == 32
 
 
@@ -205,15 +231,22 @@ except ProganError as e:
 """
 
 
-def test_a_store_truncated_while_training_stops_it_with_a_checkpoint_not_sigbus(face_store, tmp_path):
+def test_a_store_truncated_while_training_stops_it_with_a_checkpoint_not_sigbus(
+    face_store, tmp_path
+):
     store, run = tmp_path / "faces.lmdb", tmp_path / "run"
     shutil.copytree(face_store, store)
     # Read by a DataLoader worker that prefetches past the truncation: it must not touch the file.
     tiny = {**TINY, "cache_mb": 0, "data_workers": 1}
-    proc = subprocess.run([sys.executable, "-c", _TRUNCATING_RUN, str(store), str(run), repr(tiny)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRUNCATING_RUN, str(store), str(run), repr(tiny)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout.startswith(f"store '{store}' was truncated while training (data.mdb is 8,192 "
-                                  "bytes, was "), proc.stdout
+    assert proc.stdout.startswith(
+        f"store '{store}' was truncated while training (data.mdb is 8,192 bytes, was "
+    ), proc.stdout
     assert f"stopped with checkpoint {ckpt.list_checkpoints(run)[-1]}" in proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr

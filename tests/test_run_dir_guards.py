@@ -22,10 +22,25 @@ def trainer(store, run, *args, stderr=subprocess.PIPE, preexec_fn=None, code=Non
     """``progan train`` on ``run`` in a subprocess (or ``python -c code`` with the same
     arguments), its stdout a pipe read as text."""
     entry = ["-c", code] if code else ["-m", "progan"]
-    cmd = [sys.executable, *entry, "train", "--data", str(store), "--run-dir", str(run), *TINY_ARGS,
-           *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                            preexec_fn=preexec_fn, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        *entry,
+        "train",
+        "--data",
+        str(store),
+        "--run-dir",
+        str(run),
+        *TINY_ARGS,
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        preexec_fn=preexec_fn,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def wait_for_line(proc, prefix: str) -> str:
@@ -42,7 +57,9 @@ def wait_for_line(proc, prefix: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_second_trainer_or_resume_on_a_running_run_is_refused_naming_the_holder(face_store, tmp_path):
+def test_a_second_trainer_or_resume_on_a_running_run_is_refused_naming_the_holder(
+    face_store, tmp_path
+):
     from progan.train.runlock import lock_path
 
     run = tmp_path / "run"
@@ -53,8 +70,9 @@ def test_a_second_trainer_or_resume_on_a_running_run_is_refused_naming_the_holde
     # Without the lock each of these trains one tick and leaves its config over the first's.
     for args in (["--data", face_store, *TINY_ARGS, *LONG], ["--resume"]):
         result = invoke("train", "--run-dir", run, *args, "--total-kimg", "0.032")
-        one_line_error(result, f"run directory '{run}' is in use", f"pid {first.pid} on host",
-                       "started")
+        one_line_error(
+            result, f"run directory '{run}' is in use", f"pid {first.pid} on host", "started"
+        )
     assert (run / "config.toml").read_bytes() == config
     assert ckpt.list_checkpoints(run) == []
     first.send_signal(signal.SIGTERM)  # the first trainer is unaffected: it stops as always
@@ -82,26 +100,34 @@ main(sys.argv[1:])
 
 @pytest.mark.slow
 def test_a_trainer_killed_mid_checkpoint_leaves_neither_a_stuck_lock_nor_its_partial_file(
-        face_store, tmp_path):
+    face_store, tmp_path
+):
     run = tmp_path / "run"
     killed = trainer(face_store, run, "--snapshot-ticks", "1", code=DIES_WRITING_SECOND_CHECKPOINT)
     _, err = killed.communicate(timeout=120)
     assert killed.returncode == -signal.SIGKILL, err
     partial = run / "checkpoints" / f".ckpt-000000000064.tmp-{killed.pid}.pt"
-    assert partial.is_file() and [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt-000000000032.pt"]
+    assert partial.is_file() and [p.name for p in ckpt.list_checkpoints(run)] == [
+        "ckpt-000000000032.pt"
+    ]
     lock = run / ".progan.lock"
     assert json.loads(lock.read_text())["pid"] == killed.pid  # the dead holder's file stays
     # Files that only look alike are not progan's partial writes: they stay.
-    others = [run / "checkpoints" / ".ckpt-notes.tmp-1.txt", run / "checkpoints" / "ckpt.tmp-1.pt",
-              run / ".other.tmp-1.toml"]
+    others = [
+        run / "checkpoints" / ".ckpt-notes.tmp-1.txt",
+        run / "checkpoints" / "ckpt.tmp-1.pt",
+        run / ".other.tmp-1.toml",
+    ]
     for p in others:
         p.write_text("keep")
 
     result = invoke("train", "--run-dir", run, "--resume", "--total-kimg", "0.096")
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output
-    assert f"removed 1 partial files of interrupted writes in '{run}': checkpoints/{partial.name}" \
+    assert (
+        f"removed 1 partial files of interrupted writes in '{run}': checkpoints/{partial.name}"
         in result.output
+    )
     assert not partial.exists() and all(p.read_text() == "keep" for p in others)
     assert ckpt.images_of(ckpt.list_checkpoints(run)[-1]) == 96
     assert json.loads(lock.read_text())["pid"] == os.getpid()  # the last holder's name
@@ -170,13 +196,17 @@ def test_a_closed_stdout_drops_the_console_lines_and_the_run_reaches_its_end(fac
 # --- run folders that cannot be written ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda p: p.write_text("not a folder"), "is a file"),
-    (lambda p: p.symlink_to(p.parent / "gone"), "broken symbolic link"),
-    (lambda p: p.symlink_to("/proc"), "is not writable"),  # /proc refuses new files, root too
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda p: p.write_text("not a folder"), "is a file"),
+        (lambda p: p.symlink_to(p.parent / "gone"), "broken symbolic link"),
+        (lambda p: p.symlink_to("/proc"), "is not writable"),  # /proc refuses new files, root too
+    ],
+)
 def test_a_checkpoints_folder_that_cannot_be_written_is_refused_before_training(
-        face_store, tmp_path, make, needle):
+    face_store, tmp_path, make, needle
+):
     run = tmp_path / "run"
     run.mkdir()
     make(run / "checkpoints")
@@ -187,23 +217,45 @@ def test_a_checkpoints_folder_that_cannot_be_written_is_refused_before_training(
 
 @pytest.mark.slow
 def test_a_locked_run_refuses_a_torchrun_job_before_launch_and_every_rank_of_one_leaves(
-        face_store, tmp_path):
+    face_store, tmp_path
+):
     from progan.train.runlock import run_lock
 
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
-            *TINY_ARGS]
+    base = [
+        sys.executable,
+        "-m",
+        "progan",
+        "train",
+        "--data",
+        str(face_store),
+        "--run-dir",
+        str(run),
+        *TINY_ARGS,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with run_lock(run):
-        r = subprocess.run([*base, "--gpus", "2"], env=env, capture_output=True, text=True,
-                           timeout=300)
+        r = subprocess.run(
+            [*base, "--gpus", "2"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 2 and "launching" not in r.stdout, r.stdout + r.stderr
         assert r.stderr.strip().splitlines() == [r.stderr.strip()]
         assert f"is in use by another trainer (pid {os.getpid()}" in r.stderr
         # Launched by torchrun itself: rank 0 is refused, rank 1 leaves with it (no hang).
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            "--nproc_per_node=2", *base[1:]], env=env, capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                *base[1:],
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert r.returncode != 0
     assert f"is in use by another trainer (pid {os.getpid()}" in r.stderr
     assert "rank 1: stopped, rank 0 could not lock run directory" in r.stderr

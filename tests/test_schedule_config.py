@@ -59,14 +59,21 @@ def test_bad_value_names_the_key():
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = TrainConfig(res_max=64, minibatch={4: 8, 8: 8, 16: 8, 32: 4, 64: 2}, total_kimg=12.5,
-                      lr_table={64: 0.002}, mirror=False)
+    cfg = TrainConfig(
+        res_max=64,
+        minibatch={4: 8, 8: 8, 16: 8, 32: 4, 64: 2},
+        total_kimg=12.5,
+        lr_table={64: 0.002},
+        mirror=False,
+    )
     p = tmp_path / "c.toml"
     p.write_text(to_toml(cfg))
     assert from_dict(load_toml(p)) == cfg
 
 
-SHIPPED = sorted(p.stem for p in (Path(__file__).parent.parent / "progan" / "config" / "presets").glob("*.toml"))
+SHIPPED = sorted(
+    p.stem for p in (Path(__file__).parent.parent / "progan" / "config" / "presets").glob("*.toml")
+)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -82,21 +89,58 @@ def test_shipped_configs_load(name):
 # total kimg, stddev group).
 OFFICIAL_PRESETS = [
     ("celebahq-1024", 1, 16, {256: 14, 512: 6, 1024: 3}, {}, 800, 19000, 16),
-    ("celebahq-1024-v2-1gpu", 1, 4, {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4},
-     {1024: 0.0015}, 600, 12000, 4),
-    ("celebahq-1024-v2-2gpu", 2, 8, {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8},
-     {512: 0.0015, 1024: 0.002}, 600, 12000, 4),
-    ("celebahq-1024-v2-4gpu", 4, 16, {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16},
-     {256: 0.0015, 512: 0.002, 1024: 0.003}, 600, 12000, 4),
-    ("celebahq-1024-v2-8gpu", 8, 32, {4: 512, 8: 256, 16: 128, 32: 64, 64: 32},
-     {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}, 600, 12000, 4),
+    (
+        "celebahq-1024-v2-1gpu",
+        1,
+        4,
+        {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4},
+        {1024: 0.0015},
+        600,
+        12000,
+        4,
+    ),
+    (
+        "celebahq-1024-v2-2gpu",
+        2,
+        8,
+        {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8},
+        {512: 0.0015, 1024: 0.002},
+        600,
+        12000,
+        4,
+    ),
+    (
+        "celebahq-1024-v2-4gpu",
+        4,
+        16,
+        {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16},
+        {256: 0.0015, 512: 0.002, 1024: 0.003},
+        600,
+        12000,
+        4,
+    ),
+    (
+        "celebahq-1024-v2-8gpu",
+        8,
+        32,
+        {4: 512, 8: 256, 16: 128, 32: 64, 64: 32},
+        {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003},
+        600,
+        12000,
+        4,
+    ),
 ]
 FP32_CAP_PER_GPU = {256: 16, 512: 8, 1024: 4}
 
 
-@pytest.mark.parametrize("name, gpus, base, table, lrs, kimg, total, group", OFFICIAL_PRESETS,
-                         ids=[p[0] for p in OFFICIAL_PRESETS])
-def test_paper_configs_follow_the_official_presets(name, gpus, base, table, lrs, kimg, total, group):
+@pytest.mark.parametrize(
+    "name, gpus, base, table, lrs, kimg, total, group",
+    OFFICIAL_PRESETS,
+    ids=[p[0] for p in OFFICIAL_PRESETS],
+)
+def test_paper_configs_follow_the_official_presets(
+    name, gpus, base, table, lrs, kimg, total, group
+):
     cfg = load_config(name)
     for res in [2**k for k in range(2, 11)]:
         official = table.get(res, base)
@@ -113,10 +157,19 @@ def test_paper_configs_follow_the_official_presets(name, gpus, base, table, lrs,
 
 
 def test_kimg_table_sets_per_resolution_phase_lengths():
-    cfg = TrainConfig(res_max=16, kimg_fade=1, kimg_stable=1, kimg_table={4: 5, 16: 2},
-                      minibatch={4: 4, 8: 4, 16: 4})
+    cfg = TrainConfig(
+        res_max=16,
+        kimg_fade=1,
+        kimg_stable=1,
+        kimg_table={4: 5, 16: 2},
+        minibatch={4: 4, 8: 4, 16: 4},
+    )
     ph = phases(cfg)
     assert [(p.res, p.kind, p.end - p.start) for p in ph] == [
-        (4, "stable", 5000), (8, "fade", 1000), (8, "stable", 1000), (16, "fade", 2000), (16, "stable", 2000)
+        (4, "stable", 5000),
+        (8, "fade", 1000),
+        (8, "stable", 1000),
+        (16, "fade", 2000),
+        (16, "stable", 2000),
     ]
     assert total_images(cfg) == 11000

@@ -62,7 +62,7 @@ def damaged(store: Path, dst: Path, kind: str) -> Path:
     raw = bytearray(data.read_bytes())
     rng = np.random.default_rng(1)
     for p in range(first, last):
-        raw[p * PAGE:(p + 1) * PAGE] = bytes(PAGE) if kind == "zeroed" else rng.bytes(PAGE)
+        raw[p * PAGE : (p + 1) * PAGE] = bytes(PAGE) if kind == "zeroed" else rng.bytes(PAGE)
     data.write_bytes(bytes(raw))
     return dst
 
@@ -111,8 +111,13 @@ print(json.dumps(results))
 
 def run_commands(commands: list[list[str]]) -> list[tuple[int, str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -124,10 +129,21 @@ def test_damaged_store_is_one_line_for_info_train_and_fid(store, tmp_path):
     for kind in ("truncated", "zeroed", "random"):
         path = damaged(store[0], tmp_path / kind, kind)
         run_dir = str(tmp_path / f"run-{kind}")
-        commands += [["info", str(path)],
-                     ["train", "--data", str(path), "--run-dir", run_dir, "--res-max", "32",
-                      "--device", "cpu"],
-                     ["fid-reference", str(path)]]
+        commands += [
+            ["info", str(path)],
+            [
+                "train",
+                "--data",
+                str(path),
+                "--run-dir",
+                run_dir,
+                "--res-max",
+                "32",
+                "--device",
+                "cpu",
+            ],
+            ["fid-reference", str(path)],
+        ]
         paths += [path] * 3
     for path, args, (code, err) in zip(paths, commands, run_commands(commands)):
         lines = err.strip().splitlines()
@@ -151,7 +167,7 @@ def test_every_damaged_tree_page_is_found_and_every_other_page_is_a_record(store
     probe = tmp_path / "data.mdb"
     found = []
     for p in range(len(original) // PAGE):
-        probe.write_bytes(original[:p * PAGE] + bytes(PAGE) + original[(p + 1) * PAGE:])
+        probe.write_bytes(original[: p * PAGE] + bytes(PAGE) + original[(p + 1) * PAGE :])
         try:
             check_lmdb_file(probe)
         except LmdbDamage:
@@ -196,7 +212,8 @@ def test_training_batches_stop_at_a_bad_record_with_one_line(store, tmp_path, wo
     shutil.copytree(store[0], path)
     flip_record_byte(path, RES, 5, store[1])
     feeding = lambda cache_mb: Feeding(  # noqa: E731
-        TrainConfig(data=str(path), res_max=RES, cache_mb=cache_mb, data_workers=workers), N)
+        TrainConfig(data=str(path), res_max=RES, cache_mb=cache_mb, data_workers=workers), N
+    )
     feeder = feeding(0).level(RES, [[0, 1], [4, 5]])
     assert torch.equal(feeder.next().images, torch.from_numpy(store[1][[0, 1]]))
     with pytest.raises(ProganError) as e:
@@ -262,19 +279,27 @@ def foreign(path: Path, records: dict[bytes, bytes]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("records, why", [
-    ({b"user:1": b"alice", b"user:2": b"bob"},
-     "an LMDB without progan metadata; first key b'user:1'"),
-    ({}, "an empty LMDB"),
-    ({META_KEY: json.dumps({"format": "other-tool", "version": 3}).encode()},
-     "its metadata says format 'other-tool'"),
-])
+@pytest.mark.parametrize(
+    "records, why",
+    [
+        (
+            {b"user:1": b"alice", b"user:2": b"bob"},
+            "an LMDB without progan metadata; first key b'user:1'",
+        ),
+        ({}, "an empty LMDB"),
+        (
+            {META_KEY: json.dumps({"format": "other-tool", "version": 3}).encode()},
+            "its metadata says format 'other-tool'",
+        ),
+    ],
+)
 def test_a_foreign_lmdb_is_not_a_progan_store(tmp_path, records, why):
     path = foreign(tmp_path / "other", records)
     with pytest.raises(ProganError) as e:
         read_meta(path)
-    assert str(e.value) == (f"'{path}' is not a progan store ({why}); "
-                            "make one with progan prepare-lmdb")
+    assert str(e.value) == (
+        f"'{path}' is not a progan store ({why}); make one with progan prepare-lmdb"
+    )
     result = CliRunner().invoke(main, ["info", str(path)])
     assert result.exit_code == 2 and "is not a progan store" in result.output
 

@@ -132,8 +132,12 @@ def independent_swd_one_level(real, fake, k: int, dirs: int, repeats: int, seed:
     x0 = torch.randint(3, w - 3, (n * k,), generator=pos_gen).numpy()
     sets = []
     for images in (real.numpy().astype(np.float64), fake.numpy().astype(np.float64)):
-        desc = np.stack([images[j // k, :, y - 3 : y + 4, x - 3 : x + 4]
-                         for j, (y, x) in enumerate(zip(y0, x0))])  # (n k, c, 7, 7)
+        desc = np.stack(
+            [
+                images[j // k, :, y - 3 : y + 4, x - 3 : x + 4]
+                for j, (y, x) in enumerate(zip(y0, x0))
+            ]
+        )  # (n k, c, 7, 7)
         for ch in range(c):
             desc[:, ch] = (desc[:, ch] - desc[:, ch].mean()) / desc[:, ch].std()
         sets.append(desc.reshape(len(desc), -1))

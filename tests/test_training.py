@@ -42,7 +42,11 @@ def test_training_grows_through_two_resolutions_with_finite_losses(face_store, t
     d_losses = [float(ln.split(" D ")[1].split()[0]) for ln in ticks]
     assert all(math.isfinite(v) for v in d_losses)
     state = torch.load(list_checkpoints(run)[-1], weights_only=True)
-    assert state["res"] == 16 and state["alpha"] == 1.0 and state["images_shown"] == result.images_shown
+    assert (
+        state["res"] == 16
+        and state["alpha"] == 1.0
+        and state["images_shown"] == result.images_shown
+    )
     assert (run / "config.toml").is_file() and (run / "samples" / "reals.png").is_file()
     assert len(list((run / "samples").glob("fakes*.png"))) >= 3
     # A checkpoint at every phase change: 4 stable | 8 fade | 8 stable | 16 fade | 16 stable.
@@ -92,8 +96,17 @@ def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
     cfg = tiny(face_store)
     train(cfg, tmp_path / "a", log=quiet)
     run = tmp_path / "b"
-    cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
-           *TINY16_ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "progan",
+        "train",
+        "--data",
+        str(face_store),
+        "--run-dir",
+        str(run),
+        *TINY16_ARGS,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -115,8 +128,21 @@ def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
 @pytest.mark.slow
 def test_sigint_writes_a_checkpoint_and_exits(face_store, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "progan", "train", "--data", str(face_store), "--run-dir", str(run),
-           *TINY16_ARGS, "--kimg-stable", "50", "--snapshot-ticks", "1000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "progan",
+        "train",
+        "--data",
+        str(face_store),
+        "--run-dir",
+        str(run),
+        *TINY16_ARGS,
+        "--kimg-stable",
+        "50",
+        "--snapshot-ticks",
+        "1000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "samples" / "reals.png").exists():
@@ -133,7 +159,18 @@ def test_sigint_writes_a_checkpoint_and_exits(face_store, tmp_path):
 def test_checkpoint_is_weights_only_loadable(face_store, tmp_path):
     train(tiny(face_store, res_max=8), tmp_path / "run", log=quiet)
     state = torch.load(list_checkpoints(tmp_path / "run")[-1], weights_only=True)
-    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "config", "images_shown", "step", "res", "alpha"):
+    for key in (
+        "G",
+        "D",
+        "G_ema",
+        "opt_G",
+        "opt_D",
+        "config",
+        "images_shown",
+        "step",
+        "res",
+        "alpha",
+    ):
         assert key in state
     assert isinstance(state["images_shown"], int)
 
@@ -143,11 +180,22 @@ def test_tensorboard_holds_scalars_and_images(face_store, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train(tiny(face_store, res_max=8), tmp_path / "run", log=quiet)
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(
+        str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0}
+    )
     acc.Reload()
     tags = acc.Tags()
-    for t in ("loss/d_loss", "loss/g_loss", "loss/gp", "loss/d_real", "loss/d_fake", "progress/alpha",
-              "progress/resolution", "speed/images_per_s", "speed/s_per_kimg"):
+    for t in (
+        "loss/d_loss",
+        "loss/g_loss",
+        "loss/gp",
+        "loss/d_real",
+        "loss/d_fake",
+        "progress/alpha",
+        "progress/resolution",
+        "speed/images_per_s",
+        "speed/s_per_kimg",
+    ):
         assert t in tags["scalars"], t
     assert "samples/G_ema" in tags["images"] and "samples/reals" in tags["images"]
     res = [e.value for e in acc.Scalars("progress/resolution")]
@@ -179,9 +227,19 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
     from progan.sampling.generator import load_generator
 
     store = two_colour_store(tmp_path)
-    cfg = TrainConfig(data=str(store), **{**TINY16, "res_max": 4, "minibatch": {4: 8}, "kimg_stable": 0.32,
-                                           "lr": 0.003, "image_ticks": 100},
-                      loss="logistic", conditional=True)
+    cfg = TrainConfig(
+        data=str(store),
+        **{
+            **TINY16,
+            "res_max": 4,
+            "minibatch": {4: 8},
+            "kimg_stable": 0.32,
+            "lr": 0.003,
+            "image_ticks": 100,
+        },
+        loss="logistic",
+        conditional=True,
+    )
     r = train(cfg, tmp_path / "run", log=quiet)
     assert r.finished
     state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
@@ -192,8 +250,9 @@ def test_conditional_logistic_generator_follows_its_labels(tmp_path):
     g = load_generator(tmp_path / "run")
     z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        red_minus_blue = [(lambda x: x[:, 0] - x[:, 2])(g(z, torch.full((32,), y))).mean((1, 2))
-                          for y in (0, 1)]
+        red_minus_blue = [
+            (lambda x: x[:, 0] - x[:, 2])(g(z, torch.full((32,), y))).mean((1, 2)) for y in (0, 1)
+        ]
     diff = red_minus_blue[0] - red_minus_blue[1]
     assert diff.mean() > 3 * diff.std() / math.sqrt(len(diff)), diff
 
@@ -226,7 +285,9 @@ def assert_one_line_error(result, *needles):
 
 
 def test_missing_store_is_a_clear_error(tmp_path):
-    r = invoke("train", "--data", tmp_path / "nope.lmdb", "--run-dir", tmp_path / "run", "--device", "cpu")
+    r = invoke(
+        "train", "--data", tmp_path / "nope.lmdb", "--run-dir", tmp_path / "run", "--device", "cpu"
+    )
     assert_one_line_error(r, "nope.lmdb")
 
 
@@ -243,8 +304,18 @@ def test_res_max_not_power_of_two_is_a_clear_error(face_store, tmp_path):
 def test_run_dir_of_another_config_is_refused(face_store, tmp_path):
     run = tmp_path / "run"
     train(tiny(face_store, res_max=8), run, log=quiet)
-    r = invoke("train", "--data", face_store, "--run-dir", run, *TINY16_ARGS, "--res-max", "8",
-                "--fmap-max", "8")
+    r = invoke(
+        "train",
+        "--data",
+        face_store,
+        "--run-dir",
+        run,
+        *TINY16_ARGS,
+        "--res-max",
+        "8",
+        "--fmap-max",
+        "8",
+    )
     assert_one_line_error(r, "another config", "fmap_max")
 
 

@@ -43,8 +43,12 @@ def _timed(fn, dev: torch.device) -> float:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N.")
 @click.option("--n", "n", default=2000, show_default=True, help="Images (features) per set.")
 @click.option("--res", default=128, show_default=True, help="Image side for MS-SSIM and SWD.")
-@click.option("--only", default="kid,is,pr,msssim,swd", show_default=True,
-              help="Which estimators to time (comma-separated).")
+@click.option(
+    "--only",
+    default="kid,is,pr,msssim,swd",
+    show_default=True,
+    help="Which estimators to time (comma-separated).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(device: str, n: int, res: int, only: str, json_path: Path | None) -> None:
     """Print seconds per 1,000 images for each estimator."""

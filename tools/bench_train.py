@@ -55,7 +55,17 @@ PATHS = ("fp32_eager", "optimised")
 EXTRA_PATHS = ("optimised_fp32gp",)
 
 # docs/design.md section 3: GFLOP per image, paper networks, stable phase.
-DESIGN_GFLOP = {4: 1.4, 8: 11.7, 16: 52.8, 32: 217, 64: 464, 128: 710, 256: 957, 512: 1204, 1024: 1451}
+DESIGN_GFLOP = {
+    4: 1.4,
+    8: 11.7,
+    16: 52.8,
+    32: 217,
+    64: 464,
+    128: 710,
+    256: 957,
+    512: 1204,
+    1024: 1451,
+}
 
 # Multiples of one forward pass that an iteration executes, per image (see train_flops_per_image).
 EXECUTED = {"G": 4, "D": 14}
@@ -66,8 +76,9 @@ DESIGN_CONVENTION = {"G": 4, "D": 13}
 EXECUTED_D_BY_LOSS = {"wgangp": 14, "logistic": 11}
 
 
-def forward_flops(res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512,
-                  fade: bool = False) -> tuple[int, int]:
+def forward_flops(
+    res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512, fade: bool = False
+) -> tuple[int, int]:
     """FLOPs (2 x multiply-adds) of one image through G's and D's convs and dense layers at ``res``."""
     nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
     c4 = nf(4)
@@ -86,8 +97,14 @@ def forward_flops(res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_d
     return 2 * g, 2 * d
 
 
-def train_flops_per_image(res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512,
-                          fade: bool = False, convention: str = "executed") -> float:
+def train_flops_per_image(
+    res: int,
+    fmap_base: int = 8192,
+    fmap_max: int = 512,
+    latent_dim: int = 512,
+    fade: bool = False,
+    convention: str = "executed",
+) -> float:
     """FLOPs of one training iteration per image, as multiples of the forward passes F_G and F_D.
 
     D step: fakes G(z) under no_grad, 1 F_G; D on reals and on fakes, forward + backward (weights and
@@ -122,20 +139,26 @@ def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> f
 
 
 def flops_table(fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512) -> str:
-    lines = [f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'design.md':>10} {'ratio':>6} "
-             f"{'executed':>10}   GFLOP/image, stable phase"]
+    lines = [
+        f"{'res':>5} {'fwd G':>9} {'fwd D':>9} {'design-conv':>12} {'design.md':>10} {'ratio':>6} "
+        f"{'executed':>10}   GFLOP/image, stable phase"
+    ]
     for r, ref in DESIGN_GFLOP.items():
         g, d = forward_flops(r, fmap_base, fmap_max, latent_dim)
         des = train_flops_per_image(r, fmap_base, fmap_max, latent_dim, convention="design") / 1e9
         exe = train_flops_per_image(r, fmap_base, fmap_max, latent_dim) / 1e9
-        lines.append(f"{r:>5} {g / 1e9:>9.3f} {d / 1e9:>9.3f} {des:>12.1f} {ref:>10.1f} {des / ref:>6.3f} {exe:>10.1f}")
+        lines.append(
+            f"{r:>5} {g / 1e9:>9.3f} {d / 1e9:>9.3f} {des:>12.1f} {ref:>10.1f} {des / ref:>6.3f} {exe:>10.1f}"
+        )
     return "\n".join(lines)
 
 
 def _peak_mem(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process-wide peak RSS, Linux KiB
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )  # process-wide peak RSS, Linux KiB
 
 
 def _sync(device: torch.device) -> None:
@@ -143,12 +166,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, device: torch.device,
-               seed: int = 0, compile_g: bool = False):
+def build_step(
+    cfg: TrainConfig,
+    res: int,
+    alpha: float,
+    batch: int,
+    path: str,
+    device: torch.device,
+    seed: int = 0,
+    compile_g: bool = False,
+):
     """Networks, optimizers and synthetic inputs for one (resolution, path); returns ``step()``."""
     optimised = path.startswith("optimised")
     penalty_fp32 = path == "optimised_fp32gp" or (
-        optimised and penalty_in_fp32(cfg.penalty_precision, "bf16", device))
+        optimised and penalty_in_fp32(cfg.penalty_precision, "bf16", device)
+    )
     torch.manual_seed(seed)
     G, D = build_networks(cfg.replace(res_max=res, res_start=min(cfg.res_start, res)))
     G, D = G.to(device), D.to(device)
@@ -160,18 +192,43 @@ def build_step(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, 
     opt_G = make_optimizer(list(G.parameters()), cfg, cfg.lr)
     opt_D = make_optimizer(list(D.parameters()), cfg, cfg.lr)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-    reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
+    reals = (
+        (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1)
+        .to(device)
+        .contiguous(memory_format=fmt)
+    )
     z_d = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
     z_g = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
     eps = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
     # The generator's own draws (a style-based G's mixing latent and noise seeds), as the loop's.
-    inputs = tuple({k: v.to(device) for k, v in d.items()} for d in step_inputs(G, seed, 0, batch, 0, batch, res))
+    inputs = tuple(
+        {k: v.to(device) for k, v in d.items()}
+        for d in step_inputs(G, seed, 0, batch, 0, batch, res)
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=optimised)
     G_call = torch.compile(G, dynamic=False) if (optimised and compile_g) else G
 
     def step() -> dict[str, torch.Tensor]:
-        out = train_step(G_call, D, opt_G, opt_D, cfg, res, alpha, reals, None, z_d, z_g, eps,
-                         d_params, g_params, 1.0, autocast, inputs, penalty_fp32)
+        out = train_step(
+            G_call,
+            D,
+            opt_G,
+            opt_D,
+            cfg,
+            res,
+            alpha,
+            reals,
+            None,
+            z_d,
+            z_g,
+            eps,
+            d_params,
+            g_params,
+            1.0,
+            autocast,
+            inputs,
+            penalty_fp32,
+        )
         update_ema(G_ema, G, 0.999)
         return out
 
@@ -185,8 +242,17 @@ def _set_backend_flags(device: torch.device, optimised: bool) -> None:
         torch.backends.cudnn.benchmark = optimised
 
 
-def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, device: torch.device,
-              iters: int, warmup: int, compile_g: bool = False) -> dict:
+def bench_one(
+    cfg: TrainConfig,
+    res: int,
+    alpha: float,
+    batch: int,
+    path: str,
+    device: torch.device,
+    iters: int,
+    warmup: int,
+    compile_g: bool = False,
+) -> dict:
     """Time ``iters`` iterations after ``warmup``; returns images_per_s, ms_per_iter, peak memory, TFLOP/s."""
     _set_backend_flags(device, path.startswith("optimised"))
     if device.type == "cuda":
@@ -205,15 +271,30 @@ def bench_one(cfg: TrainConfig, res: int, alpha: float, batch: int, path: str, d
     flops = iteration_flops_per_image(cfg, G, D, res, fade=alpha < 1.0)
     peak = _peak_mem(device)
     return {
-        "res": res, "phase": "fade" if alpha < 1.0 else "stable", "path": path, "batch": batch,
-        "images_per_s": batch / dt, "ms_per_iter": dt * 1e3, "peak_mem_bytes": peak,
+        "res": res,
+        "phase": "fade" if alpha < 1.0 else "stable",
+        "path": path,
+        "batch": batch,
+        "images_per_s": batch / dt,
+        "ms_per_iter": dt * 1e3,
+        "peak_mem_bytes": peak,
         "peak_mem_delta_bytes": peak - rss_before if device.type == "cpu" else peak,
-        "gflop_per_image": flops / 1e9, "tflops": flops * batch / dt / 1e12,
+        "gflop_per_image": flops / 1e9,
+        "tflops": flops * batch / dt / 1e12,
     }
 
 
-def loss_gradients(G, D, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, res: int, bf16: bool,
-                   context=None, penalty_fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+def loss_gradients(
+    G,
+    D,
+    reals: torch.Tensor,
+    z: torch.Tensor,
+    eps: torch.Tensor,
+    res: int,
+    bf16: bool,
+    context=None,
+    penalty_fp32: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """WGAN-GP D loss and G loss of one step (stable phase), with the gradients of D's and G's
     parameters by name; ``context`` (e.g. a TorchFunctionMode) wraps the forward passes;
     ``penalty_fp32`` takes the penalty's pass outside autocast."""
@@ -233,8 +314,9 @@ def loss_gradients(G, D, reals: torch.Tensor, z: torch.Tensor, eps: torch.Tensor
     return d_loss.detach(), gl.detach(), drop_unused(d_grads), drop_unused(g_grads)
 
 
-def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.device,
-                     penalty_fp32: bool = False) -> str:
+def precision_report(
+    cfg: TrainConfig, res: int, batch: int, device: torch.device, penalty_fp32: bool = False
+) -> str:
     """Per parameter tensor: how far the optimised path's gradients (bf16 autocast, channels_last)
     are from fp32's on one step of freshly initialised networks, to find the op that loses precision
     on a given machine (ONEDNN_MAX_CPU_ISA selects the CPU kernel path; docs/performance.md).
@@ -242,20 +324,33 @@ def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.devic
     out = []
     for optimised in (False, True):
         torch.manual_seed(0)
-        G = Generator(res_max=res, latent_dim=cfg.latent_dim, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
-        D = Discriminator(res_max=res, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max, mbstd_group=cfg.mbstd_group)
+        G = Generator(
+            res_max=res, latent_dim=cfg.latent_dim, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max
+        )
+        D = Discriminator(
+            res_max=res, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max, mbstd_group=cfg.mbstd_group
+        )
         fmt = torch.channels_last if optimised else torch.contiguous_format
         G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
         gen = torch.Generator().manual_seed(1)
-        reals = (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
+        reals = (
+            (torch.rand(batch, 3, res, res, generator=gen) * 2 - 1)
+            .to(device)
+            .contiguous(memory_format=fmt)
+        )
         z = torch.randn(batch, cfg.latent_dim, generator=gen).to(device)
         eps = torch.rand(batch, 1, 1, 1, generator=gen).to(device)
-        out.append(loss_gradients(G, D, reals, z, eps, res, bf16=optimised,
-                                  penalty_fp32=optimised and penalty_fp32))
+        out.append(
+            loss_gradients(
+                G, D, reals, z, eps, res, bf16=optimised, penalty_fp32=optimised and penalty_fp32
+            )
+        )
     (d_ref, g_ref, *grads_ref), (d_opt, g_opt, *grads_opt) = out
-    lines = [f"D loss fp32 {d_ref.item():.6g} optimised {d_opt.item():.6g}; "
-             f"G loss fp32 {g_ref.item():.6g} optimised {g_opt.item():.6g}",
-             f"{'gradient of':<28} {'|fp32|':>10} {'rel. error':>10} {'cosine':>8}"]
+    lines = [
+        f"D loss fp32 {d_ref.item():.6g} optimised {d_opt.item():.6g}; "
+        f"G loss fp32 {g_ref.item():.6g} optimised {g_opt.item():.6g}",
+        f"{'gradient of':<28} {'|fp32|':>10} {'rel. error':>10} {'cosine':>8}",
+    ]
     for net, ref, opt in zip("DG", grads_ref, grads_opt):
         for name, r in ref.items():
             o = opt[name].to(r.dtype)
@@ -264,7 +359,9 @@ def precision_report(cfg: TrainConfig, res: int, batch: int, device: torch.devic
             lines.append(f"{net}.{name:<26} {r.norm().item():>10.3e} {rel:>10.4f} {cos:>8.5f}")
         flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
         rel = ((flat(opt) - flat(ref)).norm() / flat(ref).norm()).item()
-        lines.append(f"{net + ', all parameters':<28} {flat(ref).norm().item():>10.3e} {rel:>10.4f}")
+        lines.append(
+            f"{net + ', all parameters':<28} {flat(ref).norm().item():>10.3e} {rel:>10.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -275,14 +372,23 @@ def _flops_at(cfg: TrainConfig, res: int, fade: bool) -> float:
     return iteration_flops_per_image(cfg, G, D, res, fade)
 
 
-def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> tuple[float, list[str]]:
+def project_schedule(
+    cfg: TrainConfig, rates: dict[tuple[int, str], float]
+) -> tuple[float, list[str]]:
     """Seconds for the config's whole schedule at the measured images/s; unmeasured phases are
     extrapolated from the nearest measured resolution's achieved FLOP/s, and listed as such."""
     notes, total = [], 0.0
     for ph in phases(cfg):
         images = ph.end - ph.start
-        key = (ph.res, ph.kind) if (ph.res, ph.kind) in rates else (ph.res, "stable") if (ph.res, "stable") in rates \
-            else (ph.res, "fade") if (ph.res, "fade") in rates else None
+        key = (
+            (ph.res, ph.kind)
+            if (ph.res, ph.kind) in rates
+            else (ph.res, "stable")
+            if (ph.res, "stable") in rates
+            else (ph.res, "fade")
+            if (ph.res, "fade") in rates
+            else None
+        )
         if key is not None:
             total += images / rates[key]
             continue
@@ -295,31 +401,84 @@ def project_schedule(cfg: TrainConfig, rates: dict[tuple[int, str], float]) -> t
 
 
 @click.command()
-@click.option("--config", "config_name", default=None,
-              help="Run config [default: celebahq-1024; with --arch stylegan, ffhq-1024-stylegan].")
-@click.option("--arch", default=None, help="Architecture to time (overrides the config's): progan, stylegan.")
+@click.option(
+    "--config",
+    "config_name",
+    default=None,
+    help="Run config [default: celebahq-1024; with --arch stylegan, ffhq-1024-stylegan].",
+)
+@click.option(
+    "--arch", default=None, help="Architecture to time (overrides the config's): progan, stylegan."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--res", "res_list", default="4,8,16,32", show_default=True, help="Comma-separated resolutions.")
-@click.option("--batch", type=int, default=None, help="Minibatch for every resolution (default: the config's).")
+@click.option(
+    "--res", "res_list", default="4,8,16,32", show_default=True, help="Comma-separated resolutions."
+)
+@click.option(
+    "--batch",
+    type=int,
+    default=None,
+    help="Minibatch for every resolution (default: the config's).",
+)
 @click.option("--fmap-max", type=int, default=None)
 @click.option("--fmap-base", type=int, default=None)
 @click.option("--iters", default=10, show_default=True)
 @click.option("--warmup", default=2, show_default=True)
-@click.option("--phase", type=click.Choice(["stable", "fade", "both"]), default="stable", show_default=True)
+@click.option(
+    "--phase", type=click.Choice(["stable", "fade", "both"]), default="stable", show_default=True
+)
 @click.option("--paths", default=",".join(PATHS), show_default=True)
-@click.option("--compile", "compile_g", is_flag=True, help="Optimised path: torch.compile G's forward.")
+@click.option(
+    "--compile", "compile_g", is_flag=True, help="Optimised path: torch.compile G's forward."
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--flops-table", "show_flops", is_flag=True, help="Print the analytic FLOP count against docs/design.md and exit.")
-@click.option("--precision-report", "show_precision", is_flag=True,
-              help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.")
-@click.option("--penalty-precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="The optimised path's penalty pass: as the trainer decides on this machine, or forced.")
-def main(config_name, arch, device, res_list, batch, fmap_max, fmap_base, iters, warmup, phase, paths, compile_g,
-         json_out, show_flops, show_precision, penalty_precision):
+@click.option(
+    "--flops-table",
+    "show_flops",
+    is_flag=True,
+    help="Print the analytic FLOP count against docs/design.md and exit.",
+)
+@click.option(
+    "--precision-report",
+    "show_precision",
+    is_flag=True,
+    help="Print per-parameter gradient errors of the optimised path against fp32 at each --res and exit.",
+)
+@click.option(
+    "--penalty-precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="The optimised path's penalty pass: as the trainer decides on this machine, or forced.",
+)
+def main(
+    config_name,
+    arch,
+    device,
+    res_list,
+    batch,
+    fmap_max,
+    fmap_base,
+    iters,
+    warmup,
+    phase,
+    paths,
+    compile_g,
+    json_out,
+    show_flops,
+    show_precision,
+    penalty_precision,
+):
     """Time training iterations per resolution and path; print a table, optionally write JSON."""
     config_name = config_name or ("ffhq-1024-stylegan" if arch == "stylegan" else "celebahq-1024")
-    cfg = load_config(config_name, fmap_max=fmap_max, fmap_base=fmap_base, device=device, arch=arch,
-                      penalty_precision=penalty_precision)
+    cfg = load_config(
+        config_name,
+        fmap_max=fmap_max,
+        fmap_base=fmap_base,
+        device=device,
+        arch=arch,
+        penalty_precision=penalty_precision,
+    )
     if show_flops:
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return
@@ -327,19 +486,24 @@ def main(config_name, arch, device, res_list, batch, fmap_max, fmap_base, iters,
     if show_precision:
         route = penalty_in_fp32(cfg.penalty_precision, "bf16", dev, log=click.echo)
         for r in (int(r) for r in res_list.split(",") if r):
-            click.echo(f"res {r}, batch {batch or 8}, penalty pass in {'fp32' if route else 'bf16'}\n"
-                       f"{precision_report(cfg, r, batch or 8, dev, route)}")
+            click.echo(
+                f"res {r}, batch {batch or 8}, penalty pass in {'fp32' if route else 'bf16'}\n"
+                f"{precision_report(cfg, r, batch or 8, dev, route)}"
+            )
         return
     path_list = [p for p in paths.split(",") if p]
     for p in path_list:
         if p not in PATHS + EXTRA_PATHS:
-            raise click.BadParameter(f"unknown path {p!r}; known: {', '.join(PATHS + EXTRA_PATHS)}",
-                                     param_hint="--paths")
+            raise click.BadParameter(
+                f"unknown path {p!r}; known: {', '.join(PATHS + EXTRA_PATHS)}", param_hint="--paths"
+            )
     res_values = [int(r) for r in res_list.split(",") if r]
     alphas = {"stable": [1.0], "fade": [0.5], "both": [0.5, 1.0]}[phase]
     rows = []
-    click.echo(f"{'res':>5} {'phase':>6} {'path':>16} {'batch':>5} {'img/s':>9} {'ms/iter':>9} "
-               f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'x fp32':>7}")
+    click.echo(
+        f"{'res':>5} {'phase':>6} {'path':>16} {'batch':>5} {'img/s':>9} {'ms/iter':>9} "
+        f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'peak MiB':>9} {'x fp32':>7}"
+    )
     for r in res_values:
         b = batch or cfg.batch_for(r)
         for a in alphas:
@@ -351,26 +515,43 @@ def main(config_name, arch, device, res_list, batch, fmap_max, fmap_base, iters,
                 row["ratio_vs_fp32_eager"] = row["images_per_s"] / base if base else None
                 rows.append(row)
                 ratio = f"{row['ratio_vs_fp32_eager']:.2f}" if base else "-"
-                click.echo(f"{r:>5} {row['phase']:>6} {p:>16} {b:>5} {row['images_per_s']:>9.1f} "
-                           f"{row['ms_per_iter']:>9.1f} {row['gflop_per_image']:>10.2f} {row['tflops']:>8.4f} "
-                           f"{row['peak_mem_bytes'] / 2**20:>9.0f} {ratio:>7}")
+                click.echo(
+                    f"{r:>5} {row['phase']:>6} {p:>16} {b:>5} {row['images_per_s']:>9.1f} "
+                    f"{row['ms_per_iter']:>9.1f} {row['gflop_per_image']:>10.2f} {row['tflops']:>8.4f} "
+                    f"{row['peak_mem_bytes'] / 2**20:>9.0f} {ratio:>7}"
+                )
     if dev.type == "cpu":
         click.echo("peak MiB on CPU: the process's peak RSS so far (getrusage), not per path.")
     projections = {}
     for p in path_list:
-        rates = {(row["res"], row["phase"]): row["images_per_s"] for row in rows if row["path"] == p}
+        rates = {
+            (row["res"], row["phase"]): row["images_per_s"] for row in rows if row["path"] == p
+        }
         secs, extrapolated = project_schedule(cfg, rates)
         projections[p] = {"seconds": secs, "extrapolated_phases": extrapolated}
-        note = f" ({len(extrapolated)} phases extrapolated by FLOPs from the nearest measured resolution)" \
-            if extrapolated else ""
+        note = (
+            f" ({len(extrapolated)} phases extrapolated by FLOPs from the nearest measured resolution)"
+            if extrapolated
+            else ""
+        )
         click.echo(f"projected {config_name} schedule, {p}: {fmt_duration(secs)}{note}")
     if json_out is not None:
-        meta = {"config": config_name, "device": str(dev), "torch": torch.__version__,
-                "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-                "iters": iters, "warmup": warmup, "compile": compile_g,
-                "fmap_base": cfg.fmap_base, "fmap_max": cfg.fmap_max}
-        json_out.write_text(json.dumps({"meta": meta, "results": rows, "projection": projections}, indent=1))
+        meta = {
+            "config": config_name,
+            "device": str(dev),
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            "iters": iters,
+            "warmup": warmup,
+            "compile": compile_g,
+            "fmap_base": cfg.fmap_base,
+            "fmap_max": cfg.fmap_max,
+        }
+        json_out.write_text(
+            json.dumps({"meta": meta, "results": rows, "projection": projections}, indent=1)
+        )
         click.echo(f"wrote {json_out}")
 
 

@@ -67,7 +67,12 @@ def audit(channels: int, res: int, batch: int) -> list[tuple[str, float, str]]:
     """(op, worst relative error of its outputs against float64, argument description) per call."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, res, res, generator=gen).bfloat16().float().requires_grad_()
-    w = (torch.randn(channels, channels, 3, 3, generator=gen) * 0.1).bfloat16().float().requires_grad_()
+    w = (
+        (torch.randn(channels, channels, 3, 3, generator=gen) * 0.1)
+        .bfloat16()
+        .float()
+        .requires_grad_()
+    )
     rec = Recorder()
     with rec, torch.autocast("cpu", dtype=torch.bfloat16):
         y = F.conv2d(x, w, padding=1)
@@ -96,10 +101,14 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--res", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--flag", type=float, default=8.0, help="Mark calls off by more than this many u.")
+    ap.add_argument(
+        "--flag", type=float, default=8.0, help="Mark calls off by more than this many u."
+    )
     a = ap.parse_args()
-    print(f"torch {torch.__version__}, ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(default)')}, "
-          f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(default)')}, "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"{'rel. error':>10} {'in u':>7}  op  arguments")
     for op, err, desc in audit(a.channels, a.res, a.batch):
         mark = "  <-- FAULTY" if not err <= a.flag * U else ""

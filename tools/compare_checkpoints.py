@@ -49,10 +49,15 @@ def compare(a: Path, b: Path) -> tuple[list[str], list[str], int]:
     keys = list(CLOCK) + ["G", "D", "G_ema", "opt_G", "opt_D"]
     fa = flatten({k: sa.get(k) for k in keys})
     fb = flatten({k: sb.get(k) for k in keys})
-    diffs = [k for k in sorted(set(fa) | set(fb)) if k not in fa or k not in fb or not same(fa[k], fb[k])]
+    diffs = [
+        k for k in sorted(set(fa) | set(fb)) if k not in fa or k not in fb or not same(fa[k], fb[k])
+    ]
     ca, cb = sa["config"], sb["config"]
-    config = [f"{k}: {ca.get(k, '(absent)')!r} vs {cb.get(k, '(absent)')!r}"
-              for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]
+    config = [
+        f"{k}: {ca.get(k, '(absent)')!r} vs {cb.get(k, '(absent)')!r}"
+        for k in sorted(set(ca) | set(cb))
+        if ca.get(k) != cb.get(k)
+    ]
     return diffs, config, len(fa)
 
 
@@ -76,7 +81,11 @@ def main() -> int:
     for pa, pb in todo:
         diffs, config, n = compare(pa, pb)
         identical &= not diffs
-        verdict = "identical" if not diffs else f"{len(diffs)} of {n} entries differ: {', '.join(diffs[:5])}"
+        verdict = (
+            "identical"
+            if not diffs
+            else f"{len(diffs)} of {n} entries differ: {', '.join(diffs[:5])}"
+        )
         print(f"{pa.name}: {n} tensors and numbers {verdict}")
         for line in config:
             print(f"    config {line}")

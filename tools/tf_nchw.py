@@ -35,7 +35,10 @@ def nchw_nn(v1) -> types.ModuleType:
                 x, w, output_shape, strides, padding=padding, data_format=data_format, **kw
             )
         y = v1.nn.conv2d_transpose(
-            v1.transpose(x, TO_NHWC), w, v1.stack(_perm(output_shape)), strides=_perm(strides),
+            v1.transpose(x, TO_NHWC),
+            w,
+            v1.stack(_perm(output_shape)),
+            strides=_perm(strides),
             padding=padding,
         )
         return v1.transpose(y, TO_NCHW)

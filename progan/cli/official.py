@@ -7,7 +7,9 @@ import click
 
 @click.command("import-official")
 @click.argument("network", type=click.Path(path_type=str), metavar="NETWORK.pkl")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="New run directory to write.")
+@click.option(
+    "--run-dir", required=True, type=click.Path(file_okay=False), help="New run directory to write."
+)
 def import_official_cmd(network, run_dir):
     """Turn an official ProGAN or StyleGAN network pickle (G, D, Gs) into a progan run directory.
 

@@ -13,37 +13,81 @@ from progan.nets.registry import ARCHITECTURES
 
 @click.command()
 @click.option("--data", type=click.Path(), help="Store made by `progan prepare-lmdb`.")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints, samples and logs go.")
-@click.option("--config", "config_path", type=click.Path(), help="TOML config: a file, or the NAME of a preset (progan/config/presets/NAME.toml).")
-@click.option("--resume", is_flag=True, help="Continue RUN_DIR from its newest valid checkpoint with its saved config.")
-@click.option("--arch", type=str,
-              help=f"Architecture: {', '.join(sorted(ARCHITECTURES))} [default: progan].")
-@click.option("--net", multiple=True, metavar="KEY=VALUE",
-              help="An option of the architecture (its [net] table), e.g. --net style_mixing=0.5.")
+@click.option(
+    "--run-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where checkpoints, samples and logs go.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(),
+    help="TOML config: a file, or the NAME of a preset (progan/config/presets/NAME.toml).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue RUN_DIR from its newest valid checkpoint with its saved config.",
+)
+@click.option(
+    "--arch", type=str, help=f"Architecture: {', '.join(sorted(ARCHITECTURES))} [default: progan]."
+)
+@click.option(
+    "--net",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the architecture (its [net] table), e.g. --net style_mixing=0.5.",
+)
 @click.option("--res-max", type=int, help="Final resolution.")
 @click.option("--res-start", type=int, help="First resolution (default 4).")
-@click.option("--batch", type=int, help="Global minibatch at every resolution (overrides the table).")
+@click.option(
+    "--batch", type=int, help="Global minibatch at every resolution (overrides the table)."
+)
 @click.option("--kimg-fade", type=float, help="Thousands of images per fade-in phase (paper 800).")
-@click.option("--kimg-stable", type=float, help="Thousands of images per stabilize phase (paper 800).")
-@click.option("--total-kimg", type=float, help="End of the run in thousands of images (default: end of the schedule).")
+@click.option(
+    "--kimg-stable", type=float, help="Thousands of images per stabilize phase (paper 800)."
+)
+@click.option(
+    "--total-kimg",
+    type=float,
+    help="End of the run in thousands of images (default: end of the schedule).",
+)
 @click.option("--fmap-max", type=int, help="Largest feature-map count (paper 512).")
 @click.option("--fmap-base", type=int, help="Feature-map base (paper 8192).")
 @click.option("--latent-dim", type=int, help="Latent size (paper 512).")
 @click.option("--lr", type=float, help="Adam learning rate (paper 0.001).")
-@click.option("--loss", type=click.Choice(["wgangp", "logistic"]), help="WGAN-GP (paper) or logistic + R1.")
+@click.option(
+    "--loss", type=click.Choice(["wgangp", "logistic"]), help="WGAN-GP (paper) or logistic + R1."
+)
 @click.option("--seed", type=int, help="Seed of weights, data order and noise.")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast or plain fp32.")
-@click.option("--penalty-precision", type=click.Choice(["auto", "bf16", "fp32"]),
-              help="With bf16: the gradient penalty's pass in bf16, fp32, or auto (a start-up check decides).")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast or plain fp32."
+)
+@click.option(
+    "--penalty-precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    help="With bf16: the gradient penalty's pass in bf16, fp32, or auto (a start-up check decides).",
+)
 @click.option("--mirror/--no-mirror", default=None, help="Random horizontal flips of the reals.")
 @click.option("--conditional/--unconditional", default=None, help="Train on the store's labels.")
 @click.option("--tick-kimg", type=float, help="Thousands of images between progress lines.")
 @click.option("--snapshot-ticks", type=int, help="Ticks between checkpoints.")
 @click.option("--image-ticks", type=int, help="Ticks between sample grids.")
-@click.option("--workers", "data_workers", type=click.IntRange(min=0), help="DataLoader worker processes for levels not cached in RAM.")
-@click.option("--gpus", type=int, default=1, show_default=True,
-              help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.")
+@click.option(
+    "--workers",
+    "data_workers",
+    type=click.IntRange(min=0),
+    help="DataLoader worker processes for levels not cached in RAM.",
+)
+@click.option(
+    "--gpus",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes on this machine (one per GPU), launched through torchrun; the batch is global.",
+)
 def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
     """Train a progressive GAN; running the same command again continues the run.
 
@@ -64,8 +108,9 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, **overrides):
         raise ProganError("--gpus must be >= 1")
     overrides = {**overrides, "data": data, "batch": batch, "net": _net_options(net)}
     main_rank = os.environ.get("RANK", "0") == "0"
-    cfg = resolve_config(run_dir, config_path, overrides, resume=resume,
-                         log=click.echo if main_rank else None)
+    cfg = resolve_config(
+        run_dir, config_path, overrides, resume=resume, log=click.echo if main_rank else None
+    )
     checked = preflight(cfg, run_dir, gpus if gpus > 1 else dist_utils.world_size_from_env())
     if gpus > 1 and not dist_utils.wanted():
         import subprocess

@@ -39,11 +39,15 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The config a run directory was started with (``RUN/config.toml``)."""
     p = Path(run_dir) / "config.toml"
     if not p.is_file():
-        raise ProganError(f"'{run_dir}' is not a progan run directory (no config.toml); "
-                          "start it with --data (without --resume)")
+        raise ProganError(
+            f"'{run_dir}' is not a progan run directory (no config.toml); "
+            "start it with --data (without --resume)"
+        )
     if not p.read_bytes().strip():
-        raise ProganError(f"'{p}' is empty and '{run_dir}' holds no checkpoint: nothing to "
-                          "resume; start it with --data (without --resume)")
+        raise ProganError(
+            f"'{p}' is empty and '{run_dir}' holds no checkpoint: nothing to "
+            "resume; start it with --data (without --resume)"
+        )
     return from_dict(load_toml(p))
 
 

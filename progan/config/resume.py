@@ -21,7 +21,9 @@ RESUME_MAY_CHANGE = (
 )  # fmt: skip
 
 
-def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+def apply_overrides(
+    base: dict[str, Any], overrides: dict[str, Any]
+) -> tuple[dict[str, Any], set[str]]:
     """``base`` with command-line ``overrides``; returns it and the keys they set.
 
     A scalar given on the command line replaces the per-resolution table it stands for: ``batch``
@@ -70,23 +72,33 @@ def saved_config(run_dir: str | Path, *, resume: bool = False, log=None) -> Trai
         from progan.train.runlock import check_unlocked
 
         check_unlocked(run_dir)  # a run that another trainer holds is busy, not empty
-        over = (f"to start over use a new --run-dir (or move '{run_dir}' away), then start "
-                "without --resume")
+        over = (
+            f"to start over use a new --run-dir (or move '{run_dir}' away), then start "
+            "without --resume"
+        )
         if not folder.exists():
-            raise ProganError(f"cannot resume '{run_dir}': it has no checkpoint yet ('{folder}' "
-                              "does not exist); start it without --resume")
+            raise ProganError(
+                f"cannot resume '{run_dir}': it has no checkpoint yet ('{folder}' "
+                "does not exist); start it without --resume"
+            )
         if not folder.is_dir():
-            raise ProganError(f"cannot resume '{run_dir}': '{folder}' is not a directory, so there "
-                              f"is no checkpoint to continue; restore it, or {over}")
+            raise ProganError(
+                f"cannot resume '{run_dir}': '{folder}' is not a directory, so there "
+                f"is no checkpoint to continue; restore it, or {over}"
+            )
         if not ckpt.list_checkpoints(run_dir):
-            raise ProganError(f"cannot resume '{run_dir}': '{folder}' holds no checkpoint "
-                              f"(ckpt-*.pt); restore them, or {over}")
+            raise ProganError(
+                f"cannot resume '{run_dir}': '{folder}' holds no checkpoint "
+                f"(ckpt-*.pt); restore them, or {over}"
+            )
     if has_config:
         return load_run_config(run_dir)
     if ckpt.list_checkpoints(run_dir):
         found = ckpt.latest_checkpoint(run_dir, log=log)
-        log(f"'{path}' is {'empty' if path.exists() else 'missing'}: continuing '{run_dir}' with "
-            f"the config saved in {found.path.name}")
+        log(
+            f"'{path}' is {'empty' if path.exists() else 'missing'}: continuing '{run_dir}' with "
+            f"the config saved in {found.path.name}"
+        )
         return from_dict(found.state["config"])
     return load_run_config(run_dir) if resume else None
 

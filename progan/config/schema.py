@@ -28,7 +28,9 @@ class TrainConfig:
     data: str = ""
     mirror: bool = True
     conditional: bool = False  # use the store's labels (see conditioning)
-    conditioning: str = "acgan"  # official: one-hot in G's latent, class logits in D; or "projection"
+    conditioning: str = (
+        "acgan"  # official: one-hot in G's latent, class logits in D; or "projection"
+    )
     cond_weight: float = 1.0  # weight of the AC-GAN label cross-entropy terms
     data_workers: int = 2
     cache_mb: int = 2048  # levels whose raw pixels fit are read once into device memory
@@ -42,13 +44,17 @@ class TrainConfig:
     fmap_base: int = 8192
     fmap_max: int = 512
     mbstd_group: int = 4
-    d_pool: str = "before_bias"  # official default (fused_scale=True); "after_act": original Theano code
+    d_pool: str = (
+        "before_bias"  # official default (fused_scale=True); "after_act": original Theano code
+    )
 
     # Schedule, in thousands of images shown (paper: 800k + 800k; official v2 configs: 600 + 600).
     kimg_fade: float = 800.0
     kimg_stable: float = 800.0
     total_kimg: float | None = None  # default: the end of the last stabilize phase
-    kimg_table: dict[int, float] = field(default_factory=dict)  # per-resolution kimg of fade and of stabilize
+    kimg_table: dict[int, float] = field(
+        default_factory=dict
+    )  # per-resolution kimg of fade and of stabilize
     minibatch: dict[int, int] = field(default_factory=lambda: dict(PAPER_MINIBATCH))
     lr: float = 0.001
     lr_table: dict[int, float] = field(default_factory=dict)  # per-resolution overrides of lr
@@ -60,8 +66,12 @@ class TrainConfig:
     loss: str = "wgangp"  # "wgangp" (paper) or "logistic" (non-saturating, with R1)
     gp_lambda: float = 10.0
     drift: float = 0.001
-    gp_target: float = 1.0  # gamma of the penalty (||g|| - gamma)^2 * lambda / gamma^2; paper CIFAR-10: 750
-    gp_space: str = "full"  # gradient w.r.t. the image at res_max (official) or at the stage's res ("native")
+    gp_target: float = (
+        1.0  # gamma of the penalty (||g|| - gamma)^2 * lambda / gamma^2; paper CIFAR-10: 750
+    )
+    gp_space: str = (
+        "full"  # gradient w.r.t. the image at res_max (official) or at the stage's res ("native")
+    )
     r1_gamma: float = 10.0
 
     # Generator EMA: beta per step (paper 0.999), or a half-life in kimg if ema_kimg is set.
@@ -114,8 +124,18 @@ class TrainConfig:
 
 
 # Keys that change the networks: a run directory's checkpoints only resume with the same values.
-ARCH_KEYS = ("arch", "net", "res_max", "latent_dim", "fmap_base", "fmap_max", "mbstd_group", "conditional",
-             "d_pool", "conditioning")
+ARCH_KEYS = (
+    "arch",
+    "net",
+    "res_max",
+    "latent_dim",
+    "fmap_base",
+    "fmap_max",
+    "mbstd_group",
+    "conditional",
+    "d_pool",
+    "conditioning",
+)
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -137,18 +157,32 @@ def _validate(c: TrainConfig) -> None:
         check_pow2(res, name)
     need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
     missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
-    need(not missing, f"minibatch table has no entry for resolution(s) {missing} (set [minibatch] "
-                      "in the config, or --batch N for every resolution)")
+    need(
+        not missing,
+        f"minibatch table has no entry for resolution(s) {missing} (set [minibatch] "
+        "in the config, or --batch N for every resolution)",
+    )
     bad = {r: v for r, v in c.minibatch.items() if int(v) < 1}
     need(not bad, f"minibatch sizes must be >= 1, got {bad}")
-    for name in ("latent_dim", "fmap_base", "fmap_max", "snapshot_ticks", "image_ticks", "grid_size"):
+    for name in (
+        "latent_dim",
+        "fmap_base",
+        "fmap_max",
+        "snapshot_ticks",
+        "image_ticks",
+        "grid_size",
+    ):
         need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
     for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints", "seed"):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
-    need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
-    need(c.penalty_precision in ("auto", "bf16", "fp32"),
-         f"penalty_precision must be 'auto', 'bf16' or 'fp32', got {c.penalty_precision!r}")
+    need(
+        c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}"
+    )
+    need(
+        c.penalty_precision in ("auto", "bf16", "fp32"),
+        f"penalty_precision must be 'auto', 'bf16' or 'fp32', got {c.penalty_precision!r}",
+    )
     positive("lr", c.lr)
     for r, v in c.lr_table.items():
         positive(f"lr_table[{r}]", v)
@@ -166,11 +200,17 @@ def _validate(c: TrainConfig) -> None:
         positive("total_kimg", c.total_kimg)
     positive("tick_kimg", c.tick_kimg)
     parse_device(c.device)  # a typo fails at once; whether the device exists is checked at start
-    need(c.d_pool in ("before_bias", "after_act"),
-         f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}")
-    need(c.conditioning in ("acgan", "projection"),
-         f"conditioning must be 'acgan' or 'projection', got {c.conditioning!r}")
-    need(c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}")
+    need(
+        c.d_pool in ("before_bias", "after_act"),
+        f"d_pool must be 'before_bias' or 'after_act', got {c.d_pool!r}",
+    )
+    need(
+        c.conditioning in ("acgan", "projection"),
+        f"conditioning must be 'acgan' or 'projection', got {c.conditioning!r}",
+    )
+    need(
+        c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}"
+    )
     positive("gp_target", c.gp_target)
 
 
@@ -217,7 +257,9 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
 
 def check_world(cfg: TrainConfig, world: int) -> None:
     """Refuse a global minibatch that would leave a process without an image at some resolution."""
-    small = {r: cfg.batch_for(r) for r in levels(cfg.res_start, cfg.res_max) if cfg.batch_for(r) < world}
+    small = {
+        r: cfg.batch_for(r) for r in levels(cfg.res_start, cfg.res_max) if cfg.batch_for(r) < world
+    }
     if small:
         r, b = next(iter(small.items()))
         raise ProganError(
@@ -225,5 +267,3 @@ def check_world(cfg: TrainConfig, world: int) -> None:
             f"(resolutions {sorted(small)}): use a multi-GPU config (e.g. celebahq-1024-8gpu) or "
             f"--batch N with N >= {world}"
         )
-
-

@@ -143,9 +143,7 @@ def check_interval(interval: float) -> None:
     """
     low, high = WATCH_INTERVAL
     if not low <= interval <= high:  # False for NaN
-        raise ProganError(
-            f"--interval must be from {low:g} to {high:g} seconds, got {interval:g}"
-        )
+        raise ProganError(f"--interval must be from {low:g} to {high:g} seconds, got {interval:g}")
 
 
 def default_cache_dir() -> Path:
@@ -378,7 +376,9 @@ class Evaluator(CheckpointEvaluator):
         key = (ref.resolve(), res)
         n_ref = 0
         if ref.suffix != ".npz":
-            n_ref = min(self.n, count_images(ref))  # as StyleGAN: all reals when the data set is smaller
+            n_ref = min(
+                self.n, count_images(ref)
+            )  # as StyleGAN: all reals when the data set is smaller
         if key not in self._ref_stats:
             self._ref_stats[key] = self._reference_stats(ref, res, n_ref)
         fakes = generated_images(g, self.n, batch=self.batch, seed=self.seed, device=self.device)

@@ -382,11 +382,15 @@ def check_source(
         levels = [int(r) for r in meta["levels"]]
         res = resolution if resolution is not None else levels[-1]
         if res not in levels:
-            raise ProganError(f"store '{path}' has levels {levels[0]}-{levels[-1]}, not --res {res}")
+            raise ProganError(
+                f"store '{path}' has levels {levels[0]}-{levels[-1]}, not --res {res}"
+            )
         _take(max(n or 2, 2), int(meta["count"]), f"store '{path}'")
         return res
     if not path.is_dir():
-        raise ProganError(f"FID source '{path}' is not an image folder, an LMDB store or an .npz file")
+        raise ProganError(
+            f"FID source '{path}' is not an image folder, an LMDB store or an .npz file"
+        )
     files = list_image_files(path)
     _take(max(n or 2, 2), len(files), f"folder '{path}'")
     files = files[:n] if n else files
@@ -396,11 +400,13 @@ def check_source(
             with Image.open(f) as img:
                 sizes.setdefault(img.size, f)
         except (OSError, ValueError) as e:
-            raise ProganError(f"'{f}' is not a readable image ({e}); remove it from '{path}'") from None
+            raise ProganError(
+                f"'{f}' is not a readable image ({e}); remove it from '{path}'"
+            ) from None
     if len(sizes) > 1:
         shown = ", ".join(f"{w}x{h} ('{f.name}')" for (w, h), f in list(sizes.items())[:3])
         raise ProganError(f"FID images in '{path}' must all have one size; found {shown}")
-    (w, h), = sizes
+    ((w, h),) = sizes
     if w != h:
         raise ProganError(f"images in '{path}' are {w}x{h}; FID here compares square images")
     return w

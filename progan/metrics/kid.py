@@ -27,7 +27,9 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     m, d = x.shape
     if y.shape != (m, d) or m < 2:
-        raise ValueError(f"MMD² needs two sets of one shape with m >= 2, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"MMD² needs two sets of one shape with m >= 2, got {x.shape} and {y.shape}"
+        )
     k_xx = (x @ x.T / d + 1) ** 3
     k_yy = (y @ y.T / d + 1) ** 3
     k_xy = (x @ y.T / d + 1) ** 3
@@ -46,7 +48,9 @@ def kid(
     """(mean, std) of the MMD² over ``num_subsets`` random subset pairs; see the module doc."""
     real, fake = np.asarray(real), np.asarray(fake)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ProganError(f"KID needs (N, D) features of one width, got {real.shape} and {fake.shape}")
+        raise ProganError(
+            f"KID needs (N, D) features of one width, got {real.shape} and {fake.shape}"
+        )
     m = min(len(real), len(fake), subset_size)
     if m < 2:
         raise ProganError(f"KID needs at least 2 features per set, got {len(real)} and {len(fake)}")

@@ -83,4 +83,3 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if level < last:
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
     return score
-

@@ -45,8 +45,12 @@ def _distances(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 def knn_radii(features: torch.Tensor, k: int = 3, batch: int = 1000) -> torch.Tensor:
     """Distance of each point to its k-th nearest other point of the same set."""
     if len(features) <= k:
-        raise ProganError(f"{k}-nearest-neighbour radii need more than {k} points, got {len(features)}")
-    radii = [_distances(part, features).kthvalue(k + 1, dim=1).values for part in features.split(batch)]
+        raise ProganError(
+            f"{k}-nearest-neighbour radii need more than {k} points, got {len(features)}"
+        )
+    radii = [
+        _distances(part, features).kthvalue(k + 1, dim=1).values for part in features.split(batch)
+    ]
     return torch.cat(radii)
 
 

@@ -23,8 +23,15 @@ class EqualizedConv2d(nn.Module):
     ``bias=False`` leaves the bias to the caller (StyleGAN adds it after the noise input).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, gain: float = SQRT2, padding=None,
-                 bias: bool = True):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        gain: float = SQRT2,
+        padding=None,
+        bias: bool = True,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
@@ -49,8 +56,14 @@ class EqualizedLinear(nn.Module):
     less. At 1 the layer computes exactly what it did without the option.
     """
 
-    def __init__(self, in_features: int, out_features: int, gain: float = SQRT2, bias: bool = True,
-                 lr_mul: float = 1.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = SQRT2,
+        bias: bool = True,
+        lr_mul: float = 1.0,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None

@@ -84,7 +84,9 @@ class Generator(nn.Module):
     ):
         super().__init__()
         if conditioning not in CONDITIONING_CHOICES:
-            raise ValueError(f"conditioning must be one of {CONDITIONING_CHOICES}, got {conditioning!r}")
+            raise ValueError(
+                f"conditioning must be one of {CONDITIONING_CHOICES}, got {conditioning!r}"
+            )
         self.res_max = res_max
         self.latent_dim = latent_dim
         self.num_classes = num_classes
@@ -92,7 +94,9 @@ class Generator(nn.Module):
         nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
         # Conditional G: the one-hot label concatenated to the latent before both are normalized
         # (official, "acgan"), or a learned embedding, normalized apart ("projection").
-        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes and not self.acgan else None
+        self.embed = (
+            nn.Embedding(num_classes, latent_dim) if num_classes and not self.acgan else None
+        )
         in_features = latent_dim + (num_classes if self.acgan else latent_dim if num_classes else 0)
         self.input = GInput(in_features, nf(4))
         self.blocks = nn.ModuleDict(
@@ -159,7 +163,9 @@ class DBlock(nn.Module):
         x = lrelu(self.conv0(x))
         if self.pool_before_bias:
             y = downsample2x(self.conv1(x, add_bias=False))
-            return lrelu(y + self.conv1.bias.to(y.dtype).view(1, -1, 1, 1))  # y is bf16 under autocast
+            return lrelu(
+                y + self.conv1.bias.to(y.dtype).view(1, -1, 1, 1)
+            )  # y is bf16 under autocast
         return downsample2x(lrelu(self.conv1(x)))
 
 
@@ -201,7 +207,9 @@ class Discriminator(nn.Module):
         if pool not in D_POOL_CHOICES:
             raise ValueError(f"pool must be one of {D_POOL_CHOICES}, got {pool!r}")
         if conditioning not in CONDITIONING_CHOICES:
-            raise ValueError(f"conditioning must be one of {CONDITIONING_CHOICES}, got {conditioning!r}")
+            raise ValueError(
+                f"conditioning must be one of {CONDITIONING_CHOICES}, got {conditioning!r}"
+            )
         self.res_max = res_max
         self.num_classes = num_classes
         self.acgan = conditioning == "acgan" and num_classes > 0
@@ -265,7 +273,16 @@ def stage_parameter_count(net: Generator | Discriminator, res: int) -> int:
 
 def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discriminator]:
     """Generator and Discriminator for a config (the "progan" entry of ``progan.nets.build``)."""
-    g = Generator(cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning)
-    d = Discriminator(cfg.res_max, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.mbstd_group, cfg.d_pool,
-                      cfg.conditioning)
+    g = Generator(
+        cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning
+    )
+    d = Discriminator(
+        cfg.res_max,
+        cfg.fmap_base,
+        cfg.fmap_max,
+        num_classes,
+        cfg.mbstd_group,
+        cfg.d_pool,
+        cfg.conditioning,
+    )
     return g, d

@@ -50,8 +50,9 @@ STYLEGAN_OPTIONS = {
 
 ARCHITECTURES: dict[str, Architecture] = {
     "progan": Architecture("Progressive GAN (Karras et al. 2018), Table 2"),
-    "stylegan": Architecture("Style-based generator (Karras et al. 2019), official D_basic",
-                             STYLEGAN_OPTIONS),
+    "stylegan": Architecture(
+        "Style-based generator (Karras et al. 2019), official D_basic", STYLEGAN_OPTIONS
+    ),
 }
 
 
@@ -85,5 +86,6 @@ def _coerce_option(arch: str, key: str, value: Any, default: Any) -> Any:
         return float(value)
     if kind not in (int, float) and isinstance(value, kind):
         return value
-    raise ProganError(f"[net] option {key!r} of arch {arch!r}: cannot use {value!r} "
-                      f"(a {kind.__name__} is needed)")
+    raise ProganError(
+        f"[net] option {key!r} of arch {arch!r}: cannot use {value!r} (a {kind.__name__} is needed)"
+    )

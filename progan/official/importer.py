@@ -38,10 +38,18 @@ class Family:
 # By the build function of the pickle's G. A pickle of any other is read as ProGAN's, whose reader
 # refuses it naming what it holds. StyleGAN's D_basic has ProGAN's variable names.
 FAMILIES = {
-    "G_paper": Family(official_progan.progan_networks, official_progan.config_from_official,
-                      official_progan.generator_state, official_progan.discriminator_state),
-    "G_style": Family(official_stylegan.stylegan_networks, official_stylegan.config_from_official,
-                      official_stylegan.generator_state, official_progan.discriminator_state),
+    "G_paper": Family(
+        official_progan.progan_networks,
+        official_progan.config_from_official,
+        official_progan.generator_state,
+        official_progan.discriminator_state,
+    ),
+    "G_style": Family(
+        official_stylegan.stylegan_networks,
+        official_stylegan.config_from_official,
+        official_stylegan.generator_state,
+        official_progan.discriminator_state,
+    ),
 }
 
 

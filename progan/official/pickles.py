@@ -168,8 +168,9 @@ def read_official_pickle(path: str | Path) -> tuple[dict, dict, dict]:
     return tuple(net.state for net in loaded)
 
 
-def checked_networks(path, states, funcs: tuple[str, str], versions: tuple[int, ...],
-                     variables) -> dict[str, dict[str, Any]]:
+def checked_networks(
+    path, states, funcs: tuple[str, str], versions: tuple[int, ...], variables
+) -> dict[str, dict[str, Any]]:
     """G, D and Gs of an official pickle's ``states``: each checked to be a network of ``versions``
     built by ``funcs`` (G's, D's), with its ``static_kwargs`` and ``variables(path, key, state)``."""
     nets = {}
@@ -179,7 +180,10 @@ def checked_networks(path, states, funcs: tuple[str, str], versions: tuple[int, 
                 f"'{path}': {key} is not an official {func} network (version {s.get('version')!r}, "
                 f"built by {s.get('build_func_name')!r}); only {' / '.join(funcs)} networks are read"
             )
-        nets[key] = {"static_kwargs": static_kwargs(path, key, s), "variables": variables(path, key, s)}
+        nets[key] = {
+            "static_kwargs": static_kwargs(path, key, s),
+            "variables": variables(path, key, s),
+        }
     # Gs is a copy of G: a shape they disagree on is named for both, since the config is read from G.
     g, gs = nets["G"]["variables"], nets["Gs"]["variables"]
     for name in g:
@@ -205,5 +209,3 @@ def static_kwargs(path, key: str, state: dict) -> dict[str, Any]:
     if not isinstance(state.get("static_kwargs"), dict):
         raise ProganError(f"'{path}': {key} has no static_kwargs")
     return state["static_kwargs"]
-
-

@@ -51,10 +51,21 @@ def _write(path: Path, save) -> None:
         raise write_failure(f"'{path}'", path.parent, e) from None
 
 
-def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool = False,
-                    interpolate: bool = False, steps: int = 8, label: int | None = None,
-                    device: str = "cpu", batch: int = 32, options: dict | None = None,
-                    mixing: tuple[list[int], list[int], int] | None = None) -> list[Path]:
+def generate_images(
+    checkpoint,
+    out,
+    *,
+    n: int = 16,
+    seed: int = 0,
+    grid: bool = False,
+    interpolate: bool = False,
+    steps: int = 8,
+    label: int | None = None,
+    device: str = "cpu",
+    batch: int = 32,
+    options: dict | None = None,
+    mixing: tuple[list[int], list[int], int] | None = None,
+) -> list[Path]:
     """Write ``n`` images (seed-NNNN.png) and optionally a grid, an interpolation and a style-mixing
     grid; returns the paths. ``options`` are the generator's sampling options (e.g. truncation_psi);
     ``mixing`` is (row seeds, column seeds, cutoff layer) for ``style_mixing_grid``."""
@@ -99,16 +110,19 @@ def generate_images(checkpoint, out, *, n: int = 16, seed: int = 0, grid: bool =
 
         gif = out / "interpolation.gif"
         pil = [Image.fromarray(f) for f in frames]
-        _write(gif, lambda tmp: pil[0].save(tmp, save_all=True, append_images=pil[1:],
-                                            duration=80, loop=0))
+        _write(
+            gif,
+            lambda tmp: pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=80, loop=0),
+        )
         paths.append(gif)
     if mixing is not None:
         paths.append(_save(style_mixing_grid(g, *mixing, device=device), out / "style-mixing.png"))
     return paths
 
 
-def style_mixing_grid(g, row_seeds: list[int], col_seeds: list[int], cutoff: int,
-                      device: str | torch.device = "cpu") -> np.ndarray:
+def style_mixing_grid(
+    g, row_seeds: list[int], col_seeds: list[int], cutoff: int, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """The StyleGAN paper's style-mixing figure as one (H, W, 3) uint8 image.
 
     Cell (i, j) takes the styles of layers < ``cutoff`` (coarse: pose, face shape) from the latent
@@ -120,24 +134,31 @@ def style_mixing_grid(g, row_seeds: list[int], col_seeds: list[int], cutoff: int
         raise ProganError("a style-mixing grid needs a style-based generator (arch stylegan)")
     layers = g.g.num_layers
     if not 1 <= cutoff < layers:
-        raise ProganError(f"--mix-cutoff must be from 1 to {layers - 1} (the generator has {layers} "
-                          f"style layers), got {cutoff}")
+        raise ProganError(
+            f"--mix-cutoff must be from 1 to {layers - 1} (the generator has {layers} "
+            f"style layers), got {cutoff}"
+        )
     if not row_seeds or not col_seeds:
         raise ProganError("--mix-rows and --mix-cols each need at least one seed")
     zr = torch.cat([latents(1, g.latent_dim, s) for s in row_seeds]).to(device)
     zc = torch.cat([latents(1, g.latent_dim, s) for s in col_seeds]).to(device)
     rows, cols = len(row_seeds), len(col_seeds)
     with torch.no_grad():
-        cells = g(zr.repeat_interleave(cols, 0), z2=zc.repeat(rows, 1),
-                  mix_cutoff=torch.full((rows * cols,), cutoff, device=device))
+        cells = g(
+            zr.repeat_interleave(cols, 0),
+            z2=zc.repeat(rows, 1),
+            mix_cutoff=torch.full((rows * cols,), cutoff, device=device),
+        )
         sources_r, sources_c = g(zr), g(zc)
     res = cells.shape[-1]
     canvas = np.zeros(((rows + 1) * res, (cols + 1) * res, 3), np.uint8)
     tiles = _hwc(torch.cat([sources_c, sources_r, cells]))
     for j in range(cols):
-        canvas[:res, (j + 1) * res:(j + 2) * res] = tiles[j]
+        canvas[:res, (j + 1) * res : (j + 2) * res] = tiles[j]
     for i in range(rows):
-        canvas[(i + 1) * res:(i + 2) * res, :res] = tiles[cols + i]
+        canvas[(i + 1) * res : (i + 2) * res, :res] = tiles[cols + i]
         for j in range(cols):
-            canvas[(i + 1) * res:(i + 2) * res, (j + 1) * res:(j + 2) * res] = tiles[cols + rows + i * cols + j]
+            canvas[(i + 1) * res : (i + 2) * res, (j + 1) * res : (j + 2) * res] = tiles[
+                cols + rows + i * cols + j
+            ]
     return canvas

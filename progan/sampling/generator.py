@@ -112,14 +112,19 @@ class StageGenerator(nn.Module):
         if unknown:
             raise ProganError(
                 f"this generator ({type(g).__name__}) has no option {unknown[0]!r}"
-                + (f" (it has: {', '.join(sorted(accepted))})" if accepted else
-                   "; truncation, noise and style mixing need a style-based generator (arch stylegan)")
+                + (
+                    f" (it has: {', '.join(sorted(accepted))})"
+                    if accepted
+                    else "; truncation, noise and style mixing need a style-based generator (arch stylegan)"
+                )
             )
         _check_options(given)
         self.options = given
         self.seeded_noise = "noise_seed" in accepted
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, **extra: Any) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, **extra: Any
+    ) -> torch.Tensor:
         options = {**self.options, **extra}
         if self.seeded_noise and options.get("noise_mode", "random") == "random":
             options.setdefault("noise_seed", latent_seeds(z))
@@ -136,8 +141,9 @@ def _check_options(options: dict[str, Any]) -> None:
         raise ProganError(f"--truncation-cutoff must be at least 1 (style layers), got {cutoff}")
 
 
-def generator_from_state(state: dict[str, Any], device: str | torch.device = "cpu",
-                         **options: Any) -> StageGenerator:
+def generator_from_state(
+    state: dict[str, Any], device: str | torch.device = "cpu", **options: Any
+) -> StageGenerator:
     """G_ema of a loaded checkpoint at the checkpoint's resolution and alpha, with sampling options."""
     g, _ = build_networks(from_dict(state["config"]), int(state.get("num_classes", 0)))
     load_weights(g, state["G_ema"], "G_ema of the checkpoint")
@@ -145,7 +151,9 @@ def generator_from_state(state: dict[str, Any], device: str | torch.device = "cp
     return StageGenerator(g, int(state["res"]), float(state["alpha"]), **options).to(device)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu", **options: Any) -> StageGenerator:
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu", **options: Any
+) -> StageGenerator:
     """G_ema of a checkpoint (or a run directory's newest) at the checkpoint's resolution and alpha.
 
     ``options`` are the architecture's sampling options, e.g. ``truncation_psi=0.7`` for a

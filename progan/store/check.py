@@ -108,8 +108,12 @@ def _check_headers(file: np.ndarray, words: np.ndarray, pgnos: np.ndarray, kind:
     types = P_BRANCH | P_LEAF | P_OVERFLOW | P_META | P_LEAF2
     name = "branch" if kind == P_BRANCH else "leaf"
     bad = np.flatnonzero(
-        (numbers != pgnos) | ((flags & types) != kind) | (lower < PAGE_HEADER) | (lower > upper)
-        | (upper > psize) | (lower % 2 == 1)
+        (numbers != pgnos)
+        | ((flags & types) != kind)
+        | (lower < PAGE_HEADER)
+        | (lower > upper)
+        | (upper > psize)
+        | (lower % 2 == 1)
     )
     if len(bad):
         raise LmdbDamage(f"has a damaged {name} page, {pgnos[bad[0]]} ({len(bad)} in all)")
@@ -170,8 +174,11 @@ def _check_tree(file: np.ndarray, meta: Meta) -> None:
             branch_pages += len(level)
             if np.any(ptrs + 8 + ksize > psize):
                 raise LmdbDamage("has a branch page with a key outside the page")
-            level = (_u16(words, at, ptrs) | (_u16(words, at, ptrs + 2) << 16)
-                     | (_u16(words, at, ptrs + 4) << 32))
+            level = (
+                _u16(words, at, ptrs)
+                | (_u16(words, at, ptrs + 2) << 16)
+                | (_u16(words, at, ptrs + 4) << 32)
+            )
             continue
         leaf_pages += len(level)
         dsize = _u16(words, at, ptrs) | (_u16(words, at, ptrs + 2) << 16)

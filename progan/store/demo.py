@@ -27,7 +27,9 @@ def face_image(rng: np.random.Generator, size: int = 64):
     r = s * rng.uniform(0.26, 0.36)
     cx, cy = s * (0.5 + rng.uniform(-0.08, 0.08)), s * (0.5 + rng.uniform(-0.08, 0.08))
     skin = tuple(int(v) for v in rng.integers([180, 120, 40], [256, 220, 140]))
-    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=skin, outline=(40, 30, 20), width=max(2, s // 64))
+    d.ellipse(
+        [cx - r, cy - r, cx + r, cy + r], fill=skin, outline=(40, 30, 20), width=max(2, s // 64)
+    )
     eye_dx, eye_y, er = r * 0.38, cy - r * 0.25, r * rng.uniform(0.1, 0.16)
     for ex in (cx - eye_dx, cx + eye_dx):
         d.ellipse([ex - er, eye_y - er, ex + er, eye_y + er], fill=(30, 25, 25))

@@ -133,8 +133,13 @@ def _open_env(path: Path) -> lmdb.Environment:
     _check_file(path)
     try:
         return lmdb.open(
-            str(path), readonly=True, lock=False, readahead=False, meminit=False,
-            max_readers=MAX_READERS, subdir=True,
+            str(path),
+            readonly=True,
+            lock=False,
+            readahead=False,
+            meminit=False,
+            max_readers=MAX_READERS,
+            subdir=True,
         )
     except lmdb.Error as e:
         raise ProganError(f"store '{path}' cannot be opened: {e}") from None
@@ -172,9 +177,7 @@ def _shared_env(path: Path) -> lmdb.Environment:
 
 
 def _not_progan(path: Path, why: str) -> ProganError:
-    return ProganError(
-        f"'{path}' is not a progan store ({why}); make one with progan prepare-lmdb"
-    )
+    return ProganError(f"'{path}' is not a progan store ({why}); make one with progan prepare-lmdb")
 
 
 def _validate_meta(path: Path, env: lmdb.Environment) -> dict[str, Any]:
@@ -220,14 +223,18 @@ def _validate_meta(path: Path, env: lmdb.Environment) -> dict[str, Any]:
     return meta
 
 
-def _checksum_table(path: Path, txn: lmdb.Transaction, meta: dict[str, Any],
-                    res: int) -> np.ndarray | None:
+def _checksum_table(
+    path: Path, txn: lmdb.Transaction, meta: dict[str, Any], res: int
+) -> np.ndarray | None:
     """Level ``res``'s CRC-32 per image, itself checked against the metadata; None in version 1."""
     if meta["version"] < 2:
         return None
     raw = txn.get(checksum_key(res))
-    if (raw is None or len(raw) != 4 * meta["count"]
-            or checksum(raw) != meta["checksum_tables"].get(str(res))):
+    if (
+        raw is None
+        or len(raw) != 4 * meta["count"]
+        or checksum(raw) != meta["checksum_tables"].get(str(res))
+    ):
         raise _damaged(path, f"the checksum table of level {res} is damaged")
     return np.frombuffer(raw, "<u4").astype(np.uint32)
 
@@ -308,7 +315,8 @@ class LMDBImages(torch.utils.data.Dataset):
     def _bad_record(self, index: int, why: str) -> ProganError:
         key = image_key(self.resolution, index).decode()
         return _damaged(
-            self.path, f"record {key} (image {index} at level {self.resolution}) is unusable "
+            self.path,
+            f"record {key} (image {index} at level {self.resolution}) is unusable "
             f"({why}); `progan info --verify {self.path}` lists every bad record",
         )
 
@@ -362,8 +370,7 @@ class LMDBImages(torch.utils.data.Dataset):
         return torch.from_numpy(out)
 
 
-def _level_values(txn: lmdb.Transaction, res: int,
-                  count: int) -> Iterator[memoryview | None]:
+def _level_values(txn: lmdb.Transaction, res: int, count: int) -> Iterator[memoryview | None]:
     """Every record of a level in index order by one cursor pass; None where one is missing."""
     prefix, index = _level_prefix(res), 0
     cur = txn.cursor()
@@ -372,7 +379,7 @@ def _level_values(txn: lmdb.Transaction, res: int,
             key = bytes(key)
             if not key.startswith(prefix) or index >= count:
                 break
-            found = int(key[len(prefix):])
+            found = int(key[len(prefix) :])
             while index < min(found, count):
                 yield None
                 index += 1
@@ -382,5 +389,3 @@ def _level_values(txn: lmdb.Transaction, res: int,
     while index < count:
         yield None
         index += 1
-
-

@@ -17,8 +17,9 @@ from progan.store.reader import (
 )
 
 
-def _record_problem(value: bytes | memoryview | None, encoding: str, res: int,
-                    expected_crc: int | None) -> str | None:
+def _record_problem(
+    value: bytes | memoryview | None, encoding: str, res: int, expected_crc: int | None
+) -> str | None:
     """Why a record cannot be used (missing, checksum, size, undecodable), or None if it can.
 
     With a checksum only the checksum is tested; without one (format 1) raw records are checked
@@ -38,7 +39,8 @@ def _record_problem(value: bytes | memoryview | None, encoding: str, res: int,
 
 
 def verify_store(
-    path: str | os.PathLike, progress: Callable[[int, int], None] | None = None,
+    path: str | os.PathLike,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, list[tuple[str, str]]]:
     """Read every record of a store and return (records checked, [(key, problem), ...]).
 

@@ -65,6 +65,7 @@ _BOMB_RATIO, _BOMB_MIN_BYTES = 200, 1 << 20
 
 # Decoding and resizing (runs in the workers) --------------------------------------------------
 
+
 def to_rgb8(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB; transparency is composited onto ``background``.
 
@@ -195,6 +196,7 @@ def _process(name: str) -> tuple[str, str, Any]:
 
 # Listing the source -------------------------------------------------------------------------
 
+
 def _is_hidden(rel: str) -> bool:
     """Hidden files and macOS zip metadata are not part of a data set: ignored, not listed."""
     return any((p.startswith(".") and p != "..") or p == "__MACOSX" for p in rel.split("/"))
@@ -219,8 +221,15 @@ def printable(text: object) -> str:
 
 
 def _kind_of_file(mode: int) -> str:
-    return ("fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
-            else "device" if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "special file")
+    return (
+        "fifo"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "device"
+        if stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+        else "special file"
+    )
 
 
 def _stat_problem(path: str, e: OSError) -> str:
@@ -291,9 +300,12 @@ def _walk_folder(src: Path) -> list[tuple[str, int, int, str | None]]:
     for paths in files.values():
         keep = min(paths)[1]
         copies.update({rel: keep for _, rel in paths if rel != keep})
-    return [(rel, size, packed, f"duplicate file (same file as '{copies[rel]}')")
-            if rel in copies else (rel, size, packed, problem)
-            for rel, size, packed, problem in entries]
+    return [
+        (rel, size, packed, f"duplicate file (same file as '{copies[rel]}')")
+        if rel in copies
+        else (rel, size, packed, problem)
+        for rel, size, packed, problem in entries
+    ]
 
 
 def _zip_entries(z: zipfile.ZipFile) -> list[tuple[str, int, int, str | None]]:
@@ -304,14 +316,22 @@ def _zip_entries(z: zipfile.ZipFile) -> list[tuple[str, int, int, str | None]]:
     """
     infos = [i for i in z.infolist() if not i.is_dir()]
     last = {i.filename: n for n, i in enumerate(infos)}
-    return [(i.filename, i.file_size, i.compress_size,
-             None if last[i.filename] == n
-             else "duplicate name in zip (a later entry of that name is read)")
-            for n, i in enumerate(infos)]
+    return [
+        (
+            i.filename,
+            i.file_size,
+            i.compress_size,
+            None
+            if last[i.filename] == n
+            else "duplicate name in zip (a later entry of that name is read)",
+        )
+        for n, i in enumerate(infos)
+    ]
 
 
-def list_images(src: Path, max_bytes: int = DEFAULT_MAX_FILE_MB << 20
-                ) -> tuple[list[str], bool, list[tuple[str, str]]]:
+def list_images(
+    src: Path, max_bytes: int = DEFAULT_MAX_FILE_MB << 20
+) -> tuple[list[str], bool, list[tuple[str, str]]]:
     """Sorted relative POSIX paths of the images to read in a folder (recursive) or zip.
 
     Returns (names, is_zip, skipped): ``skipped`` lists (name, reason) for every other file found
@@ -351,6 +371,7 @@ def list_images(src: Path, max_bytes: int = DEFAULT_MAX_FILE_MB << 20
 
 
 # Writing the store --------------------------------------------------------------------------
+
 
 def _write(env: lmdb.Environment, batch: list[tuple[bytes, bytes]], out: Path) -> None:
     """Write a batch in one transaction, doubling the map size whenever it fills."""
@@ -427,11 +448,14 @@ def prepare_lmdb(
         raise ProganError(msg) from None
     most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
     if workers is not None and not 0 <= workers <= most:
-        raise ProganError(f"--workers must be from 0 (decode in this process) to {most} "
-                          f"({MAX_WORKERS_PER_CPU} per CPU), got {workers}")
+        raise ProganError(
+            f"--workers must be from 0 (decode in this process) to {most} "
+            f"({MAX_WORKERS_PER_CPU} per CPU), got {workers}"
+        )
     if out.exists():
         raise ProganError(
-            f"output '{printable(out)}' already exists; remove it or choose another path")
+            f"output '{printable(out)}' already exists; remove it or choose another path"
+        )
     names, is_zip, listed_skips = list_images(src, max_file_mb << 20)
     if not names:
         also = f"; skipped {len(listed_skips)} other files" if listed_skips else ""
@@ -445,8 +469,14 @@ def prepare_lmdb(
     class_index = {c: i for i, c in enumerate(class_names)}
     levels = res_levels.levels(4, res_max)
     encoding = {str(r): ("raw" if r < compressed_min_res else lossless) for r in levels}
-    opts = dict(res_max=res_max, crop=crop, min_size=min_size, background=list(bg),
-                encoding=encoding, max_file_bytes=max_file_mb << 20)
+    opts = dict(
+        res_max=res_max,
+        crop=crop,
+        min_size=min_size,
+        background=list(bg),
+        encoding=encoding,
+        max_file_bytes=max_file_mb << 20,
+    )
     workers = min((os.cpu_count() or 1) if workers is None else workers, len(names))
     total = len(names) + len(listed_skips) if limit is None else min(limit, len(names))
 
@@ -475,8 +505,9 @@ def prepare_lmdb(
         def skip(name: str, reason: str) -> None:
             kind = reason.split(" (")[0]
             if strict and kind != "other extension":
-                raise ProganError(f"--strict: skipped '{printable(name)}': {printable(reason)}; "
-                                  "no store written")
+                raise ProganError(
+                    f"--strict: skipped '{printable(name)}': {printable(reason)}; no store written"
+                )
             skipped[kind] += 1
             skipped_files.append((name, reason))
             if skipped[kind] <= _SHOWN_SKIPS:
@@ -511,17 +542,34 @@ def prepare_lmdb(
         bar.finish(stored + len(skipped_files) if limit is None else stored)
         if stored == 0:
             raise ProganError(
-                f"no usable images in '{printable(src)}' ({len(skipped_files)} skipped)")
+                f"no usable images in '{printable(src)}' ({len(skipped_files)} skipped)"
+            )
         meta = {
-            "format": "progan-lmdb", "version": FORMAT_VERSION, "count": stored,
-            "levels": levels, "res_max": res_max, "channels": 3, "channel_order": "RGB",
-            "dtype": "uint8", "layout": "CHW", "encoding": encoding,
-            "key_format": "{res:04d}/{index:08d}", "source": str(src.resolve()),
-            "options": {"crop": crop, "background": list(bg), "min_size": min_size,
-                        "limit": limit, "labels": labels, "strict": strict,
-                        "resize": "lanczos to res_max, then 2x2 box"},
-            "num_classes": len(class_names), "class_names": class_names,
-            "upscaled": upscaled, "skipped": dict(sorted(skipped.items())),
+            "format": "progan-lmdb",
+            "version": FORMAT_VERSION,
+            "count": stored,
+            "levels": levels,
+            "res_max": res_max,
+            "channels": 3,
+            "channel_order": "RGB",
+            "dtype": "uint8",
+            "layout": "CHW",
+            "encoding": encoding,
+            "key_format": "{res:04d}/{index:08d}",
+            "source": str(src.resolve()),
+            "options": {
+                "crop": crop,
+                "background": list(bg),
+                "min_size": min_size,
+                "limit": limit,
+                "labels": labels,
+                "strict": strict,
+                "resize": "lanczos to res_max, then 2x2 box",
+            },
+            "num_classes": len(class_names),
+            "class_names": class_names,
+            "upscaled": upscaled,
+            "skipped": dict(sorted(skipped.items())),
             "checksum": "crc32",
         }
         tables = np.asarray(crcs, "<u4").T  # (levels, count)
@@ -557,7 +605,13 @@ def prepare_lmdb(
             raise ProganError(f"writing '{printable(out)}' failed: {printable(e)}") from None
         raise
     return {
-        "out": str(out), "stored": stored, "levels": levels, "encoding": encoding,
-        "skipped": dict(skipped), "skipped_files": skipped_files, "upscaled": upscaled,
-        "num_classes": len(class_names), "seconds": time.monotonic() - bar.start,
+        "out": str(out),
+        "stored": stored,
+        "levels": levels,
+        "encoding": encoding,
+        "skipped": dict(skipped),
+        "skipped_files": skipped_files,
+        "upscaled": upscaled,
+        "num_classes": len(class_names),
+        "seconds": time.monotonic() - bar.start,
     }

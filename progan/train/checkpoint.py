@@ -64,7 +64,10 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def save_checkpoint(
-    run_dir: str | Path, state: dict[str, Any], keep: int = 5, protect: frozenset[Path] = frozenset()
+    run_dir: str | Path,
+    state: dict[str, Any],
+    keep: int = 5,
+    protect: frozenset[Path] = frozenset(),
 ) -> Path:
     """Write ``state`` as the checkpoint at ``state['images_shown']`` and keep the newest ``keep``.
 
@@ -93,8 +96,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as e:
         what = _refused_global(str(e))
         if not what:
-            raise ProganError(f"checkpoint '{path}' is corrupt or not a progan checkpoint "
-                              "(not a PyTorch file)") from None
+            raise ProganError(
+                f"checkpoint '{path}' is corrupt or not a progan checkpoint (not a PyTorch file)"
+            ) from None
         # weights_only refused a global: the file asks to build objects, which progan never does.
         raise ProganError(
             f"'{path}' is not a progan checkpoint: it asks to build Python objects{what}, and progan "
@@ -102,7 +106,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     except Exception as e:  # torch raises many types for truncated or foreign files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ProganError(f"checkpoint '{path}' is corrupt or not a progan checkpoint ({reason[:120]})") from None
+        raise ProganError(
+            f"checkpoint '{path}' is corrupt or not a progan checkpoint ({reason[:120]})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ProganError(f"'{path}' is not a progan checkpoint")
     version = state.get("version")
@@ -112,7 +118,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"one reads {VERSION}): upgrade progan to use it"
         )
     if version != VERSION:
-        raise ProganError(f"checkpoint '{path}' has format version {version}; this progan reads {VERSION}")
+        raise ProganError(
+            f"checkpoint '{path}' has format version {version}; this progan reads {VERSION}"
+        )
     return state
 
 
@@ -124,11 +132,17 @@ def load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], what: s
     missing, extra = sorted(set(want) - set(got)), sorted(set(weights) - set(want))
     wrong = [k for k in want if k in got and want[k] != got[k]]
     if missing or extra or wrong:
-        detail = (f"it lacks {missing[0]}" if missing
-                  else f"it has an unexpected {extra[0]}" if extra
-                  else f"its {wrong[0]} is {got[wrong[0]]}, the network's {want[wrong[0]]}")
-        raise ProganError(f"{what} does not fit the network its config builds ({detail}; "
-                          f"{len(missing) + len(extra) + len(wrong)} tensors differ)")
+        detail = (
+            f"it lacks {missing[0]}"
+            if missing
+            else f"it has an unexpected {extra[0]}"
+            if extra
+            else f"its {wrong[0]} is {got[wrong[0]]}, the network's {want[wrong[0]]}"
+        )
+        raise ProganError(
+            f"{what} does not fit the network its config builds ({detail}; "
+            f"{len(missing) + len(extra) + len(wrong)} tensors differ)"
+        )
     net.load_state_dict(weights)
 
 
@@ -165,7 +179,9 @@ def latest_checkpoint(run_dir: str | Path, map_location="cpu", log=None) -> Resu
             log(f"warning: {e}; trying the previous checkpoint")
             bad.append(path)
     if files:
-        names = ", ".join(p.name for p in files[-3:]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        names = ", ".join(p.name for p in files[-3:]) + (
+            f" and {len(files) - 3} more" if len(files) > 3 else ""
+        )
         raise ProganError(
             f"no checkpoint in '{checkpoint_dir(run_dir)}' loads ({names}: corrupt or not progan's); "
             "nothing was changed: move them away to start over, or restore a good copy"
@@ -179,7 +195,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if p.is_dir():
         ckpts = list_checkpoints(p)
         if not ckpts:
-            raise ProganError(f"run directory '{p}' holds no checkpoints (expected {checkpoint_dir(p)}/ckpt-*.pt)")
+            raise ProganError(
+                f"run directory '{p}' holds no checkpoints (expected {checkpoint_dir(p)}/ckpt-*.pt)"
+            )
         return ckpts[-1]
     if not p.exists():
         raise ProganError(f"checkpoint '{p}' not found")

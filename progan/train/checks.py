@@ -30,8 +30,10 @@ def check_store(cfg: TrainConfig) -> dict[str, Any]:
             f"store prepared with --res-max {cfg.res_max}"
         )
     if cfg.conditional and not meta.get("num_classes"):
-        raise ProganError(f"conditional training needs labels, but store '{cfg.data}' has none "
-                          "(prepare it with --labels)")
+        raise ProganError(
+            f"conditional training needs labels, but store '{cfg.data}' has none "
+            "(prepare it with --labels)"
+        )
     return meta
 
 
@@ -68,6 +70,10 @@ def preflight(cfg: TrainConfig, run_dir: str | Path, world: int) -> tuple[dict, 
     check_world(cfg, world)
     check_writable(run_dir, "run directory")
     # A folder that cannot be written would otherwise be found at the first checkpoint or grid.
-    for folder in (ckpt.checkpoint_dir(run_dir), Path(run_dir, "samples"), Path(run_dir, "tensorboard")):
+    for folder in (
+        ckpt.checkpoint_dir(run_dir),
+        Path(run_dir, "samples"),
+        Path(run_dir, "tensorboard"),
+    ):
         check_writable(folder, f"{folder.name} folder")
     return meta, device

@@ -73,7 +73,11 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[offset:offset + n].view_as(p))
+        p.grad = (
+            flat[offset : offset + n].view_as(p).clone()
+            if p.grad is None
+            else p.grad.copy_(flat[offset : offset + n].view_as(p))
+        )
         offset += n
 
 
@@ -103,9 +107,12 @@ def init(device: torch.device, timeout_s: float = 600.0) -> None:
     # torchrun's store outlives a restart (--max-restarts); keys of the failed round would point the
     # new processes at dead peers, so each round gets its own key prefix.
     store, rank_, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout_s)))
-    store = dist.PrefixStore(f"progan-round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-    dist.init_process_group(backend, store=store, rank=rank_, world_size=world,
-                            timeout=timedelta(seconds=timeout_s))
+    store = dist.PrefixStore(
+        f"progan-round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store
+    )
+    dist.init_process_group(
+        backend, store=store, rank=rank_, world_size=world, timeout=timedelta(seconds=timeout_s)
+    )
 
 
 def shutdown() -> None:
@@ -148,8 +155,16 @@ def launch_command(nproc: int, argv: list[str]) -> list[str]:
     """The torchrun command that runs ``progan <argv>`` in ``nproc`` processes on this machine."""
     import sys
 
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "progan", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "progan",
+        *argv,
+    ]
 
 
 def strip_option(argv: list[str], name: str) -> list[str]:

@@ -89,9 +89,16 @@ class LevelFeeder:
     DataLoader workers; ``plan`` lists, step by step, the store indices this process reads, and
     ``next()`` returns them in order, each after checking that the store is still the run's."""
 
-    def __init__(self, plan: list[list[int]], store: StoreIdentity, *, cached: tuple | None = None,
-                 items: _Items | None = None, workers: int = 0,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(
+        self,
+        plan: list[list[int]],
+        store: StoreIdentity,
+        *,
+        cached: tuple | None = None,
+        items: _Items | None = None,
+        workers: int = 0,
+        device: torch.device = torch.device("cpu"),
+    ):
         self.plan = plan
         self.store = store
         self.step = 0
@@ -99,8 +106,13 @@ class LevelFeeder:
         self.device = device
         if cached is None:
             loader = torch.utils.data.DataLoader(
-                items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-                prefetch_factor=4 if workers else None, persistent_workers=False,
+                items,
+                batch_size=None,
+                shuffle=False,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                prefetch_factor=4 if workers else None,
+                persistent_workers=False,
             )
             self.iter = iter(loader)
 
@@ -128,8 +140,17 @@ class Feeding:
     are decoded by ``workers`` DataLoader processes.
     """
 
-    def __init__(self, cfg: TrainConfig, count: int, *, rank: int = 0, world: int = 1,
-                 labeled: bool = False, device: torch.device = torch.device("cpu"), log=print):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        count: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        labeled: bool = False,
+        device: torch.device = torch.device("cpu"),
+        log=print,
+    ):
         self.cfg = cfg
         self.order = Order(count, cfg.seed)
         self.rank, self.world = rank, world
@@ -157,8 +178,13 @@ class Feeding:
         """Batches of the store indices ``steps`` at resolution ``res``."""
         ds = self._open(res)
         if len(ds) * 3 * res * res > self.cfg.cache_mb * 2**20:
-            return LevelFeeder(steps, self.store, items=_Items(ds, steps, self.labeled, self.store),
-                               workers=self.cfg.data_workers, device=self.device)
+            return LevelFeeder(
+                steps,
+                self.store,
+                items=_Items(ds, steps, self.labeled, self.store),
+                workers=self.cfg.data_workers,
+                device=self.device,
+            )
         if self._level is None or self._level[0] != res:
             self._level = None  # free the previous level first
             self.log(f"reading level {res}x{res} of {len(ds):,} images into memory")
@@ -170,8 +196,10 @@ class Feeding:
         self.store.check()
         ds = LMDBImages(self.cfg.data, res)
         if len(ds) != self.order.count:  # replaced between the run's first look and this one
-            raise StoreChanged(f"store '{self.cfg.data}' was replaced while training (it holds "
-                               f"{len(ds):,} images, {self.order.count:,} when the run started)")
+            raise StoreChanged(
+                f"store '{self.cfg.data}' was replaced while training (it holds "
+                f"{len(ds):,} images, {self.order.count:,} when the run started)"
+            )
         return ds
 
     def first_images(self, n: int, res: int) -> torch.Tensor:

@@ -67,10 +67,18 @@ class RunState:
     def checkpoint(self, cfg: TrainConfig, plan) -> dict:
         here = stage_at(cfg, self.images_shown, plan)  # the stage the next step would train
         return {
-            "images_shown": self.images_shown, "step": self.step, "res": here.res, "alpha": here.alpha,
-            "opt_phase": self.opt_phase, "num_classes": self.num_classes, "config": cfg.to_dict(),
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "images_shown": self.images_shown,
+            "step": self.step,
+            "res": here.res,
+            "alpha": here.alpha,
+            "opt_phase": self.opt_phase,
+            "num_classes": self.num_classes,
+            "config": cfg.to_dict(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
         }
 
     def load(self, state: dict, source: Path) -> tuple[dict, dict]:
@@ -124,15 +132,25 @@ class Snapshots:
     def write(self, run: RunState, plan) -> Path | None:
         self.last = None
         if self.job.is_main:
-            self.last = ckpt.save_checkpoint(self.job.run_dir, run.checkpoint(self.job.cfg, plan),
-                                             self.job.cfg.keep_checkpoints, self.unreadable)
+            self.last = ckpt.save_checkpoint(
+                self.job.run_dir,
+                run.checkpoint(self.job.cfg, plan),
+                self.job.cfg.keep_checkpoints,
+                self.unreadable,
+            )
             self.unreadable -= {self.last}  # an unreadable file of that name was moved aside
         dist_utils.barrier()
         return self.last
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: int | None = None,
-          checked: tuple[dict, torch.device] | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    log=None,
+    stop_at_images: int | None = None,
+    checked: tuple[dict, torch.device] | None = None,
+) -> TrainResult:
     """Train (or continue training) the run in ``run_dir``; returns where it stopped.
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
@@ -151,8 +169,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, log=None, stop_at_images: in
         return _train(cfg, run_dir, meta, device, log, stop_at_images)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, log,
-           stop_at_images: int | None) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    meta: dict,
+    device: torch.device,
+    log,
+    stop_at_images: int | None,
+) -> TrainResult:
     """``train`` once its checks are done and its lock is held."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
 
@@ -168,19 +192,35 @@ def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, lo
         opt_state = run.load(found.state, found.path)
         found.state = None  # the weights are in the networks now
         if run.images_shown >= end:
-            log(f"run '{run_dir}' is already finished at {run.images_shown / 1000:.1f} kimg "
-                f"(total_kimg {end / 1000:g}); raise --total-kimg to train longer")
+            log(
+                f"run '{run_dir}' is already finished at {run.images_shown / 1000:.1f} kimg "
+                f"(total_kimg {end / 1000:g}); raise --total-kimg to train longer"
+            )
             return TrainResult(run.images_shown, True, found.path)
         log(f"resuming from {found.path} at {run.images_shown / 1000:.1f} kimg")
-    job = Job(cfg, run_dir, device, rank, world, log,
-              autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
-              penalty_fp32=penalty_in_fp32(cfg.penalty_precision, cfg.precision, device, log))
+    job = Job(
+        cfg,
+        run_dir,
+        device,
+        rank,
+        world,
+        log,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
+        penalty_fp32=penalty_in_fp32(cfg.penalty_precision, cfg.precision, device, log),
+    )
     if job.is_main:
         _write_config(cfg, run_dir)
         job.writer = EventWriter(run_dir / "tensorboard", purge_step=run.images_shown)
     snapshots = Snapshots(job, found.unreadable if found is not None else frozenset())
-    feeding = Feeding(cfg, int(meta["count"]), rank=rank, world=world, labeled=run.num_classes > 0,
-                      device=device, log=log)
+    feeding = Feeding(
+        cfg,
+        int(meta["count"]),
+        rank=rank,
+        world=world,
+        labeled=run.num_classes > 0,
+        device=device,
+        log=log,
+    )
     ticks = Ticks(device, cfg.tick_kimg, run.images_shown)
 
     # Main loop: one step per minibatch; at tick boundaries report, sample and checkpoint.
@@ -192,41 +232,57 @@ def _train(cfg: TrainConfig, run_dir: Path, meta: dict, device: torch.device, lo
             stage = stage_at(cfg, run.images_shown, plan)
             if cur_phase != stage.phase_index:  # trainable blocks, optimizers, data of the phase
                 if cur_phase is not None and job.is_main:
-                    log(f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at "
-                        f"{run.images_shown / 1000:.1f} kimg")
+                    log(
+                        f"phase change: {stage.phase.kind} {stage.res}x{stage.res} at "
+                        f"{run.images_shown / 1000:.1f} kimg"
+                    )
                 cur_phase = stage.phase_index
                 g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter_phase(
-                    run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state)
+                    run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state
+                )
                 opt_state = None
-                feeder = _read(snapshots, run, plan,
-                               lambda: feeding.phase(plan, stage, run.images_shown, end))
+                feeder = _read(
+                    snapshots, run, plan, lambda: feeding.phase(plan, stage, run.images_shown, end)
+                )
             batch = _read(snapshots, run, plan, feeder.next)
             ticks.stats.add(**_step(job, run, stage, batch, g_params, d_params))
 
             at_end = run.images_shown >= end
-            new_phase = not at_end and stage_at(cfg, run.images_shown, plan).phase_index != cur_phase
+            new_phase = (
+                not at_end and stage_at(cfg, run.images_shown, plan).phase_index != cur_phase
+            )
             tick = ticks.crossed(run.images_shown, stage.batch)
-            stopping = bool(stop_signal) or (stop_at_images is not None and run.images_shown >= stop_at_images)
+            stopping = bool(stop_signal) or (
+                stop_at_images is not None and run.images_shown >= stop_at_images
+            )
             if world > 1:
                 # Ranks see signals at different steps: agree on stopping at tick boundaries only.
                 stopping = (tick or at_end or new_phase) and dist_utils.any_true(stopping, device)
             if tick or at_end or new_phase or stopping:
-                snapshot_due = at_end or new_phase or stopping or ticks.index % cfg.snapshot_ticks == 0
+                snapshot_due = (
+                    at_end or new_phase or stopping or ticks.index % cfg.snapshot_ticks == 0
+                )
                 grid_due = at_end or new_phase or ticks.index % cfg.image_ticks == 0
                 _end_of_tick(job, run, plan, stage, ticks, snapshots, snapshot_due, grid_due, end)
                 if stopping:
                     break
         finished = run.images_shown >= end
         if finished and job.is_main:
-            log(f"done: {run.images_shown / 1000:.1f} kimg; samples in {run_dir / 'samples'}, "
-                f"TensorBoard logs in {run_dir / 'tensorboard'}, checkpoints in {ckpt.checkpoint_dir(run_dir)}")
+            log(
+                f"done: {run.images_shown / 1000:.1f} kimg; samples in {run_dir / 'samples'}, "
+                f"TensorBoard logs in {run_dir / 'tensorboard'}, checkpoints in {ckpt.checkpoint_dir(run_dir)}"
+            )
         if stop_signal and job.is_main:
-            log(f"stopped by signal {stop_signal[0]} at {run.images_shown / 1000:.1f} kimg; "
-                f"resume with: progan train --run-dir {run_dir} --resume")
+            log(
+                f"stopped by signal {stop_signal[0]} at {run.images_shown / 1000:.1f} kimg; "
+                f"resume with: progan train --run-dir {run_dir} --resume"
+            )
         return TrainResult(run.images_shown, finished, snapshots.last)
 
 
-def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) -> dict[str, torch.Tensor]:
+def _step(
+    job: Job, run: RunState, stage, data, g_params: list, d_params: list
+) -> dict[str, torch.Tensor]:
     """One training step on this process's shard of the global minibatch, then G_ema; advances
     the clock. The random draws are a function of (seed, images shown, shard), as the data order is."""
     cfg, device, batch = job.cfg, job.device, stage.batch
@@ -245,9 +301,26 @@ def _step(job: Job, run: RunState, stage, data, g_params: list, d_params: list) 
     # Each rank's loss is weighted by its share of the global batch, so summed gradients equal one
     # process's gradients on the whole batch.
     weight = (hi - lo) / batch * job.world
-    stats = train_step(run.G, run.D, run.opt_G, run.opt_D, cfg, stage.res, stage.alpha, reals, labels,
-                       noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device), d_params, g_params,
-                       weight, job.autocast, inputs, job.penalty_fp32)
+    stats = train_step(
+        run.G,
+        run.D,
+        run.opt_G,
+        run.opt_D,
+        cfg,
+        stage.res,
+        stage.alpha,
+        reals,
+        labels,
+        noise.z_d.to(device),
+        noise.z_g.to(device),
+        noise.eps.to(device),
+        d_params,
+        g_params,
+        weight,
+        job.autocast,
+        inputs,
+        job.penalty_fp32,
+    )
     update_ema(run.G_ema, run.G, ema_beta(cfg, run.step, batch))
     run.images_shown += batch
     run.step += 1
@@ -264,24 +337,47 @@ def _read(snapshots: Snapshots, run: RunState, plan, read: Callable[[], Any]) ->
         path = ckpt.checkpoint_path(job.run_dir, run.images_shown)
         if job.is_main and run.images_shown > 0 and not path.exists():
             # No barrier: another process may be stopping at another step, or still in one.
-            path = ckpt.save_checkpoint(job.run_dir, run.checkpoint(job.cfg, plan),
-                                        job.cfg.keep_checkpoints, snapshots.unreadable)
-        saved = (f"stopped with checkpoint {path}" if path.exists()
-                 else "stopped (nothing trained yet)")
+            path = ckpt.save_checkpoint(
+                job.run_dir,
+                run.checkpoint(job.cfg, plan),
+                job.cfg.keep_checkpoints,
+                snapshots.unreadable,
+            )
+        saved = (
+            f"stopped with checkpoint {path}" if path.exists() else "stopped (nothing trained yet)"
+        )
         raise ProganError(
             f"{e}; {saved}; restore the store (or give another with --data), then resume with: "
             f"progan train --run-dir {job.run_dir} --resume"
         ) from None
 
 
-def _end_of_tick(job: Job, run: RunState, plan, stage, ticks: Ticks, snapshots: Snapshots,
-                 snapshot_due: bool, grid_due: bool, end: int) -> None:
+def _end_of_tick(
+    job: Job,
+    run: RunState,
+    plan,
+    stage,
+    ticks: Ticks,
+    snapshots: Snapshots,
+    snapshot_due: bool,
+    grid_due: bool,
+    end: int,
+) -> None:
     """Console line and TensorBoard scalars, sample grid, checkpoint; stop a diverged run."""
     values, skipped, steps = ticks.close(run.images_shown)
     try:
         if job.is_main:
-            report_tick(job.log, job.writer, stage, run.images_shown, end, ticks.rate, values, skipped,
-                        job.device)
+            report_tick(
+                job.log,
+                job.writer,
+                stage,
+                run.images_shown,
+                end,
+                ticks.rate,
+                values,
+                skipped,
+                job.device,
+            )
             if grid_due:
                 _sample_grid(job, run, stage)
     except ProganError:
@@ -348,25 +444,32 @@ def _writer_lock(run_dir: Path, rank: int, device: torch.device):
             except ProganError as e:
                 refused = e
         if dist_utils.any_true(refused is not None, device):
-            raise refused or ProganError(f"rank {rank}: stopped, rank 0 could not lock run "
-                                         f"directory '{run_dir}' (its message says why)")
+            raise refused or ProganError(
+                f"rank {rank}: stopped, rank 0 could not lock run "
+                f"directory '{run_dir}' (its message says why)"
+            )
         yield
 
 
 def _remove_partial_files(run_dir: Path, log: Callable[[str], None]) -> None:
     """Remove the temporaries (``.ckpt-*.tmp-PID.pt`` and the like) of writes into the run that
     were killed before their rename; only the lock's holder may, as no other process writes here."""
-    partial = [*leftover_temporaries(run_dir, re.compile(r"config\.toml")),
-               *leftover_temporaries(ckpt.checkpoint_dir(run_dir), ckpt.CHECKPOINT_NAME),
-               *leftover_temporaries(run_dir / "samples", re.compile(r"(fakes-\d{12}|reals)\.png"))]
+    partial = [
+        *leftover_temporaries(run_dir, re.compile(r"config\.toml")),
+        *leftover_temporaries(ckpt.checkpoint_dir(run_dir), ckpt.CHECKPOINT_NAME),
+        *leftover_temporaries(run_dir / "samples", re.compile(r"(fakes-\d{12}|reals)\.png")),
+    ]
     removed = []
     for path in partial:
         with contextlib.suppress(OSError):
             path.unlink()
             removed.append(path.relative_to(run_dir).as_posix())
     if removed:
-        log(f"removed {len(removed)} partial files of interrupted writes in '{run_dir}': "
-            + ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else ""))
+        log(
+            f"removed {len(removed)} partial files of interrupted writes in '{run_dir}': "
+            + ", ".join(removed[:5])
+            + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")
+        )
 
 
 def _console_log(run_dir: Path) -> Callable[[str], None]:
@@ -380,9 +483,12 @@ def _console_log(run_dir: Path) -> Callable[[str], None]:
         except OSError as e:  # BrokenPipeError (EPIPE), EIO
             _to_devnull(sys.stdout)  # later prints, and the flush at exit, succeed silently
             try:
-                print(f"note: standard output is closed ({e.strerror or e}); training goes on "
-                      f"without console lines: see TensorBoard in '{run_dir / 'tensorboard'}'",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"note: standard output is closed ({e.strerror or e}); training goes on "
+                    f"without console lines: see TensorBoard in '{run_dir / 'tensorboard'}'",
+                    file=sys.stderr,
+                    flush=True,
+                )
             except OSError:
                 _to_devnull(sys.stderr)
 
@@ -428,19 +534,30 @@ def _closing(writer: EventWriter | None):
                 writer.close()
 
 
-def run_job(cfg: TrainConfig, run_dir: str | Path, *, log=None,
-            checked: tuple[dict, torch.device] | None = None) -> TrainResult:
+def run_job(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    log=None,
+    checked: tuple[dict, torch.device] | None = None,
+) -> TrainResult:
     """``train`` in this process's place in the job: what ``progan train`` runs in each process.
 
     Under torchrun (several processes) it joins the process group first and turns a lost peer into
     one error line; alone, it is ``train``. ``checked``: ``preflight``'s result, as for ``train``.
     """
-    device = checked[1] if checked is not None else dist_utils.local_device(resolve_device(cfg.device))
-    with dist_utils.process_group(device, f"resume with: progan train --run-dir {run_dir} --resume"):
+    device = (
+        checked[1] if checked is not None else dist_utils.local_device(resolve_device(cfg.device))
+    )
+    with dist_utils.process_group(
+        device, f"resume with: progan train --run-dir {run_dir} --resume"
+    ):
         return train(cfg, run_dir, log=log, checked=checked)
 
 
-def _save_reals_grid(feeding: Feeding, cfg: TrainConfig, writer: EventWriter, run_dir: Path) -> None:
+def _save_reals_grid(
+    feeding: Feeding, cfg: TrainConfig, writer: EventWriter, run_dir: Path
+) -> None:
     """The grid of reals a run starts with: the first images of its data order at res_max."""
     imgs = feeding.first_images(cfg.grid_size, cfg.res_max).float() / 127.5 - 1
     report_grid(writer, "samples/reals", imgs, run_dir / "samples" / "reals.png", 0)

@@ -34,7 +34,9 @@ def label_penalty(logits: torch.Tensor | None, labels: torch.Tensor | None) -> t
     return F.cross_entropy(at_least_fp32(logits), labels, reduction="none")
 
 
-def _grad_norm_sq(d: Critic, x: torch.Tensor, fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _grad_norm_sq(
+    d: Critic, x: torch.Tensor, fp32: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's output on ``x`` and the per-sample squared norm of d(score)/dx, with a graph for backward.
 
     ``fp32`` runs this pass outside autocast, so that its double backward runs in fp32 too: the
@@ -43,7 +45,9 @@ def _grad_norm_sq(d: Critic, x: torch.Tensor, fp32: bool = False) -> tuple[torch
     x = x.detach().requires_grad_(True)
     with torch.autocast(x.device.type, enabled=False) if fp32 else contextlib.nullcontext():
         out = d(at_least_fp32(x) if fp32 else x)
-        (grad,) = torch.autograd.grad(at_least_fp32(split_critic_output(out)[0]).sum(), x, create_graph=True)
+        (grad,) = torch.autograd.grad(
+            at_least_fp32(split_critic_output(out)[0]).sum(), x, create_graph=True
+        )
     return out, at_least_fp32(grad).square().flatten(1).sum(1)
 
 
@@ -70,11 +74,15 @@ def wgangp_d_loss(
     """
     d_real, real_logits = split_critic_output(at_least_fp32(d(reals)))
     d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
-    x_hat = torch.lerp(at_least_fp32(reals.detach()), at_least_fp32(fakes.detach()), at_least_fp32(eps))
+    x_hat = torch.lerp(
+        at_least_fp32(reals.detach()), at_least_fp32(fakes.detach()), at_least_fp32(eps)
+    )
     _, gn2 = _grad_norm_sq(d, x_hat, penalty_fp32)
     gp = (gn2.sqrt() * grad_scale - gp_target).square()
     loss = d_fake - d_real + gp_lambda / gp_target**2 * gp + drift * d_real.square()
-    loss = loss + cond_weight * (label_penalty(real_logits, labels) + label_penalty(fake_logits, labels))
+    loss = loss + cond_weight * (
+        label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
+    )
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gp.mean()}
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
@@ -91,8 +99,13 @@ def penalty_grad_scale(res: int, res_max: int, space: str) -> float:
 
 
 def logistic_r1_d_loss(
-    d: Critic, reals: torch.Tensor, fakes: torch.Tensor, r1_gamma: float = 10.0,
-    labels: torch.Tensor | None = None, cond_weight: float = 1.0, grad_scale: float = 1.0,
+    d: Critic,
+    reals: torch.Tensor,
+    fakes: torch.Tensor,
+    r1_gamma: float = 10.0,
+    labels: torch.Tensor | None = None,
+    cond_weight: float = 1.0,
+    grad_scale: float = 1.0,
     penalty_fp32: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2.
@@ -108,13 +121,16 @@ def logistic_r1_d_loss(
     d_real, real_logits = split_critic_output(at_least_fp32(out_real))
     d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
     loss = F.softplus(d_fake) + F.softplus(-d_real) + 0.5 * r1_gamma * gn2
-    loss = loss + cond_weight * (label_penalty(real_logits, labels) + label_penalty(fake_logits, labels))
+    loss = loss + cond_weight * (
+        label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
+    )
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gn2.mean()}
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
 
-def g_loss(d_fake: torch.Tensor, kind: str, labels: torch.Tensor | None = None,
-           cond_weight: float = 1.0) -> torch.Tensor:
+def g_loss(
+    d_fake: torch.Tensor, kind: str, labels: torch.Tensor | None = None, cond_weight: float = 1.0
+) -> torch.Tensor:
     """Generator loss from the critic's output on fakes (with AC-GAN's label term if it has logits)."""
     d_fake, logits = split_critic_output(at_least_fp32(d_fake))
     loss = -d_fake if kind == "wgangp" else F.softplus(-d_fake)

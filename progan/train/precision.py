@@ -54,7 +54,9 @@ def check_inputs(device: torch.device, channels: int = 16, res: int = 8, batch: 
     return x.to(device), w.to(device)
 
 
-def double_backward_weight_grad(x: torch.Tensor, w: torch.Tensor, bf16: bool, conv=None) -> torch.Tensor:
+def double_backward_weight_grad(
+    x: torch.Tensor, w: torch.Tensor, bf16: bool, conv=None
+) -> torch.Tensor:
     """d/dw of ||d/dx ||conv(x, w)||^2||^2: the penalty's shape of computation, on one conv."""
     conv = conv or (lambda a, b: F.conv2d(a, b, padding=1))
     x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
@@ -91,7 +93,9 @@ def penalty_in_fp32(requested: str, precision: str, device: torch.device, log=No
     the outcome once; fp32 training has nothing to decide.
     """
     if requested not in PENALTY_PRECISIONS:
-        raise ProganError(f"penalty_precision must be one of {', '.join(PENALTY_PRECISIONS)}, got {requested!r}")
+        raise ProganError(
+            f"penalty_precision must be one of {', '.join(PENALTY_PRECISIONS)}, got {requested!r}"
+        )
     if precision != "bf16":
         return False
     if requested != "auto":
@@ -107,7 +111,12 @@ def describe(result: CheckResult, device: torch.device) -> str:
     measured = f"{result.error:.2%} off float64 (bound {result.bound:.2%})"
     if result.ok:
         return f"bf16 self-check on {device.type}: the penalty's double backward is {measured}; it runs in bf16"
-    hint = (" (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 avoids the faulty AMX kernels and keeps it in bf16)"
-            if device.type == "cpu" else "")
-    return (f"bf16 self-check on {device.type}: the penalty's double backward is {measured}; "
-            f"the penalty runs in fp32{hint}")
+    hint = (
+        " (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 avoids the faulty AMX kernels and keeps it in bf16)"
+        if device.type == "cpu"
+        else ""
+    )
+    return (
+        f"bf16 self-check on {device.type}: the penalty's double backward is {measured}; "
+        f"the penalty runs in fp32{hint}"
+    )

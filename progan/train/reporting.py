@@ -138,9 +138,17 @@ def report_grid(writer: EventWriter, tag: str, imgs: torch.Tensor, path: Path, s
     return path
 
 
-def report_tick(log: Callable[[str], None], writer: EventWriter, stage: Stage, images_shown: int,
-                end: int, rate: float, values: dict[str, float], skipped: int,
-                device: torch.device) -> None:
+def report_tick(
+    log: Callable[[str], None],
+    writer: EventWriter,
+    stage: Stage,
+    images_shown: int,
+    end: int,
+    rate: float,
+    values: dict[str, float],
+    skipped: int,
+    device: torch.device,
+) -> None:
     """A tick's console line (losses, speed, ETAs) and TensorBoard scalars (step = images shown)."""
     kimg = images_shown / 1000
     phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
@@ -161,5 +169,7 @@ def report_tick(log: Callable[[str], None], writer: EventWriter, stage: Stage, i
     writer.add_scalar("speed/images_per_s", rate, step)
     writer.add_scalar("speed/s_per_kimg", 1000.0 / max(rate, 1e-9), step)
     if device.type == "cuda":
-        writer.add_scalar("resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step)
+        writer.add_scalar(
+            "resources/gpu_mem_peak_gb", torch.cuda.max_memory_allocated(device) / 2**30, step
+        )
     writer.flush()

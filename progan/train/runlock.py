@@ -42,8 +42,11 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         raise ProganError(f"could not create the lock file '{path}': {e.strerror or e}") from None
     try:
         _lock_or_refuse(fd, run_dir)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
         with contextlib.suppress(OSError):  # who holds it is for messages only
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
@@ -70,8 +73,10 @@ def _lock_or_refuse(fd: int, run_dir: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         if e.errno not in (errno.EAGAIN, errno.EACCES):
-            raise ProganError(f"could not lock '{lock_path(run_dir)}': {e.strerror or e} (a file "
-                              "system without locks? use a local --run-dir)") from None
+            raise ProganError(
+                f"could not lock '{lock_path(run_dir)}': {e.strerror or e} (a file "
+                "system without locks? use a local --run-dir)"
+            ) from None
         raise ProganError(
             f"run directory '{run_dir}' is in use by another trainer ({_holder(fd)}); wait for it "
             "to end or stop it (Ctrl-C or SIGTERM writes a checkpoint), or use another --run-dir"

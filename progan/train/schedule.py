@@ -38,7 +38,10 @@ def phases(cfg: TrainConfig) -> list[Phase]:
     out: list[Phase] = []
     t = 0
     for res in levels(cfg.res_start, cfg.res_max):
-        fade, stable = round(cfg.kimg_for(res, "fade") * 1000), round(cfg.kimg_for(res, "stable") * 1000)
+        fade, stable = (
+            round(cfg.kimg_for(res, "fade") * 1000),
+            round(cfg.kimg_for(res, "stable") * 1000),
+        )
         if res > cfg.res_start and fade > 0:
             out.append(Phase(res, "fade", t, t + fade))
             t += fade

@@ -27,8 +27,9 @@ def make_optimizer(params, cfg: TrainConfig, lr: float) -> TFAdam:
     return TFAdam(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
 
-def enter_phase(G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None,
-                opt_state: tuple | None) -> tuple[list, list, TFAdam, TFAdam, int]:
+def enter_phase(
+    G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None, opt_state: tuple | None
+) -> tuple[list, list, TFAdam, TFAdam, int]:
     """Trainable blocks, optimizers and learning rate for the phase ``stage`` is in.
 
     Adam state starts fresh at every phase change, as in the official code (reset_opt_for_new_lod),
@@ -53,7 +54,9 @@ def enter_phase(G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | Non
     return g_params, d_params, opt_G, opt_D, opt_phase
 
 
-def preprocess_reals(u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float) -> torch.Tensor:
+def preprocess_reals(
+    u8: torch.Tensor, flips: torch.Tensor | None, res: int, alpha: float
+) -> torch.Tensor:
     """uint8 -> [-1, 1], mirror, and the fade blend lerp(up(down(x)), x, alpha), all on the device."""
     x = u8.float() / 127.5 - 1.0
     if flips is not None:
@@ -79,10 +82,26 @@ def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> tor
     return opt.found_inf
 
 
-def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, reals: torch.Tensor,
-               labels: torch.Tensor | None, z_d: torch.Tensor, z_g: torch.Tensor, eps: torch.Tensor,
-               d_params: list, g_params: list, weight: float = 1.0, autocast=None,
-               inputs: tuple[dict, dict] = ({}, {}), penalty_fp32: bool = False) -> dict[str, torch.Tensor]:
+def train_step(
+    G,
+    D,
+    opt_G,
+    opt_D,
+    cfg: TrainConfig,
+    res: int,
+    alpha: float,
+    reals: torch.Tensor,
+    labels: torch.Tensor | None,
+    z_d: torch.Tensor,
+    z_g: torch.Tensor,
+    eps: torch.Tensor,
+    d_params: list,
+    g_params: list,
+    weight: float = 1.0,
+    autocast=None,
+    inputs: tuple[dict, dict] = ({}, {}),
+    penalty_fp32: bool = False,
+) -> dict[str, torch.Tensor]:
     """One D step (with its penalty) and one G step; returns detached loss statistics.
 
     Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
@@ -99,11 +118,30 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
         with torch.no_grad():
             fakes = G(z_d, res, alpha, labels, **inputs[0])
         if cfg.loss == "wgangp":
-            d_loss, d_stats = wgangp_d_loss(critic, reals, fakes, eps, cfg.gp_lambda, cfg.drift, cfg.gp_target,
-                                            grad_scale, labels, cfg.cond_weight, penalty_fp32)
+            d_loss, d_stats = wgangp_d_loss(
+                critic,
+                reals,
+                fakes,
+                eps,
+                cfg.gp_lambda,
+                cfg.drift,
+                cfg.gp_target,
+                grad_scale,
+                labels,
+                cfg.cond_weight,
+                penalty_fp32,
+            )
         else:
-            d_loss, d_stats = logistic_r1_d_loss(critic, reals, fakes, cfg.r1_gamma, labels, cfg.cond_weight,
-                                                 grad_scale, penalty_fp32)
+            d_loss, d_stats = logistic_r1_d_loss(
+                critic,
+                reals,
+                fakes,
+                cfg.r1_gamma,
+                labels,
+                cfg.cond_weight,
+                grad_scale,
+                penalty_fp32,
+            )
     d_skipped = descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
@@ -115,5 +153,9 @@ def train_step(G, D, opt_G, opt_D, cfg: TrainConfig, res: int, alpha: float, rea
     g_skipped = descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)
-    return {"d_loss": d_loss.detach(), "g_loss": gl.detach(), **d_stats,
-            "skipped": torch.maximum(d_skipped, g_skipped)}
+    return {
+        "d_loss": d_loss.detach(),
+        "g_loss": gl.detach(),
+        **d_stats,
+        "skipped": torch.maximum(d_skipped, g_skipped),
+    }

@@ -14,7 +14,12 @@ import torch
 
 
 def _seed(*words: int) -> int:
-    return int(np.random.SeedSequence([int(w) & 0xFFFFFFFFFFFF for w in words]).generate_state(1, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(w) & 0xFFFFFFFFFFFF for w in words]).generate_state(
+            1, np.uint64
+        )[0]
+        >> 1
+    )
 
 
 def position_generator(seed: int, position: int, stream: int) -> torch.Generator:
@@ -36,8 +41,9 @@ class StepNoise:
     flips: torch.Tensor | None  # mirror flags, or None without mirroring
 
 
-def step_noise(seed: int, images_shown: int, batch: int, lo: int, hi: int, latent_dim: int,
-               mirror: bool) -> StepNoise:
+def step_noise(
+    seed: int, images_shown: int, batch: int, lo: int, hi: int, latent_dim: int, mirror: bool
+) -> StepNoise:
     """The draws of the step that starts at ``images_shown``: a function of (seed, images shown,
     shard) only, drawn for the whole global batch and sliced, so any number of processes draws the
     same numbers and a resumed run draws what an unbroken one would."""
@@ -54,8 +60,9 @@ def step_noise(seed: int, images_shown: int, batch: int, lo: int, hi: int, laten
     )
 
 
-def step_inputs(G, seed: int, images_shown: int, batch: int, lo: int, hi: int,
-                res: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def step_inputs(
+    G, seed: int, images_shown: int, batch: int, lo: int, hi: int, res: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The generator's own random inputs of a step beyond z (e.g. a style-based G's noise maps), for
     the fakes D is trained on and those G is trained on: what ``G.step_inputs`` draws for the whole
     global batch from this step's streams, sliced to rows [lo, hi). ProGAN's G has none."""
@@ -63,6 +70,9 @@ def step_inputs(G, seed: int, images_shown: int, batch: int, lo: int, hi: int,
     if draw is None:
         return {}, {}
     return tuple(  # type: ignore[return-value]
-        {k: v[lo:hi] for k, v in draw(batch, res, position_generator(seed, images_shown, stream)).items()}
+        {
+            k: v[lo:hi]
+            for k, v in draw(batch, res, position_generator(seed, images_shown, stream)).items()
+        }
         for stream in (INPUTS_D, INPUTS_G)
     )
