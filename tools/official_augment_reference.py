@@ -18,7 +18,8 @@ global generator and recording every ``torch.rand`` / ``torch.randn`` / ``torch.
 it returns while the official code runs (torch's own functions wrapped from the outside).
 
 For each case ``<name>`` the fixture ``official_augment.npz`` holds ``<name>/output`` and the draws
-``<name>/draw_<k>`` in order; ``cases`` (JSON) says the pipeline's multipliers, p, the input and
+``<name>/draw_<k>`` in order, and where it resamples the ``theta`` it gave ``affine_grid``
+(``<name>/theta``); ``cases`` (JSON) says the pipeline's multipliers, p, the input and
 the draws' kinds. ``--check`` also replays the draws into ``progan.augment`` (the repository root
 on ``sys.path``) and prints the largest difference per case.
 """
@@ -74,10 +75,16 @@ def make_inputs() -> dict[str, np.ndarray]:
 
 
 @contextlib.contextmanager
-def recorded_draws():
-    """Record every tensor that ``torch.rand``, ``torch.randn`` and ``torch.randint`` return."""
+def recorded_draws(thetas: list | None = None):
+    """Record every tensor that ``torch.rand``, ``torch.randn`` and ``torch.randint`` return (and
+    the ``theta`` given to ``affine_grid``, into ``thetas``)."""
     kinds = {"rand": torch.rand, "randn": torch.randn, "randint": torch.randint}
     log: list[tuple[str, torch.Tensor]] = []
+    affine_grid = torch.nn.functional.affine_grid
+
+    def recorded_affine_grid(theta, *args, **kwargs):
+        thetas.append(theta.detach().clone())
+        return affine_grid(theta, *args, **kwargs)
 
     def wrap(kind, fn):
         def drawn(*args, **kwargs):
@@ -88,11 +95,14 @@ def recorded_draws():
 
     for kind, fn in kinds.items():
         setattr(torch, kind, wrap(kind, fn))
+    if thetas is not None:
+        torch.nn.functional.affine_grid = recorded_affine_grid
     try:
         yield log
     finally:
         for kind, fn in kinds.items():
             setattr(torch, kind, fn)
+        torch.nn.functional.affine_grid = affine_grid
 
 
 def _image(inputs, key: str, batch: int, channels: int) -> torch.Tensor:
@@ -117,10 +127,18 @@ def freeze(official_repo: Path, diffaugment_file: Path) -> tuple[dict, list[dict
             arrays["hz_geom"] = pipe.Hz_geom.numpy()
             arrays["hz_fbank"] = pipe.Hz_fbank.numpy()
         x = _image(inputs, key, batch, channels)
-        torch.manual_seed(1000 + index)
-        with torch.no_grad(), recorded_draws() as log:
-            out = pipe(x)
-        cases.append(dict(name=name, kind="pipe", multipliers=multipliers, p=p, input=key,
+        seed = 1000 + index
+        while True:  # a seed for which some image changes (a luma flip may draw no flip at all)
+            torch.manual_seed(seed)
+            thetas: list[torch.Tensor] = []
+            with torch.no_grad(), recorded_draws(thetas) as log:
+                out = pipe(x)
+            if not torch.equal(out, x):
+                break
+            seed += 100
+        if thetas:
+            arrays[f"{name}/theta"] = thetas[0].numpy()
+        cases.append(dict(name=name, kind="pipe", multipliers=multipliers, p=p, input=key, seed=seed,
                           batch=batch, channels=channels, draws=[k for k, _ in log]))
         arrays[f"{name}/output"] = out.numpy()
         for k, (_, t) in enumerate(log):
@@ -142,6 +160,7 @@ def check(arrays: dict, cases: list[dict]) -> None:
     """Replay each case's draws into progan.augment; print the largest difference."""
     sys.path.insert(0, str(REPO))
     from progan.augment import AugmentPipe, ReplayDraws, diffaugment
+    from progan.augment.pipe import geom_theta
 
     for case in cases:
         x = torch.from_numpy(arrays[case["input"]][:case["batch"], :case["channels"]]).contiguous()
@@ -154,6 +173,14 @@ def check(arrays: dict, cases: list[dict]) -> None:
         official = torch.from_numpy(arrays[f"{case['name']}/output"])
         diff = (ours - official).abs().max().item()
         print(f"{case['name']:28s} max |progan - official| = {diff:.3g}  (draws left: {draws.remaining})")
+        if f"{case['name']}/theta" in arrays:
+            draws = ReplayDraws([(kind, torch.from_numpy(arrays[f"{case['name']}/draw_{k}"]))
+                                 for k, kind in enumerate(case["draws"])])
+            pipe = AugmentPipe(**case["multipliers"])
+            params = pipe.sample(x.shape, case["p"], draws)
+            theta = geom_theta(params.geom, params.padding, x.shape[2], x.shape[3], 3)
+            diff = (theta - torch.from_numpy(arrays[f"{case['name']}/theta"])).abs().max().item()
+            print(f"{'':28s} max |theta difference|   = {diff:.3g}")
 
 
 def main() -> None:

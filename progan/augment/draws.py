@@ -30,6 +30,10 @@ class Draws:
         self.generator = generator
         self.rows = rows
 
+    def whole(self) -> Draws:
+        """These draws for the whole batch: the same stream, no rows kept."""
+        return self if self.rows is None else Draws(self.generator)
+
     def _shape(self, shape: Sequence[int]) -> list[int]:
         shape = [int(s) for s in shape]
         if self.rows is not None:

@@ -46,6 +46,8 @@ which is the order, shapes and arithmetic of the official pipe; the draws do not
 Unlike the official pipe, a stage whose transform is the identity for every image of the batch is
 skipped, so that ``p = 0`` (and a batch none of whose images drew an operation) leaves the images
 bit for bit as they were; the official pipe resamples them anyway, changing them by rounding. The
+geometric stage's padding is worked out over the whole global minibatch (the official pipe: over
+each GPU's), so that any number of processes augments each image alike. The
 image-space filter, whose reflect padding (21 pixels) the official pipe cannot take below 22x22,
 extends the reflection periodically here, so that it works at every resolution from 4x4; where the
 official pipe works both agree.
@@ -177,6 +179,7 @@ class AugmentParams:
 
     shape: tuple[int, int, int, int]
     geom: torch.Tensor | None = None  # [B, 3, 3]: output pixel -> input pixel, centred coordinates
+    padding: tuple[int, int, int, int] | None = None  # the geometric stage's, of the whole batch
     geom_factors: list[torch.Tensor] = dataclasses.field(default_factory=list)
     color: torch.Tensor | None = None  # [B, 4, 4]: homogeneous RGB
     color_factors: list[torch.Tensor] = dataclasses.field(default_factory=list)
@@ -184,6 +187,17 @@ class AugmentParams:
     noise_sigma: torch.Tensor | None = None  # [B, 1, 1, 1]
     noise: torch.Tensor | None = None  # [B, C, H, W], standard normal
     cutout_mask: torch.Tensor | None = None  # [B, 1, H, W], 0 inside the rectangle
+
+    def rows(self, lo: int, hi: int) -> AugmentParams:
+        """The transforms of images ``lo:hi`` (a process's shard), the batch's padding kept."""
+        def cut(t):
+            return None if t is None else t[lo:hi]
+
+        return AugmentParams(
+            shape=(hi - lo, *self.shape[1:]), geom=cut(self.geom), padding=self.padding,
+            geom_factors=[cut(f) for f in self.geom_factors], color=cut(self.color),
+            color_factors=[cut(f) for f in self.color_factors], band_gains=cut(self.band_gains),
+            noise_sigma=cut(self.noise_sigma), noise=cut(self.noise), cutout_mask=cut(self.cutout_mask))
 
 
 class AugmentPipe:
@@ -214,19 +228,30 @@ class AugmentPipe:
     # Drawing.
 
     def sample(self, shape, p: float, draws: Draws) -> AugmentParams:
-        """Draw the transforms of a batch of the given shape with overall probability ``p``."""
+        """Draw the transforms of a batch of the given shape with overall probability ``p``.
+
+        With ``draws.rows = (lo, hi, n)`` the whole batch of ``n`` is drawn and its rows
+        ``lo:hi`` returned: what the batch shares (the padding, which stages are skipped) is then
+        the same on every process, so that the shards' images equal the whole batch's.
+        """
         if len(shape) != 4:
             raise ValueError(f"augmentation takes [batch, channels, height, width] images, not {list(shape)}")
         b, c, h, w = (int(s) for s in shape)
         if c not in (1, 3):
             raise ValueError(f"augmentation takes RGB or grayscale images, not {c} channels")
+        lo, hi, n = draws.rows or (0, b, b)
+        if hi - lo != b:
+            raise ValueError(f"draws for rows {lo}:{hi} cannot augment a batch of {b}")
+        whole = draws.whole()
         pt = torch.tensor(float(p), dtype=torch.float32)
-        params = AugmentParams(shape=(b, c, h, w))
-        self._sample_geom(params, pt, draws)
-        self._sample_color(params, pt, draws)
-        self._sample_filter(params, pt, draws)
-        self._sample_corruptions(params, pt, draws)
-        return params
+        params = AugmentParams(shape=(n, c, h, w))
+        self._sample_geom(params, pt, whole)
+        self._sample_color(params, pt, whole)
+        self._sample_filter(params, pt, whole)
+        self._sample_corruptions(params, pt, whole)
+        if params.geom is not None:
+            params.padding = geom_padding(params.geom, h, w, self.geom_filter.numel() // 4)
+        return params if (lo, hi) == (0, n) else params.rows(lo, hi)
 
     def _sample_geom(self, out: AugmentParams, pt: torch.Tensor, draws: Draws) -> None:
         s, (b, _, h, w) = self.spec, out.shape
@@ -352,7 +377,7 @@ class AugmentPipe:
         with torch.autocast(images.device.type, enabled=False):
             x = images.to(work)
             if params.geom is not None:
-                x = self._apply_geom(x, params.geom)
+                x = self._apply_geom(x, params.geom, params.padding)
             if params.color is not None:
                 x = _apply_color(x, params.color.to(x))
             if params.band_gains is not None:
@@ -369,34 +394,17 @@ class AugmentPipe:
             self._on[key] = (self.geom_filter.to(x), self.filter_bank.to(x))
         return self._on[key]
 
-    def _apply_geom(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def _apply_geom(self, x: torch.Tensor, g: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
         b, c, h, w = x.shape
         f = self._filters(x)[0]
-        pad = f.numel() // 4  # the filter's reach, in input pixels
-        cx, cy = (w - 1) / 2, (h - 1) / 2
-
-        # Reflect-pad so that every output pixel's footprint (transformed corners plus the filter's
-        # reach) lies inside: one margin for the batch, at most the image's size less one.
-        corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]]).t()
-        xy = (g @ corners)[:, :2, :]
-        margin = torch.cat([(-xy).amax(dim=(0, 2)), xy.amax(dim=(0, 2))])
-        margin = margin + torch.tensor([pad * 2 - cx, pad * 2 - cy] * 2)
-        margin = margin.max(torch.zeros(4)).min(torch.tensor([w - 1, h - 1] * 2, dtype=torch.float32))
-        mx0, my0, mx1, my1 = (int(m) for m in margin.ceil())
-        x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
-        g = _translate2((mx0 - mx1) / 2, (my0 - my1) / 2) @ g
-
-        # 2x upsampling; the matrix follows: pixel units halve, and pixel centres move by half.
+        reach = f.numel() // 4
+        x = F.pad(x, list(padding), mode="reflect")
         x = _upsample2x(x, f)
-        g = _scale2(2, 2) @ g @ _scale2_inv(2, 2)
-        g = _translate2(-0.5, -0.5) @ g @ _translate2_inv(-0.5, -0.5)
-
-        # Resample onto the output (with the filter's reach around it) in grid_sample's [-1, 1].
-        out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
-        g = _scale2(2 / x.shape[3], 2 / x.shape[2]) @ g @ _scale2_inv(2 / out_w, 2 / out_h)
-        grid = F.affine_grid(g[:, :2, :].to(x), [b, c, out_h, out_w], align_corners=False)
+        theta = geom_theta(g, padding, h, w, reach).to(x)
+        out = [b, c, (h + reach * 2) * 2, (w + reach * 2) * 2]  # the output with the filter's reach
+        grid = F.affine_grid(theta, out, align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return _downsample2x(x, f, crop=pad * 2)
+        return _downsample2x(x, f, crop=reach * 2)
 
     def _apply_filter(self, x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -407,6 +415,36 @@ class AugmentPipe:
         x = F.conv2d(x, taps[:, None, None, :], groups=b * c)  # the taps are symmetric
         x = F.conv2d(x, taps[:, None, :, None], groups=b * c)
         return x.reshape(b, c, h, w)
+
+
+def geom_padding(g: torch.Tensor, height: int, width: int, reach: int) -> tuple[int, int, int, int]:
+    """The reflect padding (left, right, top, bottom) of a batch: far enough for every image's
+    transformed corners plus twice the filter's ``reach``, at most the image's size less one."""
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]]).t()
+    xy = (g @ corners)[:, :2, :]
+    margin = torch.cat([(-xy).amax(dim=(0, 2)), xy.amax(dim=(0, 2))])
+    margin = margin + torch.tensor([reach * 2 - cx, reach * 2 - cy] * 2)
+    margin = margin.max(torch.zeros(4)).min(torch.tensor([width - 1, height - 1] * 2, dtype=torch.float32))
+    x0, y0, x1, y1 = (int(m) for m in margin.ceil())
+    return x0, x1, y0, y1
+
+
+def geom_theta(g: torch.Tensor, padding: tuple[int, int, int, int], height: int, width: int,
+               reach: int) -> torch.Tensor:
+    """``affine_grid``'s theta [B, 2, 3] for the transforms ``g`` (output pixel -> input pixel,
+    centred) executed on the padded, 2x upsampled image, producing the output with ``reach``
+    pixels around it at twice the size."""
+    x0, x1, y0, y1 = padding
+    g = _translate2((x0 - x1) / 2, (y0 - y1) / 2) @ g  # centred coordinates of the padded image
+    # 2x upsampling: pixel units halve, and pixel centres move by half a pixel.
+    g = _scale2(2, 2) @ g @ _scale2_inv(2, 2)
+    g = _translate2(-0.5, -0.5) @ g @ _translate2_inv(-0.5, -0.5)
+    # grid_sample's [-1, 1] coordinates of the input and of the output.
+    in_h, in_w = (height + y0 + y1) * 2, (width + x0 + x1) * 2
+    out_h, out_w = (height + reach * 2) * 2, (width + reach * 2) * 2
+    g = _scale2(2 / in_w, 2 / in_h) @ g @ _scale2_inv(2 / out_w, 2 / out_h)
+    return g[:, :2, :]
 
 
 def _matrix(*rows) -> torch.Tensor:
