@@ -470,3 +470,49 @@ def test_state_dict_round_trips_mid_interval(tmp_path):
     other = AdaController()
     other.load_state_dict(ada.state_dict(), primary=False)  # another process: no pending stats
     assert other.pending() == (0.0, 0.0) and other.p == ada.p
+
+
+def test_resampling_by_matrices_equals_by_convolutions():
+    """Small images resample by banded matrix products, large ones by convolutions: the same
+    sums (the matrices' other entries are exact zeros), so within twice the rounding bounds of
+    the 2x up (2 gamma(12) A_up^2 M) and down (2 gamma(12) A_down^2 M) passes."""
+    from progan.augment.pipe import _downsample2x, _upsample2x
+
+    pipe = AugmentPipe()
+    x = torch.rand(2, 3, 20, 28) * 2 - 1
+    dense, conv = _upsample2x(x, pipe.geom_filter, dense=True), _upsample2x(x, pipe.geom_filter, dense=False)
+    assert (dense - conv).abs().max().item() <= 2 * 2 * gamma(12) * A_UP ** 2
+    m = conv.abs().max().item()
+    dense, conv = (_downsample2x(conv, pipe.geom_filter, 6, dense=d) for d in (True, False))
+    assert dense.shape == (2, 3, 14, 22)
+    assert (dense - conv).abs().max().item() <= 2 * 2 * gamma(12) * A_DOWN ** 2 * m
+
+
+def test_reflect_padding_continues_periodically_beyond_the_image():
+    from progan.augment.pipe import _reflect_pad
+
+    x = torch.arange(5.0).view(1, 1, 1, 5).expand(1, 1, 5, 5)
+    assert torch.equal(_reflect_pad(x, 3), F.pad(x, [3] * 4, mode="reflect"))
+    row = _reflect_pad(x, 9)[0, 0, 9]
+    assert row.tolist() == [1, 0, 1, 2, 3, 4, 3, 2, 1] + [0, 1, 2, 3, 4] + [3, 2, 1, 0, 1, 2, 3, 4, 3]
+
+
+def test_bench_augment_runs(tmp_path):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "bench_augment.py"
+    spec = importlib.util.spec_from_file_location("bench_augment", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(tool.main, ["--pipe", "bgc,diffaugment", "--res", "8", "--batch", "2",
+                                            "--iters", "1", "--warmup", "0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [(r["pipe"], r["mode"]) for r in rows] == [("bgc", "forward"), ("bgc", "backward"),
+                                                      ("diffaugment", "forward"), ("diffaugment", "backward")]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    result = CliRunner().invoke(tool.main, ["--pipe", "bgz"])
+    assert result.exit_code != 0 and "'bgz' is not a pipeline" in result.output

@@ -55,6 +55,7 @@ official pipe works both agree.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -205,7 +206,8 @@ class AugmentPipe:
 
     ``sample`` draws a batch's transforms and ``apply`` executes them; calling the pipe does both.
     Differentiable with respect to the images, to any order (gradient penalties see through it).
-    Computes in float32 (float64 for float64 images) outside autocast and returns the input dtype.
+    Computes in float32 (float64 for float64 images) outside autocast, without TF32, and returns
+    the input dtype.
     """
 
     def __init__(self, spec: AugmentSpec | None = None, **multipliers: float):
@@ -374,7 +376,7 @@ class AugmentPipe:
             raise ValueError(f"transforms drawn for {list(params.shape)}, images are {list(images.shape)}")
         dtype = images.dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        with torch.autocast(images.device.type, enabled=False):
+        with torch.autocast(images.device.type, enabled=False), _no_tf32(images.device):
             x = images.to(work)
             if params.geom is not None:
                 x = self._apply_geom(x, params.geom, params.padding)
@@ -415,6 +417,24 @@ class AugmentPipe:
         x = F.conv2d(x, taps[:, None, None, :], groups=b * c)  # the taps are symmetric
         x = F.conv2d(x, taps[:, None, :, None], groups=b * c)
         return x.reshape(b, c, h, w)
+
+
+@contextlib.contextmanager
+def _no_tf32(device: torch.device):
+    """Full fp32 matrix products and convolutions on CUDA (the trainer allows TF32, whose 10-bit
+    significand would move the resampled pixels by ~1e-3), as the official training loop sets."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
+                                        benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 def geom_padding(g: torch.Tensor, height: int, width: int, reach: int) -> tuple[int, int, int, int]:
@@ -509,24 +529,61 @@ def _apply_color(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c, h, w)
 
 
-def _upsample2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """2x upsampling by zero insertion and convolution with ``2 f`` along each axis (x first).
+# Up to this many pixels along an axis, the 2x resampling filters run as products with banded
+# matrices (one matrix product per axis: on CPUs several times faster than the 1-channel
+# convolutions at the sizes ProGAN trains on CPUs); above it, as convolutions.
+DENSE_MAX = 256
 
-    A transposed convolution of stride 2 is zero insertion plus convolution; cropping ``len(f)/2 - 1``
-    each side centres the output as the official ``upsample2d`` does (even filter length).
+
+def up_matrix(n: int, f: torch.Tensor) -> torch.Tensor:
+    """[2n, n]: 2x upsampling of a signal of n samples with the even-length filter f, as the
+    official ``upsample2d`` centres it: output j = sum_k 2 f[j + L/2 - 1 - 2k] x[k]."""
+    j, k = torch.arange(2 * n, device=f.device).view(-1, 1), torch.arange(n, device=f.device).view(1, -1)
+    tap = j + f.numel() // 2 - 1 - 2 * k
+    inside = (tap >= 0) & (tap < f.numel())
+    return torch.where(inside, 2 * f[tap.clamp(0, f.numel() - 1)], f.new_zeros(()))
+
+
+def down_matrix(n: int, f: torch.Tensor, crop: int) -> torch.Tensor:
+    """[(n - 2 crop) / 2, n]: correlation with f at every second sample of the signal less ``crop``
+    samples each side: output m = sum_t f[t] x[2m + crop - (L - 1) // 2 + t]."""
+    m = torch.arange((n - 2 * crop) // 2, device=f.device).view(-1, 1)
+    i = torch.arange(n, device=f.device).view(1, -1)
+    tap = i - 2 * m - (crop - (f.numel() - 1) // 2)
+    inside = (tap >= 0) & (tap < f.numel())
+    return torch.where(inside, f[tap.clamp(0, f.numel() - 1)], f.new_zeros(()))
+
+
+def _upsample2x(x: torch.Tensor, f: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
+    """2x upsampling by zero insertion and convolution with ``2 f`` (even length L), centred as the
+    official ``upsample2d``: along x, then y.
+
+    As convolutions: output 2m + 1 is a correlation of the input with the even taps, output 2m
+    with the odd ones (each reversed); both phases come from one convolution with 2 output
+    channels over the input zero-padded by L/4 each side, then interleaved.
     """
     b, c, h, w = x.shape
-    k, crop = 2 * f, f.numel() // 2 - 1
+    if dense if dense is not None else max(h, w) <= DENSE_MAX:
+        x = x @ up_matrix(w, f).t()
+        return up_matrix(h, f) @ x
+    half = f.numel() // 4
+    k = 2 * f.flip(0)
+    zero = k.new_zeros(1)
+    phases = torch.stack([torch.cat([k[0::2], zero]), torch.cat([zero, k[1::2]])])  # [2, L/2 + 1]
     x = x.reshape(b * c, 1, h, w)
-    x = F.conv_transpose2d(x, k.view(1, 1, 1, -1), stride=(1, 2), padding=(0, crop))
-    x = F.conv_transpose2d(x, k.view(1, 1, -1, 1), stride=(2, 1), padding=(crop, 0))
-    return x.reshape(b, c, 2 * h, 2 * w)
+    x = F.conv2d(x, phases.view(2, 1, 1, -1), padding=(0, half))  # [BC, 2, h, w]
+    x = x.permute(0, 2, 3, 1).reshape(b * c, 1, h, 2 * w)
+    x = F.conv2d(x, phases.view(2, 1, -1, 1), padding=(half, 0))  # [BC, 2, h, 2w]
+    return x.permute(0, 2, 1, 3).reshape(b, c, 2 * h, 2 * w)
 
 
-def _downsample2x(x: torch.Tensor, f: torch.Tensor, crop: int) -> torch.Tensor:
+def _downsample2x(x: torch.Tensor, f: torch.Tensor, crop: int, dense: bool | None = None) -> torch.Tensor:
     """Correlation with ``f`` along each axis (x first) at every second pixel, on the image less
     ``crop`` pixels each side: the inverse of ``_upsample2x`` for an orthonormal filter."""
     b, c, h, w = x.shape
+    if dense if dense is not None else max(h, w) <= 2 * DENSE_MAX:
+        x = x @ down_matrix(w, f, crop).t()
+        return down_matrix(h, f, crop) @ x
     skip = crop - (f.numel() - 1) // 2  # where the first output's window starts
     x = x.reshape(b * c, 1, h, w)[:, :, skip:h - skip, skip:w - skip]
     x = F.conv2d(x, f.view(1, 1, 1, -1), stride=(1, 2))
@@ -540,11 +597,11 @@ def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if pad < h and pad < w:
         return F.pad(x, [pad] * 4, mode="reflect")
-    return x[..., _reflect_index(h, pad), :][..., _reflect_index(w, pad)]
+    return x[..., _reflect_index(h, pad, x.device), :][..., _reflect_index(w, pad, x.device)]
 
 
-def _reflect_index(n: int, pad: int) -> torch.Tensor:
-    i = torch.arange(-pad, n + pad)
+def _reflect_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
+    i = torch.arange(-pad, n + pad, device=device)
     if n == 1:
         return torch.zeros_like(i)
     i = i.remainder(2 * (n - 1))
