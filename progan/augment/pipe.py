@@ -269,7 +269,7 @@ class AugmentPipe:
         if s.rotate90 > 0:
             i = torch.floor(draws.rand([b]) * 4)
             i = chosen(i, pt * s.rotate90, torch.zeros_like(i))
-            fs.append(_rotate2(np.pi / 2 * i))  # the inverse of i quarter turns clockwise
+            fs.append(_rotate2(np.pi / 2 * i))  # the inverse of i quarter turns
         if s.xint > 0:
             t = (draws.rand([b, 2]) * 2 - 1) * s.xint_max
             t = chosen(t, pt * s.xint, torch.zeros_like(t), (b, 1))
@@ -493,7 +493,7 @@ def _scale2_inv(sx, sy) -> torch.Tensor:
 
 
 def _rotate2(theta: torch.Tensor) -> torch.Tensor:
-    """Counter-clockwise by ``theta`` in x-right, y-down pixel coordinates."""
+    """By ``theta`` from +x towards +y (pixel coordinates: x right, y down)."""
     cos, sin = torch.cos(theta), torch.sin(theta)
     return _matrix([cos, -sin, 0], [sin, cos, 0], [0, 0, 1])
 
