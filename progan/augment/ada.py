@@ -80,6 +80,7 @@ class AdaController:
         """Restore ``state_dict()``; a process that is not ``primary`` starts with no pending
         statistics, so that the sum over processes is what was saved."""
         self.target, self.interval, self.kimg = float(state["target"]), int(state["interval"]), float(state["kimg"])
-        self.p, self.rt, self.minibatches = float(state["p"]), float(state["rt"]), int(state["minibatches"])
+        self.p, self.rt = float(state["p"]), float(state["rt"])
+        self.minibatches = int(state["minibatches"])
         pending = torch.tensor([float(state["sum"]), float(state["count"])], dtype=torch.float64)
         self._stats = pending if primary and pending[1] > 0 else None

@@ -30,7 +30,8 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in policy.split(",") if n.strip())
     for n in names:
         if n not in DIFFAUGMENT_POLICIES:
-            raise ProganError(f"DiffAugment policy {n!r} is unknown; choose from {', '.join(DIFFAUGMENT_POLICIES)}")
+            choices = ", ".join(DIFFAUGMENT_POLICIES)
+            raise ProganError(f"DiffAugment policy {n!r} is unknown; choose from {choices}")
     return names
 
 

@@ -365,8 +365,9 @@ class AugmentPipe:
             if bool((size != 0).any()):
                 x = (torch.arange(w).view(1, 1, 1, -1) + 0.5) / w
                 y = (torch.arange(h).view(1, 1, -1, 1) + 0.5) / h
-                outside = ((x - centre[:, 0]).abs() >= size[:, 0] / 2) | ((y - centre[:, 1]).abs() >= size[:, 1] / 2)
-                out.cutout_mask = outside.float()
+                outside_x = (x - centre[:, 0]).abs() >= size[:, 0] / 2
+                outside_y = (y - centre[:, 1]).abs() >= size[:, 1] / 2
+                out.cutout_mask = (outside_x | outside_y).float()
 
     # Executing.
 
@@ -396,7 +397,8 @@ class AugmentPipe:
             self._on[key] = (self.geom_filter.to(x), self.filter_bank.to(x))
         return self._on[key]
 
-    def _apply_geom(self, x: torch.Tensor, g: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+    def _apply_geom(self, x: torch.Tensor, g: torch.Tensor,
+                    padding: tuple[int, int, int, int]) -> torch.Tensor:
         b, c, h, w = x.shape
         f = self._filters(x)[0]
         reach = f.numel() // 4
