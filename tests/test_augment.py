@@ -22,13 +22,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.augment import (AUGPIPE_SPECS, AdaController, AugmentPipe, Draws, ReplayDraws, augpipe_spec,
-                            diffaugment)
+from progan.augment import (
+    AUGPIPE_SPECS,
+    AdaController,
+    AugmentPipe,
+    Draws,
+    ReplayDraws,
+    augpipe_spec,
+    diffaugment,
+)
 from progan.augment.pipe import SYM6, geom_theta
 from progan.errors import ProganError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "augment" / "official_augment.npz"
-U = 2.0 ** -24
+U = 2.0**-24
 
 
 def gamma(n: int) -> float:
@@ -47,14 +54,18 @@ def _case(name: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """The case, its input and the official output."""
     arrays, cases = _fixture()
     case = cases[name]
-    x = torch.from_numpy(arrays[case["input"]][:case["batch"], :case["channels"]]).contiguous()
+    x = torch.from_numpy(arrays[case["input"]][: case["batch"], : case["channels"]]).contiguous()
     return case, x, torch.from_numpy(arrays[f"{name}/output"])
 
 
 def _replay(name: str) -> ReplayDraws:
     arrays, cases = _fixture()
-    return ReplayDraws([(kind, torch.from_numpy(arrays[f"{name}/draw_{k}"]))
-                        for k, kind in enumerate(cases[name]["draws"])])
+    return ReplayDraws(
+        [
+            (kind, torch.from_numpy(arrays[f"{name}/draw_{k}"]))
+            for k, kind in enumerate(cases[name]["draws"])
+        ]
+    )
 
 
 PIPE_CASES = [n for n, c in _fixture()[1].items() if c["kind"] == "pipe"]
@@ -72,18 +83,24 @@ A_UP = max((2 * _F[0::2]).abs().sum().item(), (2 * _F[1::2]).abs().sum().item())
 A_DOWN = _F.abs().sum().item()
 
 
-def _geom_bound(m: float, theta_diff: torch.Tensor, in_size: tuple[int, int]) -> tuple[float, float]:
+def _geom_bound(
+    m: float, theta_diff: torch.Tensor, in_size: tuple[int, int]
+) -> tuple[float, float]:
     """Reflect padding copies. Upsampling, two passes of 12 terms: 2 gamma(12) A_up^2 M. Bilinear
     sampling at the same coordinates, 4 non-negative weights summing to 1, each from 3 roundings:
     gamma(7) A_up^2 M. Downsampling, two passes of 12 terms: 2 gamma(12) A_down^2 A_up^2 M; earlier
     errors grow by A_down^2. Coordinates that differ by d pixels (from a different theta, pixel
     units of the upsampled input: half its size per unit of grid_sample's [-1, 1]) change a
     bilinear sample by at most d times the largest difference of neighbours, 2 A_up^2 M."""
-    mu = A_UP ** 2 * m
-    one = A_DOWN ** 2 * (2 * gamma(12) * mu + gamma(7) * mu) + 2 * gamma(12) * A_DOWN ** 2 * mu
+    mu = A_UP**2 * m
+    one = A_DOWN**2 * (2 * gamma(12) * mu + gamma(7) * mu) + 2 * gamma(12) * A_DOWN**2 * mu
     h, w = in_size
-    d = (theta_diff[:, 0].abs().sum(-1) * w / 2 + theta_diff[:, 1].abs().sum(-1) * h / 2).max().item()
-    return 2 * one + A_DOWN ** 2 * 2 * mu * d, A_UP ** 2 * A_DOWN ** 2
+    d = (
+        (theta_diff[:, 0].abs().sum(-1) * w / 2 + theta_diff[:, 1].abs().sum(-1) * h / 2)
+        .max()
+        .item()
+    )
+    return 2 * one + A_DOWN**2 * 2 * mu * d, A_UP**2 * A_DOWN**2
 
 
 def _theta_bound(params, h: int, w: int) -> torch.Tensor:
@@ -116,8 +133,11 @@ def _theta_bound(params, h: int, w: int) -> torch.Tensor:
 # diagonal, |s| / sqrt 3 off it; saturation v v^T + (I - v v^T) s has 1/3 and (2/3 or 1/3) s.
 # i, c, s are read back from the factor itself.
 def _color_abs(spec, factors: list[torch.Tensor], channels: int) -> torch.Tensor:
-    ops = ("brightness", "contrast", "lumaflip", "hue", "saturation") if channels == 3 else \
-        ("brightness", "contrast", "lumaflip")
+    ops = (
+        ("brightness", "contrast", "lumaflip", "hue", "saturation")
+        if channels == 3
+        else ("brightness", "contrast", "lumaflip")
+    )
     names = [n for n in ops if getattr(spec, n) > 0]
     eye = torch.zeros(4, 4)
     eye[:3, :3] = torch.eye(3)
@@ -132,8 +152,8 @@ def _color_abs(spec, factors: list[torch.Tensor], channels: int) -> torch.Tensor
             a = torch.maximum(a, eye + 2 * i * third)
         elif name == "hue":
             c = ((f[:, 0, 0] + f[:, 1, 1] + f[:, 2, 2] - 1) / 2).view(-1, 1, 1)
-            s = (3 ** 0.5 * (f[:, 1, 0] - f[:, 0, 1]) / 2).view(-1, 1, 1)
-            a = torch.maximum(a, (1 - c).abs() * third + c.abs() * eye + s.abs() / 3 ** 0.5 * off)
+            s = (3**0.5 * (f[:, 1, 0] - f[:, 0, 1]) / 2).view(-1, 1, 1)
+            a = torch.maximum(a, (1 - c).abs() * third + c.abs() * eye + s.abs() / 3**0.5 * off)
         elif name == "saturation":
             s = ((3 * f[:, 0, 0] - 1) / 2).view(-1, 1, 1)
             a = torch.maximum(a, third + s.abs() * (2 / 3 * eye + third * off))
@@ -165,7 +185,7 @@ def _filter_bound(m: float, pipe, gains: torch.Tensor) -> tuple[float, float]:
     t1 = t.sum(-1).max().item()
     e1 = (gamma(37) * t.sum(-1) + 43 * U * bank.max() * gains.abs().sum(-1)).max().item()
     taps = (gains.double() @ pipe.filter_bank.double()).abs().sum(-1).max().item() + e1
-    return 2 * (2 * gamma(43) * t1 ** 2 + 2 * t1 * e1) * m, taps ** 2
+    return 2 * (2 * gamma(43) * t1**2 + 2 * t1 * e1) * m, taps**2
 
 
 def _noise_bound(m: float, params) -> tuple[float, float]:
@@ -174,7 +194,9 @@ def _noise_bound(m: float, params) -> tuple[float, float]:
     return 2 * gamma(3) * (m + peak), 1.0
 
 
-def _pipe_bound(pipe: AugmentPipe, params, x: torch.Tensor, theta_diff: torch.Tensor | None) -> float:
+def _pipe_bound(
+    pipe: AugmentPipe, params, x: torch.Tensor, theta_diff: torch.Tensor | None
+) -> float:
     """Carry each stage's bound through the later ones; a stage's input magnitude is that of our
     own intermediate images plus the bound so far (the official intermediates are within it)."""
     stages = ["geom", "color", "band_gains", "noise", "cutout_mask"]
@@ -185,7 +207,10 @@ def _pipe_bound(pipe: AugmentPipe, params, x: torch.Tensor, theta_diff: torch.Te
             continue
         m = y.abs().max().item() + bound
         if stage == "geom":
-            padded = ((x.shape[2] + sum(params.padding[2:])) * 2, (x.shape[3] + sum(params.padding[:2])) * 2)
+            padded = (
+                (x.shape[2] + sum(params.padding[2:])) * 2,
+                (x.shape[3] + sum(params.padding[:2])) * 2,
+            )
             one, gain = _geom_bound(m, theta_diff, padded)
         elif stage == "color":
             one, gain = _color_bound(m, pipe.spec, params, x.shape[1])
@@ -196,7 +221,7 @@ def _pipe_bound(pipe: AugmentPipe, params, x: torch.Tensor, theta_diff: torch.Te
         else:
             one, gain = 0.0, 1.0  # a product with 0 or 1: exact
         bound = one + gain * bound
-        later = {s: None for s in stages[i + 1:]}
+        later = {s: None for s in stages[i + 1 :]}
         y = pipe.apply(x, dataclasses.replace(params, **later))
     return bound
 
@@ -204,7 +229,9 @@ def _pipe_bound(pipe: AugmentPipe, params, x: torch.Tensor, theta_diff: torch.Te
 def test_filters_equal_the_official_ones():
     arrays, _ = _fixture()
     pipe = AugmentPipe()
-    assert torch.equal(pipe.geom_filter, torch.from_numpy(arrays["hz_geom"]))  # the same fp32 arithmetic
+    assert torch.equal(
+        pipe.geom_filter, torch.from_numpy(arrays["hz_geom"])
+    )  # the same fp32 arithmetic
     # Both banks are computed in float64 (sym2 in closed form here; tabulated, and convolved by
     # scipy, possibly through FFTs, there), then rounded to fp32: at most one unit roundoff of the
     # tap apart on each side, plus the float64 differences, which are below one unit roundoff of the
@@ -303,7 +330,7 @@ def test_image_filter_below_its_reach_keeps_a_constant_image_constant():
         params = pipe.sample(x.shape, 1.0, Draws(torch.Generator().manual_seed(res)))
         out = pipe.apply(x, params)
         dc = (params.band_gains.double() @ pipe.filter_bank.double()).sum(-1)
-        expected = (0.5 * dc ** 2).view(-1, 1, 1, 1)
+        expected = (0.5 * dc**2).view(-1, 1, 1, 1)
         assert (params.band_gains - 1).abs().max() > 0.1  # the gains are not the identity
         assert (out - expected).abs().max().item() <= _filter_bound(0.5, pipe, params.band_gains)[0]
 
@@ -314,16 +341,22 @@ def test_shards_of_a_global_batch_are_augmented_as_the_whole_batch():
     x = torch.rand(6, 3, 16, 16) * 2 - 1
     pipe = AugmentPipe(augpipe_spec("bgcfnc"))
     whole = pipe(x, 0.7, Draws(torch.Generator().manual_seed(5)))
-    parts = [pipe(x[lo:hi], 0.7, Draws(torch.Generator().manual_seed(5), rows=(lo, hi, 6)))
-             for lo, hi in [(0, 2), (2, 3), (3, 6)]]
+    parts = [
+        pipe(x[lo:hi], 0.7, Draws(torch.Generator().manual_seed(5), rows=(lo, hi, 6)))
+        for lo, hi in [(0, 2), (2, 3), (3, 6)]
+    ]
     # Per image, the same arithmetic on the same numbers; convolutions may take another
     # algorithm for another batch size, so allow the rounding bound of one pipe.
     params = pipe.sample(x.shape, 0.7, Draws(torch.Generator().manual_seed(5)))
     bound = _pipe_bound(pipe, params, x, torch.zeros(6, 2, 3) if params.geom is not None else None)
     assert (torch.cat(parts) - whole).abs().max().item() <= bound
-    shards = [diffaugment(x[lo:hi], draws=Draws(torch.Generator().manual_seed(6), rows=(lo, hi, 6)))
-              for lo, hi in [(0, 4), (4, 6)]]
-    assert torch.equal(torch.cat(shards), diffaugment(x, draws=Draws(torch.Generator().manual_seed(6))))
+    shards = [
+        diffaugment(x[lo:hi], draws=Draws(torch.Generator().manual_seed(6), rows=(lo, hi, 6)))
+        for lo, hi in [(0, 4), (4, 6)]
+    ]
+    assert torch.equal(
+        torch.cat(shards), diffaugment(x, draws=Draws(torch.Generator().manual_seed(6)))
+    )
 
 
 def test_replayed_draws_in_another_order_are_refused():
@@ -340,19 +373,54 @@ def test_unknown_pipeline_is_a_one_line_error():
 
 
 def test_official_pipeline_specs():
-    assert list(AUGPIPE_SPECS) == ["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc",
-                                   "bgcf", "bgcfn", "bgcfnc"]
+    assert list(AUGPIPE_SPECS) == [
+        "blit",
+        "geom",
+        "color",
+        "filter",
+        "noise",
+        "cutout",
+        "bg",
+        "bgc",
+        "bgcf",
+        "bgcfn",
+        "bgcfnc",
+    ]
     bgc = augpipe_spec("bgc")
     on = {f.name for f in dataclasses.fields(bgc) if getattr(bgc, f.name) == 1 and f.default == 0}
-    assert on == {"xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness",
-                  "contrast", "lumaflip", "hue", "saturation"}
+    assert on == {
+        "xflip",
+        "rotate90",
+        "xint",
+        "scale",
+        "rotate",
+        "aniso",
+        "xfrac",
+        "brightness",
+        "contrast",
+        "lumaflip",
+        "hue",
+        "saturation",
+    }
     assert set(AUGPIPE_SPECS["bgcfnc"]) == on | {"imgfilter", "noise", "cutout"}
-    assert (bgc.xint_max, bgc.scale_std, bgc.rotate_max, bgc.aniso_std, bgc.xfrac_std) == (0.125, 0.2, 1, 0.2, 0.125)
-    assert (bgc.brightness_std, bgc.contrast_std, bgc.hue_max, bgc.saturation_std) == (0.2, 0.5, 1, 1)
+    assert (bgc.xint_max, bgc.scale_std, bgc.rotate_max, bgc.aniso_std, bgc.xfrac_std) == (
+        0.125,
+        0.2,
+        1,
+        0.2,
+        0.125,
+    )
+    assert (bgc.brightness_std, bgc.contrast_std, bgc.hue_max, bgc.saturation_std) == (
+        0.2,
+        0.5,
+        1,
+        1,
+    )
     assert (bgc.imgfilter_std, bgc.noise_std, bgc.cutout_size) == (1, 0.1, 0.5)
 
 
 # Differentiability: the penalty's gradient (and its own gradient) passes through the augmentation.
+
 
 def test_augmentation_is_differentiable_to_second_order():
     """First order: torch's finite-difference check. Second order (a penalty's backward): for
@@ -365,18 +433,23 @@ def test_augmentation_is_differentiable_to_second_order():
     small = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     params = pipe.sample(small.shape, 1.0, Draws(torch.Generator().manual_seed(2)))
     assert torch.autograd.gradcheck(lambda t: pipe.apply(t, params), (small,))
-    assert torch.autograd.gradcheck(lambda t: diffaugment(t, draws=Draws(torch.Generator().manual_seed(4))), (small,))
+    assert torch.autograd.gradcheck(
+        lambda t: diffaugment(t, draws=Draws(torch.Generator().manual_seed(4))), (small,)
+    )
 
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=g) * 2 - 1).requires_grad_(True)
     v = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=g).requires_grad_(True)
     w = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=g)
     params = pipe.sample(x.shape, 1.0, Draws(g))
-    assert all(getattr(params, k) is not None for k in ("geom", "color", "band_gains", "noise", "cutout_mask"))
+    assert all(
+        getattr(params, k) is not None
+        for k in ("geom", "color", "band_gains", "noise", "cutout_mask")
+    )
     (gx,) = torch.autograd.grad(pipe.apply(x, params), x, v, create_graph=True)
     (gv,) = torch.autograd.grad(gx, v, w)
     aw = pipe.apply(w, params) - pipe.apply(torch.zeros_like(w), params)
-    bound = 2 * _pipe_bound(pipe, params, w, torch.zeros(2, 2, 3)) * 2.0 ** -29
+    bound = 2 * _pipe_bound(pipe, params, w, torch.zeros(2, 2, 3)) * 2.0**-29
     assert (gv - aw).abs().max().item() <= bound
 
 
@@ -394,7 +467,10 @@ def test_gradient_penalty_through_the_augmentation_reaches_the_critic():
 
 # The adaptive p.
 
-def _official_p(p0: float, directions: list[int], batch: int, interval: int = 4, kimg: float = 500) -> float:
+
+def _official_p(
+    p0: float, directions: list[int], batch: int, interval: int = 4, kimg: float = 500
+) -> float:
     """The official loop's arithmetic: a float32 p plus a float64 adjustment, clamped at 0."""
     p = torch.tensor(p0, dtype=torch.float32)
     for s in directions:
@@ -434,7 +510,11 @@ def test_p_falls_when_d_is_unsure_and_stays_at_least_zero():
 def test_p_can_rise_from_zero_to_one_in_ada_kimg():
     ada = AdaController(kimg=2)  # 2 kimg: 2000 images at batch 16, interval 4 = 31.25 adjustments
     ps = _run(ada, [torch.ones(16)] * 128, batch=16)
-    assert ps[-1] == _official_p(0.0, [1] * 32, 16, kimg=2) == pytest.approx(32 * 64 / 2000, rel=32 * U)
+    assert (
+        ps[-1]
+        == _official_p(0.0, [1] * 32, 16, kimg=2)
+        == pytest.approx(32 * 64 / 2000, rel=32 * U)
+    )
 
 
 def test_statistics_summed_over_processes_equal_one_process():
@@ -479,12 +559,15 @@ def test_resampling_by_matrices_equals_by_convolutions():
 
     pipe = AugmentPipe()
     x = torch.rand(2, 3, 20, 28) * 2 - 1
-    dense, conv = _upsample2x(x, pipe.geom_filter, dense=True), _upsample2x(x, pipe.geom_filter, dense=False)
-    assert (dense - conv).abs().max().item() <= 2 * 2 * gamma(12) * A_UP ** 2
+    dense, conv = (
+        _upsample2x(x, pipe.geom_filter, dense=True),
+        _upsample2x(x, pipe.geom_filter, dense=False),
+    )
+    assert (dense - conv).abs().max().item() <= 2 * 2 * gamma(12) * A_UP**2
     m = conv.abs().max().item()
     dense, conv = (_downsample2x(conv, pipe.geom_filter, 6, dense=d) for d in (True, False))
     assert dense.shape == (2, 3, 14, 22)
-    assert (dense - conv).abs().max().item() <= 2 * 2 * gamma(12) * A_DOWN ** 2 * m
+    assert (dense - conv).abs().max().item() <= 2 * 2 * gamma(12) * A_DOWN**2 * m
 
 
 def test_reflect_padding_continues_periodically_beyond_the_image():
@@ -493,7 +576,17 @@ def test_reflect_padding_continues_periodically_beyond_the_image():
     x = torch.arange(5.0).view(1, 1, 1, 5).expand(1, 1, 5, 5)
     assert torch.equal(_reflect_pad(x, 3), F.pad(x, [3] * 4, mode="reflect"))
     row = _reflect_pad(x, 9)[0, 0, 9]
-    assert row.tolist() == [1, 0, 1, 2, 3, 4, 3, 2, 1] + [0, 1, 2, 3, 4] + [3, 2, 1, 0, 1, 2, 3, 4, 3]
+    assert row.tolist() == [1, 0, 1, 2, 3, 4, 3, 2, 1] + [0, 1, 2, 3, 4] + [
+        3,
+        2,
+        1,
+        0,
+        1,
+        2,
+        3,
+        4,
+        3,
+    ]
 
 
 def test_bench_augment_runs(tmp_path):
@@ -506,12 +599,31 @@ def test_bench_augment_runs(tmp_path):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(tool.main, ["--pipe", "bgc,diffaugment", "--res", "8", "--batch", "2",
-                                            "--iters", "1", "--warmup", "0", "--json", str(out)])
+    result = CliRunner().invoke(
+        tool.main,
+        [
+            "--pipe",
+            "bgc,diffaugment",
+            "--res",
+            "8",
+            "--batch",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
-    assert [(r["pipe"], r["mode"]) for r in rows] == [("bgc", "forward"), ("bgc", "backward"),
-                                                      ("diffaugment", "forward"), ("diffaugment", "backward")]
+    assert [(r["pipe"], r["mode"]) for r in rows] == [
+        ("bgc", "forward"),
+        ("bgc", "backward"),
+        ("diffaugment", "forward"),
+        ("diffaugment", "backward"),
+    ]
     assert all(r["images_per_s"] > 0 for r in rows)
     result = CliRunner().invoke(tool.main, ["--pipe", "bgz"])
     assert result.exit_code != 0 and "'bgz' is not a pipeline" in result.output

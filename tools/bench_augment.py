@@ -51,8 +51,17 @@ def augmenter(name: str, p: float, device: torch.device, official: Path | None =
     return lambda x, g: pipe(x, p, Draws(g))
 
 
-def bench(name: str, p: float, res: int, batch: int, mode: str, device: torch.device, iters: int,
-          warmup: int, official: Path | None = None) -> dict:
+def bench(
+    name: str,
+    p: float,
+    res: int,
+    batch: int,
+    mode: str,
+    device: torch.device,
+    iters: int,
+    warmup: int,
+    official: Path | None = None,
+) -> dict:
     """Images/s of one augmentation setting."""
     f = augmenter(name, p, device, official)
     g = torch.Generator().manual_seed(0)
@@ -76,13 +85,26 @@ def bench(name: str, p: float, res: int, batch: int, mode: str, device: torch.de
             once()
         _sync(device)
         seconds = time.perf_counter() - start
-    return {"impl": "official" if official else "progan", "pipe": name, "p": p, "res": res, "batch": batch,
-            "mode": mode, "images_per_s": batch * iters / seconds, "ms_per_batch": 1000 * seconds / iters}
+    return {
+        "impl": "official" if official else "progan",
+        "pipe": name,
+        "p": p,
+        "res": res,
+        "batch": batch,
+        "mode": mode,
+        "images_per_s": batch * iters / seconds,
+        "ms_per_batch": 1000 * seconds / iters,
+    }
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option("--pipe", "pipes", default="bgc", show_default=True,
-              help=f"comma-separated: {', '.join(AUGPIPE_SPECS)}, diffaugment")
+@click.option(
+    "--pipe",
+    "pipes",
+    default="bgc",
+    show_default=True,
+    help=f"comma-separated: {', '.join(AUGPIPE_SPECS)}, diffaugment",
+)
 @click.option("--p", "ps", default="1", show_default=True, help="comma-separated probabilities")
 @click.option("--res", "resolutions", default="32,64", show_default=True)
 @click.option("--batch", default=32, show_default=True)
@@ -91,10 +113,16 @@ def bench(name: str, p: float, res: int, batch: int, mode: str, device: torch.de
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 @click.option("--iters", default=20, show_default=True)
 @click.option("--warmup", default=3, show_default=True)
-@click.option("--official-repo", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="a checkout of NVlabs/stylegan3: time its AugmentPipe too")
+@click.option(
+    "--official-repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="a checkout of NVlabs/stylegan3: time its AugmentPipe too",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(pipes, ps, resolutions, batch, modes, device, threads, iters, warmup, official_repo, json_out):
+def main(
+    pipes, ps, resolutions, batch, modes, device, threads, iters, warmup, official_repo, json_out
+):
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
@@ -103,19 +131,27 @@ def main(pipes, ps, resolutions, batch, modes, device, threads, iters, warmup, o
         if n != "diffaugment" and n not in AUGPIPE_SPECS:
             raise click.BadParameter(f"{n!r} is not a pipeline", param_hint="--pipe")
     rows = []
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}")
-    print(f"{'impl':9s} {'pipe':12s} {'p':>4s} {'res':>4s} {'batch':>5s} {'mode':9s} {'img/s':>9s} {'ms/batch':>9s}")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+    )
+    print(
+        f"{'impl':9s} {'pipe':12s} {'p':>4s} {'res':>4s} {'batch':>5s} {'mode':9s} {'img/s':>9s} {'ms/batch':>9s}"
+    )
     for name in names:
         for p in (float(v) for v in ps.split(",")):
             for res in (int(v) for v in resolutions.split(",")):
                 for mode in modes.split(","):
-                    impls = [None] + ([official_repo] if official_repo and name != "diffaugment" else [])
+                    impls = [None] + (
+                        [official_repo] if official_repo and name != "diffaugment" else []
+                    )
                     for impl in impls:
                         row = bench(name, p, res, batch, mode, device, iters, warmup, impl)
                         rows.append(row)
-                        print(f"{row['impl']:9s} {name:12s} {p:4g} {res:4d} {batch:5d} {mode:9s} "
-                              f"{row['images_per_s']:9.0f} {row['ms_per_batch']:9.2f}")
+                        print(
+                            f"{row['impl']:9s} {name:12s} {p:4g} {res:4d} {batch:5d} {mode:9s} "
+                            f"{row['images_per_s']:9.0f} {row['ms_per_batch']:9.2f}"
+                        )
     if json_out:
         tmp = json_out.with_suffix(json_out.suffix + ".tmp")
         tmp.write_text(json.dumps(rows, indent=1))

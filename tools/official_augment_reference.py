@@ -41,13 +41,35 @@ REPO = Path(__file__).resolve().parents[1]
 _BLIT = dict(xflip=1, rotate90=1, xint=1)
 _GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
 _COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-ONE_OP = ["xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast",
-          "lumaflip", "hue", "saturation", "imgfilter", "noise", "cutout"]
+ONE_OP = [
+    "xflip",
+    "rotate90",
+    "xint",
+    "scale",
+    "rotate",
+    "aniso",
+    "xfrac",
+    "brightness",
+    "contrast",
+    "lumaflip",
+    "hue",
+    "saturation",
+    "imgfilter",
+    "noise",
+    "cutout",
+]
 
 # (name, multipliers, p, input, batch, channels)
 PIPE_CASES = [(op, {op: 1}, 1.0, "input_32", 4, 3) for op in ONE_OP] + [
     ("bgc-32", {**_BLIT, **_GEOM, **_COLOR}, 0.5, "input_32", 8, 3),
-    ("bgcfnc-32", {**_BLIT, **_GEOM, **_COLOR, "imgfilter": 1, "noise": 1, "cutout": 1}, 0.5, "input_32", 4, 3),
+    (
+        "bgcfnc-32",
+        {**_BLIT, **_GEOM, **_COLOR, "imgfilter": 1, "noise": 1, "cutout": 1},
+        0.5,
+        "input_32",
+        4,
+        3,
+    ),
     ("bgc-16", {**_BLIT, **_GEOM, **_COLOR}, 0.5, "input_16", 8, 3),
     ("blit-16", dict(_BLIT), 1.0, "input_16", 4, 3),
     ("geom-16", dict(_GEOM), 1.0, "input_16", 4, 3),
@@ -71,7 +93,11 @@ def make_inputs() -> dict[str, np.ndarray]:
     u8 = torch.randint(0, 256, (8, 3, 32, 32), generator=g)
     x32 = u8.float() / 127.5 - 1
     x16 = torch.randint(0, 256, (8, 3, 16, 16), generator=g).float() / 127.5 - 1
-    return {"input_32": x32.numpy(), "input_16": x16.numpy(), "input_4": x16[:4, :, 6:10, 6:10].numpy()}
+    return {
+        "input_32": x32.numpy(),
+        "input_16": x16.numpy(),
+        "input_4": x16[:4, :, 6:10, 6:10].numpy(),
+    }
 
 
 @contextlib.contextmanager
@@ -91,6 +117,7 @@ def recorded_draws(thetas: list | None = None):
             t = fn(*args, **kwargs)
             log.append((kind, t.detach().clone()))
             return t
+
         return drawn
 
     for kind, fn in kinds.items():
@@ -138,8 +165,19 @@ def freeze(official_repo: Path, diffaugment_file: Path) -> tuple[dict, list[dict
             seed += 100
         if thetas:
             arrays[f"{name}/theta"] = thetas[0].numpy()
-        cases.append(dict(name=name, kind="pipe", multipliers=multipliers, p=p, input=key, seed=seed,
-                          batch=batch, channels=channels, draws=[k for k, _ in log]))
+        cases.append(
+            dict(
+                name=name,
+                kind="pipe",
+                multipliers=multipliers,
+                p=p,
+                input=key,
+                seed=seed,
+                batch=batch,
+                channels=channels,
+                draws=[k for k, _ in log],
+            )
+        )
         arrays[f"{name}/output"] = out.numpy()
         for k, (_, t) in enumerate(log):
             arrays[f"{name}/draw_{k}"] = t.numpy()
@@ -148,8 +186,17 @@ def freeze(official_repo: Path, diffaugment_file: Path) -> tuple[dict, list[dict
         torch.manual_seed(2000 + index)
         with torch.no_grad(), recorded_draws() as log:
             out = official_diffaugment.DiffAugment(x, policy=policy)
-        cases.append(dict(name=name, kind="diffaugment", policy=policy, input=key, batch=batch,
-                          channels=3, draws=[k for k, _ in log]))
+        cases.append(
+            dict(
+                name=name,
+                kind="diffaugment",
+                policy=policy,
+                input=key,
+                batch=batch,
+                channels=3,
+                draws=[k for k, _ in log],
+            )
+        )
         arrays[f"{name}/output"] = out.numpy()
         for k, (_, t) in enumerate(log):
             arrays[f"{name}/draw_{k}"] = t.numpy()
@@ -163,19 +210,31 @@ def check(arrays: dict, cases: list[dict]) -> None:
     from progan.augment.pipe import geom_theta
 
     for case in cases:
-        x = torch.from_numpy(arrays[case["input"]][:case["batch"], :case["channels"]]).contiguous()
-        draws = ReplayDraws([(kind, torch.from_numpy(arrays[f"{case['name']}/draw_{k}"]))
-                             for k, kind in enumerate(case["draws"])])
+        x = torch.from_numpy(
+            arrays[case["input"]][: case["batch"], : case["channels"]]
+        ).contiguous()
+        draws = ReplayDraws(
+            [
+                (kind, torch.from_numpy(arrays[f"{case['name']}/draw_{k}"]))
+                for k, kind in enumerate(case["draws"])
+            ]
+        )
         if case["kind"] == "pipe":
             ours = AugmentPipe(**case["multipliers"])(x, case["p"], draws)
         else:
             ours = diffaugment(x, case["policy"], draws)
         official = torch.from_numpy(arrays[f"{case['name']}/output"])
         diff = (ours - official).abs().max().item()
-        print(f"{case['name']:28s} max |progan - official| = {diff:.3g}  (draws left: {draws.remaining})")
+        print(
+            f"{case['name']:28s} max |progan - official| = {diff:.3g}  (draws left: {draws.remaining})"
+        )
         if f"{case['name']}/theta" in arrays:
-            draws = ReplayDraws([(kind, torch.from_numpy(arrays[f"{case['name']}/draw_{k}"]))
-                                 for k, kind in enumerate(case["draws"])])
+            draws = ReplayDraws(
+                [
+                    (kind, torch.from_numpy(arrays[f"{case['name']}/draw_{k}"]))
+                    for k, kind in enumerate(case["draws"])
+                ]
+            )
             pipe = AugmentPipe(**case["multipliers"])
             params = pipe.sample(x.shape, case["p"], draws)
             theta = geom_theta(params.geom, params.padding, x.shape[2], x.shape[3], 3)
@@ -185,10 +244,19 @@ def check(arrays: dict, cases: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--official-repo", type=Path, required=True, help="a checkout of NVlabs/stylegan3")
-    ap.add_argument("--diffaugment", type=Path, required=True, help="data-efficient-gans' DiffAugment_pytorch.py")
+    ap.add_argument(
+        "--official-repo", type=Path, required=True, help="a checkout of NVlabs/stylegan3"
+    )
+    ap.add_argument(
+        "--diffaugment",
+        type=Path,
+        required=True,
+        help="data-efficient-gans' DiffAugment_pytorch.py",
+    )
     ap.add_argument("--out", type=Path, help="fixture folder (writes official_augment.npz)")
-    ap.add_argument("--check", action="store_true", help="compare progan.augment to what was frozen")
+    ap.add_argument(
+        "--check", action="store_true", help="compare progan.augment to what was frozen"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)  # the same sums in the same order however many cores there are
     arrays, cases = freeze(args.official_repo, args.diffaugment)
@@ -198,7 +266,9 @@ def main() -> None:
         tmp = args.out / "official_augment.tmp.npz"
         np.savez_compressed(tmp, **arrays)
         tmp.replace(args.out / "official_augment.npz")
-        print(f"wrote {args.out / 'official_augment.npz'} ({(args.out / 'official_augment.npz').stat().st_size} bytes)")
+        print(
+            f"wrote {args.out / 'official_augment.npz'} ({(args.out / 'official_augment.npz').stat().st_size} bytes)"
+        )
     if args.check:
         check(arrays, cases)
 

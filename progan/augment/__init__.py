@@ -7,6 +7,15 @@ from progan.augment.draws import Draws, RecordingDraws, ReplayDraws
 from progan.augment.pipe import AUGPIPE_SPECS, AugmentParams, AugmentPipe, AugmentSpec, augpipe_spec
 
 __all__ = [
-    "AUGPIPE_SPECS", "DIFFAUGMENT_POLICIES", "AdaController", "AugmentParams", "AugmentPipe",
-    "AugmentSpec", "Draws", "RecordingDraws", "ReplayDraws", "augpipe_spec", "diffaugment",
+    "AUGPIPE_SPECS",
+    "DIFFAUGMENT_POLICIES",
+    "AdaController",
+    "AugmentParams",
+    "AugmentPipe",
+    "AugmentSpec",
+    "Draws",
+    "RecordingDraws",
+    "ReplayDraws",
+    "augpipe_spec",
+    "diffaugment",
 ]

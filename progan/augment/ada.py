@@ -10,7 +10,7 @@ been overfitting. Its arithmetic is the official one: the sums in float64, p in 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -73,13 +73,25 @@ class AdaController:
         """p and the heuristic's state; ``reduce`` folds in the other processes' pending statistics
         (then ``load_state_dict(..., primary=...)`` gives them to one process only)."""
         total, count = self.pending(reduce)
-        return {"p": self.p, "rt": self.rt, "minibatches": self.minibatches, "sum": total,
-                "count": count, "target": self.target, "interval": self.interval, "kimg": self.kimg}
+        return {
+            "p": self.p,
+            "rt": self.rt,
+            "minibatches": self.minibatches,
+            "sum": total,
+            "count": count,
+            "target": self.target,
+            "interval": self.interval,
+            "kimg": self.kimg,
+        }
 
     def load_state_dict(self, state: dict, primary: bool = True) -> None:
         """Restore ``state_dict()``; a process that is not ``primary`` starts with no pending
         statistics, so that the sum over processes is what was saved."""
-        self.target, self.interval, self.kimg = float(state["target"]), int(state["interval"]), float(state["kimg"])
+        self.target, self.interval, self.kimg = (
+            float(state["target"]),
+            int(state["interval"]),
+            float(state["kimg"]),
+        )
         self.p, self.rt = float(state["p"]), float(state["rt"])
         self.minibatches = int(state["minibatches"])
         pending = torch.tensor([float(state["sum"]), float(state["count"])], dtype=torch.float64)

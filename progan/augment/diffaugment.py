@@ -35,8 +35,9 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
-def diffaugment(x: torch.Tensor, policy: str = "color,translation,cutout",
-                draws: Draws | None = None) -> torch.Tensor:
+def diffaugment(
+    x: torch.Tensor, policy: str = "color,translation,cutout", draws: Draws | None = None
+) -> torch.Tensor:
     """Augment ``x`` [B, C, H, W] with the policies named in ``policy`` (comma separated)."""
     draws = draws or Draws()
     for name in parse_policy(policy):

@@ -9,7 +9,7 @@ can replay the exact draws that the official code made; and a caller can record 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -23,8 +23,9 @@ class Draws:
     (no device synchronisation) and move what they apply to the images' device.
     """
 
-    def __init__(self, generator: torch.Generator | None = None,
-                 rows: tuple[int, int, int] | None = None):
+    def __init__(
+        self, generator: torch.Generator | None = None, rows: tuple[int, int, int] | None = None
+    ):
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("augmentation draws come from a CPU generator")
         self.generator = generator
@@ -44,7 +45,7 @@ class Draws:
         return shape
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.rows is None else t[self.rows[0]:self.rows[1]]
+        return t if self.rows is None else t[self.rows[0] : self.rows[1]]
 
     def rand(self, shape: Sequence[int]) -> torch.Tensor:
         """Uniform on [0, 1), float32."""
@@ -83,8 +84,10 @@ class ReplayDraws(Draws):
             raise ValueError(f"asked for {kind}{list(shape)} after the last recorded draw")
         got_kind, t = self._recorded[self._next]
         if got_kind != kind or list(t.shape) != [int(s) for s in shape]:
-            raise ValueError(f"draw {self._next}: asked for {kind}{list(shape)}, "
-                             f"recorded {got_kind}{list(t.shape)}")
+            raise ValueError(
+                f"draw {self._next}: asked for {kind}{list(shape)}, "
+                f"recorded {got_kind}{list(t.shape)}"
+            )
         self._next += 1
         return t
 

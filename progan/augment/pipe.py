@@ -70,9 +70,18 @@ from progan.errors import ProganError
 # Daubechies' least-asymmetric wavelet "sym6": its decomposition low-pass filter, as tabulated by
 # PyWavelets. Orthonormal, so that the 2x upsampling and the 2x downsampling with it undo each other.
 SYM6 = (
-    0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
-    0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
-    -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148,
+    0.015404109327027373,
+    0.0034907120842174702,
+    -0.11799011114819057,
+    -0.048311742585633,
+    0.4910559419267466,
+    0.787641141030194,
+    0.3379294217276218,
+    -0.07263752278646252,
+    -0.021060292512300564,
+    0.04472490177066578,
+    0.0017677118642428036,
+    -0.007800708325034148,
 )
 
 # The relative power of the four bands that the filter's gains are normalised against (1/f).
@@ -109,7 +118,12 @@ class AugmentSpec:
     saturation_std: float = 1.0  # log2
     # Image-space filtering.
     imgfilter: float = 0.0
-    imgfilter_bands: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # per-band multipliers
+    imgfilter_bands: tuple[float, float, float, float] = (
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    )  # per-band multipliers
     imgfilter_std: float = 1.0  # log2 standard deviation of a band's gain
     # Image-space corruptions.
     noise: float = 0.0
@@ -141,7 +155,9 @@ AUGPIPE_SPECS: dict[str, dict[str, float]] = {
 def augpipe_spec(name: str, **overrides: float) -> AugmentSpec:
     """The spec of an official pipeline by name, with further fields overridden."""
     if name not in AUGPIPE_SPECS:
-        raise ProganError(f"--augpipe {name!r} is not a pipeline; choose one of {', '.join(AUGPIPE_SPECS)}")
+        raise ProganError(
+            f"--augpipe {name!r} is not a pipeline; choose one of {', '.join(AUGPIPE_SPECS)}"
+        )
     return AugmentSpec(**{**AUGPIPE_SPECS[name], **overrides})
 
 
@@ -166,7 +182,7 @@ def sym2_filter_bank() -> np.ndarray:
             spread.append(np.convolve(up, lo2))
         bank = spread
         mid = (bank[band].size - hi2.size) // 2
-        bank[band][mid:mid + hi2.size] += hi2
+        bank[band][mid : mid + hi2.size] += hi2
     return np.stack(bank)
 
 
@@ -191,14 +207,22 @@ class AugmentParams:
 
     def rows(self, lo: int, hi: int) -> AugmentParams:
         """The transforms of images ``lo:hi`` (a process's shard), the batch's padding kept."""
+
         def cut(t):
             return None if t is None else t[lo:hi]
 
         return AugmentParams(
-            shape=(hi - lo, *self.shape[1:]), geom=cut(self.geom), padding=self.padding,
-            geom_factors=[cut(f) for f in self.geom_factors], color=cut(self.color),
-            color_factors=[cut(f) for f in self.color_factors], band_gains=cut(self.band_gains),
-            noise_sigma=cut(self.noise_sigma), noise=cut(self.noise), cutout_mask=cut(self.cutout_mask))
+            shape=(hi - lo, *self.shape[1:]),
+            geom=cut(self.geom),
+            padding=self.padding,
+            geom_factors=[cut(f) for f in self.geom_factors],
+            color=cut(self.color),
+            color_factors=[cut(f) for f in self.color_factors],
+            band_gains=cut(self.band_gains),
+            noise_sigma=cut(self.noise_sigma),
+            noise=cut(self.noise),
+            cutout_mask=cut(self.cutout_mask),
+        )
 
 
 class AugmentPipe:
@@ -220,8 +244,11 @@ class AugmentPipe:
         self._on: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
-        on = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)
-              if getattr(self.spec, f.name) != f.default}
+        on = {
+            f.name: getattr(self.spec, f.name)
+            for f in dataclasses.fields(self.spec)
+            if getattr(self.spec, f.name) != f.default
+        }
         return f"AugmentPipe({', '.join(f'{k}={v}' for k, v in on.items())})"
 
     def __call__(self, images: torch.Tensor, p: float, draws: Draws | None = None) -> torch.Tensor:
@@ -237,7 +264,9 @@ class AugmentPipe:
         the same on every process, so that the shards' images equal the whole batch's.
         """
         if len(shape) != 4:
-            raise ValueError(f"augmentation takes [batch, channels, height, width] images, not {list(shape)}")
+            raise ValueError(
+                f"augmentation takes [batch, channels, height, width] images, not {list(shape)}"
+            )
         b, c, h, w = (int(s) for s in shape)
         if c not in (1, 3):
             raise ValueError(f"augmentation takes RGB or grayscale images, not {c} channels")
@@ -303,7 +332,9 @@ class AugmentPipe:
     def _sample_color(self, out: AugmentParams, pt: torch.Tensor, draws: Draws) -> None:
         s, (b, c, _, _) = self.spec, out.shape
         fs = out.color_factors
-        v = (torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64) / math.sqrt(3)).float()  # luma axis
+        v = (
+            torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64) / math.sqrt(3)
+        ).float()  # luma axis
         vv = torch.outer(v, v)
         eye = torch.eye(4)
         if s.brightness > 0:
@@ -354,13 +385,17 @@ class AugmentPipe:
         s, (b, c, h, w) = self.spec, out.shape
         if s.noise > 0:
             sigma = draws.randn([b, 1, 1, 1]).abs() * s.noise_std
-            sigma = torch.where(draws.rand([b, 1, 1, 1]) < pt * s.noise, sigma, torch.zeros_like(sigma))
+            sigma = torch.where(
+                draws.rand([b, 1, 1, 1]) < pt * s.noise, sigma, torch.zeros_like(sigma)
+            )
             noise = draws.randn([b, c, h, w])
             if bool((sigma != 0).any()):
                 out.noise_sigma, out.noise = sigma, noise
         if s.cutout > 0:
             size = torch.full([b, 2, 1, 1, 1], s.cutout_size)
-            size = torch.where(draws.rand([b, 1, 1, 1, 1]) < pt * s.cutout, size, torch.zeros_like(size))
+            size = torch.where(
+                draws.rand([b, 1, 1, 1, 1]) < pt * s.cutout, size, torch.zeros_like(size)
+            )
             centre = draws.rand([b, 2, 1, 1, 1])
             if bool((size != 0).any()):
                 x = (torch.arange(w).view(1, 1, 1, -1) + 0.5) / w
@@ -374,7 +409,9 @@ class AugmentPipe:
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Execute the drawn transforms on ``images`` (of the shape they were drawn for)."""
         if tuple(images.shape) != params.shape:
-            raise ValueError(f"transforms drawn for {list(params.shape)}, images are {list(images.shape)}")
+            raise ValueError(
+                f"transforms drawn for {list(params.shape)}, images are {list(images.shape)}"
+            )
         dtype = images.dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
         with torch.autocast(images.device.type, enabled=False), _no_tf32(images.device):
@@ -397,8 +434,9 @@ class AugmentPipe:
             self._on[key] = (self.geom_filter.to(x), self.filter_bank.to(x))
         return self._on[key]
 
-    def _apply_geom(self, x: torch.Tensor, g: torch.Tensor,
-                    padding: tuple[int, int, int, int]) -> torch.Tensor:
+    def _apply_geom(
+        self, x: torch.Tensor, g: torch.Tensor, padding: tuple[int, int, int, int]
+    ) -> torch.Tensor:
         b, c, h, w = x.shape
         f = self._filters(x)[0]
         reach = f.numel() // 4
@@ -431,9 +469,12 @@ def _no_tf32(device: torch.device):
     matmul = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
-                                        benchmark=torch.backends.cudnn.benchmark,
-                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled,
+            benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic,
+            allow_tf32=False,
+        ):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
@@ -447,13 +488,16 @@ def geom_padding(g: torch.Tensor, height: int, width: int, reach: int) -> tuple[
     xy = (g @ corners)[:, :2, :]
     margin = torch.cat([(-xy).amax(dim=(0, 2)), xy.amax(dim=(0, 2))])
     margin = margin + torch.tensor([reach * 2 - cx, reach * 2 - cy] * 2)
-    margin = margin.max(torch.zeros(4)).min(torch.tensor([width - 1, height - 1] * 2, dtype=torch.float32))
+    margin = margin.max(torch.zeros(4)).min(
+        torch.tensor([width - 1, height - 1] * 2, dtype=torch.float32)
+    )
     x0, y0, x1, y1 = (int(m) for m in margin.ceil())
     return x0, x1, y0, y1
 
 
-def geom_theta(g: torch.Tensor, padding: tuple[int, int, int, int], height: int, width: int,
-               reach: int) -> torch.Tensor:
+def geom_theta(
+    g: torch.Tensor, padding: tuple[int, int, int, int], height: int, width: int, reach: int
+) -> torch.Tensor:
     """``affine_grid``'s theta [B, 2, 3] for the transforms ``g`` (output pixel -> input pixel,
     centred) executed on the padded, 2x upsampled image, producing the output with ``reach``
     pixels around it at twice the size."""
@@ -474,7 +518,9 @@ def _matrix(*rows) -> torch.Tensor:
     ref = next((e for row in rows for e in row if isinstance(e, torch.Tensor)), None)
     if ref is None:
         return torch.tensor(rows, dtype=torch.float32)
-    entries = [e if isinstance(e, torch.Tensor) else torch.full_like(ref, e) for row in rows for e in row]
+    entries = [
+        e if isinstance(e, torch.Tensor) else torch.full_like(ref, e) for row in rows for e in row
+    ]
     return torch.stack(entries, dim=-1).reshape(*ref.shape, len(rows), -1)
 
 
@@ -540,7 +586,10 @@ DENSE_MAX = 256
 def up_matrix(n: int, f: torch.Tensor) -> torch.Tensor:
     """[2n, n]: 2x upsampling of a signal of n samples with the even-length filter f, as the
     official ``upsample2d`` centres it: output j = sum_k 2 f[j + L/2 - 1 - 2k] x[k]."""
-    j, k = torch.arange(2 * n, device=f.device).view(-1, 1), torch.arange(n, device=f.device).view(1, -1)
+    j, k = (
+        torch.arange(2 * n, device=f.device).view(-1, 1),
+        torch.arange(n, device=f.device).view(1, -1),
+    )
     tap = j + f.numel() // 2 - 1 - 2 * k
     inside = (tap >= 0) & (tap < f.numel())
     return torch.where(inside, 2 * f[tap.clamp(0, f.numel() - 1)], f.new_zeros(()))
@@ -579,7 +628,9 @@ def _upsample2x(x: torch.Tensor, f: torch.Tensor, dense: bool | None = None) -> 
     return x.permute(0, 2, 1, 3).reshape(b, c, 2 * h, 2 * w)
 
 
-def _downsample2x(x: torch.Tensor, f: torch.Tensor, crop: int, dense: bool | None = None) -> torch.Tensor:
+def _downsample2x(
+    x: torch.Tensor, f: torch.Tensor, crop: int, dense: bool | None = None
+) -> torch.Tensor:
     """Correlation with ``f`` along each axis (x first) at every second pixel, on the image less
     ``crop`` pixels each side: the inverse of ``_upsample2x`` for an orthonormal filter."""
     b, c, h, w = x.shape
@@ -587,7 +638,7 @@ def _downsample2x(x: torch.Tensor, f: torch.Tensor, crop: int, dense: bool | Non
         x = x @ down_matrix(w, f, crop).t()
         return down_matrix(h, f, crop) @ x
     skip = crop - (f.numel() - 1) // 2  # where the first output's window starts
-    x = x.reshape(b * c, 1, h, w)[:, :, skip:h - skip, skip:w - skip]
+    x = x.reshape(b * c, 1, h, w)[:, :, skip : h - skip, skip : w - skip]
     x = F.conv2d(x, f.view(1, 1, 1, -1), stride=(1, 2))
     x = F.conv2d(x, f.view(1, 1, -1, 1), stride=(2, 1))
     return x.reshape(b, c, x.shape[2], x.shape[3])
