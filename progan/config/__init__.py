@@ -7,4 +7,6 @@
 - ``levels``: resolution helpers (powers of two from 4), a leaf the store and networks import.
 
 Importing this package imports none of them.
+
+``stylegan2`` (StyleGAN2-ADA's cfg_specs as data).
 """

@@ -3,4 +3,6 @@ from ``layers``; ``registry`` names the architectures a config may ask for (data
 makes a config's pair, ``noise`` and ``flops`` hold the style-based G's seeded noise and FLOP model.
 
 Importing this package imports none of them (the config imports ``registry`` alone).
+
+``stylegan2`` (StyleGAN2 networks, equal to the official PyTorch code; not registered yet).
 """

@@ -8,4 +8,6 @@ NVlabs/stylegan) as progan runs.
 - ``importer``: ``import_official`` (``progan import-official``), the family chosen from a table.
 
 Importing this package imports none of them.
+
+``stylegan2`` (an official StyleGAN2 PyTorch state_dict as progan's, for the coming import).
 """

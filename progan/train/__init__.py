@@ -9,4 +9,6 @@
   (torchrun processes).
 
 Importing this package imports none of them.
+
+``stylegan2_loss`` (StyleGAN2's losses, lazy regularization and phases).
 """
