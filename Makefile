@@ -35,7 +35,7 @@ test: setup
 
 # The tests whose numbers depend on the CPU's kernels, once more on another oneDNN path (AVX2 runs on
 # any x86 CPU), so that a tolerance tuned to one machine's kernels fails here rather than elsewhere.
-KERNEL_TESTS := tests/test_precision.py tests/test_bench.py tests/test_official.py tests/test_stylegan.py tests/test_losses.py tests/test_augment.py
+KERNEL_TESTS := tests/test_precision.py tests/test_bench.py tests/test_official.py tests/test_stylegan.py tests/test_losses.py tests/test_augment.py tests/test_stylegan2.py
 test-kernels: setup
 	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q $(KERNEL_TESTS)
 

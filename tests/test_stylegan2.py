@@ -10,7 +10,9 @@ evaluation of the same computation, the official fp32 result within e_official (
 tool: the official code run in float64 from the same state and draws) of the official float64
 one, and the two float64 evaluations of the same function differ by their own rounding, the fp32
 rounding scaled by u64 / u32 = 2^-29. So |ours - official| <= (e_ours + e_official)(1 + 2^-28):
-a bound that holds whatever the kernels' summation orders, and that a wrong filter, gain, padding,
+a bound that holds whatever the kernels' summation orders (its premise, that the two float64
+evaluations agree to float64 rounding, is asserted too: a float32 step left in either one fails
+it), and that a wrong filter, gain, padding,
 clamp, loss or learning rate exceeds by orders of magnitude (``test_a_small_change_...``). Weights
 after an Adam step are bounded through Adam's update, monotone in the gradient (``_adam_bound``).
 """
@@ -118,6 +120,11 @@ def _check(what: str, ours32, ours64, ref, e_official: float) -> float:
     bound = _bound(ours32, ours64, e_official)
     diff = float((ours32 - ref).abs().max())
     assert diff <= bound, f"{what}: max diff {diff:.3g}, beyond the bound {bound:.3g}"
+    # The premise of the bound: both float64 evaluations compute the same function, so ours lies
+    # within the official fp32 rounding of the official fp32 result, plus float64 rounding.
+    e64 = float((torch.as_tensor(ours64).double() - ref).abs().max()) if ref.numel() else 0.0
+    bound64 = e_official + (bound - e_official) * 2.0**-28 + e_official * 2.0**-28
+    assert e64 <= bound64, f"{what}: float64 {e64:.3g} from official, beyond {bound64:.3g}"
     return diff
 
 
@@ -275,12 +282,12 @@ def _phase(case: Case, phase: str):
     _replay(case, G, D, opt_g, opt_d, phase)
     gain = {"Gmain": 1, "Greg": case.reg.pl_interval, "Dmain": 1, "Dreg": case.reg.r1_interval}
     out = []
-    for dtype in (torch.float32, torch.float64):
-        g, d = (
-            (G, D)
-            if dtype == torch.float32
-            else (copy.deepcopy(G).double(), copy.deepcopy(D).double())
-        )
+    # Both from the state before the phase: the fp32 phase moves buffers (Dmain moves w_avg).
+    nets = {
+        torch.float32: (G, D),
+        torch.float64: (copy.deepcopy(G).double(), copy.deepcopy(D).double()),
+    }
+    for dtype, (g, d) in nets.items():
         loss = StyleGAN2Loss(g, d, case.reg)
         loss.pl_mean = loss.pl_mean.to(dtype)
         module = g if phase.startswith("G") else d

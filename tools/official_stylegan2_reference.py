@@ -455,15 +455,21 @@ def run_case(name: str, spec: dict, official_repo: Path) -> dict[str, np.ndarray
 
 
 class _float64_official:
-    """While active, the official networks module computes in float64 (``_Float64Torch``)."""
+    """While active, the official networks module computes in float64 (``_Float64Torch``), and so
+    do its factory calls: the noise layers' ``torch.randn([...]) * noise_strength`` would otherwise
+    stay float32 (a 0-dim float64 parameter does not promote a float32 tensor), rounding the noise
+    term and its ``noise_strength`` gradient, a float32 sum, in the "float64" reference."""
 
     def __init__(self, nets, torch):
         self.nets, self.torch = nets, torch
 
     def __enter__(self):
         self.nets.torch = _Float64Torch(self.torch)
+        self.dtype = self.torch.get_default_dtype()
+        self.torch.set_default_dtype(self.torch.float64)
 
     def __exit__(self, *exc):
+        self.torch.set_default_dtype(self.dtype)
         self.nets.torch = self.torch
 
 
