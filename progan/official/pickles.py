@@ -137,7 +137,7 @@ def _resolve(obj: Any) -> Any:
         return type(obj)(_resolve(x) for x in obj)
     if isinstance(obj, dict):
         return {k: _resolve(v) for k, v in obj.items()}
-    if isinstance(obj, OfficialNetwork):
+    if isinstance(obj, OfficialNetwork) or hasattr(obj, "state"):  # this module's or torch_pickles'
         obj.state = _resolve(obj.state)
     return obj
 
