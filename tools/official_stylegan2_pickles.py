@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import copyreg
 import json
 import pickle
 import sys
@@ -68,6 +69,24 @@ CASES = {
     ),
     "sg3t-16": dict(code="sg3t"),
 }
+# A TensorFlow pickle (NVlabs/stylegan2's G_main / D_stylegan2 layout), converted by StyleGAN2-ADA's
+# legacy.py, the official converter: the reference for progan's reader of TF StyleGAN2 pickles.
+TF_CASE = "tf-16"
+TF_STATIC = dict(  # G_main / D_stylegan2 static_kwargs (NVlabs/stylegan2 names)
+    G=dict(
+        latent_size=16,
+        dlatent_size=16,
+        resolution=16,
+        num_channels=3,
+        label_size=0,
+        mapping_layers=2,
+        fmap_base=64,
+        fmap_max=8,
+    ),
+    D=dict(
+        resolution=16, num_channels=3, label_size=0, fmap_base=64, fmap_max=8, mbstd_group_size=4
+    ),
+)
 PLACEHOLDER = "# placeholder for {} of {} (the official source is not copied)\n"
 
 
@@ -208,6 +227,160 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, spec in CASES.items():
         run_case(name, spec, args.ada_repo, args.official_repo, args.out)
+    tf_case(args.ada_repo, args.out)
+
+
+def _tf_variables(G, D) -> tuple[dict, dict]:
+    """The TensorFlow variables (name -> array) of official PyTorch networks: the inverse of the
+    layout StyleGAN2-ADA's legacy.py reads (weights HWIO, dense weights (in, out), up-convolution
+    kernels flipped, style biases without the +1)."""
+
+    def a(t):
+        return t.detach().cpu().numpy().astype(np.float32)
+
+    def conv(t, flip=False):
+        w = a(t).transpose(2, 3, 1, 0)
+        return np.ascontiguousarray(w[::-1, ::-1] if flip else w)
+
+    g, syn = {}, {}
+    for k, t in G.mapping.named_parameters():
+        i, part = k[2:].split(".")  # fc{i}.weight
+        g[f"Dense{i}/{part}"] = a(t).T.copy() if part == "weight" else a(t)
+    g_top = {"dlatent_avg": a(G.mapping.w_avg)}
+    noise = 0
+    for res in G.synthesis.block_resolutions:
+        block = getattr(G.synthesis, f"b{res}")
+        r = f"{res}x{res}"
+        if res == 4:
+            syn[f"{r}/Const/const"] = a(block.const)[None]
+        layers = [("conv1", "Conv")] if res == 4 else [("conv0", "Conv0_up"), ("conv1", "Conv1")]
+        for attr, name in layers:
+            layer = getattr(block, attr)
+            syn[f"{r}/{name}/weight"] = conv(layer.weight, flip=name == "Conv0_up")
+            syn[f"{r}/{name}/bias"] = a(layer.bias)
+            syn[f"{r}/{name}/noise_strength"] = a(layer.noise_strength)
+            syn[f"{r}/{name}/mod_weight"] = a(layer.affine.weight).T.copy()
+            syn[f"{r}/{name}/mod_bias"] = a(layer.affine.bias) - 1
+            syn[f"noise{noise}"] = a(layer.noise_const)[None, None]
+            noise += 1
+        syn[f"{r}/ToRGB/weight"] = conv(block.torgb.weight)
+        syn[f"{r}/ToRGB/bias"] = a(block.torgb.bias)
+        syn[f"{r}/ToRGB/mod_weight"] = a(block.torgb.affine.weight).T.copy()
+        syn[f"{r}/ToRGB/mod_bias"] = a(block.torgb.affine.bias) - 1
+    d = {}
+    for res in D.block_resolutions:
+        block, r = getattr(D, f"b{res}"), f"{res}x{res}"
+        if hasattr(block, "fromrgb"):
+            d[f"{r}/FromRGB/weight"] = conv(block.fromrgb.weight)
+            d[f"{r}/FromRGB/bias"] = a(block.fromrgb.bias)
+        d[f"{r}/Conv0/weight"], d[f"{r}/Conv0/bias"] = conv(block.conv0.weight), a(block.conv0.bias)
+        d[f"{r}/Conv1_down/weight"] = conv(block.conv1.weight)
+        d[f"{r}/Conv1_down/bias"] = a(block.conv1.bias)
+        d[f"{r}/Skip/weight"] = conv(block.skip.weight)
+    d["4x4/Conv/weight"], d["4x4/Conv/bias"] = conv(D.b4.conv.weight), a(D.b4.conv.bias)
+    d["4x4/Dense0/weight"], d["4x4/Dense0/bias"] = a(D.b4.fc.weight).T.copy(), a(D.b4.fc.bias)
+    d["Output/weight"], d["Output/bias"] = a(D.b4.out.weight).T.copy(), a(D.b4.out.bias)
+    return {"top": g_top, "mapping": g, "synthesis": syn}, d
+
+
+def tf_case(ada_repo: Path, out: Path) -> None:
+    """``tf-16.pkl`` (TF layout) and the outputs of the networks legacy.py converts it to."""
+    import importlib
+    import types
+
+    import torch
+
+    rng = np.random.default_rng(sum(map(ord, TF_CASE)))
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    nets, _, _, _ = _modules("ada", ada_repo, ada_repo)
+    sys.path.insert(0, str(ada_repo.resolve()))
+    legacy = importlib.import_module("legacy")
+    sys.path.pop(0)
+    sg, sd = TF_STATIC["G"], TF_STATIC["D"]
+    kw = dict(c_dim=0, img_resolution=16, img_channels=3)
+    chan = dict(channel_base=2 * sg["fmap_base"], channel_max=sg["fmap_max"])
+    G = nets.Generator(
+        z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2), synthesis_kwargs=chan, **kw
+    )
+    D = nets.Discriminator(**chan, epilogue_kwargs=dict(mbstd_group_size=4), **kw)
+    _seed_state(G, rng)
+    with torch.no_grad():
+        for k, t in D.named_parameters():
+            if k.endswith("bias"):
+                t.copy_(torch.as_tensor(rng.standard_normal(t.shape) * 0.2, dtype=t.dtype))
+    G_ema = copy.deepcopy(G)
+    with torch.no_grad():  # Gs differs from G, so that an import that mixes them up fails
+        for t in G_ema.parameters():
+            t.add_(torch.as_tensor(rng.standard_normal(t.shape) * 0.01, dtype=t.dtype))
+        for net_ in (G, G_ema):  # style biases that survive TF's storage without the +1
+            for k, t in net_.named_parameters():
+                if k.endswith("affine.bias"):
+                    t.copy_((t - 1) + 1)
+    g_vars, d_vars = _tf_variables(G, D)
+    gs_vars, _ = _tf_variables(G_ema, D)
+
+    # Pickle as dnnlib.tflib.network.Network states, through a stand-in class of that name.
+    mod = types.ModuleType("dnnlib.tflib.network")
+
+    class Network:
+        def __init__(self, state):
+            self.state = state
+
+        def __reduce__(self):  # NEWOBJ of dnnlib.tflib.network.Network, then BUILD with the state
+            return copyreg.__newobj__, (Network,), self.state
+
+    Network.__module__, Network.__qualname__ = mod.__name__, "Network"
+    mod.Network = Network
+    sys.modules.setdefault("dnnlib.tflib", types.ModuleType("dnnlib.tflib"))
+    sys.modules["dnnlib.tflib.network"] = mod
+    src = PLACEHOLDER.format("training/networks_stylegan2.py", "NVlabs/stylegan2")
+
+    def net(name, func, static, variables, components=None):
+        return Network(
+            dict(
+                version=4,
+                name=name,
+                static_kwargs=static,
+                components=components or {},
+                build_module_src=src,
+                build_func_name=func,
+                variables=list(variables.items()),
+            )
+        )
+
+    def generator(name, v):
+        comps = {
+            "mapping": net("G_mapping", "G_mapping", {}, v["mapping"]),
+            "synthesis": net("G_synthesis", "G_synthesis_stylegan2", {}, v["synthesis"]),
+        }
+        return net(name, "G_main", dict(sg), v["top"], comps)
+
+    nets_tf = (
+        generator("G", g_vars),
+        net("D", "D_stylegan2", dict(sd), d_vars),
+        generator("Gs", gs_vars),
+    )
+    path = out / f"{TF_CASE}.pkl"
+    with tempfile.NamedTemporaryFile(dir=out, suffix=".pkl", delete=False) as f:
+        pickle.dump(nets_tf, f, protocol=4)
+    Path(f.name).chmod(0o644)
+    Path(f.name).replace(path)
+
+    with open(path, "rb") as f:  # the official converter's networks
+        data = legacy.load_network_pkl(f)
+    for mine, theirs in ((G, data["G"]), (G_ema, data["G_ema"]), (D, data["D"])):  # layout right
+        a, b = dict(mine.named_parameters()), dict(theirs.named_parameters())
+        bad = [k for k in a if not torch.equal(a[k], b.get(k, torch.empty(0)))]
+        assert a.keys() == b.keys() and not bad, f"layout: {bad[:4]}"
+    snapshot = dict(G=data["G"], G_ema=data["G_ema"], D=data["D"])
+    outputs, errs = _outputs(nets, snapshot, rng)
+    outputs["err"] = json.dumps(errs)
+    npz = out / f"{TF_CASE}-outputs.npz"
+    with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as f:
+        np.savez_compressed(f, **outputs)
+    Path(f.name).chmod(0o644)
+    Path(f.name).replace(npz)
+    print(f"{TF_CASE}: pickle -> {path} ({path.stat().st_size / 1e3:.0f} kB), outputs -> {npz}")
 
 
 if __name__ == "__main__":
