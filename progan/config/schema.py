@@ -14,6 +14,7 @@ from typing import Any
 from progan.config.levels import check_pow2, levels
 from progan.devices import parse_device
 from progan.errors import ProganError
+from progan.nets.registry import get as get_arch
 from progan.nets.registry import resolve_options
 
 # Seeds are 0 ... 2**32 - 1: every random stream tells them all apart (the data order's and the
@@ -169,6 +170,20 @@ def _validate(c: TrainConfig) -> None:
     for name, res in (("res_max", c.res_max), ("res_start", c.res_start)):
         check_pow2(res, name)
     need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
+    need(
+        get_arch(c.arch).progressive or c.res_start == c.res_max,
+        f"arch {c.arch!r} trains at full resolution: res_start must equal res_max "
+        f"({c.res_max}), got {c.res_start} (progressive growing is not implemented for it)",
+    )
+    need(
+        c.arch != "stylegan2" or (c.loss == "logistic" and not c.conditional),
+        f"arch 'stylegan2' trains unconditionally with the logistic loss and lazy R1 (loss = "
+        f"'logistic'), got loss {c.loss!r}{', conditional' if c.conditional else ''}",
+    )
+    need(
+        c.arch != "stylegan2" or c.precision == "fp32",
+        "arch 'stylegan2' trains in fp32 (--precision fp32); bf16 is not implemented for it yet",
+    )
     missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
     need(
         not missing,
