@@ -72,12 +72,14 @@ def test_cli_trains_a_stylegan2_run_at_full_resolution(face_store, tmp_path):
     assert all(math.isfinite(v) for _, v in scalars(run, "loss/d_loss"))
 
     out = tmp_path / "out"
-    r = invoke("generate", run, "--out", out, "--n", 3, "--grid", "--truncation", "0.5")
+    mix = ["--mix-rows", "1,2", "--mix-cols", "3", "--mix-cutoff", "2"]
+    r = invoke("generate", run, "--out", out, "--n", 3, "--grid", "--truncation", "0.5", *mix)
     assert r.exit_code == 0, r.output
     from PIL import Image
 
     assert len(list(out.glob("seed*.png"))) == 3
     assert Image.open(out / "grid.png").size == (16, 16)
+    assert Image.open(out / "style-mixing.png").size == (2 * 8, 3 * 8)  # (1 + cols, 1 + rows)
 
 
 def test_resume_after_stop_is_bit_exact(face_store, tmp_path):

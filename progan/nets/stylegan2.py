@@ -413,6 +413,11 @@ class StyleGAN2Generator(nn.Module):
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
+    @property
+    def num_layers(self) -> int:
+        """Style inputs (``num_ws``), under the name StyleGAN's generator gives them (sampling)."""
+        return self.num_ws
+
     def conv_layers(self) -> list[StyleConv]:
         """The synthesis convs in the order of their w and noise (4x4 conv1, 8x8 conv0, ...)."""
         out = []
