@@ -196,3 +196,15 @@ def test_truncation_defaults_are_each_architectures_official():
         every = v2(z, noise_mode="const", truncation_psi=0.5, truncation_cutoff=v2.num_ws)
         cut2 = v2(z, noise_mode="const", truncation_psi=0.5, truncation_cutoff=2)
     assert torch.equal(got, every) and not torch.allclose(got, cut2, atol=1e-4)
+
+
+def test_perceptual_path_length_runs_on_a_stylegan2_generator():
+    from progan.metrics.ppl import perceptual_path_length
+    from progan.nets.stylegan2 import StyleGAN2Generator
+    from progan.sampling.generator import StageGenerator
+
+    torch.manual_seed(0)
+    g = StageGenerator(StyleGAN2Generator(16, 16, 16, 64, 16, mapping_layers=2).eval(), 16, 1.0)
+    lpips = lambda x: x.flatten(1) * 0.01  # noqa: E731  (a linear stand-in for LPIPS)
+    ppl, lengths = perceptual_path_length(g, lpips, 4, space="w", sampling="end", crop=False)
+    assert lengths.shape == (4,) and math.isfinite(ppl) and (lengths > 0).all()
