@@ -161,6 +161,8 @@ def test_official_cfg_fills_what_the_command_leaves_unset(tmp_path):
         (["--arch", "stylegan2", "--res-start", "4", "--res-max", "8"], "res_start"),
         (["--arch", "stylegan2", "--res-max", "8", "--loss", "wgangp"], "logistic"),
         (["--arch", "stylegan2", "--res-max", "8", "--precision", "bf16"], "fp32"),
+        (["--arch", "stylegan2", "--res-max", "8", "--net", "r1_interval=0"], "r1_interval"),
+        (["--arch", "stylegan2", "--res-max", "8", "--net", "d_architecture=x"], "d_architecture"),
     ],
 )
 def test_stylegan2_options_it_cannot_train_are_one_line_errors(face_store, tmp_path, args, needle):

@@ -110,6 +110,8 @@ class TrainConfig:
         _validate(self)
         # Every option of the arch, defaults included, so saved configs show them all.
         object.__setattr__(self, "net", resolve_options(self.arch, self.net))
+        if self.arch == "stylegan2":
+            _validate_stylegan2(self.net)
 
     # --- derived -------------------------------------------------------------------------------
     def batch_for(self, res: int) -> int:
@@ -241,6 +243,27 @@ def _validate(c: TrainConfig) -> None:
         c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}"
     )
     positive("gp_target", c.gp_target)
+
+
+def _validate_stylegan2(net: dict[str, Any]) -> None:
+    """The ``[net]`` options of arch "stylegan2" in range (one line naming the option)."""
+    for key in ("w_dim", "channel_base", "channel_max", "mapping_layers", "pl_interval",
+                "r1_interval", "pl_batch_shrink"):  # fmt: skip
+        if net[key] < 1:
+            raise ProganError(f"[net] option {key!r} must be >= 1, got {net[key]}")
+    for key in ("mapping_lr_mul",):
+        if not (math.isfinite(net[key]) and net[key] > 0):
+            raise ProganError(f"[net] option {key!r} must be a finite number > 0, got {net[key]}")
+    for key in ("conv_clamp", "pl_weight", "ema_rampup_ratio"):
+        if not (math.isfinite(net[key]) and net[key] >= 0):
+            raise ProganError(f"[net] option {key!r} must be a finite number >= 0, got {net[key]}")
+    for key in ("w_avg_beta", "style_mixing", "pl_decay"):
+        if not 0 <= net[key] <= 1:
+            raise ProganError(f"[net] option {key!r} must be in [0, 1], got {net[key]}")
+    if net["d_architecture"] not in ("resnet", "orig"):
+        raise ProganError(
+            f"[net] option 'd_architecture' must be 'resnet' or 'orig', got {net['d_architecture']!r}"
+        )
 
 
 def _coerce(name: str, value: Any) -> Any:
