@@ -45,7 +45,7 @@ test-fast: setup
 
 # Trains a small GAN on procedurally generated faces to 32x32 on the CPU in a few minutes.
 demo: setup
-	$(BIN)/python -c "from progan.demo import make_demo_images; make_demo_images('data/demo-faces')"
+	$(BIN)/python -c "from progan.store.demo import make_demo_images; make_demo_images('data/demo-faces')"
 	test -d data/demo.lmdb || $(BIN)/progan prepare-lmdb data/demo-faces data/demo.lmdb --res-max 32
 	$(BIN)/progan train --config demo --data data/demo.lmdb --run-dir runs/demo
 

@@ -55,7 +55,7 @@ def toy_arch(monkeypatch):
 
 def test_unknown_arch_and_options_are_one_line_errors_naming_the_choices(toy_arch):
     with pytest.raises(
-        ProganError, match=r"unknown arch 'stylegn' \(known: progan, stylegan, toy\)"
+        ProganError, match=r"unknown arch 'stylegn' \(known: progan, stylegan, stylegan2, toy\)"
     ):
         from_dict({"arch": "stylegn"})
     with pytest.raises(ProganError, match=r"no \[net\] option 'gian' \(known: blocks, gain\)"):

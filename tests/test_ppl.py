@@ -289,7 +289,7 @@ def test_ppl_errors_are_one_line(tmp_path, vgg, case):
     if case == "progan":
         config = {k: v for k, v in STYLE.items() if k not in ("arch", "net")}
         g, _ = build_networks(TrainConfig(data="", **config))
-        args, message = ["--vgg-weights", vgg], "needs a style-based generator (arch stylegan)"
+        args, message = ["--vgg-weights", vgg], "needs a style-based generator (arch stylegan"
     else:
         g, args, message = _tiny_style(), [], "--vgg-weights FILE"
     # ProGAN at 16×16, where PPL would be skipped: the generator is what is wrong, said first.

@@ -50,7 +50,8 @@ def _seed_list(text: str | None, option: str) -> list[int]:
 @click.option(
     "--truncation-cutoff",
     type=int,
-    help="Style-based G: truncate only the first N style layers [default: all; paper 8].",
+    help="Style-based G: truncate only the first N style layers [default: the official code's, "
+    "8 for stylegan (its G_style), all for stylegan2].",
 )
 @click.option(
     "--noise",

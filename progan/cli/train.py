@@ -7,6 +7,7 @@ import sys
 import click
 
 from progan.cli.paths import TextPath
+from progan.config.stylegan2 import CFG_SPECS
 from progan.errors import ProganError
 from progan.nets.registry import ARCHITECTURES
 
@@ -38,6 +39,13 @@ from progan.nets.registry import ARCHITECTURES
     multiple=True,
     metavar="KEY=VALUE",
     help="An option of the architecture (its [net] table), e.g. --net style_mixing=0.5.",
+)
+@click.option(
+    "--cfg",
+    "official",
+    type=click.Choice(list(CFG_SPECS)),
+    help="Arch stylegan2: the official StyleGAN2-ADA config (train.py --cfg) under --config and "
+    "the options [default: auto].",
 )
 @click.option("--res-max", type=int, help="Final resolution.")
 @click.option("--res-start", type=int, help="First resolution (default 4).")
@@ -96,7 +104,9 @@ from progan.nets.registry import ARCHITECTURES
     help="Seconds a process of a multi-process job waits for the others "
     "(to join, and in each collective).",
 )
-def train(data, run_dir, config_path, resume, batch, gpus, net, dist_timeout, **overrides):
+def train(
+    data, run_dir, config_path, resume, official, batch, gpus, net, dist_timeout, **overrides
+):
     """Train a progressive GAN; running the same command again continues the run.
 
     Checkpoints are written every --snapshot-ticks, at every phase change and on Ctrl-C / SIGTERM /
@@ -119,7 +129,13 @@ def train(data, run_dir, config_path, resume, batch, gpus, net, dist_timeout, **
     overrides = {**overrides, "data": data, "batch": batch, "net": _net_options(net)}
     main_rank = job.rank == 0
     cfg = resolve_config(
-        run_dir, config_path, overrides, resume=resume, log=click.echo if main_rank else None
+        run_dir,
+        config_path,
+        overrides,
+        resume=resume,
+        log=click.echo if main_rank else None,
+        official=official,
+        gpus=gpus if gpus > 1 else job.world,
     )
     checked = preflight(cfg, run_dir, gpus if gpus > 1 else job.world)
     if gpus > 1 and not dist_utils.wanted():

@@ -8,5 +8,5 @@
 
 Importing this package imports none of them.
 
-``stylegan2`` (StyleGAN2-ADA's cfg_specs as data).
+``stylegan2`` (StyleGAN2-ADA's cfg_specs as data, and as config keys for ``progan train --cfg``).
 """

@@ -118,10 +118,15 @@ def resolve_config(
     *,
     resume: bool = False,
     log=None,
+    official: str | None = None,
+    gpus: int = 1,
 ) -> TrainConfig:
     """The config ``progan train`` runs: the command's, reconciled with the run directory's saved one.
 
-    A new run directory takes defaults, then ``config_path``, then ``overrides``. A run directory
+    A new run directory takes defaults, then ``config_path``, then ``overrides``; for arch
+    "stylegan2" the official StyleGAN2-ADA config ``official`` (default "auto", resolved for the
+    run's res_max on ``gpus`` GPUs: ``progan.config.stylegan2.train_keys``) sits between the
+    defaults and ``config_path``. A run directory
     with a saved config continues it: with ``resume`` and no ``config_path`` the saved config is the
     base; otherwise the command's config must agree with the saved one on every key except
     ``RESUME_MAY_CHANGE`` and the keys given explicitly in ``overrides`` (deliberate changes, logged).
@@ -133,6 +138,7 @@ def resolve_config(
         base = saved.to_dict()
     else:
         base = load_toml(config_path) if config_path else {}
+        base = _under_official(base, overrides or {}, official, gpus)
     merged, explicit = apply_overrides(base, overrides or {})
     if saved is not None and not merged.get("data"):
         merged["data"] = saved.data  # the store the run was started on
@@ -161,6 +167,29 @@ def resolve_config(
             "the command line change on purpose), or use a new --run-dir"
         )
     return cfg
+
+
+def _under_official(
+    base: dict[str, Any], overrides: dict[str, Any], official: str | None, gpus: int
+) -> dict[str, Any]:
+    """``base`` (a config file's keys) over the official StyleGAN2 config ``official`` when the
+    command trains arch "stylegan2"; ``official`` for another arch is an error."""
+    from progan.config.stylegan2 import CFG_SPECS, train_keys
+
+    arch = overrides.get("arch") or base.get("arch") or TrainConfig.arch
+    if arch != "stylegan2":
+        if official is not None:
+            raise ProganError(
+                f"--cfg {official} picks an official StyleGAN2 config: it needs --arch stylegan2 "
+                f"(this run's arch is {arch!r})"
+            )
+        return base
+    official = official or "auto"
+    if official not in CFG_SPECS:
+        raise ProganError(f"--cfg {official!r}: known StyleGAN2 configs are {', '.join(CFG_SPECS)}")
+    res = overrides.get("res_max") or base.get("res_max") or TrainConfig.res_max
+    keys = train_keys(official, check_pow2(int(res), "res_max"), gpus)
+    return {**keys, **base, "net": {**keys["net"], **base.get("net", {})}}
 
 
 def _other_networks(run_dir: str | Path, key: str, old: Any, new: Any) -> ProganError:

@@ -14,6 +14,7 @@ from typing import Any
 from progan.config.levels import check_pow2, levels
 from progan.devices import parse_device
 from progan.errors import ProganError
+from progan.nets.registry import get as get_arch
 from progan.nets.registry import resolve_options
 
 # Seeds are 0 ... 2**32 - 1: every random stream tells them all apart (the data order's and the
@@ -109,6 +110,8 @@ class TrainConfig:
         _validate(self)
         # Every option of the arch, defaults included, so saved configs show them all.
         object.__setattr__(self, "net", resolve_options(self.arch, self.net))
+        if self.arch == "stylegan2":
+            _validate_stylegan2(self.net)
 
     # --- derived -------------------------------------------------------------------------------
     def batch_for(self, res: int) -> int:
@@ -169,6 +172,20 @@ def _validate(c: TrainConfig) -> None:
     for name, res in (("res_max", c.res_max), ("res_start", c.res_start)):
         check_pow2(res, name)
     need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
+    need(
+        get_arch(c.arch).progressive or c.res_start == c.res_max,
+        f"arch {c.arch!r} trains at full resolution: res_start must equal res_max "
+        f"({c.res_max}), got {c.res_start} (progressive growing is not implemented for it)",
+    )
+    need(
+        c.arch != "stylegan2" or (c.loss == "logistic" and not c.conditional),
+        f"arch 'stylegan2' trains unconditionally with the logistic loss and lazy R1 (loss = "
+        f"'logistic'), got loss {c.loss!r}{', conditional' if c.conditional else ''}",
+    )
+    need(
+        c.arch != "stylegan2" or c.precision == "fp32",
+        "arch 'stylegan2' trains in fp32 (--precision fp32); bf16 is not implemented for it yet",
+    )
     missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
     need(
         not missing,
@@ -226,6 +243,27 @@ def _validate(c: TrainConfig) -> None:
         c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}"
     )
     positive("gp_target", c.gp_target)
+
+
+def _validate_stylegan2(net: dict[str, Any]) -> None:
+    """The ``[net]`` options of arch "stylegan2" in range (one line naming the option)."""
+    for key in ("w_dim", "channel_base", "channel_max", "mapping_layers", "pl_interval",
+                "r1_interval", "pl_batch_shrink"):  # fmt: skip
+        if net[key] < 1:
+            raise ProganError(f"[net] option {key!r} must be >= 1, got {net[key]}")
+    for key in ("mapping_lr_mul",):
+        if not (math.isfinite(net[key]) and net[key] > 0):
+            raise ProganError(f"[net] option {key!r} must be a finite number > 0, got {net[key]}")
+    for key in ("conv_clamp", "pl_weight", "ema_rampup_ratio"):
+        if not (math.isfinite(net[key]) and net[key] >= 0):
+            raise ProganError(f"[net] option {key!r} must be a finite number >= 0, got {net[key]}")
+    for key in ("w_avg_beta", "style_mixing", "pl_decay"):
+        if not 0 <= net[key] <= 1:
+            raise ProganError(f"[net] option {key!r} must be in [0, 1], got {net[key]}")
+    if net["d_architecture"] not in ("resnet", "orig"):
+        raise ProganError(
+            f"[net] option 'd_architecture' must be 'resnet' or 'orig', got {net['d_architecture']!r}"
+        )
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -85,3 +85,42 @@ def official_config(cfg: str, res: int, gpus: int = 1) -> dict[str, Any]:
         "ema_kimg": spec["ema"],
         "ema_rampup": spec["ramp"],
     }
+
+
+def train_keys(cfg: str, res: int, gpus: int = 1) -> dict[str, Any]:
+    """``official_config(cfg, res, gpus)`` as progan config keys (``TrainConfig`` fields and the
+    ``[net]`` table of arch "stylegan2"): what ``progan train --cfg NAME`` puts under the command's
+    --config file and options. Full-resolution training (res_start = res_max), as the official
+    loop trains; mirroring stays the run's choice (official ``--mirror``, progan's ``mirror``)."""
+    o = official_config(cfg, res, gpus)
+    g, d = o["G"], o["D"]
+    return {
+        "arch": "stylegan2",
+        "res_max": res,
+        "res_start": res,
+        "latent_dim": g["latent_dim"],
+        "mbstd_group": d["mbstd_group"],
+        "minibatch": {res: o["batch"]},
+        "total_kimg": float(o["total_kimg"]),
+        "lr": o["lr_g"],
+        "betas": o["betas"],
+        "adam_eps": o["eps"],
+        "loss": "logistic",
+        "r1_gamma": float(o["r1_gamma"]),
+        "ema_kimg": float(o["ema_kimg"]),
+        "net": {
+            "w_dim": g["w_dim"],
+            "channel_base": g["channel_base"],
+            "channel_max": g["channel_max"],
+            "mapping_layers": g["mapping_layers"],
+            "conv_clamp": float(g["conv_clamp"]),
+            "d_architecture": d["architecture"],
+            "style_mixing": o["style_mixing"],
+            "pl_weight": o["pl_weight"],
+            "pl_interval": o["pl_interval"],
+            "pl_decay": o["pl_decay"],
+            "pl_batch_shrink": o["pl_batch_shrink"],
+            "r1_interval": o["r1_interval"],
+            "ema_rampup_ratio": o["ema_rampup"] or 0.0,
+        },
+    }

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from progan.errors import ProganError
+from progan.nets.stylegan2 import StyleGAN2Generator
 from progan.progress import Progress
 from progan.sampling.generator import StageGenerator, latent_seeds
 
@@ -143,7 +144,8 @@ def perceptual_path_length(
     style = g.g
     if not all(hasattr(style, a) for a in ("ws", "synthesis", "noise_maps")):
         raise ProganError(
-            f"perceptual path length needs a style-based generator (arch stylegan); this is "
+            f"perceptual path length needs a style-based generator (arch stylegan or stylegan2); "
+            f"this is "
             f"{type(style).__name__}"
         )
     # Latents in the generator's precision: the ε step is a difference of nearby points.
@@ -156,8 +158,12 @@ def perceptual_path_length(
             a, b = z0[i : i + pairs].to(device), z1[i : i + pairs].to(device)
             ws0, ws1 = path_styles(style.ws, a, b, t[i : i + pairs].to(device), space, epsilon)
             seeds = latent_seeds(a).repeat(2)  # the same noise at both ends of a path
-            noise = style.noise_maps(2 * len(a), g.res, device, "random", seeds)
-            images = style.synthesis(torch.cat([ws0, ws1]), g.res, g.alpha, noise)
+            ws = torch.cat([ws0, ws1])
+            if isinstance(style, StyleGAN2Generator):  # full resolution only
+                images = style.synthesis(ws, style.noise_maps(len(ws), device, "random", seeds))
+            else:
+                noise = style.noise_maps(len(ws), g.res, device, "random", seeds)
+                images = style.synthesis(ws, g.res, g.alpha, noise)
             feats = lpips(lpips_input(images, crop))
             lengths.append(path_lengths(*feats.chunk(2), epsilon).cpu())
             bar.update(min(i + pairs, n))

@@ -423,7 +423,7 @@ class MetricSuite(CheckpointEvaluator):
         if ppl_asked and not hasattr(g.g, "synthesis"):  # said at any resolution: never defined
             raise ProganError(
                 f"{', '.join(ppl_asked)}: perceptual path length needs a style-based generator "
-                f"(arch stylegan); '{checkpoint}' holds {type(g.g).__name__} (ProGAN)"
+                f"(arch stylegan or stylegan2); '{checkpoint}' holds {type(g.g).__name__} (ProGAN)"
             )
         todo = self._todo(checkpoint, res, missing_only)
         if missing_only:

@@ -4,5 +4,5 @@ makes a config's pair, ``noise`` and ``flops`` hold the style-based G's seeded n
 
 Importing this package imports none of them (the config imports ``registry`` alone).
 
-``stylegan2`` (StyleGAN2 networks, equal to the official PyTorch code; not registered yet).
+``stylegan2`` (StyleGAN2 networks, equal to the official PyTorch code; arch "stylegan2").
 """

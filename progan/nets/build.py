@@ -12,13 +12,14 @@ from collections.abc import Callable
 from torch import nn
 
 from progan.config.schema import TrainConfig
-from progan.nets import progan, stylegan
+from progan.nets import progan, stylegan, stylegan2
 from progan.nets.registry import get
 
 # (config, classes) -> (G, D)
 BUILDERS: dict[str, Callable[[TrainConfig, int], tuple[nn.Module, nn.Module]]] = {
     "progan": progan.build,
     "stylegan": stylegan.build,
+    "stylegan2": stylegan2.build,
 }
 
 

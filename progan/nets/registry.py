@@ -35,6 +35,7 @@ class Architecture:
 
     summary: str
     options: dict[str, Any] = field(default_factory=dict)
+    progressive: bool = True  # grows through resolutions; else trains at res_max from the start
 
 
 # [net] options of "stylegan" and their defaults: the official G_style / D_basic values.
@@ -48,10 +49,37 @@ STYLEGAN_OPTIONS = {
     "fused_res": 128,  # fused resampling convs from this resolution (official 'auto'; 0 = never)
 }
 
+# [net] options of "stylegan2" and their defaults: the official networks' (StyleGAN2-ADA's
+# networks.py / StyleGAN3's networks_stylegan2.py) and its training loop's lazy regularization.
+# `progan train --cfg NAME` fills them (and the training keys) from StyleGAN2-ADA's cfg_specs.
+STYLEGAN2_OPTIONS = {
+    "w_dim": 512,
+    "channel_base": 32768,  # feature maps at resolution r: min(channel_base // r, channel_max)
+    "channel_max": 512,
+    "mapping_layers": 8,
+    "mapping_lr_mul": 0.01,
+    "w_avg_beta": 0.998,
+    "style_mixing": 0.9,
+    "conv_clamp": 256.0,  # 0 = no clamp
+    "d_architecture": "resnet",  # or "orig" (the cifar config)
+    "pl_weight": 2.0,  # path-length regularization (0 = off)
+    "pl_interval": 4,  # official G_reg_interval
+    "pl_decay": 0.01,
+    "pl_batch_shrink": 2,
+    "r1_interval": 16,  # official D_reg_interval (R1's gamma is the config's r1_gamma)
+    "ema_rampup_ratio": 0.05,  # G_ema's half-life at most images_shown * this (0: official None)
+}
+
 ARCHITECTURES: dict[str, Architecture] = {
     "progan": Architecture("Progressive GAN (Karras et al. 2018), Table 2"),
     "stylegan": Architecture(
         "Style-based generator (Karras et al. 2019), official D_basic", STYLEGAN_OPTIONS
+    ),
+    "stylegan2": Architecture(
+        "StyleGAN2 (Karras et al. 2020, config F): skip G, residual D, lazy R1 and path length; "
+        "trains at full resolution",
+        STYLEGAN2_OPTIONS,
+        progressive=False,
     ),
 }
 

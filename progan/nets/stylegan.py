@@ -170,6 +170,10 @@ class SynthesisBlock(nn.Module):
         return self.conv1(self.conv0(x, w0, noise0), w1, noise1)
 
 
+# Style layers truncation moves by default: the official G_style's truncation_cutoff.
+TRUNCATION_CUTOFF = 8
+
+
 def layer_index(res: int) -> int:
     """Index of the first synthesis layer at ``res`` (two per resolution; 4x4 holds 0 and 1)."""
     return 2 * int(math.log2(res)) - 4
@@ -331,8 +335,10 @@ class StyleGenerator(nn.Module):
         noise: list | None = None,
         noise_mode: str = "random",
         truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
+        truncation_cutoff: int | None = TRUNCATION_CUTOFF,
     ) -> torch.Tensor:
+        """Images at ``res``; truncation moves the first ``truncation_cutoff`` layers' styles (the
+        official G_style's default 8: resolutions 4-32; None: every layer)."""
         ws = self.ws(z, z2, mix_cutoff, truncation_psi, truncation_cutoff)
         if noise is None:
             noise = self.noise_maps(z.shape[0], res, z.device, noise_mode, noise_seed)

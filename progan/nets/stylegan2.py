@@ -31,6 +31,7 @@ from torch import nn
 
 from progan.nets.layers import LRELU_SLOPE, SQRT2, minibatch_stddev, pixel_norm
 from progan.nets.noise import seeded_noise
+from progan.nets.registry import STYLEGAN2_OPTIONS
 
 RESAMPLE_FILTER = (1.0, 3.0, 3.0, 1.0)
 NOISE_MODES = ("random", "const", "none")
@@ -412,6 +413,11 @@ class StyleGAN2Generator(nn.Module):
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
+    @property
+    def num_layers(self) -> int:
+        """Style inputs (``num_ws``), under the name StyleGAN's generator gives them (sampling)."""
+        return self.num_ws
+
     def conv_layers(self) -> list[StyleConv]:
         """The synthesis convs in the order of their w and noise (4x4 conv1, 8x8 conv0, ...)."""
         out = []
@@ -633,26 +639,13 @@ def _full_resolution_only(net: nn.Module, res: int | None, alpha: float) -> None
         )
 
 
-# --- for progan.nets.registry (not registered yet) ---------------------------------------------------------
-
-# [net] options and their defaults: the official networks' (StyleGAN3's networks_stylegan2.py).
-OPTIONS: dict[str, Any] = {
-    "w_dim": 512,
-    "channel_base": 32768,
-    "channel_max": 512,
-    "mapping_layers": 8,
-    "mapping_lr_mul": 0.01,
-    "w_avg_beta": 0.998,
-    "style_mixing": 0.9,
-    "conv_clamp": 256.0,  # 0 = no clamp
-    "d_architecture": "resnet",
-}
+# --- for progan.nets.build ------------------------------------------------------------------------
 
 
 def build(cfg: Any, num_classes: int = 0) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
     """The two networks for a config with ``res_max``, ``latent_dim``, ``mbstd_group`` and a
-    ``net`` table of ``OPTIONS``."""
-    o = SimpleNamespace(**{**OPTIONS, **cfg.net})
+    ``net`` table of ``progan.nets.registry.STYLEGAN2_OPTIONS`` (the official networks' defaults)."""
+    o = SimpleNamespace(**{**STYLEGAN2_OPTIONS, **cfg.net})
     clamp = o.conv_clamp or None
     g = StyleGAN2Generator(
         cfg.res_max,

@@ -136,7 +136,9 @@ def style_mixing_grid(
     first one ``progan generate --seed S`` draws.
     """
     if not {"z2", "mix_cutoff"} <= sampling_options(g.g):
-        raise ProganError("a style-mixing grid needs a style-based generator (arch stylegan)")
+        raise ProganError(
+            "a style-mixing grid needs a style-based generator (arch stylegan or stylegan2)"
+        )
     layers = g.g.num_layers
     if not 1 <= cutoff < layers:
         raise ProganError(

@@ -115,7 +115,7 @@ class StageGenerator(nn.Module):
                 + (
                     f" (it has: {', '.join(sorted(accepted))})"
                     if accepted
-                    else "; truncation, noise and style mixing need a style-based generator (arch stylegan)"
+                    else "; truncation, noise and style mixing need a style-based generator (arch stylegan or stylegan2)"
                 )
             )
         _check_options(given)

@@ -10,5 +10,7 @@
 
 Importing this package imports none of them.
 
-``stylegan2_loss`` (StyleGAN2's losses, lazy regularization and phases).
+StyleGAN2 (arch "stylegan2"): ``stylegan2_loss`` (its losses, lazy regularization and phases) and
+``stylegan2_step`` (one iteration of those phases in the loop: lazy-regularized Adam, G_ema by
+half-life, the path-length mean as training state).
 """

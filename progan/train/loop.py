@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from progan.sampling.generator import StageGenerator, cycling_labels, latents
 from progan.store.reader import StoreChanged
 from progan.train import checkpoint as ckpt
 from progan.train import distributed as dist_utils
+from progan.train import stylegan2_step
 from progan.train.checks import check_classes, check_compatible, preflight
 from progan.train.ema import ema_beta, update_ema
 from progan.train.feeding import Feeding
@@ -63,6 +64,7 @@ class RunState:
     opt_phase: int | None = None  # the phase the optimizers' state belongs to
     opt_G: TFAdam | None = None
     opt_D: TFAdam | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. StyleGAN2's pl_mean
 
     def checkpoint(self, cfg: TrainConfig, plan) -> dict:
         here = stage_at(cfg, self.images_shown, plan)  # the stage the next step would train
@@ -79,6 +81,7 @@ class RunState:
             "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
+            "aux": dict(self.aux),
         }
 
     def load(self, state: dict, source: Path) -> tuple[dict, dict]:
@@ -87,6 +90,7 @@ class RunState:
             ckpt.load_weights(getattr(self, name), state[name], f"{name} of checkpoint '{source}'")
         self.images_shown, self.step = int(state["images_shown"]), int(state["step"])
         self.opt_phase = int(state["opt_phase"])
+        self.aux = dict(state.get("aux", {}))
         return state["opt_G"], state["opt_D"]
 
 
@@ -237,7 +241,8 @@ def _train(
                         f"{run.images_shown / 1000:.1f} kimg"
                     )
                 cur_phase = stage.phase_index
-                g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter_phase(
+                enter = stylegan2_step.enter_phase if cfg.arch == "stylegan2" else enter_phase
+                g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state
                 )
                 opt_state = None
@@ -292,6 +297,15 @@ def _step(
     noise = step_noise(cfg.seed, run.images_shown, batch, lo, hi, cfg.latent_dim, cfg.mirror)
     flips = noise.flips.to(device) if noise.flips is not None else None
     reals = preprocess_reals(reals_u8, flips, stage.res, stage.alpha)
+    if cfg.arch == "stylegan2":  # its own phases, optimizers and G_ema half-life
+        stats = stylegan2_step.train_step(
+            run.G, run.D, run.opt_G, run.opt_D, cfg, reals, run.images_shown, run.step,
+            batch, lo, hi, run.aux,
+        )  # fmt: skip
+        update_ema(run.G_ema, run.G, stylegan2_step.g_ema_beta(cfg, run.images_shown, batch))
+        run.images_shown += batch
+        run.step += 1
+        return stats
     if hasattr(run.G, "update_w_avg"):  # a running mean of w (style-based G), from the global batch
         whole = step_noise(cfg.seed, run.images_shown, batch, 0, batch, cfg.latent_dim, False)
         for z in (whole.z_d, whole.z_g):  # the latents of D's fakes and G's, with G before its step

@@ -21,17 +21,20 @@ from progan.train.schedule import Stage
 
 
 class TickStats:
-    """Sums of scalar tensors on the device, read (one host sync) once per tick."""
+    """Sums of scalar tensors on the device, read (one host sync) once per tick. A value that only
+    some steps give (StyleGAN2's lazy regularizers) is averaged over the steps that gave it."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
 
     def add(self, **values: torch.Tensor) -> None:
         for k, v in values.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
 
     def read_and_reset(self) -> dict[str, float]:
@@ -39,10 +42,10 @@ class TickStats:
         if not self.sums:
             return {}
         keys = sorted(self.sums)
-        vec = torch.stack([self.sums[k] for k in keys]) / max(self.count, 1)
+        vec = torch.stack([self.sums[k] / self.counts[k] for k in keys])
         vec = dist_utils.all_mean(vec)
         out = dict(zip(keys, vec.tolist()))
-        self.sums, self.count = {}, 0
+        self.sums, self.counts, self.count = {}, {}, 0
         return out
 
 
@@ -164,7 +167,9 @@ def report_tick(
     log(
         f"kimg {kimg:9.1f}  res {stage.res:4d}  {stage.phase.kind:6s} alpha {stage.alpha:.3f}  "
         f"D {values.get('d_loss', float('nan')):+.4f}  G {values.get('g_loss', float('nan')):+.4f}  "
-        f"gp {values.get('gp', float('nan')):.4f}  {rate:7.1f} img/s  "
+        f"gp {values.get('gp', float('nan')):.4f}  "
+        + (f"pl {values['pl_length']:.4f}  " if "pl_length" in values else "")
+        + f"{rate:7.1f} img/s  "
         f"ETA phase {fmt_duration(phase_left)}  run {fmt_duration(run_left)}"
     )
     step = images_shown  # TensorBoard's step is images shown throughout progan

@@ -29,6 +29,8 @@ def position_generator(seed: int, position: int, stream: int) -> torch.Generator
 
 # Random streams per step (position_generator's ``stream``).
 Z_D, Z_G, EPS, FLIP, GRID, INPUTS_D, INPUTS_G = 1, 2, 3, 4, 5, 6, 7
+# StyleGAN2's path-length phase (Greg): its latents, G inputs and y (progan.train.stylegan2_step).
+Z_PL, INPUTS_PL, PL_NOISE = 8, 9, 10
 
 
 @dataclass

@@ -133,6 +133,11 @@ class StyleGAN2Loss:
             noise = self.G.noise_maps(z.shape[0], z.device, "random", seed)
         return self.G.synthesis(ws, noise), ws
 
+    def run_D(self, images: torch.Tensor) -> torch.Tensor:
+        """D's scores of ``images``: every D evaluation of the phases (fakes, reals, R1's reals)
+        goes through here, the one place where D's inputs may be transformed (augmentation)."""
+        return self.D(images)
+
     def accumulate_gradients(
         self,
         phase: str,
@@ -149,7 +154,7 @@ class StyleGAN2Loss:
         out = {}
         if phase == "Gmain":
             images, _ = self.run_G(z, inputs)
-            scores = self.D(images)
+            scores = self.run_D(images)
             loss = F.softplus(-scores)
             loss.mean().mul(gain).backward()
             out |= {"fake_scores": scores, "g_loss": loss}
@@ -165,10 +170,10 @@ class StyleGAN2Loss:
         elif phase == "Dmain":
             with torch.no_grad():
                 images, _ = self.run_G(z, inputs, update_w_avg=True)
-            fake_scores = self.D(images)
+            fake_scores = self.run_D(images)
             fake_loss = F.softplus(fake_scores)
             fake_loss.mean().mul(gain).backward()
-            real_scores = self.D(reals.detach())
+            real_scores = self.run_D(reals.detach())
             real_loss = F.softplus(-real_scores)
             real_loss.mean().mul(gain).backward()
             out |= {
@@ -178,7 +183,7 @@ class StyleGAN2Loss:
             }
         else:  # Dreg
             x = reals.detach().requires_grad_(True)
-            scores = self.D(x)
+            scores = self.run_D(x)
             penalty = r1_penalty(scores, x)
             (penalty * (self.reg.r1_gamma / 2)).mean().mul(gain).backward()
             out |= {"real_scores": scores, "r1_penalty": penalty}

@@ -1,0 +1,174 @@
+"""One StyleGAN2 training iteration in progan's loop: the official phases (Gmain, Greg every
+``pl_interval``, Dmain, Dreg every ``r1_interval`` minibatches) with lazy-regularized torch Adam
+and G_ema by half-life, as StyleGAN2-ADA's ``training_loop.py`` runs them.
+
+Every draw is a function of (seed, images shown, stream), as ProGAN's steps' are: each phase its
+own latents and G inputs (style mixing, noise seeds), Greg's y from per-sample seeds
+(``seeded_noise``), so a resumed run continues bit for bit. The path-length mean ``pl_mean`` is
+training state: the loop keeps it in ``RunState.aux`` and checkpoints it.
+
+Every D evaluation of an iteration (fakes, reals, R1's reals) goes through
+``StyleGAN2Loss.run_D``: the one place where D's inputs can be transformed (augmentation).
+
+Several processes: each takes its shard of every phase's batch, Greg shrinks each shard (the
+official per-GPU batch shrink), gradients are averaged, and ``pl_mean`` is averaged after each
+Greg so that every process (and a resumed run) holds the same value; the official code keeps one
+per GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from progan.config.schema import TrainConfig
+from progan.nets.noise import seeded_noise
+from progan.train import distributed as dist_utils
+from progan.train.streams import (
+    INPUTS_D,
+    INPUTS_G,
+    INPUTS_PL,
+    PL_NOISE,
+    Z_D,
+    Z_G,
+    Z_PL,
+    position_generator,
+)
+from progan.train.stylegan2_loss import (
+    Regularization,
+    StyleGAN2Loss,
+    ema_beta,
+    make_optimizers,
+    phases,
+    step,
+)
+
+# Each phase's terms that the tick line and TensorBoard show, under progan's names ("gp": R1's
+# ||dD/dx||^2, as the logistic ProGAN path reports it); the lazy ones are means over the steps
+# that computed them (``progan.train.reporting.TickStats``).
+STATS = {
+    "Gmain": {"g_loss": "g_loss"},
+    "Greg": {"pl_lengths": "pl_length", "pl_penalty": "pl_penalty"},
+    "Dmain": {"d_loss": "d_loss", "real_scores": "d_real", "fake_scores": "d_fake"},
+    "Dreg": {"r1_penalty": "gp"},
+}
+
+
+def regularization(cfg: TrainConfig) -> Regularization:
+    """The lazy regularization of a stylegan2 config (its ``[net]`` table and ``r1_gamma``)."""
+    n = cfg.net
+    return Regularization(
+        r1_gamma=cfg.r1_gamma,
+        r1_interval=int(n["r1_interval"]),
+        pl_weight=float(n["pl_weight"]),
+        pl_interval=int(n["pl_interval"]),
+        pl_decay=float(n["pl_decay"]),
+        pl_batch_shrink=int(n["pl_batch_shrink"]),
+    )
+
+
+def enter_phase(
+    G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None, opt_state: tuple | None
+) -> tuple[list, list, torch.optim.Adam, torch.optim.Adam, int]:
+    """``progan.train.step.enter_phase`` for StyleGAN2: one phase (full resolution), torch Adam
+    with the lazy-regularization lr and betas (``lazy_adam``), the state of a checkpoint loaded.
+    The networks require no grad outside their own phases (``run_phase`` switches them)."""
+    G.requires_grad_(False)
+    D.requires_grad_(False)
+    opt_G, opt_D = opts
+    if opt_G is None:
+        opt_G, opt_D = make_optimizers(
+            G, D, stage.lr, stage.lr, regularization(cfg), tuple(cfg.betas), cfg.adam_eps
+        )
+        if opt_state is not None:
+            opt_G.load_state_dict(opt_state[0])
+            opt_D.load_state_dict(opt_state[1])
+    return list(G.parameters()), list(D.parameters()), opt_G, opt_D, stage.phase_index
+
+
+def g_ema_beta(cfg: TrainConfig, images_shown: int, batch: int) -> float:
+    """G_ema's decay after the step that starts at ``images_shown``: half-life ``ema_kimg``
+    (default 10, the official loop's), ramped up by ``[net] ema_rampup_ratio`` (0: none)."""
+    ratio = float(cfg.net["ema_rampup_ratio"]) or None
+    kimg = cfg.ema_kimg if cfg.ema_kimg is not None else 10.0
+    return ema_beta(batch, images_shown, kimg, ratio)
+
+
+def _draws(G, seed: int, images_shown: int, batch: int, lo: int, hi: int, stream: int, zs: int):
+    gen = position_generator(seed, images_shown, zs)
+    z = torch.randn(batch, G.latent_dim, generator=gen)[lo:hi]
+    inputs = G.step_inputs(batch, G.res_max, position_generator(seed, images_shown, stream))
+    return z, {k: v[lo:hi] for k, v in inputs.items()}
+
+
+def pl_noise(seed: int, images_shown: int, lo: int, n: int, res: int, device) -> torch.Tensor:
+    """Greg's y for rows [lo, lo + n) of the global batch: N(0, 1) / sqrt(res * res), from one
+    seed per row (``seeded_noise`` on the device; no full-size CPU draw)."""
+    gen = position_generator(seed, images_shown, PL_NOISE)
+    seeds = torch.randint(-(1 << 62), 1 << 62, (lo + n,), generator=gen, dtype=torch.int64)
+    seeds = seeds[lo:].to(device)
+    y = torch.cat([seeded_noise(seeds, c, res) for c in range(3)], dim=1)
+    return y / math.sqrt(res * res)
+
+
+def train_step(
+    G,
+    D,
+    opt_G,
+    opt_D,
+    cfg: TrainConfig,
+    reals: torch.Tensor,
+    images_shown: int,
+    batch_idx: int,
+    batch: int,
+    lo: int,
+    hi: int,
+    aux: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """The phases of minibatch ``batch_idx`` on this process's rows [lo, hi) of the global batch
+    (``reals`` are those rows); returns the loss terms it computed, as batch means. Moves
+    ``aux["pl_mean"]`` after a Greg."""
+    device = reals.device
+    reg = regularization(cfg)
+    loss = StyleGAN2Loss(G, D, reg)
+    loss.pl_mean = aux.get("pl_mean", loss.pl_mean).to(device)
+    world = dist_utils.world_size()
+    weight = (
+        (hi - lo) / batch * world
+    )  # this process's share, so averaged gradients are the batch's
+    streams = {"Gmain": (INPUTS_G, Z_G), "Greg": (INPUTS_PL, Z_PL), "Dmain": (INPUTS_D, Z_D)}
+    stats: dict[str, torch.Tensor] = {}
+    for phase, gain in phases(batch_idx, reg):
+        z = inputs = y = None
+        if phase in streams:
+            z, inputs = _draws(G, cfg.seed, images_shown, batch, lo, hi, *streams[phase])
+            z, inputs = z.to(device), {k: v.to(device) for k, v in inputs.items()}
+        if phase == "Greg":
+            n = (hi - lo) // reg.pl_batch_shrink
+            y = pl_noise(cfg.seed, images_shown, lo, n, G.res_max, device)
+        out = _run_phase(loss, phase, gain * weight, opt_G if phase[0] == "G" else opt_D,
+                         reals, z, inputs, y)  # fmt: skip
+        for key, name in STATS[phase].items():
+            stats[name] = out[key].float().mean()
+        if phase == "Greg":
+            if world > 1:
+                loss.pl_mean = dist_utils.all_mean(loss.pl_mean.reshape(1))[0]
+            aux["pl_mean"] = loss.pl_mean.detach().clone()
+    return stats
+
+
+def _run_phase(loss: StyleGAN2Loss, phase: str, gain: float, opt, reals, z, inputs, y):
+    """``progan.train.stylegan2_loss.run_phase`` with the gradients averaged over processes."""
+    module = loss.G if phase[0] == "G" else loss.D
+    opt.zero_grad(set_to_none=True)
+    module.requires_grad_(True)
+    try:
+        out = loss.accumulate_gradients(phase, reals, z, gain, inputs, y)
+    finally:
+        module.requires_grad_(False)
+    # Parameters the phase's loss does not reach keep no gradient and take no Adam step (as the
+    # official loop: e.g. D's output bias in R1's phase).
+    dist_utils.average_gradients([p for p in module.parameters() if p.grad is not None])
+    step(module, opt)
+    return out
