@@ -73,6 +73,14 @@ def _seed_list(text: str | None, option: str) -> list[int]:
     show_default=True,
     help="Style layers below this come from the row (4: resolutions 4-8, the coarse styles).",
 )
+@click.option(
+    "--from-latents",
+    "from_latents",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Latent files (.npz) of `progan project` (repeatable; a folder: its .npz files): write "
+    "each one's image as NAME.png instead of seeds' images (with --truncation as for seeds).",
+)
 def generate(
     checkpoint,
     out,
@@ -89,6 +97,7 @@ def generate(
     mix_rows,
     mix_cols,
     mix_cutoff,
+    from_latents,
 ):
     """Write images from a checkpoint's G_ema (a checkpoint file or a run directory's newest).
 
@@ -97,6 +106,12 @@ def generate(
     """
     from progan.sampling.generate import generate_images
 
+    if from_latents:
+        paths = _render_latent_files(
+            checkpoint, out, from_latents, device, truncation_psi, truncation_cutoff
+        )
+        click.echo(f"wrote {len(paths)} files to {out}")
+        return
     mixing = None
     if mix_rows is not None or mix_cols is not None:
         mixing = (
@@ -123,6 +138,36 @@ def generate(
         mixing=mixing,
     )
     click.echo(f"wrote {len(paths)} files to {out}")
+
+
+def _render_latent_files(checkpoint, out, sources, device, truncation_psi, truncation_cutoff):
+    """``generate --from-latents``: each latent file's image as OUT/NAME.png."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from progan.devices import resolve_device
+    from progan.fileio import atomic_path, check_writable
+    from progan.sampling.generator import load_generator, to_uint8
+    from progan.sampling.latent_files import load_latent, render_latent
+
+    files = []
+    for s in map(Path, sources):
+        found = sorted(s.glob("*.npz")) if s.is_dir() else [s]
+        if not found:
+            raise ProganError(f"--from-latents folder '{s}' holds no .npz latent files")
+        files += found
+    items = [(f, load_latent(f)) for f in files]  # every file read before any is written
+    check_writable(out, "output folder")
+    g = load_generator(checkpoint, device=resolve_device(device))
+    paths = []
+    for f, item in items:
+        img = render_latent(g, item, truncation_psi, truncation_cutoff, path=f)
+        path = Path(out) / f"{f.stem}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(to_uint8(img)[0].permute(1, 2, 0).cpu().numpy()).save(tmp)
+        paths.append(path)
+    return paths
 
 
 # --- metric commands (fid, swd, metrics) -------------------------------------------------------
