@@ -116,6 +116,8 @@ def render_latent(
                 "truncation_cutoff": truncation_cutoff,
             }
             return g(latent[None], noise_mode="const", **options)
+        if not is_style_based(g):
+            raise ProganError(_mismatch(path, item, f"z of {g.latent_dim} (it has no w)"))
         synthesis = Synthesis(g)
         if latent.shape != (synthesis.num_ws, synthesis.w_dim):
             raise ProganError(_mismatch(path, item, f"w of {synthesis.num_ws} x {synthesis.w_dim}"))
