@@ -268,3 +268,13 @@ def test_truncation_of_a_projected_latent_moves_it_to_w_avg(style_run, tmp_path)
     at_avg = synthesis(synthesis.styles(g.g.w_avg[None]), item.noise)
     assert torch.allclose(render_latent(g, item, truncation_psi=0.0), at_avg)
     assert not math.isclose(float(render_latent(g, item).sub(at_avg).abs().max()), 0.0)
+
+
+def test_python_project_reads_an_image_file_and_names_the_missing_vgg_weights(style_run, tmp_path):
+    g = load_generator(style_run)
+    path = _face(tmp_path / "faces") / "face00000.png"
+    with pytest.raises(progan.ProganError, match="needs the VGG-16 weights: pass --vgg-weights"):
+        progan.project(g, path, steps=2)
+    result = progan.project(g, path, vgg_weights=STANDIN, steps=3, seed=1)
+    assert result.latent.shape == (Synthesis(g).num_ws, Synthesis(g).w_dim)
+    assert len(result.losses) == 3 and result.image.shape == (3, g.res, g.res)

@@ -277,13 +277,17 @@ def project_files(
     w_plus: bool = False,
     save_video: bool = False,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[dict]:
     """``progan project``: each target image (a file, or a folder's images) projected into the
     checkpoint's G_ema; writes ``<name>.npz`` (the latent file), ``<name>-projected.png`` (its
     image, rendered from that file), ``<name>-side-by-side.png`` (target | projection) and with
     ``save_video`` ``<name>-optimisation.mp4`` (target | each step's latent with the final noise
-    maps, 10 fps). Returns per target its paths, LPIPS distance, PSNR and seconds."""
+    maps, 10 fps). Returns per target its paths, LPIPS distance, PSNR and seconds.
+
+    Progress goes to stderr: a line redrawn in place on a terminal (``progress`` None), else every
+    tenth of the steps one line with the step's distance and loss (``progress`` False: none)."""
+    import sys
     import time
 
     from PIL import Image
@@ -309,11 +313,21 @@ def project_files(
 
     results = []
     for path, tgt in zip(files, targets):
-        bar = Progress(steps, progress, unit="steps")
+        tty = sys.stderr.isatty() if progress is None else progress
+        bar = Progress(steps, tty, unit="steps")
+        every = max(1, steps // 10)
+
+        def on_step(s: int, d: float, loss: float) -> None:
+            note = f"dist {d:.4f}  loss {loss:.4f}"
+            if tty:
+                bar.update(s, note=note)
+            elif progress is None and (s % every == 0 or s == 1):
+                sys.stderr.write(f"{path.name}: step {s}/{steps}  {note}\n")
+
         start = time.monotonic()
         proj = project(
             g, tgt, lpips, steps=steps, seed=seed, w_plus=w_plus, keep_trajectory=save_video,
-            on_step=lambda s, d, loss: bar.update(s, note=f"dist {d:.4f}  loss {loss:.4f}"),
+            on_step=on_step,
         )  # fmt: skip
         seconds = time.monotonic() - start
         bar.finish(steps, note=f"dist {proj.distance:.4f}  {path.name}")

@@ -95,9 +95,12 @@ def write_walk(
     grid: tuple[int, int] = (1, 1),
     fps: float = 30,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict:
-    """Write the walk to ``out`` (.mp4 or .gif); returns its frames, width and height."""
+    """Write the walk to ``out`` (.mp4 or .gif); returns its frames, width and height. A progress
+    bar goes to stderr (``progress`` None: when it is a terminal)."""
+    import sys
+
     from progan.devices import resolve_device
     from progan.fileio import check_writable
     from progan.progress import Progress
@@ -132,7 +135,7 @@ def write_walk(
     options = {"noise_mode": "const"} if style else {}
     if truncation_psi is not None:
         options["truncation_psi"] = truncation_psi
-    bar = Progress(total, progress, unit="frames")
+    bar = Progress(total, sys.stderr.isatty() if progress is None else progress, unit="frames")
 
     def frames():
         for f in range(total):
