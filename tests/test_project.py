@@ -278,3 +278,31 @@ def test_python_project_reads_an_image_file_and_names_the_missing_vgg_weights(st
     result = progan.project(g, path, vgg_weights=STANDIN, steps=3, seed=1)
     assert result.latent.shape == (Synthesis(g).num_ws, Synthesis(g).w_dim)
     assert len(result.losses) == 3 and result.image.shape == (3, g.res, g.res)
+
+
+def test_projected_latents_mix_with_seeds_in_the_style_mixing_grid(style_run, tmp_path):
+    """Rows: the latent files (their images as written); cells: a file's coarse styles with a
+    seed's fine ones, equal to synthesising the mixed styles by hand."""
+    faces = _face(tmp_path / "faces")
+    invoke_clean("project", style_run, "--target", faces, "--out", tmp_path / "p", "--steps", 2,
+                 "--vgg-weights", STANDIN)  # fmt: skip
+    r = invoke_clean("generate", style_run, "--from-latents", tmp_path / "p", "--out",
+                     tmp_path / "g", "--mix-cols", "3,4,5", "--mix-cutoff", 2)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    grid = np.asarray(Image.open(tmp_path / "g" / "style-mixing.png"))
+    g = load_generator(style_run)
+    res, synthesis = g.res, Synthesis(g)
+    assert grid.shape == (3 * res, 4 * res, 3)
+    row = np.asarray(Image.open(tmp_path / "g" / "face00001.png"))
+    assert np.array_equal(grid[2 * res :, :res], row)
+    item = load_latent(tmp_path / "p" / "face00001.npz")
+    w_seed = synthesis.styles(synthesis.mapping(latents(1, g.latent_dim, 4)))[0]
+    mixed = torch.cat([item.latent[:2], w_seed[2:]])[None]
+    with torch.no_grad():
+        cell = synthesis(mixed, synthesis.const_noise())
+    from progan.sampling.generator import to_uint8
+
+    expected = to_uint8(cell)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(grid[2 * res :, 2 * res : 3 * res], expected)
+    one_line_error(invoke("generate", style_run, "--from-latents", tmp_path / "p", "--out",
+                          tmp_path / "g", "--mix-rows", "1"), "--from-latents")  # fmt: skip

@@ -65,7 +65,9 @@ def _seed_list(text: str | None, option: str) -> list[int]:
     "whose coarse styles each row's images take.",
 )
 @click.option(
-    "--mix-cols", help="Style-based G: seeds of the style-mixing grid's columns (fine styles)."
+    "--mix-cols",
+    help="Style-based G: seeds of the style-mixing grid's columns (fine styles); with "
+    "--from-latents the latent files are its rows.",
 )
 @click.option(
     "--mix-cutoff",
@@ -107,8 +109,11 @@ def generate(
     from progan.sampling.generate import generate_images
 
     if from_latents:
+        if mix_rows is not None:
+            raise ProganError("with --from-latents the latent files are the style-mixing rows")
+        mixing = (_seed_list(mix_cols, "--mix-cols"), mix_cutoff) if mix_cols else None
         paths = _render_latent_files(
-            checkpoint, out, from_latents, device, truncation_psi, truncation_cutoff
+            checkpoint, out, from_latents, device, truncation_psi, truncation_cutoff, mixing
         )
         click.echo(f"wrote {len(paths)} files to {out}")
         return
@@ -140,8 +145,11 @@ def generate(
     click.echo(f"wrote {len(paths)} files to {out}")
 
 
-def _render_latent_files(checkpoint, out, sources, device, truncation_psi, truncation_cutoff):
-    """``generate --from-latents``: each latent file's image as OUT/NAME.png."""
+def _render_latent_files(
+    checkpoint, out, sources, device, truncation_psi, truncation_cutoff, mixing
+):
+    """``generate --from-latents``: each latent file's image as OUT/NAME.png; with ``mixing``
+    (column seeds, cutoff) also OUT/style-mixing.png with the files as its rows."""
     from pathlib import Path
 
     from PIL import Image
@@ -149,7 +157,7 @@ def _render_latent_files(checkpoint, out, sources, device, truncation_psi, trunc
     from progan.devices import resolve_device
     from progan.fileio import atomic_path, check_writable
     from progan.sampling.generator import load_generator, to_uint8
-    from progan.sampling.latent_files import load_latent, render_latent
+    from progan.sampling.latent_files import load_latent, mix_with_seeds, render_latent
 
     files = []
     for s in map(Path, sources):
@@ -160,12 +168,19 @@ def _render_latent_files(checkpoint, out, sources, device, truncation_psi, trunc
     items = [(f, load_latent(f)) for f in files]  # every file read before any is written
     check_writable(out, "output folder")
     g = load_generator(checkpoint, device=resolve_device(device))
+    pictures = [
+        (f"{f.stem}.png", to_uint8(render_latent(g, item, truncation_psi, truncation_cutoff, f))
+         [0].permute(1, 2, 0).cpu().numpy())
+        for f, item in items
+    ]  # fmt: skip
+    if mixing is not None:
+        canvas = mix_with_seeds(g, items, *mixing, truncation_psi, truncation_cutoff)
+        pictures.append(("style-mixing.png", canvas))
     paths = []
-    for f, item in items:
-        img = render_latent(g, item, truncation_psi, truncation_cutoff, path=f)
-        path = Path(out) / f"{f.stem}.png"
+    for name, picture in pictures:
+        path = Path(out) / name
         with atomic_path(path) as tmp:
-            Image.fromarray(to_uint8(img)[0].permute(1, 2, 0).cpu().numpy()).save(tmp)
+            Image.fromarray(picture).save(tmp)
         paths.append(path)
     return paths
 

@@ -135,3 +135,44 @@ def _mismatch(path, item: LatentFile, wanted: str) -> str:
         f"'{path}' holds a {item.space} latent of shape {tuple(item.latent.shape)}; this "
         f"generator takes {wanted} (it was found with {item.meta.get('checkpoint', 'another G')})"
     )
+
+
+def mix_with_seeds(
+    g: StageGenerator,
+    items: list[tuple[Path, LatentFile]],
+    col_seeds: list[int],
+    cutoff: int,
+    truncation_psi: float | None = None,
+    truncation_cutoff: int | None = None,
+) -> np.ndarray:
+    """The style-mixing figure with latent files as its rows: cell (i, j) takes the styles of
+    layers < ``cutoff`` from file i and the others from the seed ``col_seeds[j]`` (its first
+    latent, as ``progan generate --seed``). Cells and column sources use the generator's constant
+    noise; a row source is its file's image (``render_latent``, its own noise maps)."""
+    from progan.sampling.generate import mixing_canvas
+    from progan.sampling.generator import latents
+
+    if not is_style_based(g):
+        raise ProganError("--mix-cols needs a style-based generator (arch stylegan)")
+    synthesis = Synthesis(g)
+    if not 1 <= cutoff < synthesis.num_ws:
+        raise ProganError(
+            f"--mix-cutoff must be from 1 to {synthesis.num_ws - 1} (the generator has "
+            f"{synthesis.num_ws} style layers), got {cutoff}"
+        )
+    for path, item in items:
+        if item.space == "z":
+            raise ProganError(f"'{path}' holds a z latent: style mixing takes w latents")
+    rows = [render_latent(g, item, truncation_psi, truncation_cutoff, path) for path, item in items]
+    device = next(iter(g.g.parameters())).device
+    noise = synthesis.const_noise()
+    with torch.no_grad():
+        z = torch.cat([latents(1, g.latent_dim, s) for s in col_seeds]).to(device)
+        cols = synthesis.styles(synthesis.mapping(z))
+        ws_r = torch.stack([item.latent.to(device) for _, item in items])
+        layer = torch.arange(synthesis.num_ws, device=device).view(1, 1, -1, 1)
+        cells = torch.where(layer < cutoff, ws_r[:, None], cols[None]).flatten(0, 1)
+        trunc = lambda ws: synthesis.truncate(ws, truncation_psi, truncation_cutoff)  # noqa: E731
+        images_c = synthesis(trunc(cols), noise)
+        images = synthesis(trunc(cells), noise)
+    return mixing_canvas(torch.cat(rows), images_c, images)
