@@ -26,7 +26,8 @@ class Progress:
         self.total, self.enabled, self.unit = total, enabled, unit
         self.start, self.last = time.monotonic(), 0.0
 
-    def update(self, done: int, force: bool = False) -> None:
+    def update(self, done: int, force: bool = False, note: str = "") -> None:
+        """Redraw the line (at most 4 times a second unless ``force``); ``note`` follows the ETA."""
         now = time.monotonic()
         if not self.enabled or (not force and now - self.last < 0.25):
             return
@@ -34,6 +35,7 @@ class Progress:
         rate = done / max(now - self.start, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else 0
         line = f"{done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  ETA {fmt_duration(eta)}"
+        line += f"  {note}" if note else ""
         sys.stderr.write(f"\r{line:<60}")
         sys.stderr.flush()
 
@@ -42,7 +44,7 @@ class Progress:
             sys.stderr.write(f"\r{text:<60}\n")
             sys.stderr.flush()
 
-    def finish(self, done: int) -> None:
-        self.update(done, force=True)
+    def finish(self, done: int, note: str = "") -> None:
+        self.update(done, force=True, note=note)
         if self.enabled:
             sys.stderr.write("\n")

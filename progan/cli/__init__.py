@@ -1,7 +1,8 @@
 """The ``progan`` command: thin click wrappers that validate options and call library functions.
 
 One module per group of commands: ``store`` (prepare-lmdb, info), ``train``, ``evaluate``
-(generate, fid, swd, metrics) and ``official`` (import-official); ``paths`` checks their path
+(generate, fid, swd, metrics), ``official`` (import-official) and ``media`` (project, video);
+``paths`` checks their path
 options (length, UTF-8) before a command runs. Every command turns a
 ``ProganError`` into a one-line message and a non-zero exit; a traceback means a bug. The command
 modules import click only: each command imports the library it runs when it runs.
@@ -15,7 +16,7 @@ import sys
 
 import click
 
-from progan.cli import evaluate, official, store, train
+from progan.cli import evaluate, media, official, store, train
 from progan.cli.paths import check_paths, path_options, printable_streams, too_long
 from progan.errors import ProganError
 
@@ -61,6 +62,8 @@ COMMANDS = (
     evaluate.fid_cmd,
     evaluate.swd_cmd,
     evaluate.metrics_cmd,
+    media.project_cmd,
+    media.video_cmd,
 )
 for _command in COMMANDS:
     _command.callback = _user_errors(_command.callback)

@@ -66,13 +66,23 @@ def _seed_list(text: str | None, option: str) -> list[int]:
     "whose coarse styles each row's images take.",
 )
 @click.option(
-    "--mix-cols", help="Style-based G: seeds of the style-mixing grid's columns (fine styles)."
+    "--mix-cols",
+    help="Style-based G: seeds of the style-mixing grid's columns (fine styles); with "
+    "--from-latents the latent files are its rows.",
 )
 @click.option(
     "--mix-cutoff",
     default=4,
     show_default=True,
     help="Style layers below this come from the row (4: resolutions 4-8, the coarse styles).",
+)
+@click.option(
+    "--from-latents",
+    "from_latents",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Latent files (.npz) of `progan project` (repeatable; a folder: its .npz files): write "
+    "each one's image as NAME.png instead of seeds' images (with --truncation as for seeds).",
 )
 def generate(
     checkpoint,
@@ -90,6 +100,7 @@ def generate(
     mix_rows,
     mix_cols,
     mix_cutoff,
+    from_latents,
 ):
     """Write images from a checkpoint's G_ema (a checkpoint file or a run directory's newest).
 
@@ -98,6 +109,15 @@ def generate(
     """
     from progan.sampling.generate import generate_images
 
+    if from_latents:
+        if mix_rows is not None:
+            raise ProganError("with --from-latents the latent files are the style-mixing rows")
+        mixing = (_seed_list(mix_cols, "--mix-cols"), mix_cutoff) if mix_cols else None
+        paths = _render_latent_files(
+            checkpoint, out, from_latents, device, truncation_psi, truncation_cutoff, mixing
+        )
+        click.echo(f"wrote {len(paths)} files to {out}")
+        return
     mixing = None
     if mix_rows is not None or mix_cols is not None:
         mixing = (
@@ -124,6 +144,46 @@ def generate(
         mixing=mixing,
     )
     click.echo(f"wrote {len(paths)} files to {out}")
+
+
+def _render_latent_files(
+    checkpoint, out, sources, device, truncation_psi, truncation_cutoff, mixing
+):
+    """``generate --from-latents``: each latent file's image as OUT/NAME.png; with ``mixing``
+    (column seeds, cutoff) also OUT/style-mixing.png with the files as its rows."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from progan.devices import resolve_device
+    from progan.fileio import atomic_path, check_writable
+    from progan.sampling.generator import load_generator, to_uint8
+    from progan.sampling.latent_files import load_latent, mix_with_seeds, render_latent
+
+    files = []
+    for s in map(Path, sources):
+        found = sorted(s.glob("*.npz")) if s.is_dir() else [s]
+        if not found:
+            raise ProganError(f"--from-latents folder '{s}' holds no .npz latent files")
+        files += found
+    items = [(f, load_latent(f)) for f in files]  # every file read before any is written
+    check_writable(out, "output folder")
+    g = load_generator(checkpoint, device=resolve_device(device))
+    pictures = [
+        (f"{f.stem}.png", to_uint8(render_latent(g, item, truncation_psi, truncation_cutoff, f))
+         [0].permute(1, 2, 0).cpu().numpy())
+        for f, item in items
+    ]  # fmt: skip
+    if mixing is not None:
+        canvas = mix_with_seeds(g, items, *mixing, truncation_psi, truncation_cutoff)
+        pictures.append(("style-mixing.png", canvas))
+    paths = []
+    for name, picture in pictures:
+        path = Path(out) / name
+        with atomic_path(path) as tmp:
+            Image.fromarray(picture).save(tmp)
+        paths.append(path)
+    return paths
 
 
 # --- metric commands (fid, swd, metrics) -------------------------------------------------------

@@ -12,5 +12,7 @@ Importing this package imports none of them.
 - ``stylegan2``: an official StyleGAN2 PyTorch state_dict and init_kwargs as progan's.
 - ``torch_pickles``: reads the official PyTorch code's pickles (StyleGAN2-ADA, StyleGAN3) without
   running their embedded source, tensor storages through torch's weights-only loader.
-- ``snapshots``: the StyleGAN2 G, D and G_ema of such a snapshot as progan's networks.
+- ``stylegan2_tf``: NVlabs/stylegan2's TensorFlow pickles (G_main, D_stylegan2) in that layout.
+- ``snapshots``: the StyleGAN2 G, D and G_ema of such a snapshot (PyTorch or TensorFlow) as
+  progan's networks.
 """

@@ -157,6 +157,15 @@ def style_mixing_grid(
             mix_cutoff=torch.full((rows * cols,), cutoff, device=device),
         )
         sources_r, sources_c = g(zr), g(zc)
+    return mixing_canvas(sources_r, sources_c, cells)
+
+
+def mixing_canvas(
+    sources_r: torch.Tensor, sources_c: torch.Tensor, cells: torch.Tensor
+) -> np.ndarray:
+    """The style-mixing figure's (H, W, 3) uint8 layout: column sources along the top, row sources
+    down the left, cell (i, j) at row i + 1, column j + 1 (``cells`` row by row)."""
+    rows, cols = len(sources_r), len(sources_c)
     res = cells.shape[-1]
     canvas = np.zeros(((rows + 1) * res, (cols + 1) * res, 3), np.uint8)
     tiles = _hwc(torch.cat([sources_c, sources_r, cells]))

@@ -160,3 +160,57 @@ def load_generator(
     style-based generator (``sampling_options`` lists them).
     """
     return generator_from_state(load_checkpoint(resolve_checkpoint(path)), device, **options)
+
+
+def is_style_based(g: StageGenerator) -> bool:
+    """Whether ``g`` maps z to styles w and synthesises from them (StyleGAN, StyleGAN2)."""
+    return hasattr(g.g, "mapping") and hasattr(g.g, "synthesis")
+
+
+class Synthesis:
+    """A style-based G at its stage split as projections and latent walks use it: ``mapping``
+    (z -> w, (N, C)), ``styles`` (w or per-layer w -> (N, num_ws, C)), ``truncate`` and
+    ``__call__(ws, noise)`` -> images, ``noise`` one (r, r) map per synthesis layer.
+
+    It hides that StyleGAN's synthesis takes the stage (res, alpha) and StyleGAN2's does not.
+    """
+
+    def __init__(self, g: StageGenerator):
+        if not is_style_based(g):
+            raise ProganError(
+                f"this generator ({type(g.g).__name__}) has no mapping to w: it takes z only"
+            )
+        self.net, self.res, self.alpha = g.g, g.res, g.alpha
+        self.num_ws = int(getattr(self.net, "num_ws", 0) or self.net.num_layers)
+        self.w_dim = int(self.net.w_dim)
+        self._staged = "res" in inspect.signature(self.net.synthesis).parameters
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.mapping(z)
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        """(N, C) or (N, L, C) (L = 1 or num_ws) -> (N, num_ws, C)."""
+        w = w.unsqueeze(1) if w.ndim == 2 else w
+        return w.expand(-1, self.num_ws, -1) if w.shape[1] == 1 else w
+
+    def truncate(self, ws: torch.Tensor, psi: float | None, cutoff: int | None) -> torch.Tensor:
+        """The first ``cutoff`` layers (None: all) moved to ``lerp(w_avg, ws, psi)``."""
+        if psi is None or psi == 1.0:
+            return ws
+        layers = torch.arange(ws.shape[1], device=ws.device).view(1, -1, 1)
+        avg = self.net.w_avg.to(ws.dtype).view(1, 1, -1)
+        return torch.where(layers < (cutoff or ws.shape[1]), torch.lerp(avg, ws, psi), ws)
+
+    def const_noise(self) -> list[torch.Tensor]:
+        """Copies of the generator's fixed noise maps, (r, r) each, in synthesis order."""
+        device = self.net.w_avg.device
+        if self._staged:
+            maps = self.net.noise_maps(1, self.res, device, "const")
+        else:
+            maps = self.net.noise_maps(1, device, "const")
+        return [m.detach().reshape(m.shape[-2:]).clone() for m in maps]
+
+    def __call__(self, ws: torch.Tensor, noise: list[torch.Tensor | None]) -> torch.Tensor:
+        if self._staged:
+            return self.net.synthesis(ws, self.res, self.alpha, noise)
+        return self.net.synthesis(ws, noise)
