@@ -24,6 +24,9 @@ from progan.errors import ProganError
 from progan.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from progan.official.snapshots import read_snapshot
 from progan.official.torch_pickles import is_torch_pickle, read_torch_pickle
+from progan.train.checkpoint import list_checkpoints, load_checkpoint
+
+from helpers import invoke, one_line_error
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_stylegan2"
 F64 = 1 + 2.0**-28
@@ -214,3 +217,55 @@ def test_damaged_and_foreign_files_are_one_line_errors(tmp_path):
         read_torch_pickle(plain)
     with pytest.raises(ProganError, match="not found"):
         read_torch_pickle(tmp_path / "missing.pkl")
+
+
+# --- progan import-official ---------------------------------------------------------------------
+
+
+def _newest(run):
+    return load_checkpoint(list_checkpoints(run)[-1])
+
+
+@pytest.mark.parametrize("case", ["ada-16", "tf-16"])
+def test_import_official_writes_a_stylegan2_run_of_the_snapshot(case, tmp_path):
+    run = tmp_path / "run"
+    r = invoke("import-official", FIXTURES / f"{case}.pkl", "--run-dir", run)
+    assert r.exit_code == 0, r.output
+    assert "StyleGAN2" in r.output and "--cfg auto" in r.output
+    snap = read_snapshot(FIXTURES / f"{case}.pkl")
+    state = _newest(run)  # weights_only load
+    cfg = state["config"]
+    assert cfg["arch"] == "stylegan2" and cfg["res_start"] == cfg["res_max"] == 16
+    assert cfg["latent_dim"] == snap.G_kwargs["latent_dim"] and state["images_shown"] == 0
+    for key in ("G", "D", "G_ema"):  # the snapshot's tensors, unchanged
+        mine = state[key]
+        theirs = getattr(snap, key)
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), key
+    # generate draws from G_ema: the image of the snapshot's G_ema for that latent.
+    out = tmp_path / "imgs"
+    r = invoke("generate", run, "--out", out, "--n", 2)
+    assert r.exit_code == 0, r.output
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_an_imported_snapshot_fine_tunes(face_store, tmp_path):
+    """train --resume on the imported run: a few minibatches of the new data move G from the
+    snapshot's weights, and the checkpoint carries the official loop's state (pl_mean)."""
+    run = tmp_path / "run"
+    assert invoke("import-official", FIXTURES / "ada-16.pkl", "--run-dir", run).exit_code == 0
+    before = _newest(run)["G"]
+    args = ["--total-kimg", "0.016", "--tick-kimg", "0.008", "--snapshot-ticks", "1"]
+    args += ["--batch", "8", "--workers", "0", "--device", "cpu"]
+    r = invoke("train", "--run-dir", run, "--resume", "--data", face_store, *args)
+    assert r.exit_code == 0, r.output
+    after = _newest(run)
+    assert after["images_shown"] == 16
+    moved = [k for k in before if not torch.equal(before[k], after["G"][k])]
+    assert moved and "pl_mean" in after["aux"]
+
+
+def test_import_of_a_stylegan3_network_is_one_line(tmp_path):
+    r = invoke("import-official", FIXTURES / "sg3t-16.pkl", "--run-dir", tmp_path / "run")
+    one_line_error(r, "StyleGAN3 network (config -t or -r")
+    assert not (tmp_path / "run" / "config.toml").exists()

@@ -1,9 +1,12 @@
 """``import_official``: a progan run directory (config.toml + one checkpoint) from an official
-ProGAN or StyleGAN network pickle, read by the reader of its network family (``FAMILIES``)."""
+network pickle: ProGAN's or StyleGAN's (TensorFlow), read by the reader of its network family
+(``FAMILIES``), or a StyleGAN2 snapshot (PyTorch or TensorFlow, ``progan.official.snapshots``)."""
 
 from __future__ import annotations
 
+import io
 import math
+import pickletools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +17,20 @@ import torch
 
 from progan.config.files import to_toml
 from progan.config.schema import from_dict
+from progan.config.stylegan2 import train_keys
 from progan.errors import ProganError
 from progan.fileio import atomic_path
 from progan.nets.build import build_networks
 from progan.official import progan as official_progan
 from progan.official import stylegan as official_stylegan
 from progan.official.pickles import read_official_pickle
+from progan.official.snapshots import Snapshot, read_snapshot
+from progan.official.torch_pickles import is_torch_pickle
 from progan.train import checkpoint as ckpt
+from progan.train import stylegan2_step
 from progan.train.optim import TFAdam
 from progan.train.runlock import check_unlocked, run_lock
-from progan.train.schedule import phases
+from progan.train.schedule import phases, stage_at
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     run_dir = Path(run_dir)
     _check_new_run(run_dir)
     check_unlocked(run_dir)
+    if not Path(pkl).is_file():
+        raise ProganError(f"network pickle '{pkl}' not found")
+    if is_torch_pickle(pkl) or _names_build_func(pkl, "G_main"):
+        return _import_stylegan2(pkl, run_dir, log)
     states = read_official_pickle(pkl)
     family = FAMILIES.get(states[0].get("build_func_name"), FAMILIES["G_paper"])
     nets = family.networks(pkl, states)
@@ -130,13 +141,97 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
         "opt_G": fresh(G),
         "opt_D": fresh(D),
     }
+    path = _write_run(run_dir, cfg, state)
+    log(
+        f"imported '{pkl}' ({cfg.res_max}x{cfg.res_max}, lod {lod:g}: {res}x{res}, alpha {alpha:g}) as {path}"
+    )
+    return path
+
+
+def _write_run(run_dir: Path, cfg, state: dict) -> Path:
     with run_lock(run_dir):  # one writer per run directory, as for training
         _check_new_run(run_dir)
         with atomic_path(run_dir / "config.toml") as tmp:
             tmp.write_text(to_toml(cfg))
-        path = ckpt.save_checkpoint(run_dir, state)
+        return ckpt.save_checkpoint(run_dir, state)
+
+
+def _names_build_func(pkl, name: str) -> bool:
+    """Whether a pickle's opcodes carry the string ``name`` (read, never run): a TensorFlow pickle
+    of NVlabs/stylegan2 names its generator's build function ``G_main``."""
+    with open(pkl, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        return any(arg == name for _, arg, _ in pickletools.genops(io.BytesIO(head)))
+    except Exception:  # cut at 64 kB, or not a pickle: the readers decide
+        return False
+
+
+def stylegan2_config(snap: Snapshot) -> dict[str, Any]:
+    """A stylegan2 run's config keys for an official snapshot's networks: their build options,
+    and the training settings of StyleGAN2-ADA's ``--cfg auto`` at their resolution (which the
+    snapshot does not record; ``progan train --resume`` with options or --config changes them)."""
+    g, d = snap.G_kwargs, snap.D_kwargs
+    if g["mapping_fmaps"] not in (None, g["w_dim"]):
+        raise ProganError(
+            f"the official mapping network has {g['mapping_fmaps']} features per layer; progan's "
+            f"StyleGAN2 uses w_dim ({g['w_dim']})"
+        )
+    if (g["channel_base"], g["channel_max"], g["res_max"]) != (
+        d["channel_base"],
+        d["channel_max"],
+        d["res_max"],
+    ):
+        raise ProganError("the official G and D differ in channel_base, channel_max or resolution")
+    keys = train_keys("auto", g["res_max"])
+    net = {
+        **keys["net"],
+        "w_dim": g["w_dim"],
+        "channel_base": g["channel_base"],
+        "channel_max": g["channel_max"],
+        "mapping_layers": g["mapping_layers"],
+        "mapping_lr_mul": g["mapping_lr_mul"],
+        "w_avg_beta": g["w_avg_beta"],
+        "conv_clamp": float(g["conv_clamp"] or 0),
+        "d_architecture": d["architecture"],
+    }
+    return {**keys, "latent_dim": g["latent_dim"], "mbstd_group": d["mbstd_group"] or 0, "net": net}
+
+
+def _import_stylegan2(pkl, run_dir: Path, log) -> Path:
+    """An official StyleGAN2 snapshot (PyTorch or TensorFlow) as a stylegan2 run at images 0:
+    StyleGAN2 trains at full resolution, so the imported networks start the run's one phase."""
+    snap = read_snapshot(pkl)
+    cfg = from_dict(stylegan2_config(snap))
+    G, D = build_networks(cfg)
+    G_ema, _ = build_networks(cfg)
+    for net, state, what in ((G, snap.G, "generator G"), (D, snap.D, "discriminator D")):
+        check_fits(net, state, what)
+        net.load_state_dict(state)
+    check_fits(G_ema, snap.G_ema, "generator G_ema")
+    G_ema.load_state_dict(snap.G_ema)
+    stage = stage_at(cfg, 0, phases(cfg))
+    *_, opt_G, opt_D, index = stylegan2_step.enter_phase(G, D, cfg, stage, (None, None), None, None)
+    state = {
+        "images_shown": 0,
+        "step": 0,
+        "res": cfg.res_max,
+        "alpha": 1.0,
+        "opt_phase": index,
+        "num_classes": 0,
+        "config": cfg.to_dict(),
+        "G": G.state_dict(),
+        "D": D.state_dict(),
+        "G_ema": G_ema.state_dict(),
+        "opt_G": opt_G.state_dict(),
+        "opt_D": opt_D.state_dict(),
+        "aux": {},
+    }
+    path = _write_run(run_dir, cfg, state)
+    p = "" if snap.augment_p is None else f", its ADA p was {snap.augment_p:.3f}"
     log(
-        f"imported '{pkl}' ({cfg.res_max}x{cfg.res_max}, lod {lod:g}: {res}x{res}, alpha {alpha:g}) as {path}"
+        f"imported '{pkl}' ({snap.release} StyleGAN2, {cfg.res_max}x{cfg.res_max}{p}) as {path}; "
+        "training settings are StyleGAN2-ADA's --cfg auto"
     )
     return path
 
