@@ -60,7 +60,7 @@ def _check_specs(specs: list[MetricSpec], real: Path | None, fake: Path) -> None
     by_reference = [s.label for s in specs if s.uses_reference]
     if by_reference and real is None:
         raise ProganError(
-            f"{', '.join(by_reference)} compare B with A: give --real A with --fake B"
+            f"{', '.join(by_reference)}: needs --real A, the reference --fake B is compared with"
         )
     for side, path, reads in (
         ("--real", real, [s for s in specs if s.uses_reference]),

@@ -102,7 +102,7 @@ def source_features(
         from progan.store.reader import read_meta
 
         res = int(read_meta(source)["levels"][-1])
-    if store and n is None:
+    if n is None:
         n = count_images(source)
     cached = None
     if store and cache_dir is not None:
