@@ -24,7 +24,7 @@ from progan.metrics.inception_score import inception_logits, inception_score
 from progan.metrics.kid import kid
 from progan.metrics.ms_ssim import ms_ssim
 from progan.metrics.precision_recall import precision_recall
-from progan.metrics.registry import parse_metrics
+from progan.metrics.registry import METRICS, MetricSpec, parse_metrics
 from progan.store.demo import make_demo_images
 
 from helpers import TinyFeatures, invoke_clean, one_line_error
@@ -91,6 +91,19 @@ def test_bare_names_take_every_image_and_name_themselves_back():
         "fid", "kid", "is", "pr", "pr_5-inception", "msssim", "kid16"
     ]  # fmt: skip
     assert parse_metrics(",".join(s.label for s in specs), bare_n=True) == specs
+
+
+def test_every_registered_metric_reads_back_its_own_names():
+    specs = [
+        MetricSpec(kind, n, **({"space": "w", "sampling": "end"} if kind == "ppl" else {}))
+        for kind in METRICS
+        for n in (METRICS[kind].default_n, 2000, 32)
+    ] + [MetricSpec("pr", 500, k=5, inception=True), MetricSpec("ppl", 32, space="z",
+         sampling="full", crop=False)]  # fmt: skip
+    for s in specs:
+        assert parse_metrics(s.label) == [s], s.label
+    assert {s.label for s in specs} >= {"fid50k", "swd", "swd2k", "pr500_5-inception", "is32",
+                                        "ppl100k_wend", "ppl32_zfull-nocrop"}  # fmt: skip
 
 
 @pytest.mark.parametrize("real_kind", ["folder", "store", "npz"])
@@ -188,6 +201,7 @@ def test_an_out_file_that_cannot_be_written_is_one_line(networks, folders, tmp_p
         "metrics", "--real", a, "--fake", b, "--metrics", "fid", "--device", "cpu", "--out", out
     )
     one_line_error(result, f"'{out}'", "No space left on device")
+    assert result.output.strip().splitlines()[-2].startswith("fid = ")  # the number was shown
     assert not out.exists()
 
 

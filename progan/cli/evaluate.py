@@ -421,11 +421,15 @@ def _compare(real, fake, target, metrics, res, out, options):
         inception_weights=options["inception_weights"],
         vgg_weights=options["vgg_weights"],
         cache_dir=options["cache_dir"],
-        out=out,
     )
-    for name, r in results.items():
+    for name, r in results.items():  # shown before the file is written, which may fail
         click.echo(f"{name} = {_value_text(r)}")
     if out is not None:
+        from pathlib import Path
+
+        from progan.metrics.evaluate import write_json_atomic
+
+        write_json_atomic(Path(out), results)
         click.echo(f"wrote {out}")
 
 

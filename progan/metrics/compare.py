@@ -22,7 +22,6 @@ import torch
 
 from progan.devices import resolve_device
 from progan.errors import ProganError
-from progan.metrics.evaluate import write_json_atomic
 from progan.metrics.fid import (
     check_source,
     check_stats_file,
@@ -70,7 +69,7 @@ def _check_specs(specs: list[MetricSpec], real: Path | None, fake: Path) -> None
             continue
         if not path.exists():
             raise ProganError(f"{side} source '{path}' not found")
-        by_image = [s.label for s in reads if s.kind != "fid"]
+        by_image = [s.label for s in reads if not s.metric.stats]
         if path.suffix == ".npz" and by_image:
             raise ProganError(
                 f"{by_image[0]} compares images; '{path}' holds FID statistics "
@@ -114,7 +113,7 @@ class _Side:
         """Features of the networks the metrics read, once each; FID alone reads statistics."""
         for network in ("inception", "vgg"):
             readers = [s for s in self.specs if s.features == network]
-            if self.path.suffix == ".npz" or not readers or all(s.kind == "fid" for s in readers):
+            if self.path.suffix == ".npz" or not readers or all(s.metric.stats for s in readers):
                 continue
             self.features[network] = source_features(
                 self.path, self.res, self.most(readers), nets[network], network, **options
@@ -151,12 +150,11 @@ def compare_sources(
     inception_weights: str | os.PathLike | None = None,
     vgg_weights: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    out: str | os.PathLike | None = None,
     progress: bool = True,
     log=_stderr,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of the images ``fake`` against the images ``real`` (None when every metric asked
-    is of ``fake`` alone); returns {name: result} and, with ``out``, writes it there as JSON.
+    is of ``fake`` alone); returns {name: result}.
 
     Every source is checked (existence, format, size, count) before any network is loaded.
     """
@@ -211,6 +209,4 @@ def compare_sources(
     seconds = round(time.perf_counter() - start, 3)
     for r in results.values():
         r["seconds"] = seconds
-    if out is not None:
-        write_json_atomic(Path(out), results)
     return results

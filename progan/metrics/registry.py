@@ -180,7 +180,13 @@ def _pr_suffix(s: MetricSpec) -> str:
 def _pr_fields(g: dict[str, str | None]) -> dict[str, Any]:
     if g["underscore"] and g["k"] is None:
         raise ValueError  # pr32_: k missing
-    return {"k": int(g["k"]) if g["k"] is not None else 3, "inception": bool(g["inception"])}
+    fields = {"k": int(g["k"]) if g["k"] is not None else 3, "inception": bool(g["inception"])}
+    if g["digits"] is not None and not g["thousands"] and not g["underscore"]:
+        # pr323: 32 images and k = 3, or 323 images? The canonical name says which.
+        label = MetricSpec("pr", int(g["digits"]), **fields).label
+        token = f"pr{g['digits']}{g['k'] or ''}{g['inception'] or ''}"
+        raise ProganError(f"metric '{token}' is ambiguous; write '{label}'")
+    return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +198,8 @@ class Metric:
     ``keeps``: what it reads of the generated images (``features`` of them, MS-SSIM of their
     ``pairs``, the ``images``, or nothing: PPL draws its own);
     ``least``: the fewest images it is defined for; ``features``: the network whose features it
-    reads; ``reference``: compares with reals, ``real_features``: needs their features one by one;
+    reads; ``reference``: compares with reals, ``real_features``: needs their features one by one,
+    ``stats``: only their statistics (an FID ``.npz`` serves);
     ``classifier``: Inception's 1008-way classifier; ``lpips``: VGG-16's LPIPS (PPL);
     ``style_based``: defined for a style-based generator only; ``needs_generator``: why it cannot
     compare two image sources ("" if it can).
@@ -208,6 +215,7 @@ class Metric:
     features: Callable[[MetricSpec], str | None] = lambda s: None
     reference: bool = False
     real_features: bool = False
+    stats: bool = False
     classifier: bool = False
     lpips: bool = False
     style_based: bool = False
@@ -229,7 +237,10 @@ _INCEPTION = lambda s: "inception"  # noqa: E731
 METRICS: dict[str, Metric] = {
     m.kind: m
     for m in (
-        Metric("fid", "FID", "fid" + _N, 50_000, _fid, features=_INCEPTION, reference=True),
+        Metric(
+            "fid", "FID", "fid" + _N, 50_000, _fid, features=_INCEPTION, reference=True,
+            stats=True,
+        ),
         Metric(
             "kid", "KID", "kid" + _N, 50_000, _kid, features=_INCEPTION, reference=True,
             real_features=True,
@@ -289,9 +300,6 @@ def _parse_one(token: str, bare_n: bool) -> MetricSpec:
         else:
             n = int(digits) * (1000 if g["thousands"] else 1)
         spec = MetricSpec(m.kind, n, **fields)
-        if m.kind == "pr" and digits is not None and not g["thousands"] and not g["underscore"]:
-            # pr323: 32 images and k = 3, or 323 images? The canonical name says which.
-            raise ProganError(f"metric '{token}' is ambiguous; write '{spec.label}'")
         if n is not None and n < m.least(spec):
             raise ProganError(f"{spec.label}: too few {m.unit} ({n}) for this metric")
         return spec

@@ -162,7 +162,7 @@ class MetricSuite:
             s: s.label + name_suffix(seed, ref if s.uses_reference else None) for s in self.specs
         }
         self.nets = load_networks(self.specs, inception_weights, vgg_weights, self.device)
-        if any(s.kind == "fid" for s in self.specs) and self.ref and self.ref.suffix == ".npz":
+        if any(s.metric.stats for s in self.specs) and self.ref and self.ref.suffix == ".npz":
             check_stats_file(self.ref, self.nets["inception"])  # before any checkpoint is loaded
         self._real: dict[tuple, Any] = {}
         self._finished: set[Path] = set()  # run checkpoints evaluated for every metric defined
@@ -332,7 +332,7 @@ class MetricSuite:
         checked here, before any image is generated."""
         if not any(s.uses_reference for s in todo):
             return None, {}
-        by_image = [s.label for s in todo if s.uses_reference and s.kind != "fid"]
+        by_image = [s.label for s in todo if s.uses_reference and not s.metric.stats]
         ref = resolve_reference(self.ref, data, by_image[0] if by_image else None)
         available = None if ref.suffix == ".npz" else count_images(ref)
         if is_store(ref):
@@ -387,11 +387,12 @@ class MetricSuite:
         yet) from one generation; returns {metric name: result}."""
         start = time.perf_counter()
         shown, res = info["images_shown"], info["res"]
-        style_only = [s.label for s in self.specs if s.metric.style_based]
+        style_only = [s for s in self.specs if s.metric.style_based]
         if style_only and not hasattr(g.g, "synthesis"):  # said at any resolution: never defined
             raise ProganError(
-                f"{', '.join(style_only)}: perceptual path length needs a style-based generator "
-                f"(arch stylegan); '{checkpoint}' holds {type(g.g).__name__} (ProGAN)"
+                f"{', '.join(s.label for s in style_only)}: {style_only[0].metric.title} needs a "
+                f"style-based generator (arch stylegan); '{checkpoint}' holds "
+                f"{type(g.g).__name__} (ProGAN)"
             )
         todo = self._todo(checkpoint, res, missing_only)
         if missing_only:
