@@ -241,3 +241,13 @@ def test_bad_input_is_a_one_line_error(networks, folders, tmp_path, args, needle
     result = invoke_clean("metrics", *rest, *sources, "--device", "cpu")
     one_line_error(result, *needles)
     assert Counting.seen == 0  # refused before any feature
+
+
+def test_sources_of_two_sizes_are_compared_with_a_warning(networks, folders, face_store):
+    _, b = folders
+    result = invoke_clean("metrics", "--real", face_store, "--res", 8, "--fake", b, "--metrics",
+                          "fid", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"'{face_store}' holds 8x8 images and '{b}' holds 16x16 images" in result.output
+    assert "FID also measures the difference in resolution" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("fid = ")

@@ -139,6 +139,18 @@ class _Side:
         return torch.cat(kept.msssim)
 
 
+def _warn_resolutions(sides, log) -> None:
+    """Two image sources of different sizes: say that the metric also measures that."""
+    shown = {f"'{x.path}'": x.side for x in sides if x.side is not None}
+    if len(shown) == 2 and len(set(shown.values())) > 1:
+        log(
+            "warning: "
+            + " and ".join(f"{p} holds {r}x{r} images" for p, r in shown.items())
+            + "; both are resized to 299x299 for Inception, so FID also measures the difference "
+            "in resolution (pass --res to pick a store level)"
+        )
+
+
 def compare_sources(
     real: str | os.PathLike | None,
     fake: str | os.PathLike,
@@ -170,14 +182,7 @@ def compare_sources(
     by_reference = [s for s in specs if s.uses_reference]
     sides = {"real": _Side(real_path, by_reference, res)} if by_reference else {}
     sides["fake"] = _Side(fake_path, specs, res)
-    shown = {f"'{x.path}'": x.side for x in sides.values() if x.side is not None}
-    if len(shown) == 2 and len(set(shown.values())) > 1:
-        log(
-            "warning: "
-            + " and ".join(f"{p} holds {r}x{r} images" for p, r in shown.items())
-            + "; both are resized to 299x299 for Inception, so FID also measures the difference "
-            "in resolution (pass --res to pick a store level)"
-        )
+    _warn_resolutions(sides.values(), log)
     dev = resolve_device(device)
     nets = load_networks(specs, inception_weights, vgg_weights, dev)
     for x in sides.values():
