@@ -81,9 +81,9 @@ def run(trained_run, tmp_path) -> Path:
 @pytest.fixture
 def tiny_features(monkeypatch):
     """``progan fid``'s Inception replaced by ``helpers.TinyFeatures``."""
-    from progan.metrics import evaluate as ev
+    from progan.metrics import suite as su
 
-    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: TinyFeatures())
+    monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def fid_cache(tmp_path_factory) -> Path:
 def evaluated_run(trained_run, fid_cache, tmp_path_factory):
     """`progan fid RUN --n 32` with the real Inception, run once: (run, CLI result, the statistics
     it compared and the distance: [((mu_ref, sigma_ref, mu_fake, sigma_fake), fid)])."""
-    from progan.metrics import evaluate as ev
+    from progan.metrics import registry
     from progan.metrics.fid import frechet_distance
 
     run = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("evaluated") / "run"))
@@ -106,7 +106,7 @@ def evaluated_run(trained_run, fid_cache, tmp_path_factory):
         return compared[-1][1]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ev, "frechet_distance", spy)
+        mp.setattr(registry, "frechet_distance", spy)
         result = invoke_clean("fid", run, "--n", 32, "--device", "cpu", "--cache-dir", fid_cache)
     return run, result, compared
 

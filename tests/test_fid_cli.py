@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from progan.errors import ProganError
-from progan.metrics import evaluate as ev
 from progan.metrics import inception as inc
+from progan.metrics import suite as su
 from progan.metrics.fid import fid_from_sources, source_stats
 from progan.metrics.swd import swd
 from progan.sampling.generate import generate_images
@@ -181,7 +181,7 @@ def test_watch_evaluates_new_checkpoints_until_ctrl_c(run, tiny_features, monkey
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev.time, "sleep", sleep)
+    monkeypatch.setattr(su.time, "sleep", sleep)
     result = invoke_clean(
         "fid",
         run,
@@ -256,9 +256,9 @@ def test_a_corrupt_checkpoint_in_a_run_is_reported_and_passed_over(run, tiny_fea
     assert len(list((run / "checkpoints").glob("*.swd16.json"))) == 1
 
 
-def test_evaluator_is_usable_from_python(run, tiny_features):
-    result = ev.compute_swd(run, n=16, device="cpu", write=False)
+def test_the_runner_is_usable_from_python(run, tiny_features):
+    (result,) = su.MetricSuite("swd16", device="cpu").evaluate(run, write=False).values()
     assert result["metric"] == "swd16" and result["n"] == 16
     assert not list((run / "checkpoints").glob("*.json"))
     with pytest.raises(ProganError, match="unknown metric"):
-        ev.Evaluator("is")
+        su.MetricSuite("iss")

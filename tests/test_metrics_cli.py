@@ -129,13 +129,13 @@ def test_one_call_writes_every_metric_from_one_generation(run, face_store, tiny_
 
 
 def test_fid_and_swd_equal_the_single_metric_commands(run, tiny_networks, monkeypatch):
-    from progan.metrics import evaluate as ev
-
-    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: TinyFeatures())
     ckpt = list_checkpoints(run)[-1]
     for command in ("fid", "swd"):
         assert invoke_clean(command, ckpt, "--n", N, "--device", "cpu").exit_code == 0
     single = {name: read(ckpt, name)["value"] for name in (f"fid{N}", f"swd{N}")}
+    # `progan fid` and `progan swd` are this runner with one metric: one generation each.
+    assert tiny_networks["generated"] == [N, N]
+    tiny_networks["generated"].clear()
     # kid64 makes the suite generate 64 images; fid32 and swd32 take the first 32 of them.
     result = invoke_clean("metrics", ckpt, "--metrics", f"fid{N},swd{N},kid64", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -187,9 +187,7 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
         else:
             raise KeyboardInterrupt
 
-    from progan.metrics import evaluate as ev
-
-    monkeypatch.setattr(ev.time, "sleep", sleep)
+    monkeypatch.setattr(su.time, "sleep", sleep)
     result = invoke_clean("metrics", run, "--metrics", f"fid{N},is{N}", "--device", "cpu", "--watch",
                     "--interval", 5)  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -202,7 +200,6 @@ def test_a_run_evaluates_only_missing_metrics_and_watch_picks_up_new_checkpoints
 def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_watching(
     run, tiny_networks, monkeypatch
 ):
-    from progan.metrics import evaluate as ev
     from progan.train.checkpoint import load_checkpoint
 
     first = list_checkpoints(run)[-1]
@@ -217,7 +214,7 @@ def test_a_metric_undefined_at_a_checkpoints_resolution_is_skipped_once_while_wa
         if len(sleeps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev.time, "sleep", sleep)
+    monkeypatch.setattr(su.time, "sleep", sleep)
     result = invoke_clean(
         "metrics", run, "--metrics", f"fid{N},msssim{N}", "--device", "cpu", "--watch"
     )

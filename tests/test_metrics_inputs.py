@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from progan.errors import ProganError
 from progan.metrics import evaluate as ev
 from progan.metrics import suite as su
 from progan.metrics.fid import source_stats
@@ -59,7 +60,7 @@ def test_watch_interval_must_be_a_second_to_a_day(
     def sleep(seconds):  # a poll loop that got this far would spin or crash: end it
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev.time, "sleep", sleep)
+    monkeypatch.setattr(su.time, "sleep", sleep)
     extra = ["--metrics", "swd16"] if command == "metrics" else []
     result = invoke_clean(command, run, "--n" if command != "metrics" else "--batch", 16, *extra,
                     "--device", "cpu", "--watch", "--interval", interval)  # fmt: skip
@@ -68,8 +69,8 @@ def test_watch_interval_must_be_a_second_to_a_day(
 
 
 def test_a_python_caller_gets_the_same_interval_check(run, tiny_features):  # noqa: F811
-    with pytest.raises(ev.ProganError, match="--interval"):
-        ev.Evaluator("swd", n=16, device="cpu").evaluate_run(run, watch=True, interval=math.nan)
+    with pytest.raises(ProganError, match="--interval"):
+        su.MetricSuite("swd16", device="cpu").evaluate_run(run, watch=True, interval=math.nan)
 
 
 class SizedFeatures(TinyFeatures):
@@ -89,7 +90,6 @@ class SizedFeatures(TinyFeatures):
 @pytest.fixture
 def sized_features(monkeypatch) -> SizedFeatures:
     model = SizedFeatures()
-    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: model)
     monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: model)
     return model
 

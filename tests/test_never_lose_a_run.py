@@ -291,9 +291,9 @@ def test_a_run_that_keeps_diverging_stops_with_finite_weights_saved(face_store, 
 
 
 def test_fid_sources_are_checked_before_any_feature(tmp_path, monkeypatch):
-    import progan.metrics.evaluate as ev
+    import progan.metrics.suite as su
 
-    monkeypatch.setattr(ev, "load_fid_inception", lambda *a, **k: pytest.fail("features computed"))
+    monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: pytest.fail("features computed"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "mixed").mkdir()
     for i, side in enumerate((16, 16, 32)):
@@ -340,7 +340,7 @@ def test_a_failed_metric_result_write_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "atomic_path", full_disk)
     target = tmp_path / "ckpt-000000000064.fid50k.json"
     with pytest.raises(ProganError, match=r"could not write .*fid50k\.json.*No space left"):
-        ev._write_json_atomic(target, {"value": 1.0})
+        ev.write_json_atomic(target, {"value": 1.0})
     assert not target.exists()
 
 

@@ -251,21 +251,24 @@ def _run_evaluator(ev, target, is_run, watch, interval, echo):
 def _evaluate(
     metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch, interval
 ):
-    """The checkpoint / run-directory form shared by `progan fid` and `progan swd`."""
-    from progan.metrics.evaluate import Evaluator, check_counts, default_n, result_name, result_path
+    """The checkpoint / run-directory form shared by `progan fid` and `progan swd`: one metric
+    through `progan metrics`' runner."""
+    from progan.metrics.evaluate import check_counts, result_name, result_path
+    from progan.metrics.registry import DEFAULT_N, MetricSpec
+    from progan.metrics.suite import MetricSuite
     from progan.train.checkpoint import list_checkpoints
 
     is_run = _check_target(target, watch, interval)
     check_counts(n, batch)
-    name = result_name(metric, n if n is not None else default_n(metric), seed, ref)
+    spec = MetricSpec(metric, n if n is not None else DEFAULT_N[metric])
+    name = result_name(metric, spec.n, seed, ref)
     done = all(result_path(p, name).exists() for p in list_checkpoints(target)) if is_run else False
     if done and not watch:
         click.echo(f"nothing to do: every checkpoint in '{target}' has its {name} result")
         return
-    ev = Evaluator(
-        metric,
+    suite = MetricSuite(
+        [spec],
         ref=ref,
-        n=n,
         batch=batch,
         device=device,
         seed=seed,
@@ -273,7 +276,12 @@ def _evaluate(
         cache_dir=cache_dir,
         log=lambda msg: click.echo(msg, err=True),
     )
-    _run_evaluator(ev, target, is_run, watch, interval, _echo_result)
+
+    def echo(path, results):
+        for r in results.values():
+            _echo_result(path, r)
+
+    _run_evaluator(suite, target, is_run, watch, interval, echo)
 
 
 _eval_options = [
@@ -383,19 +391,22 @@ def fid_cmd(
             raise ProganError("--real and --fake go together, without a CHECKPOINT|RUN_DIR")
         if metric != "fid":
             raise ProganError("--real/--fake computes FID only; use `progan swd` with a checkpoint")
-        from progan.metrics.evaluate import fid_between
+        from progan.metrics.compare import compare_sources
+        from progan.metrics.evaluate import check_counts
+        from progan.metrics.registry import MetricSpec
 
-        value = fid_between(
+        check_counts(n, batch)
+        (result,) = compare_sources(
             real,
             fake,
-            n=n,
+            [MetricSpec("fid", n)],
+            res=res,
             batch=batch,
             device=device,
-            resolution=res,
             inception_weights=inception_weights,
             cache_dir=cache_dir,
-        )
-        click.echo(f"FID {value:.4f}")
+        ).values()
+        click.echo(f"FID {result['value']:.4f}")
         return
     if target is None:
         raise ProganError("give a CHECKPOINT or RUN_DIR, or --real A --fake B")
@@ -429,6 +440,14 @@ def swd_cmd(target, n, ref, batch, device, seed, watch, interval):
     _evaluate("swd", target, ref, n, batch, device, seed, None, None, watch, interval)
 
 
+def _value_text(r):
+    if "precision" in r:
+        return f"precision {r['precision']:.4f}  recall {r['recall']:.4f}"
+    if "std" in r:
+        return f"{r['value']:.6g} ± {r['std']:.3g}"
+    return f"{r['value']:.4f}"
+
+
 def _echo_results(path, results):
     for r in results.values():
         if "levels" in r:
@@ -439,17 +458,46 @@ def _echo_results(path, results):
             f"{r['images_shown']:,} images shown  ({r['seconds']:.1f} s for "
             f"{len(r['computed_with'])} metrics)"
         )
-        if "precision" in r:
-            value = f"precision {r['precision']:.4f}  recall {r['recall']:.4f}"
-        elif "std" in r:
-            value = f"{r['value']:.6g} ± {r['std']:.3g}"
-        else:
-            value = f"{r['value']:.4f}"
-        click.echo(f"{head}  {r['name']} = {value}")
+        click.echo(f"{head}  {r['name']} = {_value_text(r)}")
+
+
+def _compare(real, fake, target, metrics, res, out, options):
+    """`progan metrics --real A --fake B`: the metrics that need no generator, one line each."""
+    from progan.metrics.compare import compare_sources
+
+    if target is not None:
+        raise ProganError("give a CHECKPOINT|RUN_DIR or --real A --fake B, not both")
+    if fake is None:
+        raise ProganError("--real A needs --fake B: the images to evaluate against A")
+    for option, value in (("--ref", "ref"), ("--watch", "watch"), ("--seed", "seed")):
+        if options[value]:
+            raise ProganError(f"{option} is for a CHECKPOINT|RUN_DIR, not --real/--fake")
+    results = compare_sources(
+        real,
+        fake,
+        metrics,
+        res=res,
+        batch=options["batch"],
+        device=options["device"],
+        inception_weights=options["inception_weights"],
+        vgg_weights=options["vgg_weights"],
+        cache_dir=options["cache_dir"],
+    )
+    for name, r in results.items():  # shown before the file is written, which may fail
+        click.echo(f"{name} = {_value_text(r)}")
+    if out is not None:
+        from pathlib import Path
+
+        from progan.metrics.evaluate import write_json_atomic
+
+        write_json_atomic(Path(out), results)
+        click.echo(f"wrote {out}")
 
 
 @click.command("metrics")
-@click.argument("target", type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR")
+@click.argument(
+    "target", required=False, type=click.Path(path_type=str), metavar="CHECKPOINT|RUN_DIR"
+)
 @click.option(
     "--metrics",
     "metrics",
@@ -457,7 +505,31 @@ def _echo_results(path, results):
     help="Comma-separated: fid50k, kid50k, is50k, pr50k3 (VGG-16, needs --vgg-weights), "
     "pr50k3-inception, msssim20k, swd, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend "
     "(perceptual path length of a style-based G, 100k paths, LPIPS from --vgg-weights); "
-    "any N: kid10k, fid2000, pr2000_3, ppl50k_wend.",
+    "any N: kid10k, fid2000, pr2000_3, ppl50k_wend. With --real/--fake a bare name "
+    "(fid, kid, is, pr, pr-inception, msssim) takes every image of each source.",
+)
+@click.option(
+    "--real",
+    type=click.Path(path_type=str),
+    help="With --fake: the reference source (image folder, store or, for FID, stats .npz) "
+    "instead of a checkpoint.",
+)
+@click.option(
+    "--fake",
+    type=click.Path(path_type=str),
+    help="The images to evaluate (folder or store): against --real (FID, KID, precision/"
+    "recall), alone (IS, MS-SSIM).",
+)
+@click.option(
+    "--res",
+    type=int,
+    default=None,
+    help="With --real/--fake: the store level [default: its largest].",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="With --real/--fake: also write the results to this JSON file.",
 )
 @click.option(
     "--inception-weights",
@@ -480,6 +552,10 @@ def _echo_results(path, results):
 def metrics_cmd(
     target,
     metrics,
+    real,
+    fake,
+    res,
+    out,
     inception_weights,
     vgg_weights,
     cache_dir,
@@ -497,9 +573,28 @@ def metrics_cmd(
     the checkpoint and RUN/tensorboard scalars metrics/<name> (KID and IS add <name>_std,
     precision/recall <name>_precision and <name>_recall). PPL draws image pairs of its own. In a
     run, a checkpoint is evaluated for the metrics it has no JSON for.
+
+    `progan metrics --real A --fake B --metrics fid,kid,is` evaluates two image sources instead
+    (the metrics that need no generator) and prints one line per metric.
     """
     from progan.metrics.suite import MetricSuite
 
+    if real is not None or fake is not None:
+        options = {
+            "ref": ref, "watch": watch, "seed": seed, "batch": batch, "device": device,
+            "inception_weights": inception_weights, "vgg_weights": vgg_weights,
+            "cache_dir": cache_dir,
+        }  # fmt: skip
+        _compare(real, fake, target, metrics, res, out, options)
+        return
+    if target is None:
+        raise ProganError("give a CHECKPOINT or RUN_DIR, or --real A --fake B")
+    for option, value in (("--res", res), ("--out", out)):
+        if value is not None:
+            raise ProganError(
+                f"{option} is for --real/--fake; a checkpoint is evaluated at its own resolution "
+                "and its results go beside it"
+            )
     is_run = _check_target(target, watch, interval)
     suite = MetricSuite(
         metrics,

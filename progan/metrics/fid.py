@@ -363,13 +363,16 @@ def cache_warning(path: Path, error: OSError, log: Callable[[str], None] | None 
 
 
 def check_source(
-    source: str | os.PathLike, n: int | None = None, resolution: int | None = None
+    source: str | os.PathLike,
+    n: int | None = None,
+    resolution: int | None = None,
+    what: str = "FID source",
 ) -> int | None:
     """Check an FID source before any feature is computed; returns its image side (None: ``.npz``).
 
     It must exist and be an ``.npz`` of statistics, a store holding ``resolution`` (default its
     largest level) or a folder of images of one size, with at least ``n`` (and 2) images. Only file
-    headers are read.
+    headers are read; ``what`` names the source in the errors.
     """
     path = Path(source)
     if path.suffix == ".npz":
@@ -388,9 +391,7 @@ def check_source(
         _take(max(n or 2, 2), int(meta["count"]), f"store '{path}'")
         return res
     if not path.is_dir():
-        raise ProganError(
-            f"FID source '{path}' is not an image folder, an LMDB store or an .npz file"
-        )
+        raise ProganError(f"{what} '{path}' is not an image folder, an LMDB store or an .npz file")
     files = list_image_files(path)
     _take(max(n or 2, 2), len(files), f"folder '{path}'")
     files = files[:n] if n else files
@@ -405,10 +406,10 @@ def check_source(
             ) from None
     if len(sizes) > 1:
         shown = ", ".join(f"{w}x{h} ('{f.name}')" for (w, h), f in list(sizes.items())[:3])
-        raise ProganError(f"FID images in '{path}' must all have one size; found {shown}")
+        raise ProganError(f"images in '{path}' must all have one size; found {shown}")
     ((w, h),) = sizes
     if w != h:
-        raise ProganError(f"images in '{path}' are {w}x{h}; FID here compares square images")
+        raise ProganError(f"images in '{path}' are {w}x{h}; the metrics compare square images")
     return w
 
 
