@@ -118,8 +118,12 @@ def resolve_config(
     *,
     resume: bool = False,
     log=None,
+    inherit: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """The config ``progan train`` runs: the command's, reconciled with the run directory's saved one.
+
+    ``inherit``: values beneath ``config_path`` and ``overrides`` (what a run started ``--from``
+    another takes from it: its networks' keys and resolution).
 
     A new run directory takes defaults, then ``config_path``, then ``overrides``. A run directory
     with a saved config continues it: with ``resume`` and no ``config_path`` the saved config is the
@@ -132,7 +136,7 @@ def resolve_config(
     if saved is not None and resume and config_path is None:
         base = saved.to_dict()
     else:
-        base = load_toml(config_path) if config_path else {}
+        base = {**(inherit or {}), **(load_toml(config_path) if config_path else {})}
     merged, explicit = apply_overrides(base, overrides or {})
     if saved is not None and not merged.get("data"):
         merged["data"] = saved.data  # the store the run was started on
