@@ -49,7 +49,7 @@ def test_choices_are_the_augment_package_names():
 # --- the step ----------------------------------------------------------------------------------
 
 
-def _one_step(cfg: TrainConfig, augment) -> dict[str, torch.Tensor]:
+def _one_step(cfg: TrainConfig, augment, autocast=None) -> dict[str, torch.Tensor]:
     """One training step of fresh tiny networks at 8x8 fading in (alpha 0.5); the weights after."""
     from progan.train.schedule import stage_at
 
@@ -62,7 +62,7 @@ def _one_step(cfg: TrainConfig, augment) -> dict[str, torch.Tensor]:
     z_d, z_g = (torch.randn(8, cfg.latent_dim, generator=gen) for _ in range(2))
     eps = torch.rand(8, 1, 1, 1, generator=gen)
     train_step(G, D, opt_G, opt_D, cfg, 8, stage.alpha, reals, None, z_d, z_g, eps, d_params,
-               g_params, augment=augment)  # fmt: skip
+               g_params, autocast=autocast, augment=augment)  # fmt: skip
     return {**{f"G.{k}": v for k, v in G.state_dict().items()},
             **{f"D.{k}": v for k, v in D.state_dict().items()}}  # fmt: skip
 
@@ -77,6 +77,13 @@ def test_p_zero_leaves_the_training_step_bit_for_bit_unchanged(loss):
     # Not vacuous: at p = 0.8 every D input is augmented and the step differs.
     strong = _one_step(cfg, DAugment(cfg.replace(aug_p=0.8)).at(80, 8, 0, 8))
     assert any(not torch.equal(plain[k], strong[k]) for k in plain)
+
+
+@pytest.mark.parametrize("kind", ["fixed", "diffaugment"])
+def test_augmented_steps_run_under_bf16_autocast(kind):
+    cfg = TrainConfig(**{**TINY, "augment": kind, "aug_p": 0.9, "augpipe": "bgcfnc"})
+    out = _one_step(cfg, DAugment(cfg).at(80, 8, 0, 8), torch.autocast("cpu", torch.bfloat16))
+    assert all(v.dtype == torch.float32 and v.isfinite().all() for v in out.values())
 
 
 def test_every_image_d_sees_is_augmented_each_call_with_its_own_draws():
