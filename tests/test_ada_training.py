@@ -279,6 +279,7 @@ def test_from_through_the_cli_inherits_the_networks_and_freeze_d_keeps_blocks(
     state = final_state(run)
     assert state["images_shown"] == 32 and state["config"]["res_start"] == 8
     assert state["config"]["fmap_max"] == 16 and state["config"]["freeze_d"] == 1
+    assert state["config"]["ema_rampup"] is False
     G, D = build_networks(from_dict(source["config"]), 0)
     names = {id(p): n for n, p in D.named_parameters()}
     first = d_blocks_from_input(D, 8, 1.0)[0]

@@ -82,8 +82,11 @@ class RunState:
             "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
-            **({"augment": aug} if (aug := self.augment.state_dict()) is not None else {}),
+            **({"augment": aug} if (aug := self._augment_state()) is not None else {}),
         }
+
+    def _augment_state(self) -> dict | None:
+        return self.augment.state_dict() if self.augment is not None else None
 
     def load(self, state: dict, source: Path) -> tuple[dict, dict]:
         """Take a checkpoint's weights and clock; returns its optimizer states (loaded at the phase)."""
@@ -91,7 +94,8 @@ class RunState:
             ckpt.load_weights(getattr(self, name), state[name], f"{name} of checkpoint '{source}'")
         self.images_shown, self.step = int(state["images_shown"]), int(state["step"])
         self.opt_phase = int(state["opt_phase"])
-        self.augment.load_state_dict(state.get("augment"))
+        if self.augment is not None:
+            self.augment.load_state_dict(state.get("augment"))
         return state["opt_G"], state["opt_D"]
 
 

@@ -26,9 +26,12 @@ def read_source(source: str | Path, map_location: Any = "cpu") -> tuple[Path, di
 
 def inherited(state: dict) -> dict[str, Any]:
     """The config a run started from ``state`` takes unless told otherwise: the source's networks
-    (``ARCH_KEYS``) and, as ``res_start``, the resolution the source had reached."""
+    (``ARCH_KEYS``), as ``res_start`` the resolution the source had reached, and no G_ema ramp-up
+    (which would replace the source's G_ema by G within a few steps; StyleGAN2-ADA's train.py
+    turns it off when it resumes from a network too)."""
     saved = state.get("config", {})
-    return {**{k: saved[k] for k in ARCH_KEYS if k in saved}, "res_start": int(state["res"])}
+    networks = {k: saved[k] for k in ARCH_KEYS if k in saved}
+    return {**networks, "res_start": int(state["res"]), "ema_rampup": False}
 
 
 def check_source(cfg: TrainConfig, path: Path, state: dict) -> None:
