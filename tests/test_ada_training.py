@@ -67,9 +67,12 @@ def _one_step(cfg: TrainConfig, augment, autocast=None) -> dict[str, torch.Tenso
             **{f"D.{k}": v for k, v in D.state_dict().items()}}  # fmt: skip
 
 
-@pytest.mark.parametrize("loss", ["wgangp", "logistic"])
-def test_p_zero_leaves_the_training_step_bit_for_bit_unchanged(loss):
-    cfg = TrainConfig(**{**TINY, "loss": loss, "augment": "ada", "augpipe": "bgcfnc"})
+STYLE = dict(arch="stylegan", net=dict(w_dim=16, mapping_fmaps=16))
+
+
+@pytest.mark.parametrize("loss, arch", [("wgangp", {}), ("logistic", {}), ("logistic", STYLE)])
+def test_p_zero_leaves_the_training_step_bit_for_bit_unchanged(loss, arch):
+    cfg = TrainConfig(**{**TINY, **arch, "loss": loss, "augment": "ada", "augpipe": "bgcfnc"})
     plain = _one_step(cfg, None)
     at_zero = _one_step(cfg, DAugment(cfg).at(80, 8, 0, 8))
     for k in plain:
