@@ -40,7 +40,13 @@ class AdaController:
     def accumulate(self, real_scores: torch.Tensor) -> None:
         """Add D's scores on this process's reals (any shape)."""
         signs = real_scores.detach().double().sign()
-        stats = torch.stack([signs.sum(), torch.full_like(signs.sum(), signs.numel())])
+        self.add(signs.sum(), signs.numel())
+
+    def add(self, total: torch.Tensor | float, count: torch.Tensor | float) -> None:
+        """Add statistics already summed: a sum of signs and how many there were (e.g. summed
+        over every process each step, after which ``update`` needs no ``reduce``)."""
+        total = torch.as_tensor(total, dtype=torch.float64)
+        stats = torch.stack([total, torch.as_tensor(count, dtype=torch.float64).to(total.device)])
         self._stats = stats if self._stats is None else self._stats.to(stats.device) + stats
 
     def pending(self, reduce: Reduce | None = None) -> tuple[float, float]:

@@ -276,12 +276,14 @@ class AugmentPipe:
         whole = draws.whole()
         pt = torch.tensor(float(p), dtype=torch.float32)
         params = AugmentParams(shape=(n, c, h, w))
-        self._sample_geom(params, pt, whole)
-        self._sample_color(params, pt, whole)
-        self._sample_filter(params, pt, whole)
-        self._sample_corruptions(params, pt, whole)
-        if params.geom is not None:
-            params.padding = geom_padding(params.geom, h, w, self.geom_filter.numel() // 4)
+        # The matrices are worked out on the CPU in float32, also within a bf16 training step.
+        with torch.autocast("cpu", enabled=False):
+            self._sample_geom(params, pt, whole)
+            self._sample_color(params, pt, whole)
+            self._sample_filter(params, pt, whole)
+            self._sample_corruptions(params, pt, whole)
+            if params.geom is not None:
+                params.padding = geom_padding(params.geom, h, w, self.geom_filter.numel() // 4)
         return params if (lo, hi) == (0, n) else params.rows(lo, hi)
 
     def _sample_geom(self, out: AugmentParams, pt: torch.Tensor, draws: Draws) -> None:

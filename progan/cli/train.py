@@ -78,6 +78,35 @@ from progan.nets.registry import ARCHITECTURES
     type=click.Choice(["auto", "bf16", "fp32"]),
     help="With bf16: the gradient penalty's pass in bf16, fp32, or auto (a start-up check decides).",
 )
+@click.option(
+    "--augment",
+    type=str,
+    help="Augment every image D sees: none (paper), ada (adaptive p), fixed (--aug-p), diffaugment.",
+)
+@click.option(
+    "--augpipe",
+    type=str,
+    help="The ADA pipeline (StyleGAN2-ADA's): blit, geom, color, bgc, bgcf, bgcfn, bgcfnc, ... "
+    "[default: bgc].",
+)
+@click.option("--aug-p", type=float, help="Fixed augmentation probability (with ada: the start).")
+@click.option("--ada-target", type=float, help="ADA's overfitting target r_t [default: 0.6].")
+@click.option(
+    "--ada-kimg", type=float, help="ADA: thousands of images for p to go 0 -> 1 [default: 500]."
+)
+@click.option(
+    "--diffaugment", type=str, help="DiffAugment's policies [default: color,translation,cutout]."
+)
+@click.option(
+    "--from",
+    "init_from",
+    type=TextPath(),
+    help="Start a new run from this checkpoint's (or run directory's newest) G, D and G_ema, at "
+    "its resolution, with its networks' options; the new run's clock starts at 0.",
+)
+@click.option(
+    "--freeze-d", type=int, help="Keep D's first N blocks from the input fixed (FreezeD)."
+)
 @click.option("--mirror/--no-mirror", default=None, help="Random horizontal flips of the reals.")
 @click.option("--conditional/--unconditional", default=None, help="Train on the store's labels.")
 @click.option("--tick-kimg", type=float, help="Thousands of images between progress lines.")
@@ -105,7 +134,17 @@ from progan.nets.registry import ARCHITECTURES
     "(to join, and in each collective).",
 )
 def train(
-    data, run_dir, config_path, resume, official, batch, gpus, net, dist_timeout, **overrides
+    data,
+    run_dir,
+    config_path,
+    resume,
+    official,
+    batch,
+    gpus,
+    net,
+    dist_timeout,
+    init_from,
+    **overrides,
 ):
     """Train a progressive GAN; running the same command again continues the run.
 
@@ -115,7 +154,9 @@ def train(
     has a saved config, the command's options must agree with it except data, device, precision,
     total_kimg and the logging intervals; options given on the command line change it on purpose.
     A scalar option replaces its per-resolution table: --batch every minibatch entry, --lr the
-    lr_table, --kimg-fade/--kimg-stable the kimg_table.
+    lr_table, --kimg-fade/--kimg-stable the kimg_table. With --from the new run inherits the
+    source's network options and starts at its resolution (--res-start); --config and options set
+    the rest (its schedule, from 0 images shown).
     """
     from progan.config.resume import resolve_config
     from progan.train import distributed as dist_utils
@@ -128,6 +169,15 @@ def train(
         raise ProganError("--gpus must be >= 1")
     overrides = {**overrides, "data": data, "batch": batch, "net": _net_options(net)}
     main_rank = job.rank == 0
+    source = None
+    if init_from is not None:
+        from progan.train import transfer
+
+        if resume:
+            raise ProganError(
+                "--from starts a new run and --resume continues one: give one of them"
+            )
+        source = transfer.read_source(init_from)
     cfg = resolve_config(
         run_dir,
         config_path,
@@ -136,7 +186,10 @@ def train(
         log=click.echo if main_rank else None,
         official=official,
         gpus=gpus if gpus > 1 else job.world,
+        inherit=transfer.inherited(source[1]) if source else None,
     )
+    if source:
+        transfer.check_source(cfg, *source)
     checked = preflight(cfg, run_dir, gpus if gpus > 1 else job.world)
     if gpus > 1 and not dist_utils.wanted():
         import subprocess
@@ -147,7 +200,13 @@ def train(
         cmd = dist_utils.launch_command(gpus, dist_utils.strip_option(sys.argv[1:], "--gpus"))
         click.echo("launching: " + " ".join(cmd))
         sys.exit(subprocess.call(cmd))
-    result = run_job(cfg, run_dir, checked=checked, dist_timeout=dist_timeout)
+    result = run_job(
+        cfg,
+        run_dir,
+        checked=checked,
+        dist_timeout=dist_timeout,
+        init_from=source[0] if source else None,
+    )
     if not result.finished:
         sys.exit(130)
 

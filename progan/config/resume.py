@@ -120,8 +120,12 @@ def resolve_config(
     log=None,
     official: str | None = None,
     gpus: int = 1,
+    inherit: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """The config ``progan train`` runs: the command's, reconciled with the run directory's saved one.
+
+    ``inherit``: values beneath ``config_path`` and ``overrides`` (what a run started ``--from``
+    another takes from it: its networks' keys and resolution).
 
     A new run directory takes defaults, then ``config_path``, then ``overrides``; for arch
     "stylegan2" the official StyleGAN2-ADA config ``official`` (default "auto", resolved for the
@@ -137,7 +141,7 @@ def resolve_config(
     if saved is not None and resume and config_path is None:
         base = saved.to_dict()
     else:
-        base = load_toml(config_path) if config_path else {}
+        base = {**(inherit or {}), **(load_toml(config_path) if config_path else {})}
         base = _under_official(base, overrides or {}, official, gpus)
     merged, explicit = apply_overrides(base, overrides or {})
     if saved is not None and not merged.get("data"):

@@ -88,6 +88,17 @@ class TrainConfig:
     )
     r1_gamma: float = 10.0
 
+    # Augmentation of every image D sees (Karras et al. 2020, StyleGAN2-ADA; Zhao et al. 2020):
+    # "none" (paper), "ada" (p adapted to D's overfitting), "fixed" (p = aug_p), "diffaugment".
+    augment: str = "none"
+    augpipe: str = "bgc"  # the official pipelines (StyleGAN2-ADA train.py --augpipe)
+    aug_p: float = 0.0  # the fixed p; with "ada", the p it starts from
+    ada_target: float = 0.6  # the overfitting heuristic's target r_t
+    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many thousand images
+    ada_interval: int = 4  # minibatches between adjustments of p
+    diffaugment: str = "color,translation,cutout"  # DiffAugment's policies, in order
+    freeze_d: int = 0  # FreezeD (Mo et al. 2020): D's first N blocks from the input stay fixed
+
     # Generator EMA: beta per step (paper 0.999), or a half-life in kimg if ema_kimg is set.
     ema_beta: float = 0.999
     ema_kimg: float | None = None
@@ -138,6 +149,14 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return from_dict({**self.to_dict(), **changes})
 
+
+# What --augment, --augpipe and the DiffAugment policy may name (progan.augment's AUGPIPE_SPECS and
+# DIFFAUGMENT_POLICIES, kept here as data so that the config imports no augmentation code).
+AUGMENT_CHOICES = ("none", "ada", "fixed", "diffaugment")
+AUGPIPES = (
+    "blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc",
+)  # fmt: skip
+DIFFAUGMENT_CHOICES = ("color", "translation", "cutout")
 
 # Keys that change the networks: a run directory's checkpoints only resume with the same values.
 ARCH_KEYS = (
@@ -243,6 +262,32 @@ def _validate(c: TrainConfig) -> None:
         c.gp_space in ("full", "native"), f"gp_space must be 'full' or 'native', got {c.gp_space!r}"
     )
     positive("gp_target", c.gp_target)
+    need(
+        c.augment in AUGMENT_CHOICES,
+        f"augment must be one of {', '.join(AUGMENT_CHOICES)}, got {c.augment!r}",
+    )
+    need(
+        c.augpipe in AUGPIPES,
+        f"augpipe must be one of {', '.join(AUGPIPES)} (the official pipelines), got {c.augpipe!r}",
+    )
+    non_negative("aug_p", c.aug_p)
+    need(
+        c.augment != "fixed" or c.aug_p > 0,
+        "augment = 'fixed' needs aug_p > 0 (--aug-p P, the probability of each operation)",
+    )
+    need(
+        math.isfinite(c.ada_target) and 0 < c.ada_target < 1,
+        f"ada_target must be in (0, 1), got {c.ada_target}",
+    )
+    positive("ada_kimg", c.ada_kimg)
+    need(c.ada_interval >= 1, f"ada_interval must be >= 1 minibatch, got {c.ada_interval}")
+    policies = [n.strip() for n in c.diffaugment.split(",") if n.strip()]
+    need(
+        bool(policies) and all(n in DIFFAUGMENT_CHOICES for n in policies),
+        f"diffaugment must name policies among {', '.join(DIFFAUGMENT_CHOICES)} (comma "
+        f"separated), got {c.diffaugment!r}",
+    )
+    need(c.freeze_d >= 0, f"freeze_d must be >= 0 blocks, got {c.freeze_d}")
 
 
 def _validate_stylegan2(net: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@
 - ``checks`` (before anything is written), ``checkpoint`` (exact, safe snapshots), ``runlock``
   (one writer per run directory), ``reporting`` (console, TensorBoard, grids), ``distributed``
   (torchrun processes).
+- ``augmenting``: every image D sees augmented (``--augment``), the adaptive p; ``transfer``: a new
+  run from another run's networks (``--from``), FreezeD.
 
 Importing this package imports none of them.
 

@@ -62,6 +62,15 @@ def all_mean(t: torch.Tensor) -> torch.Tensor:
     return t / world_size()
 
 
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over processes (a copy; ``t`` itself alone)."""
+    if not is_initialized():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
 def any_true(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any rank."""
     if not is_initialized():

@@ -31,7 +31,8 @@ from progan.sampling.generator import StageGenerator, cycling_labels, latents
 from progan.store.reader import StoreChanged
 from progan.train import checkpoint as ckpt
 from progan.train import distributed as dist_utils
-from progan.train import stylegan2_step
+from progan.train import stylegan2_step, transfer
+from progan.train.augmenting import DAugment
 from progan.train.checks import check_classes, check_compatible, preflight
 from progan.train.ema import ema_beta, update_ema
 from progan.train.feeding import Feeding
@@ -65,6 +66,7 @@ class RunState:
     opt_G: TFAdam | None = None
     opt_D: TFAdam | None = None
     aux: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. StyleGAN2's pl_mean
+    augment: DAugment | None = None  # D's input augmentation and its adaptive p
 
     def checkpoint(self, cfg: TrainConfig, plan) -> dict:
         here = stage_at(cfg, self.images_shown, plan)  # the stage the next step would train
@@ -82,7 +84,11 @@ class RunState:
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "aux": dict(self.aux),
+            **({"augment": aug} if (aug := self._augment_state()) is not None else {}),
         }
+
+    def _augment_state(self) -> dict | None:
+        return self.augment.state_dict() if self.augment is not None else None
 
     def load(self, state: dict, source: Path) -> tuple[dict, dict]:
         """Take a checkpoint's weights and clock; returns its optimizer states (loaded at the phase)."""
@@ -91,6 +97,8 @@ class RunState:
         self.images_shown, self.step = int(state["images_shown"]), int(state["step"])
         self.opt_phase = int(state["opt_phase"])
         self.aux = dict(state.get("aux", {}))
+        if self.augment is not None:
+            self.augment.load_state_dict(state.get("augment"))
         return state["opt_G"], state["opt_D"]
 
 
@@ -154,12 +162,15 @@ def train(
     log=None,
     stop_at_images: int | None = None,
     checked: tuple[dict, torch.device] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train (or continue training) the run in ``run_dir``; returns where it stopped.
 
     ``stop_at_images`` ends the call early (after the step that reaches it) without ending the run;
     tests use it to interrupt and resume. ``checked`` is what ``preflight`` returned to a caller
-    that ran it (``progan train``), so that it is not run again. Rank 0, the one process that
+    that ran it (``progan train``), so that it is not run again. ``init_from``: a checkpoint or run
+    directory whose G, D and G_ema a new run starts from (``progan.train.transfer``; a run that has
+    checkpoints of its own continues from them). Rank 0, the one process that
     writes into ``run_dir``, holds its lock (progan.train.runlock) throughout, and first removes
     the partial files of writes that were killed before their rename.
     """
@@ -170,7 +181,7 @@ def train(
     with _writer_lock(run_dir, rank, device):
         if rank == 0:
             _remove_partial_files(run_dir, log)
-        return _train(cfg, run_dir, meta, device, log, stop_at_images)
+        return _train(cfg, run_dir, meta, device, log, stop_at_images, init_from)
 
 
 def _train(
@@ -180,6 +191,7 @@ def _train(
     device: torch.device,
     log,
     stop_at_images: int | None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """``train`` once its checks are done and its lock is held."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -187,6 +199,7 @@ def _train(
     # Initialize, then continue from the newest checkpoint that loads.
     _fast_cuda_kernels(device)
     run = new_run(cfg, int(meta.get("num_classes", 0)) if cfg.conditional else 0, device)
+    run.augment = DAugment(cfg)
     plan, end = phases(cfg), total_images(cfg)
     found = ckpt.latest_checkpoint(run_dir, map_location=device, log=log)
     opt_state = None
@@ -202,6 +215,11 @@ def _train(
             )
             return TrainResult(run.images_shown, True, found.path)
         log(f"resuming from {found.path} at {run.images_shown / 1000:.1f} kimg")
+    elif init_from is not None:
+        path, state = transfer.read_source(init_from, map_location=device)
+        transfer.check_source(cfg, path, state)
+        transfer.start_from(path, state, run.G, run.D, run.G_ema, run.num_classes, cfg.data)
+        log(f"new run from the networks of {path} at {cfg.res_start}x{cfg.res_start}")
     job = Job(
         cfg,
         run_dir,
@@ -246,6 +264,8 @@ def _train(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state
                 )
                 opt_state = None
+                fading = 0.0 if stage.phase.kind == "fade" else 1.0  # as enter_phase's blocks
+                d_params = transfer.freeze_d(run.D, stage.res, fading, cfg.freeze_d, d_params)
                 feeder = _read(
                     snapshots, run, plan, lambda: feeding.phase(plan, stage, run.images_shown, end)
                 )
@@ -300,8 +320,9 @@ def _step(
     if cfg.arch == "stylegan2":  # its own phases, optimizers and G_ema half-life
         stats = stylegan2_step.train_step(
             run.G, run.D, run.opt_G, run.opt_D, cfg, reals, run.images_shown, run.step,
-            batch, lo, hi, run.aux,
+            batch, lo, hi, run.aux, augment=run.augment.at(run.images_shown, batch, lo, hi),
         )  # fmt: skip
+        run.augment.end_step(batch)
         update_ema(run.G_ema, run.G, stylegan2_step.g_ema_beta(cfg, run.images_shown, batch))
         run.images_shown += batch
         run.step += 1
@@ -334,7 +355,9 @@ def _step(
         job.autocast,
         inputs,
         job.penalty_fp32,
+        augment=run.augment.at(run.images_shown, batch, lo, hi),
     )
+    run.augment.end_step(batch)
     update_ema(run.G_ema, run.G, ema_beta(cfg, run.step, batch))
     run.images_shown += batch
     run.step += 1
@@ -391,6 +414,7 @@ def _end_of_tick(
                 values,
                 skipped,
                 job.device,
+                run.augment.report(),
             )
             if grid_due:
                 _sample_grid(job, run, stage)
@@ -555,6 +579,7 @@ def run_job(
     log=None,
     checked: tuple[dict, torch.device] | None = None,
     dist_timeout: float = dist_utils.DEFAULT_TIMEOUT_S,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """``train`` in this process's place in the job: what ``progan train`` runs in each process.
 
@@ -568,7 +593,7 @@ def run_job(
     with dist_utils.process_group(
         device, f"resume with: progan train --run-dir {run_dir} --resume", dist_timeout
     ):
-        return train(cfg, run_dir, log=log, checked=checked)
+        return train(cfg, run_dir, log=log, checked=checked, init_from=init_from)
 
 
 def _save_reals_grid(

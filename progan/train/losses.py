@@ -4,7 +4,9 @@ WGAN-GP (paper): D minimizes D(fake) - D(real) + lambda / gamma^2 * (||grad D(x_
 + drift * D(real)^2 (gamma = 1 but for the paper's CIFAR-10 runs), G minimizes -D(fake).
 Logistic (non-saturating) with R1 is the option widely used since. A conditional AC-GAN critic
 adds the cross-entropy of its class logits (official code, ``loss.py``).
-Each D loss returns (total, stats) where stats are detached scalars for logging.
+Each D loss returns (total, stats) where stats are detached scalars for logging, and the critic's
+detached per-sample scores ``real_scores`` and ``fake_scores`` (for the augmentation's heuristic,
+``progan.train.augmenting``; the step takes them out before logging).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def wgangp_d_loss(
         label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
     )
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gp.mean()}
+    stats.update(real_scores=d_real, fake_scores=d_fake)
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
 
@@ -125,6 +128,7 @@ def logistic_r1_d_loss(
         label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
     )
     stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gn2.mean()}
+    stats.update(real_scores=d_real, fake_scores=d_fake)
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
 

@@ -159,8 +159,13 @@ def report_tick(
     values: dict[str, float],
     skipped: int,
     device: torch.device,
+    extra: dict[str, float] | None = None,
 ) -> None:
-    """A tick's console line (losses, speed, ETAs) and TensorBoard scalars (step = images shown)."""
+    """A tick's console line (losses, speed, ETAs) and TensorBoard scalars (step = images shown).
+
+    ``extra``: further scalars by TensorBoard tag (``augment/p``, ...); ``augment/p`` is also shown
+    on the line."""
+    extra = extra or {}
     kimg = images_shown / 1000
     phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
     run_left = max(end - images_shown, 0) / max(rate, 1e-9)
@@ -169,12 +174,15 @@ def report_tick(
         f"D {values.get('d_loss', float('nan')):+.4f}  G {values.get('g_loss', float('nan')):+.4f}  "
         f"gp {values.get('gp', float('nan')):.4f}  "
         + (f"pl {values['pl_length']:.4f}  " if "pl_length" in values else "")
+        + (f"p {extra['augment/p']:.3f}  " if "augment/p" in extra else "")
         + f"{rate:7.1f} img/s  "
         f"ETA phase {fmt_duration(phase_left)}  run {fmt_duration(run_left)}"
     )
     step = images_shown  # TensorBoard's step is images shown throughout progan
     for k, v in values.items():
         writer.add_scalar(f"loss/{k}", v, step)
+    for tag, v in extra.items():
+        writer.add_scalar(tag, v, step)
     writer.add_scalar("progress/resolution", stage.res, step)
     writer.add_scalar("progress/alpha", stage.alpha, step)
     writer.add_scalar("progress/kimg", kimg, step)

@@ -101,6 +101,7 @@ def train_step(
     autocast=None,
     inputs: tuple[dict, dict] = ({}, {}),
     penalty_fp32: bool = False,
+    augment=None,
 ) -> dict[str, torch.Tensor]:
     """One D step (with its penalty) and one G step; returns detached loss statistics.
 
@@ -108,11 +109,13 @@ def train_step(
     process's losses by its share of the global batch before gradients are averaged over processes.
     ``inputs`` are G's own further random inputs for D's fakes and for G's (``feeding.step_inputs``).
     ``penalty_fp32`` takes the penalty's pass outside autocast (``progan.train.precision``).
+    ``augment``: what every image D sees goes through first (``progan.train.augmenting``), or None.
     """
     autocast = autocast or contextlib.nullcontext()
+    aug = augment or (lambda x: x)
 
     # D step.
-    critic = lambda x: D(x, res, alpha, labels)  # noqa: E731
+    critic = lambda x: D(aug(x), res, alpha, labels)  # noqa: E731
     grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
     with autocast:
         with torch.no_grad():
@@ -142,6 +145,9 @@ def train_step(
                 grad_scale,
                 penalty_fp32,
             )
+    scores = d_stats.pop("real_scores"), d_stats.pop("fake_scores")
+    if augment is not None:
+        augment.observe(*scores)
     d_skipped = descend(opt_D, d_loss * weight, d_params)
 
     # G step: D's parameters need no gradient here.
@@ -149,7 +155,7 @@ def train_step(
         p.requires_grad_(False)
     with autocast:
         fakes = G(z_g, res, alpha, labels, **inputs[1])
-        gl = g_loss(D(fakes, res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
+        gl = g_loss(D(aug(fakes), res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
     g_skipped = descend(opt_G, gl * weight, g_params)
     for p in d_params:
         p.requires_grad_(True)

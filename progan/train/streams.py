@@ -31,6 +31,12 @@ def position_generator(seed: int, position: int, stream: int) -> torch.Generator
 Z_D, Z_G, EPS, FLIP, GRID, INPUTS_D, INPUTS_G = 1, 2, 3, 4, 5, 6, 7
 # StyleGAN2's path-length phase (Greg): its latents, G inputs and y (progan.train.stylegan2_step).
 Z_PL, INPUTS_PL, PL_NOISE = 8, 9, 10
+AUGMENT = 11  # D's input augmentations: one generator per call within the step (augment_generator)
+
+
+def augment_generator(seed: int, position: int, call: int) -> torch.Generator:
+    """The generator of the ``call``-th augmentation of D's inputs in the step at ``position``."""
+    return torch.Generator().manual_seed(_seed(seed, AUGMENT, position, call))
 
 
 @dataclass

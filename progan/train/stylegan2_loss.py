@@ -121,6 +121,7 @@ class StyleGAN2Loss:
     ):
         self.G, self.D, self.reg = G, D, reg
         self.pl_mean = torch.zeros([], device=G.w_avg.device)
+        self.augment = None  # D's input augmentation (see run_D)
 
     def run_G(self, z: torch.Tensor, inputs: dict | None, update_w_avg: bool = False):
         """Images and their styles for ``z`` and G's training draws (``inputs``: z2, mix_cutoff,
@@ -135,8 +136,10 @@ class StyleGAN2Loss:
 
     def run_D(self, images: torch.Tensor) -> torch.Tensor:
         """D's scores of ``images``: every D evaluation of the phases (fakes, reals, R1's reals)
-        goes through here, the one place where D's inputs may be transformed (augmentation)."""
-        return self.D(images)
+        goes through here, the one place where D's inputs may be transformed: ``augment``, when
+        set, is applied first (``progan.train.augmenting``; R1 then differentiates through it with
+        respect to the image before it, as the official loss does)."""
+        return self.D(self.augment(images) if self.augment is not None else images)
 
     def accumulate_gradients(
         self,

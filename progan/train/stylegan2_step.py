@@ -125,13 +125,17 @@ def train_step(
     lo: int,
     hi: int,
     aux: dict[str, torch.Tensor],
+    augment=None,
 ) -> dict[str, torch.Tensor]:
     """The phases of minibatch ``batch_idx`` on this process's rows [lo, hi) of the global batch
     (``reals`` are those rows); returns the loss terms it computed, as batch means. Moves
-    ``aux["pl_mean"]`` after a Greg."""
+    ``aux["pl_mean"]`` after a Greg. ``augment``: the step's augmentation of D's inputs
+    (``progan.train.augmenting``) or None; it sees D's scores of the reals of Dmain and Dreg, the
+    official ADA statistic."""
     device = reals.device
     reg = regularization(cfg)
     loss = StyleGAN2Loss(G, D, reg)
+    loss.augment = augment
     loss.pl_mean = aux.get("pl_mean", loss.pl_mean).to(device)
     world = dist_utils.world_size()
     weight = (
@@ -151,6 +155,8 @@ def train_step(
                          reals, z, inputs, y)  # fmt: skip
         for key, name in STATS[phase].items():
             stats[name] = out[key].float().mean()
+        if augment is not None and phase in ("Dmain", "Dreg"):  # logistic: the reals' signs
+            augment.observe(out["real_scores"], out.get("fake_scores", out["real_scores"]))
         if phase == "Greg":
             if world > 1:
                 loss.pl_mean = dist_utils.all_mean(loss.pl_mean.reshape(1))[0]
