@@ -110,6 +110,14 @@ def _modules(code: str, ada_repo: Path, official_repo: Path):
     return module, augment, f"training/{file}.py", origin
 
 
+def _write(path: Path, write) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then renamed to it."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as f:
+        write(f)
+    Path(f.name).chmod(0o644)
+    Path(f.name).replace(path)
+
+
 def _placeholder_sources(objs, text: str) -> None:
     """Point every persistent class in the networks at ``text`` instead of the official source."""
     import torch
@@ -155,18 +163,12 @@ def run_case(name: str, spec: dict, ada_repo: Path, official_repo: Path, out: Pa
         outputs, errs = _outputs(nets, snapshot, rng)
         outputs["err"] = json.dumps(errs)
         path = out / f"{name}-outputs.npz"
-        with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as f:
-            np.savez_compressed(f, **outputs)
-        Path(f.name).chmod(0o644)
-        Path(f.name).replace(path)
+        _write(path, lambda f: np.savez_compressed(f, **outputs))
         print(f"{name}: outputs -> {path} (max err {max(errs.values()):.3g})")
 
     _placeholder_sources(snapshot.values(), PLACEHOLDER.format(file, origin))
     path = out / f"{name}.pkl"
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".pkl", delete=False) as f:
-        pickle.dump(snapshot, f)
-    Path(f.name).chmod(0o644)
-    Path(f.name).replace(path)
+    _write(path, lambda f: pickle.dump(snapshot, f))
     print(f"{name}: pickle -> {path} ({path.stat().st_size / 1e3:.0f} kB)")
 
 
@@ -361,10 +363,7 @@ def tf_case(ada_repo: Path, out: Path) -> None:
         generator("Gs", gs_vars),
     )
     path = out / f"{TF_CASE}.pkl"
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".pkl", delete=False) as f:
-        pickle.dump(nets_tf, f, protocol=4)
-    Path(f.name).chmod(0o644)
-    Path(f.name).replace(path)
+    _write(path, lambda f: pickle.dump(nets_tf, f, protocol=4))
 
     with open(path, "rb") as f:  # the official converter's networks
         data = legacy.load_network_pkl(f)
@@ -376,10 +375,7 @@ def tf_case(ada_repo: Path, out: Path) -> None:
     outputs, errs = _outputs(nets, snapshot, rng)
     outputs["err"] = json.dumps(errs)
     npz = out / f"{TF_CASE}-outputs.npz"
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as f:
-        np.savez_compressed(f, **outputs)
-    Path(f.name).chmod(0o644)
-    Path(f.name).replace(npz)
+    _write(npz, lambda f: np.savez_compressed(f, **outputs))
     print(f"{TF_CASE}: pickle -> {path} ({path.stat().st_size / 1e3:.0f} kB), outputs -> {npz}")
 
 

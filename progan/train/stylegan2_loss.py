@@ -210,9 +210,12 @@ def run_phase(
     z: torch.Tensor,
     inputs: dict | None = None,
     pl_noise: torch.Tensor | None = None,
+    reduce=None,
 ) -> dict[str, torch.Tensor]:
     """One official training phase: zero_grad, the phase's network alone requiring grad, the
-    loss's backward, ``step``."""
+    loss's backward, ``reduce(gradients)`` if given (e.g. averaging over processes), ``step``.
+    Parameters the phase's loss does not reach keep no gradient and take no Adam step (as the
+    official loop: e.g. D's output bias in R1's phase)."""
     module = loss.G if phase.startswith("G") else loss.D
     opt.zero_grad(set_to_none=True)
     module.requires_grad_(True)
@@ -220,6 +223,8 @@ def run_phase(
         out = loss.accumulate_gradients(phase, reals, z, gain, inputs, pl_noise)
     finally:
         module.requires_grad_(False)
+    if reduce is not None:
+        reduce([p for p in module.parameters() if p.grad is not None])
     step(module, opt)
     return out
 

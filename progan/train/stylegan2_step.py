@@ -41,7 +41,7 @@ from progan.train.stylegan2_loss import (
     ema_beta,
     make_optimizers,
     phases,
-    step,
+    run_phase,
 )
 
 # Each phase's terms that the tick line and TensorBoard show, under progan's names ("gp": R1's
@@ -151,8 +151,9 @@ def train_step(
         if phase == "Greg":
             n = (hi - lo) // reg.pl_batch_shrink
             y = pl_noise(cfg.seed, images_shown, lo, n, G.res_max, device)
-        out = _run_phase(loss, phase, gain * weight, opt_G if phase[0] == "G" else opt_D,
-                         reals, z, inputs, y)  # fmt: skip
+        opt = opt_G if phase[0] == "G" else opt_D
+        out = run_phase(loss, phase, gain * weight, opt, reals, z, inputs, y,
+                        reduce=dist_utils.average_gradients)  # fmt: skip
         for key, name in STATS[phase].items():
             stats[name] = out[key].float().mean()
         if augment is not None and phase in ("Dmain", "Dreg"):  # logistic: the reals' signs
@@ -162,19 +163,3 @@ def train_step(
                 loss.pl_mean = dist_utils.all_mean(loss.pl_mean.reshape(1))[0]
             aux["pl_mean"] = loss.pl_mean.detach().clone()
     return stats
-
-
-def _run_phase(loss: StyleGAN2Loss, phase: str, gain: float, opt, reals, z, inputs, y):
-    """``progan.train.stylegan2_loss.run_phase`` with the gradients averaged over processes."""
-    module = loss.G if phase[0] == "G" else loss.D
-    opt.zero_grad(set_to_none=True)
-    module.requires_grad_(True)
-    try:
-        out = loss.accumulate_gradients(phase, reals, z, gain, inputs, y)
-    finally:
-        module.requires_grad_(False)
-    # Parameters the phase's loss does not reach keep no gradient and take no Adam step (as the
-    # official loop: e.g. D's output bias in R1's phase).
-    dist_utils.average_gradients([p for p in module.parameters() if p.grad is not None])
-    step(module, opt)
-    return out
