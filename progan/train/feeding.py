@@ -18,7 +18,7 @@ from progan.errors import ProganError
 from progan.store.reader import LMDBImages, StoreChanged, StoreIdentity
 from progan.train.distributed import shard
 from progan.train.schedule import Phase, Stage, stage_at
-from progan.train.streams import _seed
+from progan.train.streams import data_order_generator
 
 
 def worker_error_message(e: ProganError) -> str:
@@ -43,7 +43,7 @@ class Order:
         if epoch not in self._perms:
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
-            g = torch.Generator().manual_seed(_seed(self.seed, 7, epoch))
+            g = data_order_generator(self.seed, epoch)
             self._perms[epoch] = torch.randperm(self.count, generator=g)
         return self._perms[epoch]
 

@@ -32,6 +32,27 @@ Z_D, Z_G, EPS, FLIP, GRID, INPUTS_D, INPUTS_G = 1, 2, 3, 4, 5, 6, 7
 # StyleGAN2's path-length phase (Greg): its latents, G inputs and y (progan.train.stylegan2_step).
 Z_PL, INPUTS_PL, PL_NOISE = 8, 9, 10
 AUGMENT = 11  # D's input augmentations: one generator per call within the step (augment_generator)
+DATA_ORDER = 12  # each epoch's permutation of the training images (data_order_generator)
+STREAMS = (
+    Z_D,
+    Z_G,
+    EPS,
+    FLIP,
+    GRID,
+    INPUTS_D,
+    INPUTS_G,
+    Z_PL,
+    INPUTS_PL,
+    PL_NOISE,
+    AUGMENT,
+    DATA_ORDER,
+)
+
+
+def data_order_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch ``epoch``'s order of the training images: a stream of its own (it
+    was stream 7 once, so that epoch 0's order shared its seed with the first G step's inputs)."""
+    return torch.Generator().manual_seed(_seed(seed, DATA_ORDER, epoch))
 
 
 def augment_generator(seed: int, position: int, call: int) -> torch.Generator:
