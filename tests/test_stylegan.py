@@ -542,3 +542,23 @@ def test_arch_stylegan_trains_and_samples_through_the_unchanged_cli(face_store, 
     with torch.no_grad():
         img = g(torch.randn(3, 16))
     assert img.shape == (3, 3, 8, 8) and torch.isfinite(img).all()
+
+
+def test_style_discriminator_builds_no_progan_blocks_it_would_discard(monkeypatch):
+    """D_basic's blocks are built once, in place: building ProGAN's first and replacing them
+    drew their weights from the random stream for nothing, shifting every later draw."""
+    from progan.nets import progan as progan_nets
+
+    built = []
+    real = progan_nets.DBlock
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(progan_nets, "DBlock", Counting)
+    D = StyleDiscriminator(res_max=32, fmap_base=64, fmap_max=16)
+    assert built == [] and sorted(D.blocks) == ["16", "32", "8"]
+    progan_nets.Discriminator(res_max=32, fmap_base=64, fmap_max=16)
+    assert len(built) == 3  # the counter sees ProGAN's own

@@ -202,7 +202,10 @@ class Discriminator(nn.Module):
         mbstd_group: int = 4,
         pool: str = "before_bias",
         conditioning: str = "acgan",
+        block=None,
     ):
+        """``block(res, in_features, out_features)``: the downsampling block of each resolution
+        above 4 (default ProGAN's ``DBlock``; the style-based D passes its own)."""
         super().__init__()
         if pool not in D_POOL_CHOICES:
             raise ValueError(f"pool must be one of {D_POOL_CHOICES}, got {pool!r}")
@@ -217,8 +220,9 @@ class Discriminator(nn.Module):
         self.from_rgb = nn.ModuleDict(
             {str(r): EqualizedConv2d(3, nf(r), 1) for r in resolutions(res_max)}
         )
+        block = block or (lambda r, i, o: DBlock(i, o, pool))
         self.blocks = nn.ModuleDict(
-            {str(r): DBlock(nf(r), nf(r // 2), pool) for r in resolutions(res_max)[1:]}
+            {str(r): block(r, nf(r), nf(r // 2)) for r in resolutions(res_max)[1:]}
         )
         # The official Dense0 is min(fmap_base, fmap_max) wide, i.e. "nf(2)" (= nf(4) unless
         # fmap_base < 2 * fmap_max).

@@ -386,13 +386,13 @@ class StyleDiscriminator(Discriminator):
     ):
         if num_classes:
             raise ValueError("the StyleGAN discriminator is unconditional (num_classes must be 0)")
-        super().__init__(res_max, fmap_base, fmap_max, 0, mbstd_group)
-        nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
-        self.blocks = nn.ModuleDict(
-            {
-                str(r): StyleDBlock(nf(r), nf(r // 2), 0 < fused_res <= r)
-                for r in resolutions(res_max)[1:]
-            }
+        super().__init__(
+            res_max,
+            fmap_base,
+            fmap_max,
+            0,
+            mbstd_group,
+            block=lambda r, i, o: StyleDBlock(i, o, 0 < fused_res <= r),
         )
 
 
