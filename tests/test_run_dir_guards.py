@@ -154,8 +154,11 @@ def test_the_run_lock_excludes_a_second_holder_and_is_free_again_after(tmp_path)
 
 @pytest.mark.slow
 def test_sighup_writes_a_checkpoint_and_stops_like_sigterm(face_store, tmp_path):
+    """As at a terminal: SIGHUP at its default disposition (a suite run under nohup would
+    otherwise hand the trainer an ignored SIGHUP, which it keeps ignoring: the next test)."""
     run = tmp_path / "run"
-    proc = trainer(face_store, run, *LONG, stderr=subprocess.STDOUT)
+    terminal = lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)  # noqa: E731
+    proc = trainer(face_store, run, *LONG, stderr=subprocess.STDOUT, preexec_fn=terminal)
     wait_for_line(proc, "kimg")
     proc.send_signal(signal.SIGHUP)
     out, _ = proc.communicate(timeout=120)
