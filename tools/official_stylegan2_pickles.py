@@ -110,6 +110,27 @@ def _modules(code: str, ada_repo: Path, official_repo: Path):
     return module, augment, f"training/{file}.py", origin
 
 
+def _seed_d_biases(D, rng) -> None:
+    """Random D biases, as the reference tool's networks (the official init zeroes them)."""
+    import torch
+
+    with torch.no_grad():
+        for k, t in D.named_parameters():
+            if k.endswith("bias"):
+                t.copy_(torch.as_tensor(rng.standard_normal(t.shape) * 0.2, dtype=t.dtype))
+
+
+def _perturbed_copy(G, rng):
+    """G_ema (or Gs): G moved a little, so that an import that mixes the two up fails."""
+    import torch
+
+    G_ema = copy.deepcopy(G)
+    with torch.no_grad():
+        for t in G_ema.parameters():
+            t.add_(torch.as_tensor(rng.standard_normal(t.shape) * 0.01, dtype=t.dtype))
+    return G_ema
+
+
 def _write(path: Path, write) -> None:
     """``write(file)`` into a temporary file beside ``path``, then renamed to it."""
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as f:
@@ -142,14 +163,8 @@ def run_case(name: str, spec: dict, ada_repo: Path, official_repo: Path, out: Pa
         G = nets.Generator(**common, **spec["G"])
         D = nets.Discriminator(**common, **spec["D"])
         _seed_state(G, rng)
-        with torch.no_grad():  # random D biases, as the reference tool's networks
-            for k, t in D.named_parameters():
-                if k.endswith("bias"):
-                    t.copy_(torch.as_tensor(rng.standard_normal(t.shape) * 0.2, dtype=t.dtype))
-    G_ema = copy.deepcopy(G)
-    with torch.no_grad():  # G_ema differs from G, so that an import that mixes them up fails
-        for t in G_ema.parameters():
-            t.add_(torch.as_tensor(rng.standard_normal(t.shape) * 0.01, dtype=t.dtype))
+        _seed_d_biases(D, rng)
+    G_ema = _perturbed_copy(G, rng)
     pipe = augment.AugmentPipe(xflip=1, rotate90=1, xint=1, brightness=1, contrast=1)
     pipe.p.copy_(torch.tensor(0.25))
     snapshot = dict(G=G, D=D, G_ema=G_ema, augment_pipe=pipe, training_set_kwargs=None)
@@ -306,14 +321,9 @@ def tf_case(ada_repo: Path, out: Path) -> None:
     )
     D = nets.Discriminator(**chan, epilogue_kwargs=dict(mbstd_group_size=4), **kw)
     _seed_state(G, rng)
+    _seed_d_biases(D, rng)
+    G_ema = _perturbed_copy(G, rng)  # Gs
     with torch.no_grad():
-        for k, t in D.named_parameters():
-            if k.endswith("bias"):
-                t.copy_(torch.as_tensor(rng.standard_normal(t.shape) * 0.2, dtype=t.dtype))
-    G_ema = copy.deepcopy(G)
-    with torch.no_grad():  # Gs differs from G, so that an import that mixes them up fails
-        for t in G_ema.parameters():
-            t.add_(torch.as_tensor(rng.standard_normal(t.shape) * 0.01, dtype=t.dtype))
         for net_ in (G, G_ema):  # style biases that survive TF's storage without the +1
             for k, t in net_.named_parameters():
                 if k.endswith("affine.bias"):
