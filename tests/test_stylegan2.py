@@ -576,13 +576,16 @@ def test_step_inputs_follow_the_official_style_mixing_probability():
     assert set(mixed) == set(range(1, G.num_ws))
 
 
-def test_networks_run_at_full_resolution_only():
+def test_the_official_layout_d_runs_at_full_resolution_only():
     G, D = _small()
-    with pytest.raises(ValueError, match="full resolution"):
-        G(torch.randn(2, 8), 8)
-    with pytest.raises(ValueError, match="full resolution"):
+    with pytest.raises(ValueError, match="official layout"):
+        D(torch.randn(2, 3, 8, 8), 8)
+    with pytest.raises(ValueError, match="official layout"):
         D(torch.randn(2, 3, 16, 16), 16, 0.5)
-    assert G.stage_modules(16, 1.0) == [G] and D(torch.randn(2, 3, 16, 16), 16).shape == (2,)
+    with pytest.raises(ValueError, match="a stage is a resolution"):
+        G(torch.randn(2, 8), 32)
+    assert D(torch.randn(2, 3, 16, 16), 16).shape == (2,) and not hasattr(D, "from_rgb")
+    assert G(torch.randn(2, 8), 8).shape == (2, 3, 8, 8)  # the skip G has an image at every res
 
 
 def test_upfirdn2d_keeps_a_constant_image_constant_away_from_the_border():

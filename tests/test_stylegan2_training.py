@@ -140,7 +140,9 @@ def test_official_cfg_fills_what_the_command_leaves_unset(tmp_path):
     given = {"arch": "stylegan2", "res_max": 256, "data": "x"}
     cfg = resolve_config(tmp_path / "r", None, given, official="paper256")
     o = official_config("paper256", 256)
-    assert cfg.minibatch == {256: o["batch"]} == {256: 64} and cfg.res_start == 256
+    assert cfg.minibatch[256] == o["batch"] == 64 and cfg.res_start == 256
+    assert set(cfg.minibatch.values()) == {64}  # every level: --res-start alone grows the run
+    assert cfg.net["growing"] is False  # full resolution: the official D layout
     assert (cfg.lr, cfg.r1_gamma, cfg.ema_kimg, cfg.mbstd_group) == (0.0025, 1.0, 20.0, 8)
     assert cfg.net["channel_base"] == 16384 and cfg.net["mapping_layers"] == 8
     assert cfg.net["ema_rampup_ratio"] == 0.0 and cfg.total_kimg == 25000
@@ -158,7 +160,6 @@ def test_official_cfg_fills_what_the_command_leaves_unset(tmp_path):
     "args, needle",
     [
         (["--cfg", "paper256"], "--arch stylegan2"),
-        (["--arch", "stylegan2", "--res-start", "4", "--res-max", "8"], "res_start"),
         (["--arch", "stylegan2", "--res-max", "8", "--loss", "wgangp"], "logistic"),
         (["--arch", "stylegan2", "--res-max", "8", "--precision", "bf16"], "fp32"),
         (["--arch", "stylegan2", "--res-max", "8", "--net", "r1_interval=0"], "r1_interval"),

@@ -14,7 +14,6 @@ from typing import Any
 from progan.config.levels import check_pow2, levels
 from progan.devices import parse_device
 from progan.errors import ProganError
-from progan.nets.registry import get as get_arch
 from progan.nets.registry import resolve_options
 
 # Seeds are 0 ... 2**32 - 1: every random stream tells them all apart (the data order's and the
@@ -118,6 +117,9 @@ class TrainConfig:
     grid_size: int = 64
 
     def __post_init__(self):
+        # StyleGAN2's D layout follows the start: a fromRGB per resolution when it grows
+        if self.arch == "stylegan2" and "growing" not in self.net:
+            object.__setattr__(self, "net", {**self.net, "growing": self.res_start < self.res_max})
         _validate(self)
         # Every option of the arch, defaults included, so saved configs show them all.
         object.__setattr__(self, "net", resolve_options(self.arch, self.net))
@@ -192,9 +194,10 @@ def _validate(c: TrainConfig) -> None:
         check_pow2(res, name)
     need(c.res_start <= c.res_max, f"res_start {c.res_start} is above res_max {c.res_max}")
     need(
-        get_arch(c.arch).progressive or c.res_start == c.res_max,
-        f"arch {c.arch!r} trains at full resolution: res_start must equal res_max "
-        f"({c.res_max}), got {c.res_start} (progressive growing is not implemented for it)",
+        c.arch != "stylegan2" or c.net.get("growing") is not False or c.res_start == c.res_max,
+        f"arch 'stylegan2' with [net] growing = false (the official D layout) trains at full "
+        f"resolution: res_start must equal res_max ({c.res_max}), got {c.res_start}; leave "
+        "growing unset (or true) to grow progressively",
     )
     need(
         c.arch != "stylegan2" or (c.loss == "logistic" and not c.conditional),

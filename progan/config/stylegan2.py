@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from progan.config.levels import levels
+
 # name: (ref_gpus, kimg, mb, mbstd, fmaps, lrate, gamma, ema, ramp, map)
 _FIELDS = ("ref_gpus", "kimg", "mb", "mbstd", "fmaps", "lrate", "gamma", "ema", "ramp", "map")
 CFG_SPECS: dict[str, dict[str, Any]] = {
@@ -91,7 +93,9 @@ def train_keys(cfg: str, res: int, gpus: int = 1) -> dict[str, Any]:
     """``official_config(cfg, res, gpus)`` as progan config keys (``TrainConfig`` fields and the
     ``[net]`` table of arch "stylegan2"): what ``progan train --cfg NAME`` puts under the command's
     --config file and options. Full-resolution training (res_start = res_max), as the official
-    loop trains; mirroring stays the run's choice (official ``--mirror``, progan's ``mirror``)."""
+    loop trains; the minibatch is the same at every resolution, so that ``--res-start`` alone
+    grows the network progressively. Mirroring stays the run's choice (official ``--mirror``,
+    progan's ``mirror``)."""
     o = official_config(cfg, res, gpus)
     g, d = o["G"], o["D"]
     return {
@@ -100,7 +104,7 @@ def train_keys(cfg: str, res: int, gpus: int = 1) -> dict[str, Any]:
         "res_start": res,
         "latent_dim": g["latent_dim"],
         "mbstd_group": d["mbstd_group"],
-        "minibatch": {res: o["batch"]},
+        "minibatch": {r: o["batch"] for r in levels(4, res)},
         "total_kimg": float(o["total_kimg"]),
         "lr": o["lr_g"],
         "betas": o["betas"],

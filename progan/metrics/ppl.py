@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from progan.errors import ProganError
-from progan.nets.stylegan2 import StyleGAN2Generator
 from progan.progress import Progress
 from progan.sampling.generator import StageGenerator, latent_seeds
 
@@ -159,11 +158,8 @@ def perceptual_path_length(
             ws0, ws1 = path_styles(style.ws, a, b, t[i : i + pairs].to(device), space, epsilon)
             seeds = latent_seeds(a).repeat(2)  # the same noise at both ends of a path
             ws = torch.cat([ws0, ws1])
-            if isinstance(style, StyleGAN2Generator):  # full resolution only
-                images = style.synthesis(ws, style.noise_maps(len(ws), device, "random", seeds))
-            else:
-                noise = style.noise_maps(len(ws), g.res, device, "random", seeds)
-                images = style.synthesis(ws, g.res, g.alpha, noise)
+            noise = style.noise_maps(len(ws), g.res, device, "random", seeds)
+            images = style.synthesis(ws, g.res, g.alpha, noise)
             feats = lpips(lpips_input(images, crop))
             lengths.append(path_lengths(*feats.chunk(2), epsilon).cpu())
             bar.update(min(i + pairs, n))

@@ -35,7 +35,6 @@ class Architecture:
 
     summary: str
     options: dict[str, Any] = field(default_factory=dict)
-    progressive: bool = True  # grows through resolutions; else trains at res_max from the start
 
 
 # [net] options of "stylegan" and their defaults: the official G_style / D_basic values.
@@ -68,6 +67,9 @@ STYLEGAN2_OPTIONS = {
     "pl_batch_shrink": 2,
     "r1_interval": 16,  # official D_reg_interval (R1's gamma is the config's r1_gamma)
     "ema_rampup_ratio": 0.05,  # G_ema's half-life at most images_shown * this (0: official None)
+    # D with a fromRGB per resolution, for progressive growing (res_start < res_max); false: the
+    # official layout (one fromRGB), full resolution only. Unset: res_start < res_max decides.
+    "growing": False,
 }
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -77,9 +79,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "stylegan2": Architecture(
         "StyleGAN2 (Karras et al. 2020, config F): skip G, residual D, lazy R1 and path length; "
-        "trains at full resolution",
+        "full resolution from the start (official) or grown progressively",
         STYLEGAN2_OPTIONS,
-        progressive=False,
     ),
 }
 

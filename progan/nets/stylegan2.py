@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from progan.nets.layers import LRELU_SLOPE, SQRT2, minibatch_stddev, pixel_norm
+from progan.nets.layers import (
+    LRELU_SLOPE,
+    SQRT2,
+    downsample2x,
+    minibatch_stddev,
+    pixel_norm,
+    upsample2x,
+)
 from progan.nets.noise import seeded_noise
 from progan.nets.registry import STYLEGAN2_OPTIONS
 
@@ -418,10 +425,11 @@ class StyleGAN2Generator(nn.Module):
         """Style inputs (``num_ws``), under the name StyleGAN's generator gives them (sampling)."""
         return self.num_ws
 
-    def conv_layers(self) -> list[StyleConv]:
-        """The synthesis convs in the order of their w and noise (4x4 conv1, 8x8 conv0, ...)."""
+    def conv_layers(self, res: int | None = None) -> list[StyleConv]:
+        """The synthesis convs up to ``res`` (None: all) in the order of their w and noise (4x4
+        conv1, 8x8 conv0, ...)."""
         out = []
-        for r in self.resolutions:
+        for r in block_resolutions(_stage(self, res, 1.0)):
             blk = self.blocks[str(r)]
             out += [blk.conv1] if blk.first else [blk.conv0, blk.conv1]
         return out
@@ -458,9 +466,17 @@ class StyleGAN2Generator(nn.Module):
             ws = torch.where(idx < cutoff, avg.lerp(ws, truncation_psi), ws)
         return ws
 
-    def noise_maps(self, n: int, device, noise_mode: str = "random", noise_seed=None) -> list:
-        """One map per conv layer: seeded per sample, random, the constant buffers, or None."""
-        layers = self.conv_layers()
+    def layers_at(self, res: int) -> int:
+        """Style inputs a stage at ``res`` uses: its convs and its last ``to_rgb`` (2 log2(res) - 2;
+        ``num_ws`` at ``res_max``)."""
+        return 2 * int(math.log2(res)) - 2
+
+    def noise_maps(
+        self, n: int, res: int | None, device, noise_mode: str = "random", noise_seed=None
+    ) -> list:
+        """One map per conv layer used at ``res`` (None: ``res_max``): seeded per sample, random,
+        the constant buffers, or None. A layer's map does not depend on the stage."""
+        layers = self.conv_layers(res)
         if noise_seed is not None:
             return [seeded_noise(noise_seed.to(device), i, c.res) for i, c in enumerate(layers)]
         if noise_mode == "random":
@@ -471,17 +487,30 @@ class StyleGAN2Generator(nn.Module):
             return [None] * len(layers)
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
 
-    def synthesis(self, ws: torch.Tensor, noise: list) -> torch.Tensor:
-        """Styles (N, num_ws, w_dim) and one noise map per conv -> images."""
+    def synthesis(
+        self, ws: torch.Tensor, res: int | None, alpha: float, noise: list
+    ) -> torch.Tensor:
+        """Styles (N, >= layers_at(res), w_dim) and one noise map per conv used -> images at
+        ``res`` (None: ``res_max``).
+
+        Below ``res_max`` the skip sum stops at ``res``; fading in (``alpha`` < 1) the image is
+        ``lerp(upsample2x(image at res / 2), image at res, alpha)`` with nearest-neighbour
+        upsampling, the reals' fade (``progan.train.step.preprocess_reals``): at alpha 0 the
+        stage's G is the previous stage's, upsampled, as ProGAN's fade-in.
+        """
+        res = _stage(self, res, alpha)
         fused = self.fused_modconv
         if fused == "inference_only":
             fused = not self.training
-        x = img = None
+        x = img = prev = None
         i = 0
-        for r in self.resolutions:
+        for r in block_resolutions(res):
             k = 1 if r == 4 else 2
+            prev = img
             x, img = self.blocks[str(r)](x, img, ws[:, i : i + k + 1], noise[i : i + k], fused)
             i += k
+        if alpha < 1.0 and res > 4:
+            img = torch.lerp(upsample2x(prev), img, alpha)
         return img
 
     def forward(
@@ -499,21 +528,22 @@ class StyleGAN2Generator(nn.Module):
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
     ) -> torch.Tensor:
-        _full_resolution_only(self, res, alpha)
+        """Images at ``res`` (None: ``res_max``), fading in by ``alpha`` (``synthesis``)."""
         ws = self.ws(z, z2, mix_cutoff, truncation_psi, truncation_cutoff)
         if noise is None:
-            noise = self.noise_maps(z.shape[0], z.device, noise_mode, noise_seed)
-        return self.synthesis(ws, noise)
+            noise = self.noise_maps(z.shape[0], res, z.device, noise_mode, noise_seed)
+        return self.synthesis(ws, res, alpha, noise)
 
     def step_inputs(self, batch: int, res: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """The random draws of one training forward for the global batch (dim 0 = batch).
 
         One mixing decision and cutoff per forward, as the official loss draws one per minibatch:
-        with probability ``style_mixing`` the copies from a cutoff uniform in [1, num_ws) take a
-        second latent's w. Noise maps come from one seed per sample (``seeded_noise``).
+        with probability ``style_mixing`` the copies from a cutoff uniform in [1, layers) take a
+        second latent's w (layers = ``layers_at(res)``, ``num_ws`` at full resolution). Noise maps
+        come from one seed per sample (``seeded_noise``).
         """
         z2 = torch.randn(batch, self.latent_dim, generator=gen)
-        cutoff = int(torch.randint(1, self.num_ws, (), generator=gen))
+        cutoff = int(torch.randint(1, self.layers_at(res), (), generator=gen))
         mix = float(torch.rand((), generator=gen)) < self.style_mixing
         seeds = torch.randint(-(1 << 62), 1 << 62, (batch,), generator=gen, dtype=torch.int64)
         return {
@@ -523,9 +553,10 @@ class StyleGAN2Generator(nn.Module):
         }
 
     def stage_modules(self, res: int, alpha: float) -> list[nn.Module]:
-        """Every submodule: StyleGAN2 trains at full resolution."""
-        _full_resolution_only(self, res, alpha)
-        return [self]
+        """The submodules ``forward(..., res, alpha)`` uses: the mapping and the blocks up to
+        ``res`` (each holds its ``to_rgb``; the fade's other image is the block below's)."""
+        res = _stage(self, res, alpha)
+        return [self.mapping] + [self.blocks[str(r)] for r in block_resolutions(res)]
 
 
 class DBlock(nn.Module):
@@ -577,10 +608,17 @@ class DOutput(nn.Module):
 
 class StyleGAN2Discriminator(nn.Module):
     """StyleGAN2's residual discriminator (``architecture="orig"``: no shortcuts, the CIFAR config):
-    images (N, 3, res_max, res_max) -> scores (N,).
+    images (N, 3, res, res) -> scores (N,).
 
     Minibatch stddev groups are runs of ``mbstd_group`` consecutive samples (the official code
     strides them, i, i + N/G, ...; see ``progan.nets.layers.minibatch_stddev``); None: the whole batch.
+
+    ``growing``: built for progressive growing, with a ``from_rgb`` per resolution (4 to res_max,
+    ``self.from_rgb``) in place of the official single one inside the top block. At a stage ``res``
+    the image enters through ``from_rgb[res]``; fading in, the next block's input is
+    ``lerp(from_rgb[res / 2](downsample2x(image)), block res's output, alpha)`` (ProGAN's D fade:
+    at alpha 0 the stage's D is the previous stage's on the box-downsampled image). Otherwise
+    (the official layout, its state_dict keys and parameter count) it runs at ``res_max`` only.
     """
 
     def __init__(
@@ -592,6 +630,7 @@ class StyleGAN2Discriminator(nn.Module):
         conv_clamp: float | None = 256.0,
         architecture: str = "resnet",
         num_classes: int = 0,
+        growing: bool = False,
     ):
         super().__init__()
         if num_classes:
@@ -600,12 +639,23 @@ class StyleGAN2Discriminator(nn.Module):
             )
         if architecture not in D_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {D_ARCHITECTURES}, got {architecture!r}")
-        self.res_max, self.num_classes = res_max, 0
+        self.res_max, self.num_classes, self.growing = res_max, 0, growing
         ch = lambda r: channels(r, channel_base, channel_max)  # noqa: E731
+        if growing:
+            self.from_rgb = nn.ModuleDict(
+                {
+                    str(r): Conv(3, ch(r), 1, conv_clamp=conv_clamp)
+                    for r in block_resolutions(res_max)
+                }
+            )
         self.blocks = nn.ModuleDict(
             {
                 str(r): DBlock(
-                    ch(r) if r < res_max else 0, ch(r), ch(r // 2), architecture, conv_clamp
+                    ch(r) if r < res_max or growing else 0,
+                    ch(r),
+                    ch(r // 2),
+                    architecture,
+                    conv_clamp,
                 )
                 for r in reversed(block_resolutions(res_max)[1:])
             }
@@ -619,24 +669,49 @@ class StyleGAN2Discriminator(nn.Module):
         alpha: float = 1.0,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        _full_resolution_only(self, res, alpha)
-        x = None
-        for block in self.blocks.values():
-            x = block(x, img)
+        res = self._stage(res, alpha)
+        x = self.from_rgb[str(res)](img) if self.growing else None
+        for r in reversed(block_resolutions(res)[1:]):
+            x = self.blocks[str(r)](x, img)
+            if r == res and alpha < 1.0:
+                x = torch.lerp(self.from_rgb[str(r // 2)](downsample2x(img)), x, alpha)
         return self.output(x)
 
     def stage_modules(self, res: int, alpha: float) -> list[nn.Module]:
-        """Every submodule: StyleGAN2 trains at full resolution."""
-        _full_resolution_only(self, res, alpha)
-        return [self]
-
-
-def _full_resolution_only(net: nn.Module, res: int | None, alpha: float) -> None:
-    if (res is not None and res != net.res_max) or alpha != 1.0:
-        raise ValueError(
-            f"StyleGAN2 networks run at their full resolution ({net.res_max}, alpha 1); "
-            f"got res {res}, alpha {alpha} (progressive growing is not implemented for them)"
+        """The submodules ``forward(..., res, alpha)`` uses, from the input: the ``from_rgb``
+        layer(s), blocks ``res`` down to 8, the output."""
+        res = self._stage(res, alpha)
+        rgb = []
+        if self.growing:
+            rgb = [self.from_rgb[str(res)]]
+            if alpha < 1.0 and res > 4:
+                rgb.append(self.from_rgb[str(res // 2)])
+        return (
+            rgb
+            + [self.blocks[str(r)] for r in reversed(block_resolutions(res)[1:])]
+            + [self.output]
         )
+
+    def _stage(self, res: int | None, alpha: float) -> int:
+        res = _stage(self, res, alpha)
+        if not self.growing and (res != self.res_max or alpha != 1.0):
+            raise ValueError(
+                f"this StyleGAN2 discriminator has the official layout (one from_rgb, at "
+                f"{self.res_max}x{self.res_max}): it runs at its full resolution, alpha 1, got res "
+                f"{res}, alpha {alpha}; build it with growing=True to train progressively"
+            )
+        return res
+
+
+def _stage(net: nn.Module, res: int | None, alpha: float) -> int:
+    """The stage's resolution (None: ``res_max``), after checking it and ``alpha``."""
+    res = net.res_max if res is None else int(res)
+    if res not in block_resolutions(net.res_max) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"a stage is a resolution from 4 to {net.res_max} (a power of two) and an alpha in "
+            f"[0, 1]; got res {res}, alpha {alpha}"
+        )
+    return res
 
 
 # --- for progan.nets.build ------------------------------------------------------------------------
@@ -669,5 +744,6 @@ def build(cfg: Any, num_classes: int = 0) -> tuple[StyleGAN2Generator, StyleGAN2
         clamp,
         o.d_architecture,
         num_classes,
+        growing=bool(o.growing),
     )
     return g, d

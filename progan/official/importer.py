@@ -200,7 +200,7 @@ def stylegan2_config(snap: Snapshot) -> dict[str, Any]:
 
 def _import_stylegan2(pkl, run_dir: Path, log) -> Path:
     """An official StyleGAN2 snapshot (PyTorch or TensorFlow) as a stylegan2 run at images 0:
-    StyleGAN2 trains at full resolution, so the imported networks start the run's one phase."""
+    official networks are full-resolution ones (one fromRGB), so the run starts at res_max."""
     snap = read_snapshot(pkl)
     cfg = from_dict(stylegan2_config(snap))
     G, D = build_networks(cfg)

@@ -171,8 +171,6 @@ class Synthesis:
     """A style-based G at its stage split as projections and latent walks use it: ``mapping``
     (z -> w, (N, C)), ``styles`` (w or per-layer w -> (N, num_ws, C)), ``truncate`` and
     ``__call__(ws, noise)`` -> images, ``noise`` one (r, r) map per synthesis layer.
-
-    It hides that StyleGAN's synthesis takes the stage (res, alpha) and StyleGAN2's does not.
     """
 
     def __init__(self, g: StageGenerator):
@@ -183,7 +181,6 @@ class Synthesis:
         self.net, self.res, self.alpha = g.g, g.res, g.alpha
         self.num_ws = int(getattr(self.net, "num_ws", 0) or self.net.num_layers)
         self.w_dim = int(self.net.w_dim)
-        self._staged = "res" in inspect.signature(self.net.synthesis).parameters
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         return self.net.mapping(z)
@@ -203,14 +200,8 @@ class Synthesis:
 
     def const_noise(self) -> list[torch.Tensor]:
         """Copies of the generator's fixed noise maps, (r, r) each, in synthesis order."""
-        device = self.net.w_avg.device
-        if self._staged:
-            maps = self.net.noise_maps(1, self.res, device, "const")
-        else:
-            maps = self.net.noise_maps(1, device, "const")
+        maps = self.net.noise_maps(1, self.res, self.net.w_avg.device, "const")
         return [m.detach().reshape(m.shape[-2:]).clone() for m in maps]
 
     def __call__(self, ws: torch.Tensor, noise: list[torch.Tensor | None]) -> torch.Tensor:
-        if self._staged:
-            return self.net.synthesis(ws, self.res, self.alpha, noise)
-        return self.net.synthesis(ws, noise)
+        return self.net.synthesis(ws, self.res, self.alpha, noise)

@@ -321,6 +321,7 @@ def _step(
         stats = stylegan2_step.train_step(
             run.G, run.D, run.opt_G, run.opt_D, cfg, reals, run.images_shown, run.step,
             batch, lo, hi, run.aux, augment=run.augment.at(run.images_shown, batch, lo, hi),
+            stage=stage, params=(g_params, d_params),
         )  # fmt: skip
         run.augment.end_step(batch)
         update_ema(run.G_ema, run.G, stylegan2_step.g_ema_beta(cfg, run.images_shown, batch))

@@ -172,7 +172,7 @@ def report_tick(
     log(
         f"kimg {kimg:9.1f}  res {stage.res:4d}  {stage.phase.kind:6s} alpha {stage.alpha:.3f}  "
         f"D {values.get('d_loss', float('nan')):+.4f}  G {values.get('g_loss', float('nan')):+.4f}  "
-        f"gp {values.get('gp', float('nan')):.4f}  "
+        + (f"gp {values['gp']:.4f}  " if "gp" in values else "")  # lazy R1: not every tick
         + (f"pl {values['pl_length']:.4f}  " if "pl_length" in values else "")
         + (f"p {extra['augment/p']:.3f}  " if "augment/p" in extra else "")
         + f"{rate:7.1f} img/s  "

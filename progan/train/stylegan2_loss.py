@@ -76,11 +76,15 @@ def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
     return grads.square().sum(dim=[1, 2, 3])
 
 
-def path_lengths(images: torch.Tensor, ws: torch.Tensor, pl_noise: torch.Tensor) -> torch.Tensor:
+def path_lengths(
+    images: torch.Tensor, ws: torch.Tensor, pl_noise: torch.Tensor, layers: int | None = None
+) -> torch.Tensor:
     """Per sample ||J_w^T y||: the norm of d(sum images * y)/dw over the w copies, mean-squared
-    over copies (``pl_noise`` = y, N(0, 1) / sqrt(H W)), with a graph for backward."""
+    over copies (``pl_noise`` = y, N(0, 1) / sqrt(H W)), with a graph for backward. ``layers``:
+    the copies the images depend on (a stage below full resolution uses the first ones only;
+    None: all)."""
     (grads,) = torch.autograd.grad((images * pl_noise).sum(), ws, create_graph=True)
-    return grads.square().sum(dim=2).mean(dim=1).sqrt()
+    return grads[:, :layers].square().sum(dim=2).mean(dim=1).sqrt()
 
 
 def path_length_penalty(
@@ -111,6 +115,9 @@ class StyleGAN2Loss:
     ``.grad`` (the caller sets which network requires grad, as the official loop does) and returns
     the phase's terms, detached, per sample: ``fake_scores``, ``g_loss``, ``pl_lengths``,
     ``pl_penalty``, ``real_scores``, ``d_loss`` (fakes + reals), ``r1_penalty``.
+
+    ``res`` and ``alpha``: the stage both networks run at (progressive growing; None: full
+    resolution, as the official code trains); the reals must be at that stage too.
     """
 
     def __init__(
@@ -118,8 +125,11 @@ class StyleGAN2Loss:
         G: StyleGAN2Generator,
         D: StyleGAN2Discriminator,
         reg: Regularization = Regularization(),
+        res: int | None = None,
+        alpha: float = 1.0,
     ):
         self.G, self.D, self.reg = G, D, reg
+        self.res, self.alpha = res, alpha
         self.pl_mean = torch.zeros([], device=G.w_avg.device)
         self.augment = None  # D's input augmentation (see run_D)
 
@@ -131,15 +141,16 @@ class StyleGAN2Loss:
         seed = inputs.pop("noise_seed", None)
         ws = self.G.ws(z, inputs.get("z2"), inputs.get("mix_cutoff"), update_w_avg=update_w_avg)
         if noise is None:
-            noise = self.G.noise_maps(z.shape[0], z.device, "random", seed)
-        return self.G.synthesis(ws, noise), ws
+            noise = self.G.noise_maps(z.shape[0], self.res, z.device, "random", seed)
+        return self.G.synthesis(ws, self.res, self.alpha, noise), ws
 
     def run_D(self, images: torch.Tensor) -> torch.Tensor:
         """D's scores of ``images``: every D evaluation of the phases (fakes, reals, R1's reals)
         goes through here, the one place where D's inputs may be transformed: ``augment``, when
         set, is applied first (``progan.train.augmenting``; R1 then differentiates through it with
         respect to the image before it, as the official loss does)."""
-        return self.D(self.augment(images) if self.augment is not None else images)
+        images = self.augment(images) if self.augment is not None else images
+        return self.D(images, self.res, self.alpha)
 
     def accumulate_gradients(
         self,
@@ -166,7 +177,8 @@ class StyleGAN2Loss:
             images, ws = self.run_G(z[:n], _rows(inputs, n))
             if pl_noise is None:
                 pl_noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
-            lengths = path_lengths(images, ws, pl_noise)
+            layers = self.G.layers_at(images.shape[-1])
+            lengths = path_lengths(images, ws, pl_noise, layers)
             penalty, self.pl_mean = path_length_penalty(lengths, self.pl_mean, self.reg.pl_decay)
             (penalty * self.reg.pl_weight).mean().mul(gain).backward()
             out |= {"pl_lengths": lengths, "pl_penalty": penalty}
@@ -211,14 +223,18 @@ def run_phase(
     inputs: dict | None = None,
     pl_noise: torch.Tensor | None = None,
     reduce=None,
+    params: list | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One official training phase: zero_grad, the phase's network alone requiring grad, the
-    loss's backward, ``reduce(gradients)`` if given (e.g. averaging over processes), ``step``.
-    Parameters the phase's loss does not reach keep no gradient and take no Adam step (as the
-    official loop: e.g. D's output bias in R1's phase)."""
+    """One official training phase: zero_grad, the phase's network alone requiring grad (only
+    ``params`` of it when given: e.g. all but FreezeD's frozen blocks), the loss's backward,
+    ``reduce(gradients)`` if given (e.g. averaging over processes), ``step``. Parameters the
+    phase's loss does not reach keep no gradient and take no Adam step (as the official loop:
+    e.g. D's output bias in R1's phase, or the blocks above a progressive stage)."""
     module = loss.G if phase.startswith("G") else loss.D
+    trained = list(module.parameters()) if params is None else params
     opt.zero_grad(set_to_none=True)
-    module.requires_grad_(True)
+    for p in trained:
+        p.requires_grad_(True)
     try:
         out = loss.accumulate_gradients(phase, reals, z, gain, inputs, pl_noise)
     finally:

@@ -39,6 +39,7 @@ from progan.train.stylegan2_loss import (
     Regularization,
     StyleGAN2Loss,
     ema_beta,
+    lazy_adam,
     make_optimizers,
     phases,
     run_phase,
@@ -71,20 +72,31 @@ def regularization(cfg: TrainConfig) -> Regularization:
 def enter_phase(
     G, D, cfg: TrainConfig, stage, opts: tuple, opt_phase: int | None, opt_state: tuple | None
 ) -> tuple[list, list, torch.optim.Adam, torch.optim.Adam, int]:
-    """``progan.train.step.enter_phase`` for StyleGAN2: one phase (full resolution), torch Adam
-    with the lazy-regularization lr and betas (``lazy_adam``), the state of a checkpoint loaded.
-    The networks require no grad outside their own phases (``run_phase`` switches them)."""
+    """``progan.train.step.enter_phase`` for StyleGAN2: the stage's modules (all of them at full
+    resolution), torch Adam with the lazy-regularization lr and betas (``lazy_adam``) at the
+    stage's lr, fresh at a new phase when ``reset_optimizer`` (as ProGAN's), the state of a
+    checkpoint loaded when it belongs here. The networks require no grad outside their own
+    phases (``run_phase`` switches the returned parameters on)."""
+    alpha = 0.0 if stage.phase.kind == "fade" else 1.0
+    g_params = [p for m in G.stage_modules(stage.res, alpha) for p in m.parameters()]
+    d_params = [p for m in D.stage_modules(stage.res, alpha) for p in m.parameters()]
     G.requires_grad_(False)
     D.requires_grad_(False)
+    reg = regularization(cfg)
     opt_G, opt_D = opts
-    if opt_G is None:
+    if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
         opt_G, opt_D = make_optimizers(
-            G, D, stage.lr, stage.lr, regularization(cfg), tuple(cfg.betas), cfg.adam_eps
+            G, D, stage.lr, stage.lr, reg, tuple(cfg.betas), cfg.adam_eps
         )
-        if opt_state is not None:
+        if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
             opt_G.load_state_dict(opt_state[0])
             opt_D.load_state_dict(opt_state[1])
-    return list(G.parameters()), list(D.parameters()), opt_G, opt_D, stage.phase_index
+        opt_phase = stage.phase_index
+    for opt, interval in ((opt_G, reg.pl_interval), (opt_D, reg.r1_interval)):
+        lr, _ = lazy_adam(stage.lr, tuple(cfg.betas), interval)
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return g_params, d_params, opt_G, opt_D, opt_phase
 
 
 def g_ema_beta(cfg: TrainConfig, images_shown: int, batch: int) -> float:
@@ -95,10 +107,11 @@ def g_ema_beta(cfg: TrainConfig, images_shown: int, batch: int) -> float:
     return ema_beta(batch, images_shown, kimg, ratio)
 
 
-def _draws(G, seed: int, images_shown: int, batch: int, lo: int, hi: int, stream: int, zs: int):
+def _draws(G, seed: int, images_shown: int, batch: int, lo: int, hi: int, res: int, stream: int,
+           zs: int):  # fmt: skip
     gen = position_generator(seed, images_shown, zs)
     z = torch.randn(batch, G.latent_dim, generator=gen)[lo:hi]
-    inputs = G.step_inputs(batch, G.res_max, position_generator(seed, images_shown, stream))
+    inputs = G.step_inputs(batch, res, position_generator(seed, images_shown, stream))
     return z, {k: v[lo:hi] for k, v in inputs.items()}
 
 
@@ -126,15 +139,19 @@ def train_step(
     hi: int,
     aux: dict[str, torch.Tensor],
     augment=None,
+    stage=None,
+    params: tuple[list, list] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The phases of minibatch ``batch_idx`` on this process's rows [lo, hi) of the global batch
-    (``reals`` are those rows); returns the loss terms it computed, as batch means. Moves
-    ``aux["pl_mean"]`` after a Greg. ``augment``: the step's augmentation of D's inputs
-    (``progan.train.augmenting``) or None; it sees D's scores of the reals of Dmain and Dreg, the
-    official ADA statistic."""
+    (``reals`` are those rows, at the stage's resolution); returns the loss terms it computed, as
+    batch means. Moves ``aux["pl_mean"]`` after a Greg. ``augment``: the step's augmentation of
+    D's inputs (``progan.train.augmenting``) or None; it sees D's scores of the reals of Dmain and
+    Dreg, the official ADA statistic. ``stage``: the schedule's (res, alpha) (None: full
+    resolution); ``params``: G's and D's trained parameters (None: all)."""
     device = reals.device
     reg = regularization(cfg)
-    loss = StyleGAN2Loss(G, D, reg)
+    res, alpha = (G.res_max, 1.0) if stage is None else (stage.res, stage.alpha)
+    loss = StyleGAN2Loss(G, D, reg, res, alpha)
     loss.augment = augment
     loss.pl_mean = aux.get("pl_mean", loss.pl_mean).to(device)
     world = dist_utils.world_size()
@@ -146,14 +163,15 @@ def train_step(
     for phase, gain in phases(batch_idx, reg):
         z = inputs = y = None
         if phase in streams:
-            z, inputs = _draws(G, cfg.seed, images_shown, batch, lo, hi, *streams[phase])
+            z, inputs = _draws(G, cfg.seed, images_shown, batch, lo, hi, res, *streams[phase])
             z, inputs = z.to(device), {k: v.to(device) for k, v in inputs.items()}
         if phase == "Greg":
             n = (hi - lo) // reg.pl_batch_shrink
-            y = pl_noise(cfg.seed, images_shown, lo, n, G.res_max, device)
+            y = pl_noise(cfg.seed, images_shown, lo, n, res, device)
         opt = opt_G if phase[0] == "G" else opt_D
+        trained = None if params is None else params[phase[0] == "D"]
         out = run_phase(loss, phase, gain * weight, opt, reals, z, inputs, y,
-                        reduce=dist_utils.average_gradients)  # fmt: skip
+                        reduce=dist_utils.average_gradients, params=trained)  # fmt: skip
         for key, name in STATS[phase].items():
             stats[name] = out[key].float().mean()
         if augment is not None and phase in ("Dmain", "Dreg"):  # logistic: the reals' signs

@@ -69,12 +69,14 @@ def start_from(path: Path, state: dict, G: nn.Module, D: nn.Module, G_ema: nn.Mo
 
 def d_blocks_from_input(D: nn.Module, res: int, alpha: float) -> list[list[nn.Module]]:
     """D's blocks at a stage in the order an image meets them: [fromRGB(s), block res], block
-    res/2, ..., block 8, the 4x4 output block (ProGAN's D and the discriminators built on it)."""
-    if not all(hasattr(D, a) for a in ("from_rgb", "blocks", "output")):
+    res/2, ..., block 8, the 4x4 output block (ProGAN's D and the discriminators built on it;
+    StyleGAN2's official layout keeps its one fromRGB inside the top block)."""
+    if not all(hasattr(D, a) for a in ("blocks", "output")):
         raise ProganError(f"--freeze-d: {type(D).__name__} has no ProGAN-style blocks to freeze")
-    first = [D.from_rgb[str(res)]]
-    if alpha < 1.0 and res > 4:
-        first.append(D.from_rgb[str(res // 2)])
+    rgb = getattr(D, "from_rgb", None)
+    first = [] if not isinstance(rgb, nn.ModuleDict) else [rgb[str(res)]]
+    if first and alpha < 1.0 and res > 4:
+        first.append(rgb[str(res // 2)])
     groups = []
     r = res
     while r > 4:
