@@ -29,7 +29,9 @@ training iteration at batch_idx 0 (every phase: Gmain, Greg, Dmain, Dreg, the of
 lazy-regularized Adam, lr times mb_ratio, betas to the power mb_ratio) with, per phase, its draws,
 its loss terms as ``training_stats`` reports them (``<phase>/Loss/...``), the gradients it stepped
 with (``<phase>/grad/<official name>``), and ``pl_mean`` / ``w_avg`` where the phase moves them;
-and the weights after the iteration (``after/G/...``, ``after/D/...``). For every recorded output,
+the weights each phase starts from where an official Adam step moved them (``Greg/before/G/...``,
+``Dmain/before/G/...``, ``Dreg/before/D/...``) and the weights after the iteration (``after/G/...``,
+``after/D/...``). For every recorded output,
 loss term and gradient ``<key>``, ``err`` (JSON) holds the max over the tensor of the official
 fp32 result's distance to the official code's own float64 evaluation from the same state and draws
 (its module's ``torch.float32`` casts pointed at float64): the rounding the tests allow the
@@ -363,6 +365,12 @@ def run_case(name: str, spec: dict, official_repo: Path) -> dict[str, np.ndarray
             )
         )
         out.update({f"{phase}/{k}": v for k, v in named.items()})
+        # The weights the phase starts from, moved by the official Adam steps before it (Greg's
+        # and Dmain's G, Dreg's D): the tests start each phase here, not from their own replay
+        # of those steps, whose fp32 rounding depends on the CPU's vector kernels.
+        if phase != "Gmain":
+            key, net = ("G", G) if phase in ("Greg", "Dmain") else ("D", D)
+            out |= _arrays(dict(net.named_parameters()), f"{phase}/before/{key}/")
         # float64 first, from the same state, with the same draws: the fp32 phase's rounding.
         G64, D64 = _to64(G), _to64(D)
         loss64 = loss_mod.StyleGAN2Loss(
