@@ -118,12 +118,14 @@ def invoke_clean(*args):
     return result
 
 
-def one_line_error(result, *needles):
-    """The command failed with one line ``error: ...`` (its last) holding every needle, no traceback."""
+def one_line_error(result, *needles, alone: bool = False):
+    """The command failed with one line ``error: ...`` (its last) holding every needle, no traceback;
+    ``alone``: and printed nothing else (a check made before any work)."""
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert errors == lines[-1:] and "Traceback" not in result.output, result.output
+    assert not alone or len(lines) == 1, result.output
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]

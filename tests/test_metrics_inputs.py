@@ -22,17 +22,9 @@ from progan.metrics import suite as su
 from progan.metrics.fid import source_stats
 from progan.train.checkpoint import list_checkpoints
 
-from helpers import TinyFeatures, invoke_clean
+from helpers import TinyFeatures, invoke_clean, one_line_error
 
 pytestmark = pytest.mark.usefixtures("no_user_cache")
-
-
-def one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert all(n in lines[0] for n in needles), lines
-    return lines[0]
 
 
 # --- every input checked up front ------------------------------------------------------------
@@ -48,7 +40,9 @@ def test_generate_refuses_a_truncation_that_would_draw_nan_or_nothing(
     style_run, tmp_path, args, option
 ):  # noqa: F811
     out = tmp_path / "out"
-    one_line_error(invoke_clean("generate", style_run, "--out", out, "--n", 2, *args), option)
+    one_line_error(
+        invoke_clean("generate", style_run, "--out", out, "--n", 2, *args), option, alone=True
+    )
     assert not list(out.glob("*.png"))
 
 
@@ -64,7 +58,7 @@ def test_watch_interval_must_be_a_second_to_a_day(
     extra = ["--metrics", "swd16"] if command == "metrics" else []
     result = invoke_clean(command, run, "--n" if command != "metrics" else "--batch", 16, *extra,
                     "--device", "cpu", "--watch", "--interval", interval)  # fmt: skip
-    one_line_error(result, "--interval must be from 1 to 86400 seconds")
+    one_line_error(result, "--interval must be from 1 to 86400 seconds", alone=True)
     assert not list((run / "checkpoints").glob("*.json"))  # refused before any evaluation
 
 
@@ -131,7 +125,7 @@ def test_a_bad_reference_npz_is_refused_before_any_image_is_generated(
     stats = bad_stats(tmp_path, kind)
     which = ["--n", 16] if command == "fid" else ["--metrics", "fid16"]
     result = invoke_clean(command, run, *which, "--device", "cpu", "--ref", stats)
-    one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
+    one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind], alone=True)
     assert generated == [] and sized_features.seen == 0
 
 
@@ -144,7 +138,7 @@ def test_a_bad_npz_source_is_refused_before_the_other_sources_feature_pass(
     make_demo_images(tmp_path / "reals", n=4, size=16, seed=1)
     stats = bad_stats(tmp_path, kind)
     result = invoke_clean("fid", "--real", tmp_path / "reals", "--fake", stats, "--device", "cpu")
-    one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind])
+    one_line_error(result, f"'{stats}'", STATS_PROBLEMS[kind], alone=True)
     assert sized_features.seen == 0
 
 
@@ -247,7 +241,7 @@ def test_inception_weights_that_are_not_weights_are_one_sentence(run, tmp_path, 
     weights = not_weights(tmp_path, kind)
     for args in (["fid", run, "--n", 16], ["metrics", run, "--metrics", "is16"]):
         result = invoke_clean(*args, "--device", "cpu", "--inception-weights", weights)
-        line = one_line_error(result, f"'{weights}'", INCEPTION_PROBLEMS[kind])
+        line = one_line_error(result, f"'{weights}'", INCEPTION_PROBLEMS[kind], alone=True)
         assert_plain(line)
         if kind in WEIGHTS_PROBLEMS:
             assert "expected pytorch-fid's pt_inception-2015-12-05-6726825d.pth" in line
@@ -268,7 +262,7 @@ def test_vgg_weights_that_are_not_the_detector_are_one_sentence_before_any_image
     result = invoke_clean(
         "metrics", run, "--metrics", "pr16_3", "--device", "cpu", "--vgg-weights", weights
     )
-    line = one_line_error(result, f"'{weights}'", VGG_PROBLEMS[kind])
+    line = one_line_error(result, f"'{weights}'", VGG_PROBLEMS[kind], alone=True)
     assert_plain(line)
     assert generated == []
 
@@ -304,7 +298,7 @@ def test_generate_on_a_full_disk_is_one_line_and_keeps_the_images_written(
     out = tmp_path / "out"
     result = invoke_clean("generate", run, "--out", out, "--n", 4)
     one_line_error(result, f"'{out / 'seed0000-00002.png'}'", "No space left on device",
-                   "files written before are intact")  # fmt: skip
+                   "files written before are intact", alone=True)  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["seed0000-00000.png", "seed0000-00001.png"]
     for png in out.iterdir():
         assert Image.open(png).size == (16, 16)  # whole images, no temporary left beside them
