@@ -16,11 +16,24 @@ from progan.train import checkpoint as ckpt
 from helpers import TINY_ARGS, invoke, one_line_error
 
 LONG = ["--kimg-stable", "50", "--snapshot-ticks", "1000"]  # trains until it is stopped
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_trainer_outlives_its_test():
+    """A test that fails before it stops its LONG trainer would leave it training, holding a
+    core for the rest of the suite: each one still running is killed after its test."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def trainer(store, run, *args, stderr=subprocess.PIPE, preexec_fn=None, code=None):
     """``progan train`` on ``run`` in a subprocess (or ``python -c code`` with the same
-    arguments), its stdout a pipe read as text."""
+    arguments), its stdout a pipe read as text; killed after the test if still running."""
     entry = ["-c", code] if code else ["-m", "progan"]
     cmd = [
         sys.executable,
@@ -33,7 +46,7 @@ def trainer(store, run, *args, stderr=subprocess.PIPE, preexec_fn=None, code=Non
         *TINY_ARGS,
         *args,
     ]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -41,6 +54,8 @@ def trainer(store, run, *args, stderr=subprocess.PIPE, preexec_fn=None, code=Non
         preexec_fn=preexec_fn,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    _started.append(proc)
+    return proc
 
 
 def wait_for_line(proc, prefix: str) -> str:
