@@ -94,6 +94,9 @@ TINY16_ARGS = [
     "--workers",
     "0",
 ]
+# A StyleGAN2 of 16 feature maps at most (w 16, 2 mapping layers): its [net] table and as options.
+SG2_NET = {"w_dim": 16, "channel_base": 64, "channel_max": 16, "mapping_layers": 2}
+SG2_NET_ARGS = [a for k, v in SG2_NET.items() for a in ("--net", f"{k}={v}")]
 # TINY16 with few checkpoints: one tick per phase, only the newest kept (the metric tests' run).
 TINY16_ONE_CHECKPOINT = {
     "res_max": 16, "fmap_base": 64, "fmap_max": 16, "latent_dim": 16, "kimg_fade": 0.016,

@@ -18,7 +18,7 @@ from progan.train.loop import train
 from progan.train.stylegan2_loss import path_lengths
 from progan.train.transfer import d_blocks_from_input
 
-from helpers import invoke, one_line_error, quiet
+from helpers import SG2_NET_ARGS, invoke, one_line_error, quiet
 
 RES = 16
 BASE, CMAX = 64, 16
@@ -124,8 +124,7 @@ def test_the_path_length_of_a_stage_averages_the_copies_it_uses():
 SG2_GROW = [
     "--arch", "stylegan2", "--res-start", "4", "--res-max", "8", "--latent-dim", "16",
     "--batch", "8", "--total-kimg", "0.048", "--kimg-fade", "0.016", "--kimg-stable", "0.016", "--tick-kimg", "0.008",
-    "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0", "--net", "w_dim=16",
-    "--net", "channel_base=64", "--net", "channel_max=16", "--net", "mapping_layers=2",
+    "--snapshot-ticks", "1", "--device", "cpu", "--workers", "0", *SG2_NET_ARGS,
 ]  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from progan.config.stylegan2 import official_config
 from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.train.loop import train
 
-from helpers import invoke, one_line_error, quiet, scalars
+from helpers import SG2_NET, SG2_NET_ARGS, invoke, one_line_error, quiet, scalars
 
 # An 8x8 StyleGAN2 of 16 feature maps at most, minibatch 8, a checkpoint every 32 images.
 SG2 = dict(
@@ -36,13 +36,12 @@ SG2 = dict(
     data_workers=0,
     grid_size=4,
     keep_checkpoints=50,
-    net={"w_dim": 16, "channel_base": 64, "channel_max": 16, "mapping_layers": 2},
+    net=SG2_NET,
 )
 SG2_ARGS = [
     "--arch", "stylegan2", "--res-max", "8", "--latent-dim", "16", "--batch", "8",
     "--total-kimg", "0.048", "--tick-kimg", "0.016", "--snapshot-ticks", "1", "--device", "cpu",
-    "--workers", "0", "--net", "w_dim=16", "--net", "channel_base=64", "--net", "channel_max=16",
-    "--net", "mapping_layers=2",
+    "--workers", "0", *SG2_NET_ARGS,
 ]  # fmt: skip
 
 
