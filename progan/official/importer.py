@@ -4,9 +4,7 @@ network pickle: ProGAN's or StyleGAN's (TensorFlow), read by the reader of its n
 
 from __future__ import annotations
 
-import io
 import math
-import pickletools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from progan.fileio import atomic_path
 from progan.nets.build import build_networks
 from progan.official import progan as official_progan
 from progan.official import stylegan as official_stylegan
-from progan.official.pickles import read_official_pickle
+from progan.official.pickles import pickle_strings, read_official_pickle
 from progan.official.snapshots import Snapshot, read_snapshot
 from progan.official.torch_pickles import is_torch_pickle
 from progan.train import checkpoint as ckpt
@@ -97,7 +95,7 @@ def import_official(pkl: str | Path, run_dir: str | Path, log=print) -> Path:
     check_unlocked(run_dir)
     if not Path(pkl).is_file():
         raise ProganError(f"network pickle '{pkl}' not found")
-    if is_torch_pickle(pkl) or _names_build_func(pkl, "G_main"):
+    if is_torch_pickle(pkl) or "G_main" in pickle_strings(pkl):
         return _import_stylegan2(pkl, run_dir, log)
     states = read_official_pickle(pkl)
     family = FAMILIES.get(states[0].get("build_func_name"), FAMILIES["G_paper"])
@@ -154,17 +152,6 @@ def _write_run(run_dir: Path, cfg, state: dict) -> Path:
         with atomic_path(run_dir / "config.toml") as tmp:
             tmp.write_text(to_toml(cfg))
         return ckpt.save_checkpoint(run_dir, state)
-
-
-def _names_build_func(pkl, name: str) -> bool:
-    """Whether a pickle's opcodes carry the string ``name`` (read, never run): a TensorFlow pickle
-    of NVlabs/stylegan2 names its generator's build function ``G_main``."""
-    with open(pkl, "rb") as f:
-        head = f.read(1 << 16)
-    try:
-        return any(arg == name for _, arg, _ in pickletools.genops(io.BytesIO(head)))
-    except Exception:  # cut at 64 kB, or not a pickle: the readers decide
-        return False
 
 
 def stylegan2_config(snap: Snapshot) -> dict[str, Any]:

@@ -5,7 +5,9 @@ states of G, D and Gs, and the checks every family's reader makes of them (``che
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 import re
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,24 @@ for _core in ("numpy.core", "numpy._core"):
         (f"{_core}.multiarray", "scalar"): _scalar,
         (f"{_core}.numeric", "_frombuffer"): _frombuffer,
     }
+
+
+def pickle_strings(path: str | Path, limit: int = 1 << 20) -> list[str]:
+    """The string arguments of a pickle's opcodes in its first ``limit`` bytes, up to its STOP
+    (module and class names, dict keys): how a reader tells the families apart without unpickling
+    anything. A pickle cut at ``limit`` or a file that is no pickle gives what was read."""
+    with open(path, "rb") as f:
+        head = f.read(limit)
+    out = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
+            if op.name == "STOP":
+                break
+            if isinstance(arg, str):
+                out.append(arg)
+    except Exception:  # cut, or not a pickle: the readers decide
+        pass
+    return out
 
 
 class _SafeUnpickler(pickle.Unpickler):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import pickletools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,17 +134,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def is_torch_pickle(path: str | Path) -> bool:
     """Whether a pickle names the official PyTorch code's persistence (read, never run)."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
-            if isinstance(arg, str) and arg.startswith("torch_utils.persistence"):
-                return True
-            if op.name == "STOP":
-                break
-    except Exception:  # a pickle cut at 1 MiB, or not a pickle: decided by the readers
-        pass
-    return False
+    return any(s.startswith("torch_utils.persistence") for s in tf_pickles.pickle_strings(path))
 
 
 def read_torch_pickle(path: str | Path) -> dict[str, Any]:
