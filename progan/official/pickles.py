@@ -147,18 +147,20 @@ class _SafeUnpickler(pickle.Unpickler):
         )
 
 
-def _resolve(obj: Any) -> Any:
-    """The loaded structure with array stand-ins replaced by arrays."""
+def resolve_arrays(obj: Any, records: tuple[type, ...] = (OfficialNetwork,)) -> Any:
+    """The loaded structure with array stand-ins replaced by arrays, inside containers and the
+    ``state`` of the reader's network records (``records``: this module's ``OfficialNetwork``, or
+    ``torch_pickles``' persistent objects)."""
     if isinstance(obj, _ArrayStub):
         if not hasattr(obj, "array"):
             raise ValueError("array without data")
         return obj.array
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_resolve(x) for x in obj)
+        return type(obj)(resolve_arrays(x, records) for x in obj)
     if isinstance(obj, dict):
-        return {k: _resolve(v) for k, v in obj.items()}
-    if isinstance(obj, OfficialNetwork) or hasattr(obj, "state"):  # this module's or torch_pickles'
-        obj.state = _resolve(obj.state)
+        return {k: resolve_arrays(v, records) for k, v in obj.items()}
+    if isinstance(obj, records):
+        obj.state = resolve_arrays(obj.state, records)
     return obj
 
 
@@ -170,7 +172,7 @@ def read_official_pickle(path: str | Path) -> tuple[dict, dict, dict]:
         raise ProganError(f"network pickle '{path}' not found")
     try:
         with open(path, "rb") as f:
-            loaded = _resolve(_SafeUnpickler(f, encoding="latin1").load())
+            loaded = resolve_arrays(_SafeUnpickler(f, encoding="latin1").load())
     except _Refused as e:
         raise ProganError(f"refused '{path}': {e}; nothing in it was run") from None
     except Exception as e:  # a truncated or foreign file raises many types

@@ -144,7 +144,7 @@ def read_torch_pickle(path: str | Path) -> dict[str, Any]:
         raise ProganError(f"network pickle '{path}' not found")
     try:
         with open(path, "rb") as f:
-            loaded = tf_pickles._resolve(_SafeUnpickler(f).load())
+            loaded = tf_pickles.resolve_arrays(_SafeUnpickler(f).load(), (_Persistent,))
     except _Refused as e:
         raise ProganError(f"refused '{path}': {e}; nothing in it was run") from None
     except Exception as e:  # a truncated or foreign file raises many types
