@@ -63,3 +63,18 @@ class TFAdam(torch.optim.Optimizer):
                     [denom[i] for i in idx],
                     value=-lr_t,
                 )
+
+
+def phase_optimizers(stage, reset: bool, opts: tuple, opt_phase, opt_state, make) -> tuple:
+    """The two optimizers for the phase ``stage`` is in: ``opts`` kept, or fresh ones from
+    ``make()`` when there are none yet or, with ``reset`` (reset_optimizer), at a new phase;
+    ``opt_state`` (a checkpoint's, written in phase ``opt_phase``) is loaded into fresh ones when
+    it belongs to this phase or nothing resets. Returns (opt_G, opt_D, the phase of their state)."""
+    opt_G, opt_D = opts
+    if opt_G is None or (reset and stage.phase_index != opt_phase):
+        opt_G, opt_D = make()
+        if opt_state is not None and (opt_phase == stage.phase_index or not reset):
+            opt_G.load_state_dict(opt_state[0])
+            opt_D.load_state_dict(opt_state[1])
+        opt_phase = stage.phase_index
+    return opt_G, opt_D, opt_phase

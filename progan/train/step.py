@@ -11,7 +11,7 @@ from progan.config.schema import TrainConfig
 from progan.nets.layers import downsample2x, upsample2x
 from progan.train import distributed as dist_utils
 from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
-from progan.train.optim import TFAdam
+from progan.train.optim import TFAdam, phase_optimizers
 
 
 def set_trainable(net: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
@@ -40,14 +40,11 @@ def enter_phase(
     alpha = 0.0 if stage.phase.kind == "fade" else 1.0
     g_params = set_trainable(G, G.stage_modules(stage.res, alpha))
     d_params = set_trainable(D, D.stage_modules(stage.res, alpha))
-    opt_G, opt_D = opts
-    if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-        opt_G = make_optimizer(list(G.parameters()), cfg, stage.lr)
-        opt_D = make_optimizer(list(D.parameters()), cfg, stage.lr)
-        if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
-            opt_G.load_state_dict(opt_state[0])
-            opt_D.load_state_dict(opt_state[1])
-        opt_phase = stage.phase_index
+    opt_G, opt_D, opt_phase = phase_optimizers(
+        stage, cfg.reset_optimizer, opts, opt_phase, opt_state,
+        lambda: (make_optimizer(list(G.parameters()), cfg, stage.lr),
+                 make_optimizer(list(D.parameters()), cfg, stage.lr)),
+    )  # fmt: skip
     for opt in (opt_G, opt_D):
         for group in opt.param_groups:
             group["lr"] = stage.lr

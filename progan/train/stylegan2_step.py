@@ -25,6 +25,7 @@ import torch
 from progan.config.schema import TrainConfig
 from progan.nets.noise import seeded_noise
 from progan.train import distributed as dist_utils
+from progan.train.optim import phase_optimizers
 from progan.train.streams import (
     INPUTS_D,
     INPUTS_G,
@@ -83,15 +84,10 @@ def enter_phase(
     G.requires_grad_(False)
     D.requires_grad_(False)
     reg = regularization(cfg)
-    opt_G, opt_D = opts
-    if opt_G is None or (cfg.reset_optimizer and stage.phase_index != opt_phase):
-        opt_G, opt_D = make_optimizers(
-            G, D, stage.lr, stage.lr, reg, tuple(cfg.betas), cfg.adam_eps
-        )
-        if opt_state is not None and (opt_phase == stage.phase_index or not cfg.reset_optimizer):
-            opt_G.load_state_dict(opt_state[0])
-            opt_D.load_state_dict(opt_state[1])
-        opt_phase = stage.phase_index
+    opt_G, opt_D, opt_phase = phase_optimizers(
+        stage, cfg.reset_optimizer, opts, opt_phase, opt_state,
+        lambda: make_optimizers(G, D, stage.lr, stage.lr, reg, tuple(cfg.betas), cfg.adam_eps),
+    )  # fmt: skip
     for opt, interval in ((opt_G, reg.pl_interval), (opt_D, reg.r1_interval)):
         lr, _ = lazy_adam(stage.lr, tuple(cfg.betas), interval)
         for group in opt.param_groups:
