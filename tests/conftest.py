@@ -61,9 +61,10 @@ def short_run(face_store, tmp_path):
     return run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_run(face_store, tmp_path_factory) -> Path:
-    """A run trained to 16×16 (α = 1) with one checkpoint; tests evaluate copies of it."""
+    """A run trained to 16×16 (α = 1) with one checkpoint, shared by the session: tests that only
+    read it take it as it is, tests that change a run take ``run`` (a copy)."""
     from progan.config.schema import TrainConfig
     from progan.train.loop import train
 
@@ -86,15 +87,16 @@ def tiny_features(monkeypatch):
     monkeypatch.setattr(su, "load_fid_inception", lambda *a, **k: TinyFeatures())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fid_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fid-cache")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def evaluated_run(trained_run, fid_cache, tmp_path_factory):
-    """`progan fid RUN --n 32` with the real Inception, run once: (run, CLI result, the statistics
-    it compared and the distance: [((mu_ref, sigma_ref, mu_fake, sigma_fake), fid)])."""
+    """`progan fid RUN --n 32` with the real Inception, run once per session (test_fid_cli and
+    test_metrics_cli read it): (run, CLI result, the statistics it compared and the distance:
+    [((mu_ref, sigma_ref, mu_fake, sigma_fake), fid)])."""
     from progan.metrics import registry
     from progan.metrics.fid import frechet_distance
 

@@ -306,6 +306,11 @@ def test_real_features_equal_the_nvlabs_torchscript_network(real_model, torchscr
 
 @pytest.mark.slow
 def test_real_fid_and_npz_files_match_pytorch_fid(real_model, monkeypatch, tmp_path):
+    """FID of two folders equals pytorch-fid's, and each reads the other's ``.npz`` to the same arrays.
+
+    Two Frechet distances in all (a 2048-d ``sqrtm`` costs 15-70 s on 2 cores, by CPU): a file read
+    to equal arrays gives an equal FID through either tool, so the interchange is checked on arrays.
+    """
     pfi = use_weights_in_pytorch_fid(monkeypatch, real_model)
     from pytorch_fid import fid_score
 
@@ -315,21 +320,35 @@ def test_real_fid_and_npz_files_match_pytorch_fid(real_model, monkeypatch, tmp_p
 
     # pytorch-fid on the two folders, keeping its stats as its --save-stats writes them.
     theirs = pfi.InceptionV3([3]).eval()
+    theirs_stats = {}
     for name, folder in (("a", a), ("b", b)):
         mu, sigma = fid_score.compute_statistics_of_path(str(folder), theirs, batch, 2048, "cpu", 0)
         np.savez_compressed(tmp_path / f"theirs_{name}.npz", mu=mu, sigma=sigma)
+        theirs_stats[name] = (mu, sigma)
     reference = fid_score.calculate_fid_given_paths(
         [str(tmp_path / "theirs_a.npz"), str(tmp_path / "theirs_b.npz")], batch, "cpu", 2048, 0
     )
     assert reference > 1.0
 
     kw = {"model": real_model, "batch": batch, "progress": False}
-    assert rel(fid_from_sources(a, b, **kw), reference) < 1e-4
-    # .npz both ways: ours read by pytorch-fid, theirs read by us.
-    save_stats(tmp_path / "ours_b.npz", *source_stats(b, **kw))
-    theirs_on_ours = fid_score.calculate_fid_given_paths(
-        [str(tmp_path / "theirs_a.npz"), str(tmp_path / "ours_b.npz")], batch, "cpu", 2048, 0
+    ours_stats = {"a": source_stats(a, **kw), "b": source_stats(b, **kw)}
+    for name in "ab":
+        # The same features (bit-identical networks). pytorch-fid averages them in float32, we in
+        # float64: for n non-negative pool features that is at most n * 2^-24 of each mean. Both
+        # covariances are float64 over the same numbers (rounding ~1e-16 relative; 1e-12 here).
+        (mu, sigma), (their_mu, their_sigma) = ours_stats[name], theirs_stats[name]
+        assert (mu >= 0).all() and (np.abs(mu - their_mu) <= n * 2.0**-24 * mu).all()
+        assert np.abs(sigma - their_sigma).max() <= 1e-12 * np.abs(sigma).max()
+    assert rel(frechet_distance(*ours_stats["a"], *ours_stats["b"]), reference) < 1e-4
+
+    # .npz both ways, compared as arrays: ours read by pytorch-fid, theirs read by us.
+    save_stats(tmp_path / "ours_b.npz", *ours_stats["b"])
+    read_by_them = fid_score.compute_statistics_of_path(
+        str(tmp_path / "ours_b.npz"), theirs, batch, 2048, "cpu", 0
     )
-    assert rel(theirs_on_ours, reference) < 1e-4
-    ours_on_theirs = fid_from_sources(tmp_path / "theirs_a.npz", tmp_path / "theirs_b.npz", **kw)
-    assert rel(ours_on_theirs, reference) < 1e-4
+    for got, want in zip(read_by_them, ours_stats["b"], strict=True):
+        assert got.dtype == np.float64 and np.array_equal(got, want)
+    for name in "ab":
+        read_by_us = source_stats(tmp_path / f"theirs_{name}.npz", **kw)
+        for got, want in zip(read_by_us, theirs_stats[name], strict=True):
+            assert np.array_equal(got, want)
