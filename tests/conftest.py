@@ -3,14 +3,22 @@ Shared plain helpers (configs, CLI runners, error checks) are in helpers.py."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import TINY, TINY16_ONE_CHECKPOINT, TinyFeatures, invoke_clean, quiet
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Training picks its thread count by timing steps (threads = 0, progan.train.threads), and the
+# numbers depend on the count: the suite fixes it at torch's default for this process and the
+# trainers it starts, so that runs compared bit for bit use one count whatever the machine's load.
+# tests/test_threads.py unsets it where it tests the automatic choice.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

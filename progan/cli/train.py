@@ -119,6 +119,12 @@ from progan.nets.registry import ARCHITECTURES
     help="DataLoader worker processes for levels not cached in RAM.",
 )
 @click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    help="CPU threads per process; 0 = auto: as many as make steps fastest now (fewer on a busy "
+    "machine) [default: 0]. A fixed N makes reruns bit-for-bit equal.",
+)
+@click.option(
     "--gpus",
     type=int,
     default=1,

@@ -110,6 +110,9 @@ class TrainConfig:
     # With bf16: "auto" runs the penalty's pass in bf16 where a start-up check finds this device's
     # double backward right, else in fp32 (progan/precision.py); "bf16" or "fp32" forces a route.
     penalty_precision: str = "auto"
+    # CPU threads per process: 0 = auto (as many as make steps fastest now: progan.train.threads;
+    # an OMP_NUM_THREADS in the environment fixes them too), N = exactly N (bit-for-bit reruns).
+    threads: int = 0
     tick_kimg: float = 4.0
     snapshot_ticks: int = 10  # checkpoint every N ticks (and at every phase change, and on signals)
     image_ticks: int = 10  # sample grid every N ticks
@@ -225,7 +228,7 @@ def _validate(c: TrainConfig) -> None:
         "grid_size",
     ):
         need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints"):
+    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints", "threads"):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     check_seed(c.seed, "seed")
     need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")

@@ -6,7 +6,7 @@
   as a function of (seed, images shown); ``feeding``: the data order and batches.
 - ``checks`` (before anything is written), ``checkpoint`` (exact, safe snapshots), ``runlock``
   (one writer per run directory), ``reporting`` (console, TensorBoard, grids), ``distributed``
-  (torchrun processes).
+  (torchrun processes), ``threads`` (the CPU thread count, chosen by timing steps).
 - ``augmenting``: every image D sees augmented (``--augment``), the adaptive p; ``transfer``: a new
   run from another run's networks (``--from``), FreezeD.
 

@@ -43,6 +43,7 @@ from progan.train.runlock import run_lock
 from progan.train.schedule import phases, stage_at, total_images
 from progan.train.step import enter_phase, preprocess_reals, train_step
 from progan.train.streams import GRID, position_generator, step_inputs, step_noise
+from progan.train.threads import ThreadTuner
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Job:
     writer: EventWriter | None = None  # rank 0's TensorBoard events
     autocast: Any = None
     penalty_fp32: bool = False  # the penalty's pass outside autocast (progan.train.precision)
+    threads: ThreadTuner | None = None  # this process's CPU threads (progan.train.threads)
 
     @property
     def is_main(self) -> bool:
@@ -230,6 +232,29 @@ def _train(
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
         penalty_fp32=penalty_in_fp32(cfg.penalty_precision, cfg.precision, device, log),
     )
+    job.threads = ThreadTuner.for_run(cfg.threads, device, on_change=_threads_chosen(job))
+    threads_before = torch.get_num_threads()
+    try:
+        return _train_job(job, run, meta, plan, end, found, opt_state, stop_at_images)
+    finally:
+        torch.set_num_threads(threads_before)  # the caller's (tests and notebooks train in-process)
+
+
+def _threads_chosen(job: Job) -> Callable[[int, dict[int, float]], None]:
+    def say(count: int, medians: dict[int, float]) -> None:
+        if job.is_main:
+            timings = ", ".join(f"{n}: {1000 * t:.0f} ms" for n, t in sorted(medians.items()))
+            job.log(f"  threads: {count} (step time by thread count {timings})")
+
+    return say
+
+
+def _train_job(
+    job: Job, run: RunState, meta: dict, plan, end: int, found, opt_state, stop_at_images
+) -> TrainResult:
+    """The main loop of ``_train`` once the run and its job are set up."""
+    cfg, run_dir, device, log = job.cfg, job.run_dir, job.device, job.log
+    rank, world = job.rank, job.world
     if job.is_main:
         _write_config(cfg, run_dir)
         job.writer = EventWriter(run_dir / "tensorboard", purge_step=run.images_shown)
@@ -259,6 +284,7 @@ def _train(
                         f"{run.images_shown / 1000:.1f} kimg"
                     )
                 cur_phase = stage.phase_index
+                job.threads.new_phase()
                 enter = stylegan2_step.enter_phase if cfg.arch == "stylegan2" else enter_phase
                 g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state
@@ -270,7 +296,8 @@ def _train(
                     snapshots, run, plan, lambda: feeding.phase(plan, stage, run.images_shown, end)
                 )
             batch = _read(snapshots, run, plan, feeder.next)
-            ticks.stats.add(**_step(job, run, stage, batch, g_params, d_params))
+            stats = job.threads.timed(lambda: _step(job, run, stage, batch, g_params, d_params))
+            ticks.stats.add(**stats)
 
             at_end = run.images_shown >= end
             new_phase = (
@@ -415,7 +442,7 @@ def _end_of_tick(
                 values,
                 skipped,
                 job.device,
-                run.augment.report(),
+                {**run.augment.report(), **job.threads.report()},
             )
             if grid_due:
                 _sample_grid(job, run, stage)

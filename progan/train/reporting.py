@@ -163,8 +163,8 @@ def report_tick(
 ) -> None:
     """A tick's console line (losses, speed, ETAs) and TensorBoard scalars (step = images shown).
 
-    ``extra``: further scalars by TensorBoard tag (``augment/p``, ...); ``augment/p`` is also shown
-    on the line."""
+    ``extra``: further scalars by TensorBoard tag (``augment/p``, ...); ``augment/p`` and
+    ``speed/threads`` are also shown on the line."""
     extra = extra or {}
     kimg = images_shown / 1000
     phase_left = max(stage.phase.end - images_shown, 0) / max(rate, 1e-9)
@@ -175,6 +175,7 @@ def report_tick(
         + (f"gp {values['gp']:.4f}  " if "gp" in values else "")  # lazy R1: not every tick
         + (f"pl {values['pl_length']:.4f}  " if "pl_length" in values else "")
         + (f"p {extra['augment/p']:.3f}  " if "augment/p" in extra else "")
+        + (f"thr {extra['speed/threads']:.0f}  " if "speed/threads" in extra else "")
         + f"{rate:7.1f} img/s  "
         f"ETA phase {fmt_duration(phase_left)}  run {fmt_duration(run_left)}"
     )
