@@ -125,3 +125,33 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
     """2x2 average pooling, as the paper's discriminator uses."""
     return F.avg_pool2d(x, 2)
+
+
+def style_copies(
+    w: torch.Tensor,
+    count: int,
+    mapping,
+    z2: torch.Tensor | None = None,
+    mix_cutoff: torch.Tensor | None = None,
+    w_avg: torch.Tensor | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+) -> torch.Tensor:
+    """``count`` per-layer copies of the styles ``w`` (N, w_dim) -> (N, count, w_dim), then style
+    mixing, then truncation, in the official order (StyleGAN's G_style and StyleGAN2's networks).
+
+    Mixing: copies >= ``mix_cutoff`` (per sample) take ``mapping(z2)``. Truncation: the first
+    ``truncation_cutoff`` copies (None: all) move to ``lerp(w_avg, w, truncation_psi)``.
+    """
+    ws = w.unsqueeze(1).repeat(1, count, 1)
+    idx = torch.arange(count, device=w.device).view(1, -1, 1)
+    if (z2 is None) != (mix_cutoff is None):
+        raise ValueError("style mixing needs both z2 and mix_cutoff")
+    if z2 is not None:
+        w2 = mapping(z2).unsqueeze(1)
+        ws = torch.where(idx < mix_cutoff.to(w.device).view(-1, 1, 1), ws, w2)
+    if truncation_psi != 1.0:
+        cutoff = count if truncation_cutoff is None else truncation_cutoff
+        avg = w_avg.to(ws.dtype).view(1, 1, -1)
+        ws = torch.where(idx < cutoff, torch.lerp(avg, ws, truncation_psi), ws)
+    return ws

@@ -38,6 +38,7 @@ from progan.nets.layers import (
     downsample2x,
     lrelu,
     pixel_norm,
+    style_copies,
     upsample2x,
 )
 from progan.nets.noise import seeded_noise
@@ -279,19 +280,10 @@ class StyleGenerator(nn.Module):
         ``forward(z_coarse, res, z2=z_fine, mix_cutoff=...)``. Truncation: the first
         ``truncation_cutoff`` layers' w move to ``w_avg + psi * (w - w_avg)``.
         """
-        w = self.mapping(z)
-        ws = w.unsqueeze(1).expand(-1, self.num_layers, -1)
-        idx = torch.arange(self.num_layers, device=z.device).view(1, -1, 1)
-        if (z2 is None) != (mix_cutoff is None):
-            raise ValueError("style mixing needs both z2 and mix_cutoff")
-        if z2 is not None:
-            w2 = self.mapping(z2).unsqueeze(1)
-            ws = torch.where(idx < mix_cutoff.to(z.device).view(-1, 1, 1), ws, w2)
-        if truncation_psi != 1.0:
-            cutoff = self.num_layers if truncation_cutoff is None else truncation_cutoff
-            avg = self.w_avg.to(ws.dtype).view(1, 1, -1)
-            ws = torch.where(idx < cutoff, torch.lerp(avg, ws, truncation_psi), ws)
-        return ws
+        return style_copies(
+            self.mapping(z), self.num_layers, self.mapping, z2, mix_cutoff, self.w_avg,
+            truncation_psi, truncation_cutoff,
+        )  # fmt: skip
 
     def noise_maps(self, n: int, res: int, device, noise_mode: str, noise_seed=None) -> list:
         """One map per layer used at ``res`` (None: no noise)."""

@@ -35,6 +35,7 @@ from progan.nets.layers import (
     downsample2x,
     minibatch_stddev,
     pixel_norm,
+    style_copies,
     upsample2x,
 )
 from progan.nets.noise import seeded_noise
@@ -453,18 +454,10 @@ class StyleGAN2Generator(nn.Module):
             with torch.no_grad():
                 mean = w.detach().mean(dim=0).to(self.w_avg.dtype)
                 self.w_avg.copy_(mean.lerp(self.w_avg, self.w_avg_beta))
-        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
-        idx = torch.arange(self.num_ws, device=z.device).view(1, -1, 1)
-        if (z2 is None) != (mix_cutoff is None):
-            raise ValueError("style mixing needs both z2 and mix_cutoff")
-        if z2 is not None:
-            w2 = self.mapping(z2).unsqueeze(1)
-            ws = torch.where(idx < mix_cutoff.to(z.device).view(-1, 1, 1), ws, w2)
-        if truncation_psi != 1.0:
-            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            avg = self.w_avg.to(ws.dtype)
-            ws = torch.where(idx < cutoff, avg.lerp(ws, truncation_psi), ws)
-        return ws
+        return style_copies(
+            w, self.num_ws, self.mapping, z2, mix_cutoff, self.w_avg, truncation_psi,
+            truncation_cutoff,
+        )  # fmt: skip
 
     def layers_at(self, res: int) -> int:
         """Style inputs a stage at ``res`` uses: its convs and its last ``to_rgb`` (2 log2(res) - 2;
