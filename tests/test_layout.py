@@ -232,3 +232,13 @@ def test_every_markdown_file_the_project_names_is_in_the_repository():
             ):
                 missing.append(f"{f}: {ref}")
     assert not missing, missing
+
+
+def test_the_loop_has_a_trainer_for_every_architecture_and_no_other():
+    """The loop picks each architecture's phases and iteration from one table, not by name tests."""
+    from progan.nets.registry import ARCHITECTURES
+    from progan.train import loop
+
+    assert set(loop.TRAINERS) == set(ARCHITECTURES)
+    source = (PACKAGE / "train" / "loop.py").read_text()
+    assert "cfg.arch ==" not in source and "arch == " not in source

@@ -285,7 +285,7 @@ def _train_job(
                     )
                 cur_phase = stage.phase_index
                 job.threads.new_phase()
-                enter = stylegan2_step.enter_phase if cfg.arch == "stylegan2" else enter_phase
+                enter = TRAINERS[cfg.arch].enter_phase
                 g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state
                 )
@@ -343,53 +343,74 @@ def _step(
     labels = data.labels.to(device, non_blocking=True) if data.labels is not None else None
     noise = step_noise(cfg.seed, run.images_shown, batch, lo, hi, cfg.latent_dim, cfg.mirror)
     flips = noise.flips.to(device) if noise.flips is not None else None
-    reals = preprocess_reals(reals_u8, flips, stage.res, stage.alpha)
-    if cfg.arch == "stylegan2":  # its own phases, optimizers and G_ema half-life
-        stats = stylegan2_step.train_step(
-            run.G, run.D, run.opt_G, run.opt_D, cfg, reals, run.images_shown, run.step,
-            batch, lo, hi, run.aux, augment=run.augment.at(run.images_shown, batch, lo, hi),
-            stage=stage, params=(g_params, d_params),
-        )  # fmt: skip
-        run.augment.end_step(batch)
-        update_ema(run.G_ema, run.G, stylegan2_step.g_ema_beta(cfg, run.images_shown, batch))
-        run.images_shown += batch
-        run.step += 1
-        return stats
+    shard = Shard(preprocess_reals(reals_u8, flips, stage.res, stage.alpha), labels, noise, lo, hi)
+    augment = run.augment.at(run.images_shown, batch, lo, hi)
+    stats, beta = TRAINERS[cfg.arch].iterate(job, run, stage, shard, (g_params, d_params), augment)
+    run.augment.end_step(batch)
+    update_ema(run.G_ema, run.G, beta)
+    run.images_shown += batch
+    run.step += 1
+    return stats
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a step's global minibatch: its reals (preprocessed), their labels,
+    the step's random draws (``streams.step_noise``) and its slice [lo, hi) of the batch."""
+
+    reals: torch.Tensor
+    labels: torch.Tensor | None
+    noise: Any
+    lo: int
+    hi: int
+
+
+def _paper_iteration(job: Job, run: RunState, stage, shard: Shard, params, augment):
+    """ProGAN's (and StyleGAN's) step: one D step with its penalty, one G step; G_ema per step."""
+    cfg, device, batch, noise = job.cfg, job.device, stage.batch, shard.noise
     if hasattr(run.G, "update_w_avg"):  # a running mean of w (style-based G), from the global batch
         whole = step_noise(cfg.seed, run.images_shown, batch, 0, batch, cfg.latent_dim, False)
         for z in (whole.z_d, whole.z_g):  # the latents of D's fakes and G's, with G before its step
             run.G.update_w_avg(z.to(device))
-    inputs = step_inputs(run.G, cfg.seed, run.images_shown, batch, lo, hi, stage.res)
+    inputs = step_inputs(run.G, cfg.seed, run.images_shown, batch, shard.lo, shard.hi, stage.res)
     inputs = tuple({k: v.to(device) for k, v in drawn.items()} for drawn in inputs)
     # Each rank's loss is weighted by its share of the global batch, so summed gradients equal one
     # process's gradients on the whole batch.
-    weight = (hi - lo) / batch * job.world
+    weight = (shard.hi - shard.lo) / batch * job.world
+    g_params, d_params = params
     stats = train_step(
-        run.G,
-        run.D,
-        run.opt_G,
-        run.opt_D,
-        cfg,
-        stage.res,
-        stage.alpha,
-        reals,
-        labels,
-        noise.z_d.to(device),
-        noise.z_g.to(device),
-        noise.eps.to(device),
-        d_params,
-        g_params,
-        weight,
-        job.autocast,
-        inputs,
-        job.penalty_fp32,
-        augment=run.augment.at(run.images_shown, batch, lo, hi),
-    )
-    run.augment.end_step(batch)
-    update_ema(run.G_ema, run.G, ema_beta(cfg, run.step, batch))
-    run.images_shown += batch
-    run.step += 1
-    return stats
+        run.G, run.D, run.opt_G, run.opt_D, cfg, stage.res, stage.alpha, shard.reals, shard.labels,
+        noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device), d_params, g_params,
+        weight, job.autocast, inputs, job.penalty_fp32, augment=augment,
+    )  # fmt: skip
+    return stats, ema_beta(cfg, run.step, batch)
+
+
+def _stylegan2_iteration(job: Job, run: RunState, stage, shard: Shard, params, augment):
+    """StyleGAN2's phases (Gmain, lazy Greg, Dmain, lazy Dreg), its Adam; G_ema by half-life."""
+    cfg, batch = job.cfg, stage.batch
+    stats = stylegan2_step.train_step(
+        run.G, run.D, run.opt_G, run.opt_D, cfg, shard.reals, run.images_shown, run.step,
+        batch, shard.lo, shard.hi, run.aux, augment=augment, stage=stage, params=params,
+    )  # fmt: skip
+    return stats, stylegan2_step.g_ema_beta(cfg, run.images_shown, batch)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """How the loop trains an architecture: what a phase trains and with which optimizers
+    (``enter_phase``), and one iteration on a shard -> (loss statistics, G_ema's beta)."""
+
+    enter_phase: Callable
+    iterate: Callable
+
+
+# One entry per name in progan.nets.registry.ARCHITECTURES (tests/test_layout.py checks it).
+TRAINERS = {
+    "progan": Trainer(enter_phase, _paper_iteration),
+    "stylegan": Trainer(enter_phase, _paper_iteration),
+    "stylegan2": Trainer(stylegan2_step.enter_phase, _stylegan2_iteration),
+}
 
 
 def _read(snapshots: Snapshots, run: RunState, plan, read: Callable[[], Any]) -> Any:
