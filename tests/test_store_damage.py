@@ -29,6 +29,7 @@ from progan.store.format import META_KEY, checksum_key, image_key
 from progan.store.reader import LMDBImages, read_meta
 from progan.store.verify import verify_store
 from progan.store.writer import prepare_lmdb
+from progan.train.checkpoint import list_checkpoints
 from progan.train.feeding import Feeding
 
 N, RES = 24, 32
@@ -69,23 +70,15 @@ def damaged(store: Path, dst: Path, kind: str) -> Path:
 
 # Runs each command in a forked child of one Python process (one import of torch instead of one
 # per command) and reports its exit code, negative for a signal such as SIGBUS or SIGABRT, and its
-# stderr. "fid-reference" is what `progan fid` does with its reference store (the CLI first loads
-# Inception weights, which tests do not have).
+# stderr. `progan fid` runs as the CLI does, its Inception replaced by helpers.TinyFeatures (the
+# conftest fixture tiny_features, which does not reach this process; tests do not have the weights).
 DRIVER = """
 import json, os, sys
 from progan.cli import main
-from progan.errors import ProganError
-from progan.metrics.fid import store_batches
+from progan.metrics import suite
+from helpers import TinyFeatures
 
-def command(args):
-    if args[0] == "fid-reference":
-        try:
-            next(store_batches(args[1], 32, batch=8))
-        except ProganError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    else:
-        main(args)
+suite.load_fid_inception = lambda *a, **k: TinyFeatures()
 
 results = []
 for args in json.loads(sys.argv[1]):
@@ -95,7 +88,7 @@ for args in json.loads(sys.argv[1]):
         os.close(read)
         os.dup2(write, 2)
         try:
-            command(args)
+            main(args)
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
@@ -110,7 +103,7 @@ print(json.dumps(results))
 
 
 def run_commands(commands: list[list[str]]) -> list[tuple[int, str]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(commands)],
         capture_output=True,
@@ -122,9 +115,13 @@ def run_commands(commands: list[list[str]]) -> list[tuple[int, str]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_damaged_store_is_one_line_for_info_train_and_fid(store, tmp_path):
+def test_damaged_store_is_one_line_for_info_train_and_fid(store, trained_run, tmp_path):
     """Before: SIGBUS (truncated), an LMDB assertion abort (zeroed), a CorruptedError traceback
-    (random); now each command says in one line that the store is damaged."""
+    (random); now each command says in one line that the store is damaged: `progan fid` both with
+    the store as a checkpoint's reference and as one of two sources."""
+    (checkpoint,) = list_checkpoints(trained_run)
+    cache = str(tmp_path / "fid-cache")
+    fid = ["fid", "--n", "8", "--batch", "8", "--device", "cpu", "--cache-dir", cache]
     commands, paths = [], []
     for kind in ("truncated", "zeroed", "random"):
         path = damaged(store[0], tmp_path / kind, kind)
@@ -142,15 +139,19 @@ def test_damaged_store_is_one_line_for_info_train_and_fid(store, tmp_path):
                 "--device",
                 "cpu",
             ],
-            ["fid-reference", str(path)],
+            [*fid, str(checkpoint), "--ref", str(path)],
+            [*fid, "--real", str(path), "--fake", str(store[0].parent / "src")],
         ]
-        paths += [path] * 3
+        paths += [path] * 4
     for path, args, (code, err) in zip(paths, commands, run_commands(commands)):
         lines = err.strip().splitlines()
         assert code == 2, (args, code, err[-2000:])
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
         assert f"store '{path}' is damaged: data.mdb " in lines[0], (args, err)
         assert lines[0].endswith("prepare it again with progan prepare-lmdb"), (args, err)
+    assert not list(checkpoint.parent.glob("*.fid8.json")), (
+        "fid wrote a result from a damaged store"
+    )
 
 
 def test_truncation_is_found_from_the_header_before_lmdb_maps_the_file(store, tmp_path):
