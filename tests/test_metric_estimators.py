@@ -20,7 +20,7 @@ import torch
 from progan.errors import ProganError
 from progan.metrics import inception as inc
 from progan.metrics.inception_score import inception_logits, inception_score
-from progan.metrics.kid import kid, polynomial_mmd2
+from progan.metrics.kid import KID_SEED, kid, polynomial_mmd2
 from progan.metrics.ms_ssim import ms_ssim
 from progan.metrics.precision_recall import load_vgg16, precision_recall
 
@@ -66,16 +66,26 @@ def test_full_set_kid_equals_the_unbiased_mmd_written_as_pair_sums():
     assert kid(x, y, num_subsets=100, subset_size=1000) == (pytest.approx(expected, rel=1e-12), 0.0)
 
 
-def test_kid_is_deterministic_and_grows_with_the_shift():
+def test_kid_is_the_seeded_subsets_estimate_and_grows_with_the_shift():
     rng = np.random.default_rng(1)
     real = rng.normal(0, 1, (120, 8))
     values = [kid(real, rng.normal(s, 1, (100, 8)), num_subsets=10, subset_size=50)[0]
               for s in (0.0, 0.5, 1.0)]  # fmt: skip
     assert values[0] < values[1] < values[2]
     fake = rng.normal(0, 1, (100, 8))
-    assert kid(real, fake, num_subsets=10, subset_size=50) == kid(
-        real, fake, num_subsets=10, subset_size=50
-    )
+
+    def drawn_here(seed):
+        """The module's protocol: RandomState(seed) draws a fake subset, then a real one."""
+        draw = np.random.RandomState(seed)
+        mmd = np.array([polynomial_mmd2(fake[draw.choice(100, 50, replace=False)],
+                                        real[draw.choice(120, 50, replace=False)])
+                        for _ in range(10)])  # fmt: skip
+        return float(mmd.mean()), float(mmd.std())
+
+    assert KID_SEED == 2020  # torch-fidelity's default: its subsets, subset for subset
+    assert kid(real, fake, num_subsets=10, subset_size=50) == drawn_here(KID_SEED)
+    other = kid(real, fake, num_subsets=10, subset_size=50, seed=KID_SEED + 1)
+    assert other == drawn_here(KID_SEED + 1) and other[0] != drawn_here(KID_SEED)[0]
 
 
 # --- precision and recall ------------------------------------------------------------------
