@@ -143,12 +143,29 @@ def test_minibatch_stddev_groups_are_consecutive_and_any_batch_works():
 
 
 def test_state_dict_keys_do_not_depend_on_stage():
+    """Every level's layers are in the state dict from the start (blocks 8-32, RGB layers 4-32),
+    running stages adds none, and it carries the weights: a differently initialised pair that loads
+    it computes the same images and scores at every stage, bit for bit."""
     g, d = small()
-    keys = set(g.state_dict())
-    g(torch.randn(2, 32, dtype=torch.float64), 8, 0.5)
-    assert set(g.state_dict()) == keys
+    keys = {"G": set(g.state_dict()), "D": set(d.state_dict())}
+    for net, rgb in (("G", "to_rgb"), ("D", "from_rgb")):
+        layers = {k.rsplit(".", 1)[0] for k in keys[net]}
+        assert {f"blocks.{r}.conv{i}" for r in (8, 16, 32) for i in (0, 1)} <= layers, net
+        assert {ln for ln in layers if ln.startswith(rgb)} == {f"{rgb}.{r}" for r in (4, 8, 16, 32)}
+    z = torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    stages = [(4, 1.0), (8, 0.5), (16, 1.0), (32, 0.25)]
+    with torch.no_grad():
+        outputs = [(img := g(z, r, a), d(img, r, a)) for r, a in stages]
+    assert (set(g.state_dict()), set(d.state_dict())) == (keys["G"], keys["D"])
+    torch.manual_seed(1)
     g2 = Generator(32, latent_dim=32, fmap_base=128, fmap_max=32).double()
-    g2.load_state_dict(g.state_dict())
+    d2 = Discriminator(32, fmap_base=128, fmap_max=32).double()
+    with torch.no_grad():
+        assert not torch.equal(g2(z, 32, 0.25), outputs[-1][0])  # another initialisation
+        g2.load_state_dict(g.state_dict())
+        d2.load_state_dict(d.state_dict())
+        for (r, a), (img, score) in zip(stages, outputs):
+            assert torch.equal(g2(z, r, a), img) and torch.equal(d2(img, r, a), score), (r, a)
 
 
 def test_conditional_networks_use_labels():
