@@ -3,6 +3,9 @@ scalars, a stand-in feature network and an aten FLOP counter. Fixtures are in co
 
 from __future__ import annotations
 
+import os
+import select
+import time
 from pathlib import Path
 
 import torch
@@ -132,6 +135,32 @@ def one_line_error(result, *needles, alone: bool = False):
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]
+
+
+def wait_for_line(proc, prefix: str, timeout: float = 300.0) -> str:
+    """The next line of subprocess ``proc``'s stdout (a pipe, written unbuffered) that starts with
+    ``prefix``, e.g. a trainer's tick line 'kimg' once it trains with its signal handlers installed.
+    It reads the pipe a byte at a time up to the end of that line and no further, so the lines after
+    it stay for the next call or ``communicate``. Fails when the process ends first, or when no such
+    line comes within ``timeout`` seconds: a deadline for a hung process, never a wait."""
+    fd, line = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"no line '{prefix}...' within {timeout:.0f} s (pid {proc.pid})")
+        byte = os.read(fd, 1)
+        if not byte:
+            proc.wait()
+            raise AssertionError(
+                f"process ended (rc {proc.returncode}) before a line '{prefix}...'"
+            )
+        line += byte
+        if byte == b"\n":
+            text = line.decode(errors="replace")
+            if text.startswith(prefix):
+                return text
+            line = b""
 
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:

@@ -13,7 +13,7 @@ import pytest
 
 from progan.train import checkpoint as ckpt
 
-from helpers import TINY_ARGS, invoke, one_line_error
+from helpers import TINY_ARGS, invoke, one_line_error, wait_for_line
 
 LONG = ["--kimg-stable", "50", "--snapshot-ticks", "1000"]  # trains until it is stopped
 _started: list[subprocess.Popen] = []
@@ -56,16 +56,6 @@ def trainer(store, run, *args, stderr=subprocess.PIPE, preexec_fn=None, code=Non
     )
     _started.append(proc)
     return proc
-
-
-def wait_for_line(proc, prefix: str) -> str:
-    """The first line of the trainer's stdout starting with ``prefix`` (a tick line, 'kimg',
-    once it trains with its signal handlers installed)."""
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return line
-    proc.wait()
-    raise AssertionError(f"trainer ended (rc {proc.returncode}) before a line '{prefix}...'")
 
 
 # --- one writer per run ----------------------------------------------------------------------------

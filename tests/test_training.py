@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from progan.config.schema import TrainConfig
 from progan.train.checkpoint import list_checkpoints, load_checkpoint
 from progan.train.loop import train
 
-from helpers import TINY16, TINY16_ARGS, invoke, quiet
+from helpers import TINY16, TINY16_ARGS, invoke, quiet, wait_for_line
 
 
 def tiny(store, **kw) -> TrainConfig:
@@ -108,15 +107,16 @@ def test_resume_after_sigkill_is_bit_exact(face_store, tmp_path):
         *TINY16_ARGS,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list_checkpoints(run)) < 4 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:  # killed the moment it reports its 4th checkpoint (of 10), written before it says so
+        for _ in range(4):
+            wait_for_line(proc, "  checkpoint: ")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "run finished before it could be killed"
     killed_at = load_checkpoint(list_checkpoints(run)[-1])["images_shown"]
-    assert killed_at < 320
+    assert 4 * 32 <= killed_at < 320
     result = CliRunner().invoke(main, ["train", "--run-dir", str(run), "--resume"])
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output
@@ -143,17 +143,25 @@ def test_sigint_writes_a_checkpoint_and_exits(face_store, tmp_path):
         "--snapshot-ticks",
         "1000",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "samples" / "reals.png").exists():
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:  # a tick line: it trains, with its signal handlers installed
+        tick = wait_for_line(proc, "kimg")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()  # a no-op once it has exited
     assert proc.returncode == 130, out
     assert "Traceback" not in out
-    assert "resume with: progan train --run-dir" in out
-    assert len(list_checkpoints(run)) >= 1
+    assert "stopped by signal 2" in out and "resume with: progan train --run-dir" in out
+    # No snapshot was due (one per 1000 ticks): the one checkpoint is the stop's. The first tick
+    # is at 32 images (--tick-kimg 0.032); the signal came after its line, so the loop took at least
+    # one more step of 8 before it stopped.
+    (checkpoint,) = list_checkpoints(run)
+    assert tick.split()[:2] == ["kimg", "0.0"]
+    assert load_checkpoint(checkpoint)["images_shown"] >= 32 + 8
 
 
 def test_checkpoint_is_weights_only_loadable(face_store, tmp_path):
