@@ -228,6 +228,7 @@ def build_step(
             autocast,
             inputs,
             penalty_fp32,
+            micro=cfg.batch_gpu,
         )
         update_ema(G_ema, G, 0.999)
         return out
@@ -451,6 +452,13 @@ def project_schedule(
     show_default=True,
     help="The optimised path's penalty pass: as the trainer decides on this machine, or forced.",
 )
+@click.option(
+    "--batch-gpu",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Images per forward/backward pass, gradients summed up to the minibatch (0: all at once).",
+)
 def main(
     config_name,
     arch,
@@ -468,6 +476,7 @@ def main(
     show_flops,
     show_precision,
     penalty_precision,
+    batch_gpu,
 ):
     """Time training iterations per resolution and path; print a table, optionally write JSON."""
     config_name = config_name or ("ffhq-1024-stylegan" if arch == "stylegan" else "celebahq-1024")
@@ -478,7 +487,7 @@ def main(
         device=device,
         arch=arch,
         penalty_precision=penalty_precision,
-    )
+    ).replace(batch_gpu=batch_gpu)
     if show_flops:
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return

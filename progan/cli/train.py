@@ -119,6 +119,12 @@ from progan.nets.registry import ARCHITECTURES
     help="DataLoader worker processes for levels not cached in RAM.",
 )
 @click.option(
+    "--batch-gpu",
+    type=click.IntRange(min=0),
+    help="Images per forward/backward pass on each process; gradients of the passes are summed "
+    "up to the minibatch (0: all at once) [default: 0].",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=0),
     help="CPU threads per process; 0 = auto: as many as make steps fastest now (fewer on a busy "

@@ -69,6 +69,9 @@ class TrainConfig:
         default_factory=dict
     )  # per-resolution kimg of fade and of stabilize
     minibatch: dict[int, int] = field(default_factory=lambda: dict(PAPER_MINIBATCH))
+    # Images per forward/backward pass on each process (0: its whole share of the minibatch): the
+    # gradients of the passes are summed before each optimizer step (memory for the paper's batch).
+    batch_gpu: int = 0
     lr: float = 0.001
     lr_table: dict[int, float] = field(default_factory=dict)  # per-resolution overrides of lr
     betas: tuple[float, float] = (0.0, 0.99)
@@ -208,6 +211,10 @@ def _validate(c: TrainConfig) -> None:
         f"'logistic'), got loss {c.loss!r}{', conditional' if c.conditional else ''}",
     )
     need(
+        c.arch != "stylegan2" or not c.batch_gpu,
+        "arch 'stylegan2' does not accumulate micro-batches yet: leave batch_gpu (--batch-gpu) at 0",
+    )
+    need(
         c.arch != "stylegan2" or c.precision == "fp32",
         "arch 'stylegan2' trains in fp32 (--precision fp32); bf16 is not implemented for it yet",
     )
@@ -228,7 +235,14 @@ def _validate(c: TrainConfig) -> None:
         "grid_size",
     ):
         need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("mbstd_group", "data_workers", "cache_mb", "keep_checkpoints", "threads"):
+    for name in (
+        "mbstd_group",
+        "data_workers",
+        "cache_mb",
+        "keep_checkpoints",
+        "threads",
+        "batch_gpu",
+    ):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     check_seed(c.seed, "seed")
     need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")

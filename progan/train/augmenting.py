@@ -56,6 +56,15 @@ class StepAugment:
             return owner.pipe(x, owner.p, draws)
         return diffaugment(x, owner.policy, draws)
 
+    def part(self, a: int, b: int) -> StepAugment:
+        """The augmentation of rows [a, b) of this process's shard (a micro-batch), drawing from the
+        streams this step's next call would: each row gets the draws one pass over the shard gives
+        it (the caller advances ``calls`` past the part's calls when the part's pass is done)."""
+        lo, _, batch = self.rows
+        part = StepAugment(self.owner, self.position, batch, lo + a, lo + b)
+        part.calls = self.calls
+        return part
+
     def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
         """D's scores on this process's (augmented) reals and fakes of the D step."""
         self.owner.observe(real_scores, fake_scores)

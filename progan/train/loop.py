@@ -381,7 +381,7 @@ def _paper_iteration(job: Job, run: RunState, stage, shard: Shard, params, augme
     stats = train_step(
         run.G, run.D, run.opt_G, run.opt_D, cfg, stage.res, stage.alpha, shard.reals, shard.labels,
         noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device), d_params, g_params,
-        weight, job.autocast, inputs, job.penalty_fp32, augment=augment,
+        weight, job.autocast, inputs, job.penalty_fp32, augment=augment, micro=cfg.batch_gpu,
     )  # fmt: skip
     return stats, ema_beta(cfg, run.step, batch)
 

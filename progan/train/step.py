@@ -71,12 +71,35 @@ def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> tor
     """
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    return take_step(opt, params, loss)
+
+
+def take_step(opt: torch.optim.Optimizer, params: list, like: torch.Tensor) -> torch.Tensor:
+    """``descend`` once the gradients are in ``.grad`` (summed over micro-batches, maybe)."""
     dist_utils.average_gradients(params)
     grads = [p.grad for p in params if p.grad is not None]
-    norms = torch._foreach_norm(grads) if grads else [loss.new_zeros(())]
+    norms = torch._foreach_norm(grads) if grads else [like.new_zeros(())]
     opt.found_inf = (~torch.stack(norms).sum().isfinite()).float()
     opt.step()
     return opt.found_inf
+
+
+def micro_batches(n: int, micro: int | None) -> list[tuple[int, int]]:
+    """Rows [a, b) of each micro-batch of at most ``micro`` rows (None or 0: one of all ``n``)."""
+    if not micro or micro >= n:
+        return [(0, n)]
+    return [(a, min(a + micro, n)) for a in range(0, n, micro)]
+
+
+def _rows(t, a: int, b: int):
+    return None if t is None else t[a:b]
+
+
+def _augment_rows(augment, a: int, b: int, parts: int):
+    """What augments rows [a, b): the step's augmentation itself when there is one part."""
+    if augment is None:
+        return lambda x: x
+    return augment if parts == 1 else augment.part(a, b)
 
 
 def train_step(
@@ -99,6 +122,7 @@ def train_step(
     inputs: tuple[dict, dict] = ({}, {}),
     penalty_fp32: bool = False,
     augment=None,
+    micro: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """One D step (with its penalty) and one G step; returns detached loss statistics.
 
@@ -107,58 +131,70 @@ def train_step(
     ``inputs`` are G's own further random inputs for D's fakes and for G's (``feeding.step_inputs``).
     ``penalty_fp32`` takes the penalty's pass outside autocast (``progan.train.precision``).
     ``augment``: what every image D sees goes through first (``progan.train.augmenting``), or None.
+    ``micro`` (``--batch-gpu``): forward and backward at most this many rows at a time, summing
+    their gradients (each weighted by its share of the rows) before each optimizer step; every row
+    keeps its draws, augmentation included, so only minibatch-stddev groups (which stay within a
+    micro-batch) and the order of sums differ from one pass over all rows; with micro-batches that
+    are multiples of ``mbstd_group`` the groups are the same too.
     """
     autocast = autocast or contextlib.nullcontext()
-    aug = augment or (lambda x: x)
+    parts = micro_batches(reals.shape[0], micro)
+    n = reals.shape[0]
 
-    # D step.
-    critic = lambda x: D(aug(x), res, alpha, labels)  # noqa: E731
+    # D step: its loss on each micro-batch, gradients summed, then one update.
     grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
-    with autocast:
-        with torch.no_grad():
-            fakes = G(z_d, res, alpha, labels, **inputs[0])
-        if cfg.loss == "wgangp":
-            d_loss, d_stats = wgangp_d_loss(
-                critic,
-                reals,
-                fakes,
-                eps,
-                cfg.gp_lambda,
-                cfg.drift,
-                cfg.gp_target,
-                grad_scale,
-                labels,
-                cfg.cond_weight,
-                penalty_fp32,
-            )
-        else:
-            d_loss, d_stats = logistic_r1_d_loss(
-                critic,
-                reals,
-                fakes,
-                cfg.r1_gamma,
-                labels,
-                cfg.cond_weight,
-                grad_scale,
-                penalty_fp32,
-            )
-    scores = d_stats.pop("real_scores"), d_stats.pop("fake_scores")
+    opt_D.zero_grad(set_to_none=True)
+    d_loss, d_stats, scores = 0.0, {}, ([], [])
+    for a, b in parts:
+        share = (b - a) / n
+        lab = _rows(labels, a, b)
+        aug = _augment_rows(augment, a, b, len(parts))
+        critic = lambda x, aug=aug, lab=lab: D(aug(x), res, alpha, lab)  # noqa: E731
+        with autocast:
+            with torch.no_grad():
+                fakes = G(z_d[a:b], res, alpha, lab, **{k: v[a:b] for k, v in inputs[0].items()})
+            if cfg.loss == "wgangp":
+                part_loss, part_stats = wgangp_d_loss(
+                    critic, reals[a:b], fakes, eps[a:b], cfg.gp_lambda, cfg.drift, cfg.gp_target,
+                    grad_scale, lab, cfg.cond_weight, penalty_fp32,
+                )  # fmt: skip
+            else:
+                part_loss, part_stats = logistic_r1_d_loss(
+                    critic, reals[a:b], fakes, cfg.r1_gamma, lab, cfg.cond_weight, grad_scale,
+                    penalty_fp32,
+                )  # fmt: skip
+        scores[0].append(part_stats.pop("real_scores"))
+        scores[1].append(part_stats.pop("fake_scores"))
+        (part_loss * (weight * share)).backward()
+        d_loss = d_loss + part_loss.detach() * share
+        for k, v in part_stats.items():
+            d_stats[k] = d_stats.get(k, 0.0) + v * share
     if augment is not None:
-        augment.observe(*scores)
-    d_skipped = descend(opt_D, d_loss * weight, d_params)
+        augment.observe(torch.cat(scores[0]), torch.cat(scores[1]))
+        if len(parts) > 1:  # the G step's call draws after the D step's, as in one pass
+            augment.calls = aug.calls
+    d_skipped = take_step(opt_D, d_params, d_loss)
 
     # G step: D's parameters need no gradient here.
     for p in d_params:
         p.requires_grad_(False)
-    with autocast:
-        fakes = G(z_g, res, alpha, labels, **inputs[1])
-        gl = g_loss(D(aug(fakes), res, alpha, labels), cfg.loss, labels, cfg.cond_weight)
-    g_skipped = descend(opt_G, gl * weight, g_params)
+    opt_G.zero_grad(set_to_none=True)
+    gl = 0.0
+    for a, b in parts:
+        share = (b - a) / n
+        lab = _rows(labels, a, b)
+        aug = _augment_rows(augment, a, b, len(parts))
+        with autocast:
+            fakes = G(z_g[a:b], res, alpha, lab, **{k: v[a:b] for k, v in inputs[1].items()})
+            part_loss = g_loss(D(aug(fakes), res, alpha, lab), cfg.loss, lab, cfg.cond_weight)
+        (part_loss * (weight * share)).backward()
+        gl = gl + part_loss.detach() * share
+    g_skipped = take_step(opt_G, g_params, gl)
     for p in d_params:
         p.requires_grad_(True)
     return {
-        "d_loss": d_loss.detach(),
-        "g_loss": gl.detach(),
+        "d_loss": d_loss,
+        "g_loss": gl,
         **d_stats,
         "skipped": torch.maximum(d_skipped, g_skipped),
     }
