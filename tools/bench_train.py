@@ -205,7 +205,10 @@ def build_step(
         {k: v.to(device) for k, v in d.items()}
         for d in step_inputs(G, seed, 0, batch, 0, batch, res)
     )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=optimised)
+    # (No autocast object off the optimised path: the meta device, which bench_memory.py uses, has none.)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if optimised else contextlib.nullcontext()
+    )
     G_call = torch.compile(G, dynamic=False) if (optimised and compile_g) else G
 
     def step() -> dict[str, torch.Tensor]:
