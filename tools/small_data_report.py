@@ -56,15 +56,12 @@ def swd(ckpt: Path, ref: str, n: int) -> float | None:
         [sys.executable, "-m", "progan", "swd", str(ckpt), "--ref", ref, "--n", str(n), "--device", "cpu"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    record = ckpt.parent / f"{ckpt.stem}.swd{n}.json"
-    if done.returncode != 0 or not record.exists():
-        print(
-            f"  swd failed for {ckpt}: {done.stdout[-300:]} {done.stderr[-300:]}", file=sys.stderr
-        )
-        return None
-    return (
-        json.loads(record.read_text())["avg"] if "avg" in json.loads(record.read_text()) else None
-    )
+    for record in sorted(ckpt.parent.glob(f"{ckpt.stem}.swd*.json")):
+        data = json.loads(record.read_text())
+        if data.get("ref") == ref and data.get("n") == n:
+            return float(data["value"])
+    print(f"  swd failed for {ckpt}: {done.stdout[-300:]} {done.stderr[-300:]}", file=sys.stderr)
+    return None
 
 
 def main() -> None:
