@@ -402,6 +402,78 @@ def _remove_stale_partials(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _check_options(
+    res_max: int, max_file_mb: int, crop: str, lossless: str, background: str, workers: int | None
+) -> tuple[int, int, int]:
+    """``prepare_lmdb``'s options checked (one line naming the option if not); the background RGB."""
+    res_levels.check_pow2(res_max, "--res-max", MAX_RES_MAX)
+    if max_file_mb < 1:
+        raise ProganError(f"--max-file-mb must be at least 1, got {max_file_mb}")
+    if crop not in ("center", "none"):
+        raise ProganError(f"--crop must be 'center' or 'none', got {crop!r}")
+    if lossless not in ("png", "webp"):
+        raise ProganError(f"lossless encoding must be 'png' or 'webp', got {lossless!r}")
+    try:
+        bg = ImageColor.getrgb(background)[:3]
+    except ValueError:
+        msg = f"--background {background!r} is not a colour (try 'white' or '#808080')"
+        raise ProganError(msg) from None
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers is not None and not 0 <= workers <= most:
+        raise ProganError(
+            f"--workers must be from 0 (decode in this process) to {most} "
+            f"({MAX_WORKERS_PER_CPU} per CPU), got {workers}"
+        )
+    return bg
+
+
+def _store_meta(
+    stored: int, levels: list[int], res_max: int, encoding: dict, src: Path, options: dict,
+    class_names: list[str], upscaled: int, skipped: Counter,
+) -> dict[str, Any]:  # fmt: skip
+    """The store's metadata record (``META_KEY``), before its checksum tables are added."""
+    return {
+        "format": "progan-lmdb",
+        "version": FORMAT_VERSION,
+        "count": stored,
+        "levels": levels,
+        "res_max": res_max,
+        "channels": 3,
+        "channel_order": "RGB",
+        "dtype": "uint8",
+        "layout": "CHW",
+        "encoding": encoding,
+        "key_format": "{res:04d}/{index:08d}",
+        "source": str(src.resolve()),
+        "options": options,
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "upscaled": upscaled,
+        "skipped": dict(sorted(skipped.items())),
+        "checksum": "crc32",
+    }
+
+
+def _tables(
+    meta: dict, levels: list[int], crcs: list[list[int]], label_list: list[int] | None
+) -> list[tuple[bytes, bytes]]:
+    """The last records of a store: a CRC-32 table per level, the labels, and ``meta`` (whose
+    checksums of those tables it fills in), as (key, value) pairs to write."""
+    records = []
+    tables = np.asarray(crcs, "<u4").T  # (levels, count)
+    meta["checksum_tables"] = {}
+    for res, table in zip(levels, tables):
+        raw = table.tobytes()
+        records.append((checksum_key(res), raw))
+        meta["checksum_tables"][str(res)] = checksum(raw)
+    if label_list is not None:
+        raw = np.asarray(label_list, "<i4").tobytes()
+        records.append((LABELS_KEY, raw))
+        meta["labels_crc32"] = checksum(raw)
+    records.append((META_KEY, json.dumps(meta, indent=1).encode()))
+    return records
+
+
 def prepare_lmdb(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -434,24 +506,7 @@ def prepare_lmdb(
     removed. Every record's CRC-32 is stored (format 2) so that readers can detect damage.
     """
     src, out = Path(src), Path(out)
-    res_levels.check_pow2(res_max, "--res-max", MAX_RES_MAX)
-    if max_file_mb < 1:
-        raise ProganError(f"--max-file-mb must be at least 1, got {max_file_mb}")
-    if crop not in ("center", "none"):
-        raise ProganError(f"--crop must be 'center' or 'none', got {crop!r}")
-    if lossless not in ("png", "webp"):
-        raise ProganError(f"lossless encoding must be 'png' or 'webp', got {lossless!r}")
-    try:
-        bg = ImageColor.getrgb(background)[:3]
-    except ValueError:
-        msg = f"--background {background!r} is not a colour (try 'white' or '#808080')"
-        raise ProganError(msg) from None
-    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
-    if workers is not None and not 0 <= workers <= most:
-        raise ProganError(
-            f"--workers must be from 0 (decode in this process) to {most} "
-            f"({MAX_WORKERS_PER_CPU} per CPU), got {workers}"
-        )
+    bg = _check_options(res_max, max_file_mb, crop, lossless, background, workers)
     if out.exists():
         raise ProganError(
             f"output '{printable(out)}' already exists; remove it or choose another path"
@@ -546,45 +601,19 @@ def prepare_lmdb(
             raise ProganError(
                 f"no usable images in '{printable(src)}' ({len(skipped_files)} skipped)"
             )
-        meta = {
-            "format": "progan-lmdb",
-            "version": FORMAT_VERSION,
-            "count": stored,
-            "levels": levels,
-            "res_max": res_max,
-            "channels": 3,
-            "channel_order": "RGB",
-            "dtype": "uint8",
-            "layout": "CHW",
-            "encoding": encoding,
-            "key_format": "{res:04d}/{index:08d}",
-            "source": str(src.resolve()),
-            "options": {
-                "crop": crop,
-                "background": list(bg),
-                "min_size": min_size,
-                "limit": limit,
-                "labels": labels,
-                "strict": strict,
-                "resize": "lanczos to res_max, then 2x2 box",
-            },
-            "num_classes": len(class_names),
-            "class_names": class_names,
-            "upscaled": upscaled,
-            "skipped": dict(sorted(skipped.items())),
-            "checksum": "crc32",
+        options = {
+            "crop": crop,
+            "background": list(bg),
+            "min_size": min_size,
+            "limit": limit,
+            "labels": labels,
+            "strict": strict,
+            "resize": "lanczos to res_max, then 2x2 box",
         }
-        tables = np.asarray(crcs, "<u4").T  # (levels, count)
-        meta["checksum_tables"] = {}
-        for res, table in zip(levels, tables):
-            raw = table.tobytes()
-            batch.append((checksum_key(res), raw))
-            meta["checksum_tables"][str(res)] = checksum(raw)
-        if labels:
-            raw = np.asarray(label_list, "<i4").tobytes()
-            batch.append((LABELS_KEY, raw))
-            meta["labels_crc32"] = checksum(raw)
-        batch.append((META_KEY, json.dumps(meta, indent=1).encode()))
+        meta = _store_meta(
+            stored, levels, res_max, encoding, src, options, class_names, upscaled, skipped
+        )
+        batch += _tables(meta, levels, crcs, label_list if labels else None)
         _write(env, batch, out)
         env.sync(True)
         env.close()
