@@ -234,11 +234,15 @@ def test_every_markdown_file_the_project_names_is_in_the_repository():
     assert not missing, missing
 
 
-def test_the_loop_has_a_trainer_for_every_architecture_and_no_other():
-    """The loop picks each architecture's phases and iteration from one table, not by name tests."""
+def test_the_loop_picks_an_architectures_trainer_from_one_table_not_by_name_tests():
+    """StyleGAN2 trains its own way; ProGAN's step serves the others, a newly registered one too
+    (tests/test_arch.py trains one)."""
     from progan.nets.registry import ARCHITECTURES
-    from progan.train import loop
+    from progan.train import loop, stylegan2_step
 
-    assert set(loop.TRAINERS) == set(ARCHITECTURES)
+    assert set(loop.TRAINERS) <= set(ARCHITECTURES)
+    assert loop.trainer_of("stylegan2").enter_phase is stylegan2_step.enter_phase
+    assert loop.trainer_of("progan") is loop.trainer_of("stylegan") is loop.PAPER_TRAINER
+    assert loop.trainer_of("a-new-arch") is loop.PAPER_TRAINER
     source = (PACKAGE / "train" / "loop.py").read_text()
     assert "cfg.arch ==" not in source and "arch == " not in source

@@ -285,7 +285,7 @@ def _train_job(
                     )
                 cur_phase = stage.phase_index
                 job.threads.new_phase()
-                enter = TRAINERS[cfg.arch].enter_phase
+                enter = trainer_of(cfg.arch).enter_phase
                 g_params, d_params, run.opt_G, run.opt_D, run.opt_phase = enter(
                     run.G, run.D, cfg, stage, (run.opt_G, run.opt_D), run.opt_phase, opt_state
                 )
@@ -345,7 +345,9 @@ def _step(
     flips = noise.flips.to(device) if noise.flips is not None else None
     shard = Shard(preprocess_reals(reals_u8, flips, stage.res, stage.alpha), labels, noise, lo, hi)
     augment = run.augment.at(run.images_shown, batch, lo, hi)
-    stats, beta = TRAINERS[cfg.arch].iterate(job, run, stage, shard, (g_params, d_params), augment)
+    stats, beta = trainer_of(cfg.arch).iterate(
+        job, run, stage, shard, (g_params, d_params), augment
+    )
     run.augment.end_step(batch)
     update_ema(run.G_ema, run.G, beta)
     run.images_shown += batch
@@ -405,12 +407,14 @@ class Trainer:
     iterate: Callable
 
 
-# One entry per name in progan.nets.registry.ARCHITECTURES (tests/test_layout.py checks it).
-TRAINERS = {
-    "progan": Trainer(enter_phase, _paper_iteration),
-    "stylegan": Trainer(enter_phase, _paper_iteration),
-    "stylegan2": Trainer(stylegan2_step.enter_phase, _stylegan2_iteration),
-}
+# ProGAN's step trains StyleGAN too, and any architecture registered without a trainer of its own
+# (progan.nets.registry); the architectures that train another way are listed here.
+PAPER_TRAINER = Trainer(enter_phase, _paper_iteration)
+TRAINERS = {"stylegan2": Trainer(stylegan2_step.enter_phase, _stylegan2_iteration)}
+
+
+def trainer_of(arch: str) -> Trainer:
+    return TRAINERS.get(arch, PAPER_TRAINER)
 
 
 def _read(snapshots: Snapshots, run: RunState, plan, read: Callable[[], Any]) -> Any:
