@@ -126,7 +126,7 @@ def test_dataset_pickles_without_its_environment(store):
     assert torch.equal(clone[0][0], first)
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_dataloader_with_two_workers_reads_every_item(store, context):
     path, pixels = store
     ds = LMDBImages(path, RES_MAX)

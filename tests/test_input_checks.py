@@ -180,6 +180,7 @@ def undecodable(tmp_path) -> tuple[Path, str]:
     return tmp_path, name
 
 
+@pytest.mark.slow
 def test_stores_prepare_and_print_from_folders_whose_names_are_not_utf8(undecodable):
     root, name = undecodable
     made = progan(
@@ -200,6 +201,7 @@ def test_stores_prepare_and_print_from_folders_whose_names_are_not_utf8(undecoda
     assert b"store:      faces-\\udcff.lmdb" in shown.stdout  # escaped, as file names are
 
 
+@pytest.mark.slow
 def test_a_name_the_terminal_cannot_encode_is_printed_escaped(face_store, tmp_path):
     shutil.copytree(face_store, tmp_path / "лица.lmdb")
     shown = progan("info", "лица.lmdb", env=LATIN1, cwd=tmp_path)
@@ -287,6 +289,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_rendezvous_whose_peers_never_come_ends_after_the_timeout_with_one_line(
     face_store, tmp_path
 ):

@@ -231,6 +231,7 @@ except ProganError as e:
 """
 
 
+@pytest.mark.slow
 def test_a_store_truncated_while_training_stops_it_with_a_checkpoint_not_sigbus(
     face_store, tmp_path
 ):

@@ -115,6 +115,7 @@ def run_commands(commands: list[list[str]]) -> list[tuple[int, str]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_damaged_store_is_one_line_for_info_train_and_fid(store, trained_run, tmp_path):
     """Before: SIGBUS (truncated), an LMDB assertion abort (zeroed), a CorruptedError traceback
     (random); now each command says in one line that the store is damaged: `progan fid` both with
@@ -287,7 +288,7 @@ def foreign(path: Path, records: dict[bytes, bytes]) -> Path:
             {b"user:1": b"alice", b"user:2": b"bob"},
             "an LMDB without progan metadata; first key b'user:1'",
         ),
-        ({}, "an empty LMDB"),
+        pytest.param({}, "an empty LMDB", marks=pytest.mark.slow),  # ~5 s
         (
             {META_KEY: json.dumps({"format": "other-tool", "version": 3}).encode()},
             "its metadata says format 'other-tool'",
