@@ -16,9 +16,9 @@ from progan.errors import ProganError
 # run ends (raise total_kimg to train longer). Any other difference is a conflict unless given on
 # the command line; the networks' keys (ARCH_KEYS) never change within a run.
 RESUME_MAY_CHANGE = (
-    "data", "data_workers", "cache_mb", "device", "precision", "penalty_precision", "threads", "batch_gpu",
-    "total_kimg",
-    "tick_kimg", "snapshot_ticks", "image_ticks", "keep_checkpoints", "grid_size",
+    "data", "data_workers", "cache_mb", "device", "precision", "penalty_precision", "threads",
+    "batch_gpu", "total_kimg", "tick_kimg", "snapshot_ticks", "image_ticks", "keep_checkpoints",
+    "grid_size",
 )  # fmt: skip
 
 

@@ -63,19 +63,13 @@ def preprocess_reals(
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
-    """Backward, average the gradients over processes, and take one optimizer step.
+def take_step(opt: torch.optim.Optimizer, params: list, like: torch.Tensor) -> torch.Tensor:
+    """Average the gradients in ``.grad`` (summed over micro-batches) over processes, and take one
+    optimizer step; ``like`` is a tensor on the device, for a flag when nothing has a gradient.
 
     A step whose gradients are not all finite is skipped (weights and Adam state untouched), as the
     official code skips non-finite updates; returns 1.0 (a tensor) when it was.
     """
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    return take_step(opt, params, loss)
-
-
-def take_step(opt: torch.optim.Optimizer, params: list, like: torch.Tensor) -> torch.Tensor:
-    """``descend`` once the gradients are in ``.grad`` (summed over micro-batches, maybe)."""
     dist_utils.average_gradients(params)
     grads = [p.grad for p in params if p.grad is not None]
     norms = torch._foreach_norm(grads) if grads else [like.new_zeros(())]
@@ -91,15 +85,17 @@ def micro_batches(n: int, micro: int | None) -> list[tuple[int, int]]:
     return [(a, min(a + micro, n)) for a in range(0, n, micro)]
 
 
-def _rows(t, a: int, b: int):
-    return None if t is None else t[a:b]
-
-
-def _augment_rows(augment, a: int, b: int, parts: int):
-    """What augments rows [a, b): the step's augmentation itself when there is one part."""
-    if augment is None:
-        return lambda x: x
-    return augment if parts == 1 else augment.part(a, b)
+def _micro_batches(n: int, micro: int | None, labels, augment):
+    """Per micro-batch of ``n`` rows: (a, b, its share of the rows, its labels, what augments it:
+    the step's augmentation itself when there is one part, else ``augment.part``)."""
+    parts = micro_batches(n, micro)
+    for a, b in parts:
+        lab = None if labels is None else labels[a:b]
+        if augment is None:
+            aug = lambda x: x  # noqa: E731
+        else:
+            aug = augment if len(parts) == 1 else augment.part(a, b)
+        yield a, b, (b - a) / n, lab, aug
 
 
 def train_step(
@@ -138,17 +134,13 @@ def train_step(
     are multiples of ``mbstd_group`` the groups are the same too.
     """
     autocast = autocast or contextlib.nullcontext()
-    parts = micro_batches(reals.shape[0], micro)
     n = reals.shape[0]
 
     # D step: its loss on each micro-batch, gradients summed, then one update.
     grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
     opt_D.zero_grad(set_to_none=True)
     d_loss, d_stats, scores = 0.0, {}, ([], [])
-    for a, b in parts:
-        share = (b - a) / n
-        lab = _rows(labels, a, b)
-        aug = _augment_rows(augment, a, b, len(parts))
+    for a, b, share, lab, aug in _micro_batches(n, micro, labels, augment):
         critic = lambda x, aug=aug, lab=lab: D(aug(x), res, alpha, lab)  # noqa: E731
         with autocast:
             with torch.no_grad():
@@ -171,7 +163,7 @@ def train_step(
             d_stats[k] = d_stats.get(k, 0.0) + v * share
     if augment is not None:
         augment.observe(torch.cat(scores[0]), torch.cat(scores[1]))
-        if len(parts) > 1:  # the G step's call draws after the D step's, as in one pass
+        if aug is not augment:  # micro-batches: G's calls draw after D's, as in one pass
             augment.calls = aug.calls
     d_skipped = take_step(opt_D, d_params, d_loss)
 
@@ -180,10 +172,7 @@ def train_step(
         p.requires_grad_(False)
     opt_G.zero_grad(set_to_none=True)
     gl = 0.0
-    for a, b in parts:
-        share = (b - a) / n
-        lab = _rows(labels, a, b)
-        aug = _augment_rows(augment, a, b, len(parts))
+    for a, b, share, lab, aug in _micro_batches(n, micro, labels, augment):
         with autocast:
             fakes = G(z_g[a:b], res, alpha, lab, **{k: v[a:b] for k, v in inputs[1].items()})
             part_loss = g_loss(D(aug(fakes), res, alpha, lab), cfg.loss, lab, cfg.cond_weight)
