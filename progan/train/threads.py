@@ -124,16 +124,14 @@ class ThreadTuner:
         self.current: int | None = None
         self.best: int = self.counts[0]
         self.best_time: float | None = None
-        self.changes: list[
-            tuple[int, dict[int, float]]
-        ] = []  # (chosen, {count: median s}) per probe
+        # Per probe: (the count chosen, {count: median step seconds}).
+        self.changes: list[tuple[int, dict[int, float]]] = []
         self._queue: list[int] = []
         self._times: dict[int, list[float]] = {}
         self._seen = 0  # steps at the current probe count (settle + timed)
         self._recent: list[float] = []
         self._probe_started = self._until = 0.0
-        if len(self.counts) > 1:
-            self.new_phase()
+        self.new_phase()  # probes from the first step (when tuning)
 
     @classmethod
     def for_run(cls, setting: int, device: torch.device, **kwargs) -> ThreadTuner:
