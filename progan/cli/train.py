@@ -68,6 +68,12 @@ from progan.nets.registry import ARCHITECTURES
 @click.option(
     "--loss", type=click.Choice(["wgangp", "logistic"]), help="WGAN-GP (paper) or logistic + R1."
 )
+@click.option(
+    "--penalty-interval",
+    type=int,
+    help="Lazy regularization: the gradient penalty (WGAN-GP's or R1) on one minibatch in N, "
+    "weighted by N [default: 1, every step].",
+)
 @click.option("--seed", type=int, help="Seed of weights, data order and noise.")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N.")
 @click.option(

@@ -89,6 +89,9 @@ class TrainConfig:
         "full"  # gradient w.r.t. the image at res_max (official) or at the stage's res ("native")
     )
     r1_gamma: float = 10.0
+    # Lazy regularization (StyleGAN2's, for R1; here for WGAN-GP's penalty too): the penalty on one
+    # minibatch in N, weighted by N, so its expected gradient is the same. 1 = every step (paper).
+    penalty_interval: int = 1
 
     # Augmentation of every image D sees (Karras et al. 2020, StyleGAN2-ADA; Zhao et al. 2020):
     # "none" (paper), "ada" (p adapted to D's overfitting), "fixed" (p = aug_p), "diffaugment".
@@ -308,6 +311,15 @@ def _validate(c: TrainConfig) -> None:
         f"separated), got {c.diffaugment!r}",
     )
     need(c.freeze_d >= 0, f"freeze_d must be >= 0 blocks, got {c.freeze_d}")
+    need(
+        c.penalty_interval >= 1,
+        f"penalty_interval must be >= 1 minibatch, got {c.penalty_interval}",
+    )
+    need(
+        c.arch != "stylegan2" or c.penalty_interval == 1,
+        "arch 'stylegan2' takes its lazy R1 interval from [net] r1_interval: leave "
+        "penalty_interval (--penalty-interval) at 1",
+    )
 
 
 def _validate_stylegan2(net: dict[str, Any]) -> None:

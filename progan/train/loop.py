@@ -384,8 +384,14 @@ def _paper_iteration(job: Job, run: RunState, stage, shard: Shard, params, augme
         run.G, run.D, run.opt_G, run.opt_D, cfg, stage.res, stage.alpha, shard.reals, shard.labels,
         noise.z_d.to(device), noise.z_g.to(device), noise.eps.to(device), d_params, g_params,
         weight, job.autocast, inputs, job.penalty_fp32, augment=augment, micro=cfg.batch_gpu,
+        penalty_weight=penalty_weight(run.step, cfg.penalty_interval),
     )  # fmt: skip
     return stats, ema_beta(cfg, run.step, batch)
+
+
+def penalty_weight(step: int, interval: int) -> float:
+    """Lazy regularization: the penalty on steps 0, N, 2N, ... of the run, weighted by N."""
+    return float(interval) if step % interval == 0 else 0.0
 
 
 def _stylegan2_iteration(job: Job, run: RunState, stage, shard: Shard, params, augment):

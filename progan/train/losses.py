@@ -65,6 +65,7 @@ def wgangp_d_loss(
     labels: torch.Tensor | None = None,
     cond_weight: float = 1.0,
     penalty_fp32: bool = False,
+    penalty: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """WGAN-GP critic loss with the epsilon-drift term; ``eps`` is (N,1,1,1) uniform in [0, 1).
 
@@ -73,19 +74,24 @@ def wgangp_d_loss(
     official code takes it (see ``penalty_grad_scale``). An AC-GAN critic's class logits add
     ``cond_weight`` times their cross-entropy on reals and fakes (``labels``: those of the reals,
     which the fakes were generated with). ``penalty_fp32``: the penalty's pass outside autocast.
+    ``penalty=False`` leaves the penalty out, and its pass (a lazy-regularization step without it).
     """
     d_real, real_logits = split_critic_output(at_least_fp32(d(reals)))
     d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
-    x_hat = torch.lerp(
-        at_least_fp32(reals.detach()), at_least_fp32(fakes.detach()), at_least_fp32(eps)
-    )
-    _, gn2 = _grad_norm_sq(d, x_hat, penalty_fp32)
-    gp = (gn2.sqrt() * grad_scale - gp_target).square()
-    loss = d_fake - d_real + gp_lambda / gp_target**2 * gp + drift * d_real.square()
+    loss = d_fake - d_real
+    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
+    if penalty:
+        x_hat = torch.lerp(
+            at_least_fp32(reals.detach()), at_least_fp32(fakes.detach()), at_least_fp32(eps)
+        )
+        _, gn2 = _grad_norm_sq(d, x_hat, penalty_fp32)
+        gp = (gn2.sqrt() * grad_scale - gp_target).square()
+        loss = loss + gp_lambda / gp_target**2 * gp
+        stats["gp"] = gp.mean()
+    loss = loss + drift * d_real.square()
     loss = loss + cond_weight * (
         label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
     )
-    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gp.mean()}
     stats.update(real_scores=d_real, fake_scores=d_fake)
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
@@ -110,24 +116,32 @@ def logistic_r1_d_loss(
     cond_weight: float = 1.0,
     grad_scale: float = 1.0,
     penalty_fp32: bool = False,
+    penalty: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Non-saturating logistic critic loss with the R1 penalty gamma/2 * ||grad D(real)||^2.
 
     ``grad_scale`` multiplies the gradient norm, as for WGAN-GP: ``res / res_max`` gives the norm
     in the space of images upscaled to full resolution, where the official StyleGAN code takes it
     (its R1 is weaker by (res / res_max)^2 at the low resolutions). ``penalty_fp32``: D's pass on
-    the reals (which R1 differentiates) outside autocast.
+    the reals (which R1 differentiates) outside autocast. ``penalty=False``: D(real) without R1.
     """
-    out_real, gn2 = _grad_norm_sq(d, reals, penalty_fp32)
-    if grad_scale != 1.0:
-        gn2 = gn2 * grad_scale**2
+    if penalty:
+        out_real, gn2 = _grad_norm_sq(d, reals, penalty_fp32)
+        if grad_scale != 1.0:
+            gn2 = gn2 * grad_scale**2
+    else:
+        out_real = d(reals)
     d_real, real_logits = split_critic_output(at_least_fp32(out_real))
     d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
-    loss = F.softplus(d_fake) + F.softplus(-d_real) + 0.5 * r1_gamma * gn2
+    loss = F.softplus(d_fake) + F.softplus(-d_real)
+    if penalty:
+        loss = loss + 0.5 * r1_gamma * gn2
     loss = loss + cond_weight * (
         label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
     )
-    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean(), "gp": gn2.mean()}
+    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
+    if penalty:
+        stats["gp"] = gn2.mean()
     stats.update(real_scores=d_real, fake_scores=d_fake)
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 

@@ -119,6 +119,7 @@ def train_step(
     penalty_fp32: bool = False,
     augment=None,
     micro: int | None = None,
+    penalty_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """One D step (with its penalty) and one G step; returns detached loss statistics.
 
@@ -132,12 +133,15 @@ def train_step(
     keeps its draws, augmentation included, so only minibatch-stddev groups (which stay within a
     micro-batch) and the order of sums differ from one pass over all rows; with micro-batches that
     are multiples of ``mbstd_group`` the groups are the same too.
+    ``penalty_weight`` (lazy regularization, ``penalty_interval``): the gradient penalty's weight
+    on this step, a multiple of its lambda (or R1's gamma); 0 leaves the penalty and its pass out.
     """
     autocast = autocast or contextlib.nullcontext()
     n = reals.shape[0]
 
     # D step: its loss on each micro-batch, gradients summed, then one update.
     grad_scale = penalty_grad_scale(res, cfg.res_max, cfg.gp_space)
+    penalty = penalty_weight > 0
     opt_D.zero_grad(set_to_none=True)
     d_loss, d_stats, scores = 0.0, {}, ([], [])
     for a, b, share, lab, aug in _micro_batches(n, micro, labels, augment):
@@ -147,13 +151,13 @@ def train_step(
                 fakes = G(z_d[a:b], res, alpha, lab, **{k: v[a:b] for k, v in inputs[0].items()})
             if cfg.loss == "wgangp":
                 part_loss, part_stats = wgangp_d_loss(
-                    critic, reals[a:b], fakes, eps[a:b], cfg.gp_lambda, cfg.drift, cfg.gp_target,
-                    grad_scale, lab, cfg.cond_weight, penalty_fp32,
+                    critic, reals[a:b], fakes, eps[a:b], cfg.gp_lambda * penalty_weight, cfg.drift,
+                    cfg.gp_target, grad_scale, lab, cfg.cond_weight, penalty_fp32, penalty,
                 )  # fmt: skip
             else:
                 part_loss, part_stats = logistic_r1_d_loss(
-                    critic, reals[a:b], fakes, cfg.r1_gamma, lab, cfg.cond_weight, grad_scale,
-                    penalty_fp32,
+                    critic, reals[a:b], fakes, cfg.r1_gamma * penalty_weight, lab, cfg.cond_weight,
+                    grad_scale, penalty_fp32, penalty,
                 )  # fmt: skip
         scores[0].append(part_stats.pop("real_scores"))
         scores[1].append(part_stats.pop("fake_scores"))
