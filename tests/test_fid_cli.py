@@ -262,3 +262,36 @@ def test_the_runner_is_usable_from_python(run, tiny_features):
     assert not list((run / "checkpoints").glob("*.json"))
     with pytest.raises(ProganError, match="unknown metric"):
         su.MetricSuite("iss")
+
+
+def test_save_stats_writes_a_sources_statistics_for_ref(tiny_features, face_store, tmp_path):
+    out = tmp_path / "faces.npz"
+    result = invoke_clean("fid", "--real", face_store, "--save-stats", out, "--n", 24,
+                          "--res", 16, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"FID statistics of 24 images of '{face_store}' written to '{out}'" in result.output
+    with np.load(out) as f:
+        mu, sigma = f["mu"], f["sigma"]
+    x = LMDBImages(face_store, 16).read_level(np.arange(24))
+    with torch.no_grad():
+        feats = TinyFeatures()(x).double().numpy()
+    # float32 features summed over 24 images: means agree to a few float32 roundings.
+    assert np.allclose(mu, feats.mean(0), rtol=0, atol=24 * 2**-24 * np.abs(feats).max())
+    assert np.allclose(sigma, np.cov(feats, rowvar=False), rtol=0, atol=1e-5 * np.abs(sigma).max())
+    # As --ref / --real it stands for those images: their FID against themselves is ~0.
+    again = invoke_clean("fid", "--real", out, "--fake", face_store, "--n", 24, "--res", 16,
+                         "--device", "cpu")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert abs(float(re.search(r"FID (-?\d+\.\d+)", again.output).group(1))) < 1e-3
+
+
+def test_save_stats_errors_are_one_line(tiny_features, face_store, tmp_path):
+    from helpers import one_line_error
+
+    one_line_error(invoke_clean("fid", "--real", face_store, "--save-stats", tmp_path / "s.txt"),
+                   "must end in .npz")  # fmt: skip
+    one_line_error(invoke_clean("fid", "--real", face_store, "--fake", face_store,
+                                "--save-stats", tmp_path / "s.npz"), "--real SOURCE alone")  # fmt: skip
+    one_line_error(invoke_clean("fid", "--real", face_store, "--save-stats",
+                                tmp_path / "no" / "s.npz"), "does not exist")  # fmt: skip
+    assert not (tmp_path / "s.npz").exists()

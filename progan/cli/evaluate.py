@@ -3,6 +3,8 @@ a checkpoint's G_ema (or of each checkpoint of a run)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from progan.cli.paths import check_utf8
@@ -151,7 +153,6 @@ def _render_latent_files(
 ):
     """``generate --from-latents``: each latent file's image as OUT/NAME.png; with ``mixing``
     (column seeds, cutoff) also OUT/style-mixing.png with the files as its rows."""
-    from pathlib import Path
 
     from PIL import Image
 
@@ -205,7 +206,6 @@ def _echo_result(path, r):
 
 def _check_target(target, watch, interval):
     """A checkpoint file or a run directory (with checkpoints unless watching); True for a run."""
-    from pathlib import Path
 
     from progan.metrics.evaluate import check_interval
     from progan.train.checkpoint import list_checkpoints
@@ -229,7 +229,6 @@ def _check_target(target, watch, interval):
 
 def _run_evaluator(ev, target, is_run, watch, interval, echo):
     """Evaluate a checkpoint file, or a run's checkpoints (and, watching, new ones until Ctrl-C)."""
-    from pathlib import Path
 
     target = Path(target)
     if not is_run:
@@ -373,6 +372,12 @@ def _with_eval_options(fn):
     "with --real/--fake: the first N of each [default: all].",
 )
 @_res_option
+@click.option(
+    "--save-stats",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --real alone: write that source's FID statistics (all its images, or the first N) "
+    "to this .npz, a reference for --ref that pytorch-fid reads too.",
+)
 @_inception_weights_option(".")
 @_cache_dir_option("Reference statistics")
 @_with_eval_options
@@ -383,6 +388,7 @@ def fid_cmd(
     metric,
     n,
     res,
+    save_stats,
     inception_weights,
     ref,
     batch,
@@ -399,6 +405,11 @@ def fid_cmd(
     goes to ckpt-<images>.fid50k.json beside the checkpoint and to RUN/tensorboard as
     metrics/fid50k (the name follows N). `progan fid --real A --fake B` compares two sources.
     """
+    if save_stats is not None:
+        if real is None or fake is not None or target is not None or metric != "fid":
+            raise ProganError("--save-stats writes the FID statistics of --real SOURCE alone")
+        _write_stats(real, save_stats, n, res, batch, device, inception_weights, cache_dir)
+        return
     if real is not None or fake is not None:
         if real is None or fake is None or target is not None:
             raise ProganError("--real and --fake go together, without a CHECKPOINT|RUN_DIR")
@@ -430,6 +441,34 @@ def fid_cmd(
     _evaluate(
         metric, target, ref, n, batch, device, seed, inception_weights, cache_dir, watch, interval
     )
+
+
+def _write_stats(real, out: Path, n, res, batch, device, inception_weights, cache_dir) -> None:
+    """``progan fid --real SOURCE --save-stats OUT.npz``: the source's (mu, sigma), atomically."""
+    from progan.devices import resolve_device
+    from progan.metrics import suite
+    from progan.metrics.evaluate import check_counts
+    from progan.metrics.fid import check_source, is_store, save_stats, source_stats
+    from progan.metrics.sources import count_images, default_cache_dir, usable_cache
+
+    if out.suffix != ".npz":
+        raise ProganError(f"--save-stats '{out}' must end in .npz (the name statistics go by)")
+    if not out.parent.is_dir():
+        raise ProganError(f"--save-stats '{out}': folder '{out.parent}' does not exist")
+    check_counts(n, batch)
+    check_source(real, n, res, "--real")
+    dev = resolve_device(device)
+    model = suite.load_fid_inception(inception_weights, dev)
+    source = Path(real)
+    cache = None
+    if is_store(source):
+        cache = usable_cache(Path(cache_dir) if cache_dir else default_cache_dir(), click.echo)
+    total = min(n, count_images(source)) if n else count_images(source)
+    mu, sigma = source_stats(
+        source, model=model, n=n, batch=batch, device=dev, resolution=res, cache_dir=cache
+    )
+    save_stats(out, mu, sigma)
+    click.echo(f"FID statistics of {total} images of '{real}' written to '{out}'")
 
 
 @click.command("swd")
@@ -499,8 +538,6 @@ def _compare(real, fake, target, metrics, res, out, options):
     for name, r in results.items():  # shown before the file is written, which may fail
         click.echo(f"{name} = {_value_text(r)}")
     if out is not None:
-        from pathlib import Path
-
         from progan.metrics.evaluate import write_json_atomic
 
         write_json_atomic(Path(out), results)
