@@ -4,7 +4,7 @@ fixed thread count (everything torch would use: progan before automatic threads)
 
     python tools/bench_busy.py --data data/demo.lmdb [--busy 0,1,2] [--kimg 6] [--json out.json]
 
-Each measurement is one ``progan train --config demo --res-start RES`` run of ``--kimg`` thousand
+Each measurement is one ``progan train --config demo-wgangp --res-start RES`` run of ``--kimg`` thousand
 images at one resolution; a rate is the median of its ticks' images/s after the first tick (which
 holds start-up and, with auto, the first probe). A busy program is a Python loop at normal
 priority, started before the run and killed after it, one per ``--busy`` count.
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument(
         "--data", required=True, help="a progan store (make demo writes data/demo.lmdb)"
     )
-    ap.add_argument("--config", default="demo")
+    ap.add_argument("--config", default="demo-wgangp")
     ap.add_argument("--res", type=int, default=16)
     ap.add_argument("--kimg", type=float, default=6.0)
     ap.add_argument("--busy", default="0,1,2", help="comma-separated counts of busy programs")
