@@ -463,7 +463,8 @@ def _write_stats(real, out: Path, n, res, batch, device, inception_weights, cach
     cache = None
     if is_store(source):
         cache = usable_cache(Path(cache_dir) if cache_dir else default_cache_dir(), click.echo)
-    total = min(n, count_images(source)) if n else count_images(source)
+    available = count_images(source)
+    total = min(n, available) if n else available
     mu, sigma = source_stats(
         source, model=model, n=n, batch=batch, device=dev, resolution=res, cache_dir=cache
     )

@@ -134,14 +134,13 @@ def logistic_r1_d_loss(
     d_real, real_logits = split_critic_output(at_least_fp32(out_real))
     d_fake, fake_logits = split_critic_output(at_least_fp32(d(fakes)))
     loss = F.softplus(d_fake) + F.softplus(-d_real)
+    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
     if penalty:
         loss = loss + 0.5 * r1_gamma * gn2
+        stats["gp"] = gn2.mean()
     loss = loss + cond_weight * (
         label_penalty(real_logits, labels) + label_penalty(fake_logits, labels)
     )
-    stats = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
-    if penalty:
-        stats["gp"] = gn2.mean()
     stats.update(real_scores=d_real, fake_scores=d_fake)
     return loss.mean(), {k: v.detach() for k, v in stats.items()}
 
