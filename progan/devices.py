@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
+
 import torch
 
 from progan.errors import ProganError
@@ -36,3 +40,34 @@ def resolve_device(name: str) -> torch.device:
             f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
         )
     return device
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks above it are always mapped afresh
+_TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep the memory a training step frees, for the next step to reuse.
+
+    By default glibc hands large freed blocks back to the kernel (``munmap``, heap trimming), so
+    every step's temporaries (activations, gradients, the optimizer's intermediate tensors) fault
+    in fresh zeroed pages; on a 2-core virtual machine that took a fifth of a paper-network step
+    at 8x8 (tools/bench_peer.py, docs/performance.md). Blocks up to 32 MiB now come from the heap
+    and up to 1 GiB of free heap is kept; the process's peak memory does not grow, it only stays
+    allocated between steps. The same as setting ``MALLOC_MMAP_THRESHOLD_=33554432`` and
+    ``MALLOC_TRIM_THRESHOLD_=1073741824`` before Python starts. Returns whether it applied (False
+    off glibc, e.g. on macOS or musl, where nothing changes).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )

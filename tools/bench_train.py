@@ -17,6 +17,9 @@ the penalty's double backward does not compile); its penalty runs where the trai
 ``optimised_fp32gp`` (on request) forces the penalty's pass into fp32, the route the trainer takes
 where that check fails.
 
+On CPU both paths run with glibc keeping freed memory for reuse (``progan.devices.keep_freed_memory``,
+which the trainer sets); ``--default-allocator`` times them without it.
+
 TFLOP/s use ``train_flops_per_image``: an analytic count of the convolutions and dense layers that
 one iteration executes (see its docstring for the multipliers; a dispatch-level count of the aten
 ops agrees, tests/test_bench.py checks it).
@@ -38,7 +41,7 @@ import torch
 
 from progan.config.files import load_config
 from progan.config.schema import TrainConfig
-from progan.devices import resolve_device
+from progan.devices import keep_freed_memory, resolve_device
 from progan.nets.build import build_networks
 from progan.nets.progan import Discriminator, Generator, num_features
 from progan.progress import fmt_duration
@@ -462,6 +465,11 @@ def project_schedule(
     show_default=True,
     help="Images per forward/backward pass, gradients summed up to the minibatch (0: all at once).",
 )
+@click.option(
+    "--default-allocator",
+    is_flag=True,
+    help="On CPU, leave glibc's malloc settings alone (the trainer sets keep_freed_memory).",
+)
 def main(
     config_name,
     arch,
@@ -480,6 +488,7 @@ def main(
     show_precision,
     penalty_precision,
     batch_gpu,
+    default_allocator,
 ):
     """Time training iterations per resolution and path; print a table, optionally write JSON."""
     config_name = config_name or ("ffhq-1024-stylegan" if arch == "stylegan" else "celebahq-1024")
@@ -495,6 +504,8 @@ def main(
         click.echo(flops_table(cfg.fmap_base, cfg.fmap_max, cfg.latent_dim))
         return
     dev = resolve_device(device)
+    if dev.type == "cpu" and not default_allocator:
+        keep_freed_memory()  # as the trainer does (progan.devices)
     if show_precision:
         route = penalty_in_fp32(cfg.penalty_precision, "bf16", dev, log=click.echo)
         for r in (int(r) for r in res_list.split(",") if r):
@@ -558,6 +569,7 @@ def main(
             "iters": iters,
             "warmup": warmup,
             "compile": compile_g,
+            "default_allocator": default_allocator,
             "fmap_base": cfg.fmap_base,
             "fmap_max": cfg.fmap_max,
         }

@@ -7,6 +7,7 @@ layer at the same scale.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -15,6 +16,63 @@ from torch import nn
 
 LRELU_SLOPE = 0.2
 SQRT2 = math.sqrt(2.0)
+
+# The scope of reuse_scaled_weights: id(weight) -> (weight, its version, dtype, the scaled copy).
+_reuse: dict | None = None
+
+
+@contextlib.contextmanager
+def reuse_scaled_weights():
+    """Within this block, each equalized layer scales (and, under autocast, casts) its weight once
+    and reuses the result in every call while the weight is unchanged.
+
+    A training step calls D three times (reals, fakes, the penalty's x_hat) with the same weights;
+    without the block every call multiplies the fp32 weight by its constant and casts it again,
+    which at 4x4 costs as much as the convolutions. Values and gradients are bit for bit those
+    of the plain layers: the copy is the same ``(weight * scale).to(dtype)``, and each call's
+    gradient is cast and scaled on its own before autograd sums them into ``weight.grad``, as
+    before (tests/test_weight_reuse.py). An in-place change of the weight (its version) or a
+    different autocast dtype computes a new copy; leaving the block drops them all.
+    """
+    global _reuse
+    outer = _reuse
+    _reuse = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _reuse = outer
+
+
+class _ReuseScaled(torch.autograd.Function):
+    """``scaled`` (= ``weight * scale`` cast to its dtype) as a new graph node per call, whose
+    backward is the plain layer's: the gradient cast to the weight's dtype, times ``scale``."""
+
+    @staticmethod
+    def forward(ctx, weight, scaled, scale):
+        ctx.scale, ctx.dtype = scale, weight.dtype
+        return scaled.view_as(scaled)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.to(ctx.dtype)
+        g = g * ctx.scale if g is grad else g.mul_(ctx.scale)
+        return g, None, None
+
+
+def scaled_weight(weight: torch.Tensor, scale: float) -> torch.Tensor:
+    """``weight * scale``; inside ``reuse_scaled_weights``, computed once per weight version."""
+    if _reuse is None or torch.compiler.is_compiling():
+        return weight * scale
+    dev = weight.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+    hit = _reuse.get(id(weight))
+    if hit is None or hit[0] is not weight or hit[1] != weight._version or hit[2] != dtype:
+        with torch.no_grad():
+            hit = (weight, weight._version, dtype, (weight * scale).to(dtype))
+        _reuse[id(weight)] = hit
+    if weight.requires_grad and torch.is_grad_enabled():
+        return _ReuseScaled.apply(weight, hit[3], scale)
+    return hit[3]
 
 
 class EqualizedConv2d(nn.Module):
@@ -40,7 +98,7 @@ class EqualizedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
         bias = self.bias if add_bias else None
-        return F.conv2d(x, self.weight * self.scale, bias, padding=self.padding)
+        return F.conv2d(x, scaled_weight(self.weight, self.scale), bias, padding=self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -74,7 +132,7 @@ class EqualizedLinear(nn.Module):
         bias = self.bias
         if bias is not None and self.lr_mul != 1.0:
             bias = bias * self.lr_mul
-        return F.linear(x, self.weight * self.scale, bias)
+        return F.linear(x, scaled_weight(self.weight, self.scale), bias)
 
     def extra_repr(self) -> str:
         o, i = self.weight.shape

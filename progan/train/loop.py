@@ -23,7 +23,7 @@ from torch import nn
 
 from progan.config.files import to_toml
 from progan.config.schema import TrainConfig
-from progan.devices import resolve_device
+from progan.devices import keep_freed_memory, resolve_device
 from progan.errors import ProganError
 from progan.fileio import atomic_path, leftover_temporaries, write_failure
 from progan.nets.build import build_networks
@@ -199,7 +199,7 @@ def _train(
     rank, world = dist_utils.rank(), dist_utils.world_size()
 
     # Initialize, then continue from the newest checkpoint that loads.
-    _fast_cuda_kernels(device)
+    _device_settings(device)
     run = new_run(cfg, int(meta.get("num_classes", 0)) if cfg.conditional else 0, device)
     run.augment = DAugment(cfg)
     plan, end = phases(cfg), total_images(cfg)
@@ -513,7 +513,9 @@ def _sample_grid(job: Job, run: RunState, stage) -> None:
     job.log(f"  samples: {path}")
 
 
-def _fast_cuda_kernels(device: torch.device) -> None:
+def _device_settings(device: torch.device) -> None:
+    if device.type == "cpu":
+        keep_freed_memory()  # a CPU step's temporaries reuse pages (progan.devices)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

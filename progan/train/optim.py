@@ -53,8 +53,13 @@ class TFAdam(torch.optim.Optimizer):
             if not params:
                 continue
             torch._foreach_lerp_(ms, grads, 1.0 - b1)  # m += (g - m) * (1 - b1), as TF writes it
-            torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - b2)
-            denom = torch._foreach_add(torch._foreach_sqrt(vs), group["eps"])
+            # One scratch list for g^2 and then sqrt(v) + eps: each temporary of the size of the
+            # parameters is a fresh allocation, which costs more than the arithmetic at 4x4.
+            denom = torch._foreach_mul(grads, grads)
+            torch._foreach_lerp_(vs, denom, 1.0 - b2)
+            for d, v in zip(denom, vs):
+                torch.sqrt(v, out=d)
+            torch._foreach_add_(denom, group["eps"])
             for t, idx in by_step.items():
                 lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
                 torch._foreach_addcdiv_(

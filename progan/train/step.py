@@ -8,7 +8,7 @@ import contextlib
 import torch
 
 from progan.config.schema import TrainConfig
-from progan.nets.layers import downsample2x, upsample2x
+from progan.nets.layers import downsample2x, reuse_scaled_weights, upsample2x
 from progan.train import distributed as dist_utils
 from progan.train.losses import g_loss, logistic_r1_d_loss, penalty_grad_scale, wgangp_d_loss
 from progan.train.optim import TFAdam, phase_optimizers
@@ -98,7 +98,15 @@ def _micro_batches(n: int, micro: int | None, labels, augment):
         yield a, b, (b - a) / n, lab, aug
 
 
-def train_step(
+def train_step(*args, **kwargs) -> dict[str, torch.Tensor]:
+    """One D step (with its penalty) and one G step (``_one_step``'s arguments); returns detached
+    loss statistics. Each equalized layer scales and casts its weights once for all its calls in
+    the step (``reuse_scaled_weights``: the same values, without the repeated copies)."""
+    with reuse_scaled_weights():
+        return _one_step(*args, **kwargs)
+
+
+def _one_step(
     G,
     D,
     opt_G,
@@ -121,7 +129,7 @@ def train_step(
     micro: int | None = None,
     penalty_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """One D step (with its penalty) and one G step; returns detached loss statistics.
+    """``train_step`` itself.
 
     Conditional fakes take the labels of the reals they are judged with. ``weight`` scales this
     process's losses by its share of the global batch before gradients are averaged over processes.
