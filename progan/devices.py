@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -46,6 +47,16 @@ def resolve_device(name: str) -> torch.device:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks above it are always mapped afresh
 _TRIM_THRESHOLD = 1 << 30
+# Environment variables through which a user sets glibc's malloc thresholds (or GLIBC_TUNABLES
+# naming glibc.malloc.*); any of them set leaves malloc as the user set it.
+MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def malloc_set_by_user() -> bool:
+    """Whether the environment already sets glibc's malloc (``MALLOC_ENV`` or its tunables)."""
+    return any(name in os.environ for name in MALLOC_ENV) or (
+        "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+    )
 
 
 def keep_freed_memory() -> bool:
@@ -57,10 +68,11 @@ def keep_freed_memory() -> bool:
     at 8x8 (tools/bench_peer.py, docs/performance.md). Blocks up to 32 MiB now come from the heap
     and up to 1 GiB of free heap is kept; the process's peak memory does not grow, it only stays
     allocated between steps. The same as setting ``MALLOC_MMAP_THRESHOLD_=33554432`` and
-    ``MALLOC_TRIM_THRESHOLD_=1073741824`` before Python starts. Returns whether it applied (False
-    off glibc, e.g. on macOS or musl, where nothing changes).
+    ``MALLOC_TRIM_THRESHOLD_=1073741824`` before Python starts. A user who sets malloc through
+    the environment (``malloc_set_by_user``) has chosen: it is left as set. Returns whether it
+    applied (False off glibc, e.g. on macOS or musl, or with the user's own settings).
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or malloc_set_by_user():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -91,3 +91,31 @@ def test_freed_memory_is_kept_for_the_next_allocation():
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     # Fresh pages would fault 4096 times per tensor (4 KiB pages); kept ones do not fault at all.
     assert faults < size // 4096
+
+
+@pytest.mark.parametrize(
+    "name, value, users",
+    [
+        ("MALLOC_TRIM_THRESHOLD_", "0", True),
+        ("MALLOC_MMAP_THRESHOLD_", "65536", True),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0", True),
+        ("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F", False),
+    ],
+)
+def test_malloc_settings_of_the_user_are_left_as_set(name, value, users, monkeypatch):
+    import progan.devices as devices
+
+    for other in (*devices.MALLOC_ENV, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, value)
+    called = []
+
+    def fake_cdll(*args):
+        called.append(args)
+        raise OSError("no libc in this test")
+
+    monkeypatch.setattr(devices.ctypes, "CDLL", fake_cdll)
+    assert devices.malloc_set_by_user() is users
+    assert devices.keep_freed_memory() is False
+    # The user's own settings: glibc is not even opened; otherwise progan goes on to set it.
+    assert bool(called) is (not users and devices.sys.platform.startswith("linux"))
