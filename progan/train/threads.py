@@ -96,6 +96,10 @@ class ThreadTuner:
 
     ``timed(step)`` runs one step. While probing, each candidate count runs ``settle`` untimed steps
     (a new count's first step pays for warm-up) and then ``probe`` timed ones; the median decides.
+    The first count is timed once more after the others, and its faster median counts: the steps
+    right after a phase change can be slow for a while whatever the count (measured: 128 ms a
+    step at 2 threads first, 89 ms a minute later, 1 thread 125 ms, demo networks at 16x16), and
+    without the second look the count probed first would lose to that warm-up.
     The winner then runs until ``retry_s`` of wall time has passed (at least ``spacing`` times the
     time the probe took, so that probing stays a small share of a slow step's run) or until the
     median of its last ``probe`` steps exceeds ``slower`` times its probed time; then it probes
@@ -127,7 +131,7 @@ class ThreadTuner:
         # Per probe: (the count chosen, {count: median step seconds}).
         self.changes: list[tuple[int, dict[int, float]]] = []
         self._queue: list[int] = []
-        self._times: dict[int, list[float]] = {}
+        self._times: dict[int, list[list[float]]] = {}
         self._seen = 0  # steps at the current probe count (settle + timed)
         self._recent: list[float] = []
         self._probe_started = self._until = 0.0
@@ -156,8 +160,8 @@ class ThreadTuner:
 
     def new_phase(self) -> None:
         if self.tuning:
-            self._queue = list(self.counts)
-            self._times = {n: [] for n in self.counts}
+            self._queue = [*self.counts, self.counts[0]]  # the first count again, warmed up
+            self._times = {n: [] for n in self.counts}  # per count: one list per probed segment
             self._seen = 0
             self._probe_started = self.clock()
 
@@ -176,8 +180,10 @@ class ThreadTuner:
             return
         if self._queue:
             self._seen += 1
+            if self._seen == 1:
+                self._times[count].append([])
             if self._seen > self.settle:
-                self._times[count].append(seconds)
+                self._times[count][-1].append(seconds)
             if self._seen >= self.settle + self.probe:
                 self._queue.pop(0)
                 self._seen = 0
@@ -193,7 +199,11 @@ class ThreadTuner:
             self.new_phase()
 
     def _choose(self) -> None:
-        medians = {n: statistics.median(t) for n, t in self._times.items() if t}
+        medians = {
+            n: min(statistics.median(seg) for seg in segs if seg)
+            for n, segs in self._times.items()
+            if any(segs)
+        }
         previous = self.best if self.changes else None
         self.best = min(medians, key=lambda n: (medians[n], -n))
         self.best_time = medians[self.best]
