@@ -12,7 +12,9 @@ checkpoint at its stage's resolution: mean D(train) and mean D(held-out) on ``--
 positive D(train) - median D(held-out) signs (r_v, overfitting seen against unseen reals),
 the heuristics' r_t on the same training images (official: E[sign D(train)]; midpoint, progan's
 under WGAN-GP: E[sign(D(train) - m)], m halfway between mean D(train) and mean D(fake) of the
-checkpoint's G on fixed latents), and SWD x 1e3 (``progan swd``, 16 px and up, the
+checkpoint's G on fixed latents), for runs with ``--augment ada|fixed`` the official r_t on the
+training images through the run's pipeline at the checkpoint's p (``rt_aug``: what ADA reads in
+training, at fixed draws) with the share of images the pipeline changed (``aug``), and SWD x 1e3 (``progan swd``, 16 px and up, the
 held-out store as reference, ``--swd-n`` images) when asked.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from progan.augment import AugmentPipe, Draws, augpipe_spec
 from progan.config.schema import from_dict
 from progan.nets.build import build_networks
 from progan.store.reader import LMDBImages
@@ -43,6 +46,17 @@ def d_scores(D, store: str, res: int, indices: np.ndarray) -> np.ndarray:
 def _scores(D, x: torch.Tensor, res: int) -> np.ndarray:
     out = torch.cat([D(x[i : i + 100], res, 1.0) for i in range(0, len(x), 100)])
     return out.float().reshape(len(x), -1)[:, 0].numpy()
+
+
+@torch.no_grad()
+def augmented_rt(D, store: str, res: int, indices: np.ndarray, augpipe: str, p: float):
+    """The official r_t on the training images through the pipeline at p (fixed draws), and the
+    share of images that came out changed (with p per operation, some come through untouched)."""
+    x = preprocess_reals(LMDBImages(store, res).read_level(indices), None, res, 1.0)
+    y = AugmentPipe(augpipe_spec(augpipe))(x, p, Draws(torch.Generator().manual_seed(7)))
+    # Half an 8-bit level: the round-off of resampling an untouched image is not a change.
+    changed = (y - x).abs().flatten(1).amax(1) > 1 / 255
+    return float(np.sign(_scores(D, y, res)).mean()), float(changed.float().mean())
 
 
 @torch.no_grad()
@@ -80,7 +94,7 @@ def main() -> None:
     held_idx = np.arange(args.skip, args.skip + args.n)
     table = {}
     print(f"{'run':>14} {'kimg':>6} {'res':>4} {'D(train)':>9} {'D(held)':>9} {'D(fake)':>8} {'gap/sd':>7} "
-          f"{'r_v':>6} {'rt_off':>6} {'rt_mid':>6} {'SWD':>7}")  # fmt: skip
+          f"{'r_v':>6} {'rt_off':>6} {'rt_mid':>6} {'p':>6} {'rt_aug':>6} {'aug':>5} {'SWD':>7}")  # fmt: skip
     for run in args.runs:
         rows = []
         for ckpt in list_checkpoints(run)[:: args.every]:
@@ -99,6 +113,12 @@ def main() -> None:
             mid = (
                 tr.mean() + fk.mean()
             ) / 2  # progan's r_t under WGAN-GP (progan.train.augmenting)
+            p = float((state.get("augment") or {}).get("p", cfg.aug_p))
+            rt_aug, changed = (
+                augmented_rt(D, args.train, res, train_idx, cfg.augpipe, p)
+                if cfg.augment in ("ada", "fixed")
+                else (None, None)
+            )
             row = {
                 "kimg": state["images_shown"] / 1000,
                 "res": res,
@@ -109,14 +129,22 @@ def main() -> None:
                 "d_fake": float(fk.mean()),
                 "r_t_official": float(np.sign(tr).mean()),
                 "r_t_midpoint": float(np.sign(tr - mid).mean()),
+                "p": p if cfg.augment in ("ada", "fixed") else None,
+                "r_t_augmented": rt_aug,
+                "augmented_share": changed,
                 "swd": swd(ckpt, args.held_out, args.swd_n) if args.swd_n else None,
             }
             rows.append(row)
             s = f"{row['swd']:7.2f}" if row["swd"] is not None else "      -"
+            a = (
+                f"{p:6.3f} {rt_aug:6.2f} {changed:5.2f}"
+                if rt_aug is not None
+                else "     -      -     -"
+            )
             print(
                 f"{run.name:>14} {row['kimg']:6.0f} {res:4d} {row['d_train']:9.3f} "
                 f"{row['d_held_out']:9.3f} {row['d_fake']:8.3f} {row['gap_sd']:7.2f} {row['r_t']:6.2f} "
-                f"{row['r_t_official']:6.2f} {row['r_t_midpoint']:6.2f} {s}",
+                f"{row['r_t_official']:6.2f} {row['r_t_midpoint']:6.2f} {a} {s}",
                 flush=True,
             )
         table[str(run)] = rows
