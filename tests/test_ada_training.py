@@ -183,6 +183,66 @@ def test_ada_state_round_trips_mid_interval_and_keeps_the_config_settings():
     assert _adapt(again, real, fake, 6) == _adapt(aug, real, fake, 6)
 
 
+def _held_out(scale: float = 1.0, offset: float = 0.0, **kw) -> DAugment:
+    """An ``rv`` controller whose held-out images are 8 random 8x8 images already read."""
+    cfg = TrainConfig(**{**TINY, "augment": "ada", "ada_kimg": 100, "ada_heuristic": "rv",
+                         "ada_val": "held-out.lmdb", **kw})  # fmt: skip
+    aug = DAugment(cfg)
+    aug.held_out._images[8] = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8)
+    return aug
+
+
+def _adapt_rv(aug, real: float, fake: float, held: float, steps: int, scale=1.0, offset=0.0):
+    """``steps`` minibatches of 8 in which D scores (times ``scale``, plus ``offset``) every
+    training real ``real``, every fake ``fake`` and every held-out real ``held``."""
+    seen, ps = [], []
+    D = lambda x, res, alpha: (  # noqa: E731
+        seen.append(x.shape) or torch.full((x.shape[0], 1), held * scale + offset)
+    )
+    for step in range(steps):
+        aug.validate(D, 8, 1.0, step * 8, 8, 0, 8, torch.device("cpu"))
+        aug.observe(
+            torch.full((8,), real * scale + offset), torch.full((8,), fake * scale + offset)
+        )
+        aug.end_step(8)
+        ps.append(aug.p)
+    return ps, seen
+
+
+def test_rv_raises_p_when_d_scores_held_out_reals_as_fakes_and_lowers_it_otherwise():
+    step = float(torch.tensor(8 * 4 / 100_000, dtype=torch.float32))
+    aug = _held_out()
+    ps, seen = _adapt_rv(aug, 2.0, -2.0, -2.0, 8)  # memorised: unseen reals score like fakes
+    assert seen == [(8, 3, 8, 8)] * 2  # one held-out minibatch per interval, on its last step
+    assert ps[:3] == [0.0] * 3 and ps[3] == step and aug.ada.rt == 1.0
+    assert ps[7] == float(torch.tensor(step, dtype=torch.float32) + step)
+    assert aug.report() == {"augment/p": ps[7], "augment/rv": 1.0}
+    ps, _ = _adapt_rv(aug, 2.0, -2.0, 0.5, 8)  # held-out halfway: r_v = 0.375 < 0.6, p falls
+    assert aug.ada.rt == 0.375 and ps[-1] == 0.0 < ps[3]
+    _adapt_rv(aug, 1.0, 2.0, -1.0, 4)  # fakes above the reals: no overfitting to speak of
+    assert aug.ada.rt == 0.0
+
+
+def test_rv_does_not_depend_on_the_offset_or_scale_of_d_scores():
+    """The WGAN-GP critic's scores have no fixed offset; r_v is a ratio of differences."""
+    ref = _adapt_rv(_held_out(), 1.0, -1.0, -0.6, 12)[0]
+    assert ref[-1] > 0
+    assert (
+        _adapt_rv(_held_out(loss="wgangp"), 1.0, -1.0, -0.6, 12, scale=37.0, offset=-5.0)[0] == ref
+    )
+
+
+def test_rv_state_round_trips_mid_interval():
+    aug = _held_out()
+    _adapt_rv(aug, 2.0, -2.0, -2.0, 6)  # 2 minibatches into the second interval
+    state = aug.state_dict()
+    assert state["held_out"][1] == 16 and state["held_out"][5] == 0  # no held-out pass yet
+    again = _held_out()
+    again.load_state_dict(copy.deepcopy(state))
+    again.held_out._images = aug.held_out._images
+    assert _adapt_rv(again, 2.0, -2.0, 1.0, 6)[0] == _adapt_rv(aug, 2.0, -2.0, 1.0, 6)[0]
+
+
 # --- training runs ------------------------------------------------------------------------------
 
 
@@ -213,10 +273,42 @@ def test_resume_with_ada_is_bit_exact_p_included(face_store, tmp_path):
     assert len(scalars(tmp_path / "a", "augment/sign_real")) == 6
 
 
+@pytest.fixture(scope="module")
+def held_out_store(tmp_path_factory):
+    """32 demo faces the face store does not hold (another seed), levels 4-16."""
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
+
+    root = tmp_path_factory.mktemp("held_out")
+    make_demo_images(root / "src", n=32, size=32, seed=2)
+    prepare_lmdb(root / "src", root / "held.lmdb", res_max=16, workers=0, progress=False)
+    return root / "held.lmdb"
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one_process_with_ada(face_store, tmp_path):
+def test_resume_with_rv_is_bit_exact(face_store, held_out_store, tmp_path):
+    cfg = tiny(face_store, **ADA, ada_heuristic="rv", ada_val=str(held_out_store))
+    train(cfg, tmp_path / "a", log=quiet)
+    r = train(cfg, tmp_path / "b", log=quiet, stop_at_images=100)  # 13 minibatches: mid-interval
+    stopped = load_checkpoint(r.checkpoint)["augment"]
+    assert stopped["minibatches"] == 13 and stopped["held_out"][1] == 8  # one minibatch pending
+    train(cfg, tmp_path / "b", log=quiet)
+    a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
+    assert a["augment"] == b["augment"] and a["augment"]["p"] != 0.5
+    assert not math.isnan(a["augment"]["rt"])
+    wa, wb = weights(a), weights(b)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert len(scalars(tmp_path / "a", "augment/rv")) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heuristic", ["rt", "rv"])
+def test_two_processes_equal_one_process_with_ada(face_store, held_out_store, tmp_path, heuristic):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     args = [*TINY_ARGS, "--augment", "ada", "--aug-p", "0.5", "--ada-kimg", "0.64"]
+    if heuristic == "rv":  # the held-out minibatch is split over the processes like the reals
+        args += ["--ada-heuristic", "rv", "--ada-val", str(held_out_store)]
     for run, nproc in (("one", 1), ("two", 2)):
         launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         cmd = [sys.executable, *(launch if nproc > 1 else []), "-m", "progan", "train",
@@ -224,7 +316,11 @@ def test_two_processes_equal_one_process_with_ada(face_store, tmp_path):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr + r.stdout
     one, two = final_state(tmp_path / "one"), final_state(tmp_path / "two")
-    assert one["augment"] == two["augment"] and one["augment"]["p"] != 0.5
+    a1, a2 = one["augment"], two["augment"]
+    if heuristic == "rv":  # r_v is a ratio of mean scores: the all-reduce's rounding shows in it
+        assert a1.pop("rt") == pytest.approx(a2.pop("rt"), rel=1e-3)
+        assert a1.pop("held_out") == pytest.approx(a2.pop("held_out"), rel=1e-3, abs=1e-3)
+    assert a1 == a2 and a1["p"] != 0.5
     w1, w2 = weights(one), weights(two)
     for k in w1:
         # Differences are float rounding of the gradient all-reduce only (as test_distributed).
@@ -351,11 +447,34 @@ def test_from_refuses_other_classes_and_a_start_above_the_source(source_run):
         (["--aug-p", "-1"], ["aug_p must be"]),
         (["--diffaugment", "color,zoom"], ["diffaugment must name", "'color,zoom'"]),
         (["--freeze-d", "-2"], ["freeze_d must be >= 0"]),
+        (["--ada-heuristic", "rw"], ["ada_heuristic must be one of rt, rv", "'rw'"]),
+        (["--augment", "ada", "--ada-heuristic", "rv"], ["needs held-out images", "--ada-val"]),
+        (
+            ["--augment", "ada", "--ada-heuristic", "rv", "--ada-val", "nowhere.lmdb"],
+            ["--ada-val", "nowhere.lmdb"],
+        ),
     ],
 )
 def test_bad_augment_options_are_one_line_errors(face_store, tmp_path, args, needles):
     r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "r", *TINY_ARGS, *args)
     one_line_error(r, *needles)
+    assert not (tmp_path / "r").exists()
+
+
+def test_held_out_store_must_be_another_store_with_every_level(face_store, tmp_path):
+    rv = ["--augment", "ada", "--ada-heuristic", "rv", "--ada-val"]
+    r = invoke(
+        "train", "--data", face_store, "--run-dir", tmp_path / "r", *TINY_ARGS, *rv, face_store
+    )
+    one_line_error(r, "--ada-val", "is the training store")
+    from progan.store.demo import make_demo_images
+    from progan.store.writer import prepare_lmdb
+
+    make_demo_images(tmp_path / "src", n=8, size=8, seed=2)
+    prepare_lmdb(tmp_path / "src", tmp_path / "low.lmdb", res_max=4, workers=0, progress=False)
+    r = invoke("train", "--data", face_store, "--run-dir", tmp_path / "r", *TINY_ARGS, *rv,
+               tmp_path / "low.lmdb")  # fmt: skip
+    one_line_error(r, "--ada-val", "low.lmdb", "8x8", "--res-max 8")
     assert not (tmp_path / "r").exists()
 
 

@@ -101,6 +101,17 @@ from progan.nets.registry import ARCHITECTURES
     "--ada-kimg", type=float, help="ADA: thousands of images for p to go 0 -> 1 [default: 500]."
 )
 @click.option(
+    "--ada-heuristic",
+    type=str,
+    help="ADA's overfitting heuristic: rt (official, D's sign on reals) or rv (D on the held-out "
+    "images of --ada-val against training reals and fakes) [default: rt].",
+)
+@click.option(
+    "--ada-val",
+    type=TextPath(),
+    help="ADA with --ada-heuristic rv: a store of images of the same kind, never trained on.",
+)
+@click.option(
     "--diffaugment", type=str, help="DiffAugment's policies [default: color,translation,cutout]."
 )
 @click.option(

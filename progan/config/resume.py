@@ -18,7 +18,7 @@ from progan.errors import ProganError
 RESUME_MAY_CHANGE = (
     "data", "data_workers", "cache_mb", "device", "precision", "penalty_precision", "threads",
     "batch_gpu", "total_kimg", "tick_kimg", "snapshot_ticks", "image_ticks", "keep_checkpoints",
-    "grid_size",
+    "grid_size", "ada_val",
 )  # fmt: skip
 
 

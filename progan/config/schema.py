@@ -101,6 +101,11 @@ class TrainConfig:
     ada_target: float = 0.6  # the overfitting heuristic's target r_t
     ada_kimg: float = 500.0  # p can move from 0 to 1 in this many thousand images
     ada_interval: int = 4  # minibatches between adjustments of p
+    # The overfitting heuristic: "rt" (official: E[sign(D(real))], progan's midpoint under WGAN-GP)
+    # or "rv" (the ADA paper's r_v: D on held-out reals from the store ada_val, against training
+    # reals and fakes).
+    ada_heuristic: str = "rt"
+    ada_val: str = ""  # with "rv": a store of images of the kind trained on, never trained on
     diffaugment: str = "color,translation,cutout"  # DiffAugment's policies, in order
     freeze_d: int = 0  # FreezeD (Mo et al. 2020): D's first N blocks from the input stay fixed
 
@@ -164,6 +169,7 @@ class TrainConfig:
 # What --augment, --augpipe and the DiffAugment policy may name (progan.augment's AUGPIPE_SPECS and
 # DIFFAUGMENT_POLICIES, kept here as data so that the config imports no augmentation code).
 AUGMENT_CHOICES = ("none", "ada", "fixed", "diffaugment")
+ADA_HEURISTICS = ("rt", "rv")
 AUGPIPES = (
     "blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc",
 )  # fmt: skip
@@ -304,6 +310,21 @@ def _validate(c: TrainConfig) -> None:
     )
     positive("ada_kimg", c.ada_kimg)
     need(c.ada_interval >= 1, f"ada_interval must be >= 1 minibatch, got {c.ada_interval}")
+    need(
+        c.ada_heuristic in ADA_HEURISTICS,
+        f"ada_heuristic must be one of {', '.join(ADA_HEURISTICS)}, got {c.ada_heuristic!r}",
+    )
+    rv = c.augment == "ada" and c.ada_heuristic == "rv"
+    need(
+        not rv or bool(c.ada_val),
+        "ada_heuristic = 'rv' needs held-out images: --ada-val STORE, a store prepared from images "
+        "of the same kind that the run does not train on",
+    )
+    need(
+        not rv or not c.conditional,
+        "ada_heuristic = 'rv' is for unconditional runs (the held-out store has no labels to "
+        "condition D on); use ada_heuristic = 'rt'",
+    )
     policies = [n.strip() for n in c.diffaugment.split(",") if n.strip()]
     need(
         bool(policies) and all(n in DIFFAUGMENT_CHOICES for n in policies),

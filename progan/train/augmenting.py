@@ -20,12 +20,24 @@ depends on the loss:
   fakes (over the global minibatch): 0 when D cannot tell them apart, 1 when it puts every real above
   the middle, which is what the official statistic measures against the logistic boundary.
 
+With ``ada_heuristic = "rv"`` the heuristic is instead the ADA paper's validation ratio
+``r_v = (E[D(train)] - E[D(held-out)]) / (E[D(train)] - E[D(fake)])`` over each interval: the
+training reals' and fakes' scores of the D steps, and D on one global minibatch of held-out reals
+(``ada_val``, drawn, mirrored and augmented from their own stream) on the interval's last step,
+before its D step. It is 0 when D scores unseen reals as its training reals, 1 when it scores them
+as fakes; a ratio of differences, it does not depend on the offset or the scale of D's scores, so
+it reads the same under WGAN-GP as under the logistic loss. Its reals go through the pipeline at
+the current p like the training reals, so the share of images that pass untouched cancels in the
+ratio (it does not in r_t: a D that only memorises scores a changed training image like an unseen
+one, and r_t then reads the untouched share).
+
 The statistics are summed over processes at every step (two small all-reduces), so that p and the
 pending statistics are the same on every process and a checkpoint holds them without a collective.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -35,8 +47,10 @@ from progan.augment.diffaugment import diffaugment
 from progan.augment.draws import Draws
 from progan.augment.pipe import AugmentPipe, augpipe_spec
 from progan.config.schema import TrainConfig
+from progan.errors import ProganError
 from progan.train import distributed as dist_utils
-from progan.train.streams import augment_generator
+from progan.train.losses import at_least_fp32, split_critic_output
+from progan.train.streams import ada_val_generator, augment_generator
 
 
 class StepAugment:
@@ -65,8 +79,9 @@ class StepAugment:
         part.calls = self.calls
         return part
 
-    def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
-        """D's scores on this process's (augmented) reals and fakes of the D step."""
+    def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor | None) -> None:
+        """D's scores on this process's (augmented) reals and fakes of the D step (None: a pass
+        without fakes, StyleGAN2's R1 phase)."""
         self.owner.observe(real_scores, fake_scores)
 
 
@@ -88,6 +103,7 @@ class DAugment:
         self.fixed_p = float(torch.tensor(cfg.aug_p, dtype=torch.float32))
         self.midpoint = cfg.loss == "wgangp"
         self._signs = None  # [sum of sign(D(real)), count] since the last report (the official r_t)
+        self.held_out = HeldOut(cfg) if self.ada is not None and cfg.ada_heuristic == "rv" else None
 
     @property
     def p(self) -> float:
@@ -100,9 +116,13 @@ class DAugment:
             return None
         return StepAugment(self, images_shown, batch, lo, hi)
 
-    def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
-        """Add a D step's scores to the heuristic's statistics, summed over processes."""
+    def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor | None) -> None:
+        """Add a D step's scores to the heuristic's statistics, summed over processes (no
+        ``fake_scores``: a pass on reals only)."""
         if self.ada is None:
+            return
+        if self.held_out is not None:
+            self.held_out.observe(real_scores, fake_scores)
             return
         real = real_scores.detach().double().flatten()
         official = real.sign()
@@ -116,9 +136,26 @@ class DAugment:
         seen = torch.stack([signs[2], signs[1]])
         self._signs = seen if self._signs is None else self._signs + seen
 
+    def validate(self, D, res: int, alpha: float, images_shown: int, batch: int, lo: int, hi: int,
+                 device, autocast=None) -> None:  # fmt: skip
+        """With ``rv``, on the last minibatch of each interval (before its D step): D's scores on
+        rows [lo, hi) of a global minibatch of held-out reals, summed over processes."""
+        if self.held_out is not None and (self.ada.minibatches + 1) % self.ada.interval == 0:
+            draws = Draws(ada_val_generator(self.seed, images_shown, 1), (lo, hi, batch))
+            augment = lambda x: self.pipe(x, self.p, draws)  # noqa: E731
+            self.held_out.score(
+                D, augment, res, alpha, images_shown, batch, lo, hi, device, autocast
+            )
+
     def end_step(self, batch: int) -> bool:
         """Count a minibatch of the global ``batch``; every ``ada_interval``-th adjusts p."""
-        return self.ada is not None and self.ada.update(batch)
+        if self.ada is None:
+            return False
+        if self.held_out is not None and (self.ada.minibatches + 1) % self.ada.interval == 0:
+            rv = self.held_out.ratio()
+            if not math.isnan(rv):
+                self.ada.add(rv, 1.0)
+        return self.ada.update(batch)
 
     def report(self) -> dict[str, float]:
         """What a tick reports: p, and with ``ada`` the last r_t (and, under WGAN-GP, the tick's
@@ -127,7 +164,7 @@ class DAugment:
             return {}
         out = {"augment/p": self.p}
         if self.ada is not None:
-            out["augment/rt"] = self.ada.rt
+            out["augment/rv" if self.held_out is not None else "augment/rt"] = self.ada.rt
             if self.midpoint and self._signs is not None:
                 total, count = self._signs.tolist()
                 out["augment/sign_real"] = total / count if count else math.nan
@@ -136,7 +173,12 @@ class DAugment:
 
     def state_dict(self) -> dict | None:
         """What a checkpoint keeps: the adaptive p and its pending statistics (None without ada)."""
-        return self.ada.state_dict() if self.ada is not None else None
+        if self.ada is None:
+            return None
+        state = self.ada.state_dict()
+        if self.held_out is not None:
+            state["held_out"] = self.held_out.sums.tolist()
+        return state
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore ``state_dict()``; a checkpoint without (written without ada) leaves p as set."""
@@ -145,7 +187,65 @@ class DAugment:
             self.ada.load_state_dict(state)
             # The config's settings hold (a resume may change them on purpose), the state goes on.
             self.ada.target, self.ada.interval, self.ada.kimg = settings
+            if self.held_out is not None and "held_out" in state:
+                self.held_out.sums = torch.tensor(state["held_out"], dtype=torch.float64)
 
 
 def _count(t: torch.Tensor) -> torch.Tensor:
     return torch.full((), t.numel(), dtype=torch.float64, device=t.device)
+
+
+class HeldOut:
+    """The ``rv`` heuristic's statistics: sums of D's scores on the training reals, the fakes and
+    the held-out reals since the last adjustment (over every process), and the held-out images."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.path, self.seed, self.mirror = cfg.ada_val, cfg.seed, cfg.mirror
+        self.sums = torch.zeros(6, dtype=torch.float64)  # real, fake, held-out: sum and count each
+        self._images: dict[int, torch.Tensor] = {}  # uint8 levels read so far
+
+    def images(self, res: int) -> torch.Tensor:
+        if res not in self._images:
+            from progan.store.reader import LMDBImages
+
+            try:
+                self._images[res] = LMDBImages(self.path, res).read_level()
+            except ProganError as e:
+                raise ProganError(f"--ada-val: {e}") from None
+            if not len(self._images[res]):
+                raise ProganError(f"--ada-val: store '{self.path}' holds no images")
+        return self._images[res]
+
+    def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor | None) -> None:
+        real = real_scores.detach().double().flatten()
+        fake = real[:0] if fake_scores is None else fake_scores.detach().double().flatten()
+        part = dist_utils.all_sum(torch.stack([real.sum(), _count(real), fake.sum(), _count(fake)]))
+        self.sums = self.sums.to(part.device)  # where the scores are: no synchronisation per step
+        self.sums[:4] += part
+
+    @torch.no_grad()
+    def score(self, D, augment, res, alpha, images_shown, batch, lo, hi, device, autocast) -> None:
+        from progan.train.step import preprocess_reals
+
+        images = self.images(res)
+        gen = ada_val_generator(self.seed, images_shown, 0)
+        index = torch.randint(len(images), (batch,), generator=gen)[lo:hi]
+        flips = (torch.rand(batch, generator=gen) < 0.5)[lo:hi] if self.mirror else None
+        flips = flips.to(device) if flips is not None else None
+        x = preprocess_reals(images[index].to(device), flips, res, alpha)
+        with autocast or contextlib.nullcontext():
+            scores = split_critic_output(at_least_fp32(D(augment(x), res, alpha)))[0]
+        scores = scores.detach().double().flatten()
+        part = dist_utils.all_sum(torch.stack([scores.sum(), _count(scores)]))
+        self.sums = self.sums.to(part.device)
+        self.sums[4:] += part
+
+    def ratio(self) -> float:
+        """r_v of the statistics since the last call (NaN without all three), which it clears."""
+        real, n_real, fake, n_fake, held, n_held = self.sums.tolist()
+        self.sums.zero_()
+        if not (n_real and n_fake and n_held):
+            return math.nan
+        real, fake, held = real / n_real, fake / n_fake, held / n_held
+        # D no better on its training reals than on fakes: nothing to call overfitting.
+        return (real - held) / (real - fake) if real > fake else 0.0

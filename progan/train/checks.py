@@ -35,7 +35,32 @@ def check_store(cfg: TrainConfig) -> dict[str, Any]:
             f"conditional training needs labels, but store '{cfg.data}' has none "
             "(prepare it with --labels)"
         )
+    if cfg.augment == "ada" and cfg.ada_heuristic == "rv":
+        check_held_out(cfg, meta)
     return meta
+
+
+def check_held_out(cfg: TrainConfig, meta: dict[str, Any]) -> None:
+    """ADA's held-out store (``ada_val``): readable, not empty, every level trained on, and not
+    the training store itself (r_v would then read 0 whatever D memorises)."""
+    try:
+        held = read_meta(cfg.ada_val)
+    except ProganError as e:
+        raise ProganError(f"--ada-val: {e}") from None
+    have = sorted(int(r) for r in held["levels"])
+    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
+    if missing:
+        raise ProganError(
+            f"--ada-val: store '{cfg.ada_val}' has levels {have[0]}-{have[-1]}; the run trains at "
+            f"{missing[0]}x{missing[0]} too: prepare it with --res-max {cfg.res_max}"
+        )
+    if not int(held.get("count", 1)):
+        raise ProganError(f"--ada-val: store '{cfg.ada_val}' holds no images")
+    if Path(cfg.ada_val).resolve() == Path(cfg.data).resolve():
+        raise ProganError(
+            f"--ada-val: '{cfg.ada_val}' is the training store; r_v needs images the run does "
+            "not train on (prepare a store from images set aside)"
+        )
 
 
 def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:

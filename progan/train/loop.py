@@ -345,6 +345,8 @@ def _step(
     flips = noise.flips.to(device) if noise.flips is not None else None
     shard = Shard(preprocess_reals(reals_u8, flips, stage.res, stage.alpha), labels, noise, lo, hi)
     augment = run.augment.at(run.images_shown, batch, lo, hi)
+    run.augment.validate(run.D, stage.res, stage.alpha, run.images_shown, batch, lo, hi, device,
+                         job.autocast)  # fmt: skip
     stats, beta = trainer_of(cfg.arch).iterate(
         job, run, stage, shard, (g_params, d_params), augment
     )

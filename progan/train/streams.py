@@ -33,6 +33,7 @@ Z_D, Z_G, EPS, FLIP, GRID, INPUTS_D, INPUTS_G = 1, 2, 3, 4, 5, 6, 7
 Z_PL, INPUTS_PL, PL_NOISE = 8, 9, 10
 AUGMENT = 11  # D's input augmentations: one generator per call within the step (augment_generator)
 DATA_ORDER = 12  # each epoch's permutation of the training images (data_order_generator)
+ADA_VAL = 13  # ADA's held-out reals (ada_heuristic "rv"): their indices, mirroring, augmentation
 STREAMS = (
     Z_D,
     Z_G,
@@ -46,6 +47,7 @@ STREAMS = (
     PL_NOISE,
     AUGMENT,
     DATA_ORDER,
+    ADA_VAL,
 )
 
 
@@ -53,6 +55,12 @@ def data_order_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator of epoch ``epoch``'s order of the training images: a stream of its own (it
     was stream 7 once, so that epoch 0's order shared its seed with the first G step's inputs)."""
     return torch.Generator().manual_seed(_seed(seed, DATA_ORDER, epoch))
+
+
+def ada_val_generator(seed: int, position: int, use: int) -> torch.Generator:
+    """The generator of ADA's held-out minibatch in the step at ``position``: ``use`` 0 draws the
+    images and their mirroring, 1 their augmentation."""
+    return torch.Generator().manual_seed(_seed(seed, ADA_VAL, position, use))
 
 
 def augment_generator(seed: int, position: int, call: int) -> torch.Generator:

@@ -171,7 +171,7 @@ def train_step(
         for key, name in STATS[phase].items():
             stats[name] = out[key].float().mean()
         if augment is not None and phase in ("Dmain", "Dreg"):  # logistic: the reals' signs
-            augment.observe(out["real_scores"], out.get("fake_scores", out["real_scores"]))
+            augment.observe(out["real_scores"], out.get("fake_scores"))  # Dreg: no fakes
         if phase == "Greg":
             if world > 1:
                 loss.pl_mean = dist_utils.all_mean(loss.pl_mean.reshape(1))[0]
