@@ -23,8 +23,7 @@ from progan.train import distributed as dist_utils
 def check_store(cfg: TrainConfig) -> dict[str, Any]:
     """The store's metadata, after checking it holds every level the config trains on."""
     meta = read_meta(cfg.data)
-    have = sorted(int(r) for r in meta["levels"])
-    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
+    have, missing = _levels(meta, cfg)
     if missing:
         raise ProganError(
             f"store '{cfg.data}' has levels {have[0]}-{have[-1]}; --res-max {cfg.res_max} needs a "
@@ -40,6 +39,12 @@ def check_store(cfg: TrainConfig) -> dict[str, Any]:
     return meta
 
 
+def _levels(meta: dict[str, Any], cfg: TrainConfig) -> tuple[list[int], list[int]]:
+    """A store's levels, and those the config trains on that it lacks."""
+    have = sorted(int(r) for r in meta["levels"])
+    return have, [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
+
+
 def check_held_out(cfg: TrainConfig, meta: dict[str, Any]) -> None:
     """ADA's held-out store (``ada_val``): readable, not empty, every level trained on, and not
     the training store itself (r_v would then read 0 whatever D memorises)."""
@@ -47,8 +52,7 @@ def check_held_out(cfg: TrainConfig, meta: dict[str, Any]) -> None:
         held = read_meta(cfg.ada_val)
     except ProganError as e:
         raise ProganError(f"--ada-val: {e}") from None
-    have = sorted(int(r) for r in held["levels"])
-    missing = [r for r in levels(cfg.res_start, cfg.res_max) if r not in have]
+    have, missing = _levels(held, cfg)
     if missing:
         raise ProganError(
             f"--ada-val: store '{cfg.ada_val}' has levels {have[0]}-{have[-1]}; the run trains at "
