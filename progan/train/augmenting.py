@@ -202,14 +202,14 @@ class HeldOut:
     def __init__(self, cfg: TrainConfig):
         self.path, self.seed, self.mirror = cfg.ada_val, cfg.seed, cfg.mirror
         self.sums = torch.zeros(6, dtype=torch.float64)  # real, fake, held-out: sum and count each
-        self._images: dict[int, torch.Tensor] = {}  # uint8 levels read so far
+        self._images: dict[int, torch.Tensor] = {}  # the current resolution's uint8 images
 
     def images(self, res: int) -> torch.Tensor:
         if res not in self._images:
             from progan.store.reader import LMDBImages
 
-            try:
-                self._images[res] = LMDBImages(self.path, res).read_level()
+            try:  # one level in memory at a time: a few hundred images at 1024² are gigabytes
+                self._images = {res: LMDBImages(self.path, res).read_level()}
             except ProganError as e:
                 raise ProganError(f"--ada-val: {e}") from None
             if not len(self._images[res]):
