@@ -232,6 +232,16 @@ def test_rv_does_not_depend_on_the_offset_or_scale_of_d_scores():
     )
 
 
+def test_a_run_resumed_with_rv_drops_the_pending_signs_of_rt():
+    rt = DAugment(TrainConfig(**{**TINY, "augment": "ada", "ada_kimg": 100}))
+    _adapt(rt, torch.full((8,), 2.0), torch.full((8,), -2.0), 6)  # signs of 2 minibatches pending
+    assert rt.state_dict()["count"] == 16
+    rv = _held_out()
+    rv.load_state_dict(rt.state_dict())
+    _adapt_rv(rv, 2.0, -2.0, 0.0, 2)  # the interval's end: r_v = 0.5, signs not mixed in
+    assert rv.ada.rt == 0.5 and rv.ada.minibatches == 8
+
+
 def test_rv_state_round_trips_mid_interval():
     aug = _held_out()
     _adapt_rv(aug, 2.0, -2.0, -2.0, 6)  # 2 minibatches into the second interval

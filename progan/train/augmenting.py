@@ -187,8 +187,11 @@ class DAugment:
             self.ada.load_state_dict(state)
             # The config's settings hold (a resume may change them on purpose), the state goes on.
             self.ada.target, self.ada.interval, self.ada.kimg = settings
-            if self.held_out is not None and "held_out" in state:
-                self.held_out.sums = torch.tensor(state["held_out"], dtype=torch.float64)
+            if self.held_out is not None:
+                if "held_out" in state:
+                    self.held_out.sums = torch.tensor(state["held_out"], dtype=torch.float64)
+                else:  # a run that counted the reals' signs goes on with r_v: none of them count
+                    self.ada._stats = None
 
 
 def _count(t: torch.Tensor) -> torch.Tensor:
