@@ -140,18 +140,22 @@ class DAugment:
                  device, autocast=None) -> None:  # fmt: skip
         """With ``rv``, on the last minibatch of each interval (before its D step): D's scores on
         rows [lo, hi) of a global minibatch of held-out reals, summed over processes."""
-        if self.held_out is not None and (self.ada.minibatches + 1) % self.ada.interval == 0:
+        if self._rv_interval_ends():
             draws = Draws(ada_val_generator(self.seed, images_shown, 1), (lo, hi, batch))
             augment = lambda x: self.pipe(x, self.p, draws)  # noqa: E731
             self.held_out.score(
                 D, augment, res, alpha, images_shown, batch, lo, hi, device, autocast
             )
 
+    def _rv_interval_ends(self) -> bool:
+        """With ``rv``: the coming minibatch is its interval's last (``end_step`` adjusts p)."""
+        return self.held_out is not None and (self.ada.minibatches + 1) % self.ada.interval == 0
+
     def end_step(self, batch: int) -> bool:
         """Count a minibatch of the global ``batch``; every ``ada_interval``-th adjusts p."""
         if self.ada is None:
             return False
-        if self.held_out is not None and (self.ada.minibatches + 1) % self.ada.interval == 0:
+        if self._rv_interval_ends():
             rv = self.held_out.ratio()
             if not math.isnan(rv):
                 self.ada.add(rv, 1.0)
@@ -213,18 +217,21 @@ class HeldOut:
 
             try:  # one level in memory at a time: a few hundred images at 1024² are gigabytes
                 self._images = {res: LMDBImages(self.path, res).read_level()}
-            except ProganError as e:
+            except ProganError as e:  # preflight checked it (check_held_out): a damaged record
                 raise ProganError(f"--ada-val: {e}") from None
-            if not len(self._images[res]):
-                raise ProganError(f"--ada-val: store '{self.path}' holds no images")
         return self._images[res]
 
     def observe(self, real_scores: torch.Tensor, fake_scores: torch.Tensor | None) -> None:
         real = real_scores.detach().double().flatten()
         fake = real[:0] if fake_scores is None else fake_scores.detach().double().flatten()
-        part = dist_utils.all_sum(torch.stack([real.sum(), _count(real), fake.sum(), _count(fake)]))
-        self.sums = self.sums.to(part.device)  # where the scores are: no synchronisation per step
-        self.sums[:4] += part
+        self._add(0, torch.stack([real.sum(), _count(real), fake.sum(), _count(fake)]))
+
+    def _add(self, at: int, part: torch.Tensor) -> None:
+        """Add ``part`` summed over processes to ``sums[at:]``, where the scores are (no device
+        synchronisation per step)."""
+        part = dist_utils.all_sum(part)
+        self.sums = self.sums.to(part.device)
+        self.sums[at : at + len(part)] += part
 
     @torch.no_grad()
     def score(self, D, augment, res, alpha, images_shown, batch, lo, hi, device, autocast) -> None:
@@ -239,9 +246,7 @@ class HeldOut:
         with autocast or contextlib.nullcontext():
             scores = split_critic_output(at_least_fp32(D(augment(x), res, alpha)))[0]
         scores = scores.detach().double().flatten()
-        part = dist_utils.all_sum(torch.stack([scores.sum(), _count(scores)]))
-        self.sums = self.sums.to(part.device)
-        self.sums[4:] += part
+        self._add(4, torch.stack([scores.sum(), _count(scores)]))
 
     def ratio(self) -> float:
         """r_v of the statistics since the last call (NaN without all three), which it clears."""
