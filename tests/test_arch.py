@@ -63,7 +63,7 @@ def test_unknown_arch_and_options_are_one_line_errors_naming_the_choices(toy_arc
     with pytest.raises(ProganError, match=r"'blocks' of arch 'toy': cannot use 2.5 \(a int"):
         from_dict({"arch": "toy", "net": {"blocks": 2.5}})
     with pytest.raises(
-        ProganError, match=r"arch 'progan' has no \[net\] option 'gain' \(known: none\)"
+        ProganError, match=r"arch 'progan' has no \[net\] option 'gain' \(known: upsample\)"
     ):
         from_dict({"net": {"gain": 2}})
 
@@ -115,6 +115,25 @@ def test_checkpoints_without_an_arch_are_progan_checkpoints(face_store, tmp_path
     check_compatible(old, cfg, tmp_path)
     with pytest.raises(ProganError, match="another config"):
         check_compatible(old, cfg.replace(mbstd_group=2), tmp_path)
+
+
+def test_progan_upsample_option_is_checked_and_older_checkpoints_are_nearest(tmp_path):
+    from progan.train.checks import check_compatible
+
+    assert from_dict({}).net == {"upsample": "nearest"}  # the paper's
+    cfg = TrainConfig(res_max=8, fmap_max=16, latent_dim=16, minibatch={4: 8, 8: 8})
+    g, _ = build.build_networks(cfg.replace(net={"upsample": "bilinear"}))
+    assert g.blocks["8"].upsample == "bilinear"
+    with pytest.raises(
+        ProganError,
+        match=r"^\[net\] option 'upsample' must be one of nearest, bilinear, got 'bicubic'$",
+    ):
+        from_dict({"net": {"upsample": "bicubic"}})
+    # Checkpoints written before the option existed hold net = {}: they resume as nearest only.
+    old = {**cfg.to_dict(), "net": {}}
+    check_compatible(old, cfg, tmp_path)
+    with pytest.raises(ProganError, match=r"another config \(net = \{'upsample': 'nearest'\}"):
+        check_compatible(old, cfg.replace(net={"upsample": "bilinear"}), tmp_path)
 
 
 def test_the_progan_entry_builds_the_paper_networks():

@@ -72,6 +72,24 @@ def test_generator_fade_in_is_continuous_at_alpha_zero(res):
 
 
 @pytest.mark.parametrize("res", [8, 16, 32])
+def test_bilinear_generator_keeps_the_paper_parameters_and_a_continuous_fade_in(res):
+    """upsample = "bilinear" changes how the blocks upsample, not a parameter; the fade-in's skip
+    stays nearest (as the reals' blend is), so alpha = 0 is still the previous stage's image."""
+    g, _ = small()
+    torch.manual_seed(1)
+    bil = Generator(32, latent_dim=32, fmap_base=128, fmap_max=32, upsample="bilinear").double()
+    bil.load_state_dict(g.state_dict())  # strict: the same keys and shapes
+    z = torch.randn(6, 32, dtype=torch.float64)
+    new, old = bil(z, res, alpha=0.0), bil(z, res // 2, alpha=1.0)
+    up = old.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(new, up, rtol=0, atol=1e-12)
+    # the same weights draw another image once the new block shows
+    assert not torch.allclose(bil(z, res, alpha=1.0), g(z, res, alpha=1.0), atol=1e-3)
+    if res == 8:  # the 4x4 stage has no upsampling: both options agree there
+        torch.testing.assert_close(old, g(z, 4, alpha=1.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("res", [8, 16, 32])
 def test_discriminator_fade_in_is_continuous_at_alpha_zero(res):
     _, d = small()
     img = torch.randn(8, 3, res, res, dtype=torch.float64)

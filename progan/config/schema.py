@@ -14,7 +14,7 @@ from typing import Any
 from progan.config.levels import check_pow2, levels
 from progan.devices import parse_device
 from progan.errors import ProganError
-from progan.nets.registry import resolve_options
+from progan.nets.registry import UPSAMPLE_CHOICES, resolve_options
 
 # Seeds are 0 ... 2**32 - 1: every random stream tells them all apart (the data order's and the
 # per-step draws' keep 48 bits of a seed, SWD's generators take seed * 1000 + ... below 2**64).
@@ -139,6 +139,11 @@ class TrainConfig:
         object.__setattr__(self, "net", resolve_options(self.arch, self.net))
         if self.arch == "stylegan2":
             _validate_stylegan2(self.net)
+        if self.arch == "progan" and self.net["upsample"] not in UPSAMPLE_CHOICES:
+            raise ProganError(
+                f"[net] option 'upsample' must be one of {', '.join(UPSAMPLE_CHOICES)}, "
+                f"got {self.net['upsample']!r}"
+            )
 
     # --- derived -------------------------------------------------------------------------------
     def batch_for(self, res: int) -> int:

@@ -25,6 +25,7 @@ from progan.nets.layers import (
     pixel_norm,
     upsample2x,
 )
+from progan.nets.registry import PROGAN_OPTIONS
 
 
 def num_features(res: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
@@ -38,15 +39,20 @@ def resolutions(res_max: int) -> list[int]:
 
 
 class GBlock(nn.Module):
-    """Nearest 2x upsample, then two 3x3 convs, each followed by leaky ReLU and pixel norm."""
+    """2x upsample (nearest, the paper's; or bilinear), then two 3x3 convs, each followed by leaky
+    ReLU and pixel norm."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, upsample: str = "nearest"):
         super().__init__()
         self.conv0 = EqualizedConv2d(in_ch, out_ch, 3)
         self.conv1 = EqualizedConv2d(out_ch, out_ch, 3)
+        self.upsample = upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = upsample2x(x)
+        if self.upsample == "bilinear":
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            x = upsample2x(x)
         x = pixel_norm(lrelu(self.conv0(x)))
         return pixel_norm(lrelu(self.conv1(x)))
 
@@ -81,6 +87,7 @@ class Generator(nn.Module):
         fmap_max: int = 512,
         num_classes: int = 0,
         conditioning: str = "acgan",
+        upsample: str = "nearest",
     ):
         super().__init__()
         if conditioning not in CONDITIONING_CHOICES:
@@ -100,7 +107,7 @@ class Generator(nn.Module):
         in_features = latent_dim + (num_classes if self.acgan else latent_dim if num_classes else 0)
         self.input = GInput(in_features, nf(4))
         self.blocks = nn.ModuleDict(
-            {str(r): GBlock(nf(r // 2), nf(r)) for r in resolutions(res_max)[1:]}
+            {str(r): GBlock(nf(r // 2), nf(r), upsample) for r in resolutions(res_max)[1:]}
         )
         self.to_rgb = nn.ModuleDict(
             {str(r): EqualizedConv2d(nf(r), 3, 1, gain=1.0) for r in resolutions(res_max)}
@@ -278,7 +285,14 @@ def stage_parameter_count(net: Generator | Discriminator, res: int) -> int:
 def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discriminator]:
     """Generator and Discriminator for a config (the "progan" entry of ``progan.nets.build``)."""
     g = Generator(
-        cfg.res_max, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, num_classes, cfg.conditioning
+        cfg.res_max,
+        cfg.latent_dim,
+        cfg.fmap_base,
+        cfg.fmap_max,
+        num_classes,
+        cfg.conditioning,
+        # .get: another arch's builder may reuse this one for its D, with its own [net] options
+        cfg.net.get("upsample", PROGAN_OPTIONS["upsample"]),
     )
     d = Discriminator(
         cfg.res_max,

@@ -37,6 +37,15 @@ class Architecture:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# [net] options of "progan" and their defaults: the paper's networks.
+PROGAN_OPTIONS = {
+    # G's 2x upsampling inside each block: "nearest" (the paper's) or "bilinear" (smoother: no
+    # 2x2 blocks for the convs to undo, which the CPU demo's short runs never do). The fade-in's
+    # skip path stays nearest, as the reals' fade blend is.
+    "upsample": "nearest",
+}
+UPSAMPLE_CHOICES = ("nearest", "bilinear")
+
 # [net] options of "stylegan" and their defaults: the official G_style / D_basic values.
 STYLEGAN_OPTIONS = {
     "w_dim": 512,  # official dlatent_size
@@ -73,7 +82,7 @@ STYLEGAN2_OPTIONS = {
 }
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "progan": Architecture("Progressive GAN (Karras et al. 2018), Table 2"),
+    "progan": Architecture("Progressive GAN (Karras et al. 2018), Table 2", PROGAN_OPTIONS),
     "stylegan": Architecture(
         "Style-based generator (Karras et al. 2019), official D_basic", STYLEGAN_OPTIONS
     ),

@@ -15,6 +15,7 @@ from progan.config.schema import ARCH_KEYS, TrainConfig, check_world
 from progan.devices import resolve_device
 from progan.errors import ProganError
 from progan.fileio import check_writable
+from progan.nets.registry import resolve_options
 from progan.store.reader import read_meta
 from progan.train import checkpoint as ckpt
 from progan.train import distributed as dist_utils
@@ -73,6 +74,8 @@ def check_compatible(saved: dict, cfg: TrainConfig, run_dir: Path) -> None:
     defaults = TrainConfig().to_dict()
     for k in ARCH_KEYS:
         was = saved.get(k, defaults.get(k))
+        if k == "net":  # options added since that checkpoint was written have their defaults
+            was = resolve_options(saved.get("arch", defaults["arch"]), was)
         if was != getattr(cfg, k):
             raise ProganError(
                 f"run directory '{run_dir}' holds checkpoints of another config ({k} = {was!r}, "
