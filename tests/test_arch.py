@@ -32,7 +32,7 @@ class WideningGenerator(networks.Generator):
 
 
 def build_toy(cfg: TrainConfig, num_classes: int):
-    _, d = networks.build(cfg, num_classes)
+    _, d = networks.build(cfg.replace(arch="progan", net={}), num_classes)  # ProGAN's D
     g = WideningGenerator(
         cfg.net["gain"],
         res_max=cfg.res_max,

@@ -25,7 +25,6 @@ from progan.nets.layers import (
     pixel_norm,
     upsample2x,
 )
-from progan.nets.registry import PROGAN_OPTIONS
 
 
 def num_features(res: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
@@ -291,8 +290,7 @@ def build(cfg: TrainConfig, num_classes: int = 0) -> tuple[Generator, Discrimina
         cfg.fmap_max,
         num_classes,
         cfg.conditioning,
-        # .get: another arch's builder may reuse this one for its D, with its own [net] options
-        cfg.net.get("upsample", PROGAN_OPTIONS["upsample"]),
+        cfg.net["upsample"],
     )
     d = Discriminator(
         cfg.res_max,
