@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -236,8 +237,17 @@ def train(
         dist_timeout=dist_timeout,
         init_from=source[0] if source else None,
     )
-    if not result.finished:
-        sys.exit(130)
+    code = 0 if result.finished else 130
+    if job.world > 1:
+        # The group is torn down and every file written: end here, before the interpreter's own
+        # teardown, where a rank once aborted ("terminate called without an active exception",
+        # a C++ thread of the distributed runtime destroyed while joinable) after a finished
+        # run, which torchrun reports as a failed job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _net_options(pairs: tuple[str, ...]) -> dict | None:
