@@ -147,8 +147,18 @@ def fp32_reference():
     return _losses_and_grads(channels_last=False, bf16=False)
 
 
-def test_channels_last_fp32_matches_contiguous_fp32(fp32_reference):
-    ref = fp32_reference
+def test_channels_last_fp32_matches_contiguous_fp32(monkeypatch):
+    # The two layouts run kernels that round differently, and a leaky ReLU network's gradients jump
+    # where a pre-activation crosses zero: measured on these networks, inputs 1e-5 apart (relative)
+    # already give gradients 1% apart. With a smooth activation of the same shape in its place the
+    # map is smooth, so fp32 rounding (~1e-7) in either layout stays far inside 1e-5 by design, and
+    # what the test can catch is a layout that computes something else.
+    import progan.nets.progan as progan_nets
+
+    monkeypatch.setattr(
+        progan_nets, "lrelu", lambda x: 0.2 * x + 0.8 * torch.nn.functional.softplus(x, beta=4)
+    )
+    ref = _losses_and_grads(channels_last=False, bf16=False)
     got = _losses_and_grads(channels_last=True, bf16=False)
     for a, b in zip(got, ref):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
@@ -245,7 +255,8 @@ def paper_forward_aten_flops() -> dict[int, tuple[int, int]]:
     """FLOPs of the aten ops of one image through the paper's G and D at each resolution (stable
     phase), counted by torch's flop formulas on the meta device: independent of bench's count."""
     with torch.device("meta"):
-        G, D = Generator(res_max=1024), Discriminator(res_max=1024)
+        # The paper table counts D's second conv at full resolution, then the pooling.
+        G, D = Generator(res_max=1024), Discriminator(res_max=1024, fused=False)
         z = torch.randn(2, 512)
     out = {}
     for res in _design_md_table():
@@ -279,7 +290,10 @@ def test_flop_count_by_hand_at_8x8():
     g = 512 * 8192 + 512 * 512 * 9 * 16 + 2 * 512 * 512 * 9 * 64 + 512 * 3 * 64
     # D: from_rgb, block 8: two 3x3 convs, output: 513->512 3x3 at 4, dense 8192->512, dense 512->1.
     d = 3 * 512 * 64 + 2 * 512 * 512 * 9 * 64 + 513 * 512 * 9 * 16 + 8192 * 512 + 512
-    assert bench.forward_flops(8) == (2 * g, 2 * d)
+    assert bench.forward_flops(8, fused=False) == (2 * g, 2 * d)
+    # Fused, D's second conv and pooling are one stride-2 4x4 conv: 16 taps at 4x4 output pixels.
+    d_fused = d - 512 * 512 * 9 * 64 + 512 * 512 * 16 * 16
+    assert bench.forward_flops(8) == (2 * g, 2 * d_fused)
 
 
 @pytest.mark.parametrize("fade", [False, True])

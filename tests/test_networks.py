@@ -209,3 +209,28 @@ def test_acgan_networks_take_one_hot_labels_and_predict_classes():
     assert out.shape == (4, 1 + 3)  # the score, then one logit per class
     with pytest.raises(ValueError):
         g(z, 8)
+
+
+def test_d_block_strided_conv_computes_conv_then_average_pooling():
+    """D's "before_bias" block runs conv3x3 + 2x2 average as one stride-2 4x4 conv (the official
+    conv2d_downscale2d): the same function of the same weights, in float64 to rounding."""
+    from progan.nets.layers import conv_downsample, downsample2x, lrelu
+    from progan.nets.progan import DBlock
+
+    torch.manual_seed(0)
+    block = DBlock(5, 7).double()
+    with torch.no_grad():
+        block.conv1.bias.normal_()
+    x = torch.randn(3, 5, 8, 8, dtype=torch.float64)
+    h = lrelu(block.conv0(x))
+    plain = downsample2x(block.conv1(h, add_bias=False))
+    assert torch.allclose(conv_downsample(h, block.conv1, fused=True), plain, rtol=0, atol=1e-12)
+    expected = lrelu(plain + block.conv1.bias.view(1, -1, 1, 1))
+    assert torch.allclose(block(x), expected, rtol=0, atol=1e-12)
+    # The zero padding at the border is the same too: an input that is nonzero only there.
+    edge = torch.zeros_like(x)
+    edge[..., 0, :] = 1.0
+    assert torch.allclose(
+        conv_downsample(edge, block.conv1, True), downsample2x(block.conv1(edge, add_bias=False)),
+        rtol=0, atol=1e-12,
+    )

@@ -241,12 +241,13 @@ def main(
     )
     rows = []
     for r in res_values:
-        flops = train_flops_per_image(r)
+        # progan runs D's downsampling conv fused (tools/bench_train.py), the peer conv then pool.
+        flops = {"fused": train_flops_per_image(r), "plain": train_flops_per_image(r, fused=False)}
         rates = {name: [batch / s for s in secs[(r, name)]] for (rr, name) in runs if rr == r}
         peer_rate = statistics.median(rates["pro-gan-pth"]) if "pro-gan-pth" in rates else None
         for name, v in rates.items():
             med = statistics.median(v)
-            tf = med * flops / 1e12
+            tf = med * flops["plain" if name == "pro-gan-pth" else "fused"] / 1e12
             bf16 = name == "progan optimised"
             share, share_res = tf / machine[bf16], tf / statistics.median(ceil_tf[(r, bf16)])
             ratio = med / peer_rate if peer_rate else None
@@ -267,8 +268,10 @@ def main(
                 }
             )
     click.echo(
-        "TFLOP/s count progan's executed FLOPs per image (tools/bench_train.py) for all three; the peer's\n"
-        "G step also takes D's weight gradients (about 1 F_D more), which the count leaves out. Shares\n"
+        "TFLOP/s count progan's executed FLOPs per image (tools/bench_train.py), for the peer with D's\n"
+        "second conv of each block at full resolution before the pooling (progan fuses the two into one\n"
+        "stride-2 conv, 16/36 of the work); the peer's G step also takes D's weight gradients (about\n"
+        "1 F_D more), which the count leaves out. Shares\n"
         "compare the fp32 step with the fp32 ceiling and the bf16 step with the bf16 ceiling."
     )
     if json_out is not None:

@@ -80,9 +80,19 @@ EXECUTED_D_BY_LOSS = {"wgangp": 14, "logistic": 11}
 
 
 def forward_flops(
-    res: int, fmap_base: int = 8192, fmap_max: int = 512, latent_dim: int = 512, fade: bool = False
+    res: int,
+    fmap_base: int = 8192,
+    fmap_max: int = 512,
+    latent_dim: int = 512,
+    fade: bool = False,
+    fused: bool = True,
 ) -> tuple[int, int]:
-    """FLOPs (2 x multiply-adds) of one image through G's and D's convs and dense layers at ``res``."""
+    """FLOPs (2 x multiply-adds) of one image through G's and D's convs and dense layers at ``res``.
+
+    ``fused``: D's second conv of each block and its 2x2 pooling as the one stride-2 4x4 conv that
+    progan runs (16 taps at a quarter of the pixels); False: a 3x3 conv at full resolution, then the
+    pooling (the paper table's count of the same network).
+    """
     nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
     c4 = nf(4)
     g = latent_dim * c4 * 16 + c4 * c4 * 9 * 16  # dense to C x 4 x 4, 3x3 conv
@@ -90,7 +100,8 @@ def forward_flops(
     r = 8
     while r <= res:
         g += (nf(r // 2) + nf(r)) * nf(r) * 9 * r * r  # upsample, conv, conv
-        d += (nf(r) + nf(r // 2)) * nf(r) * 9 * r * r  # conv, conv, downsample
+        d += nf(r) * nf(r) * 9 * r * r  # conv
+        d += nf(r // 2) * nf(r) * (4 if fused else 9) * r * r  # conv + downsample
         r *= 2
     g += nf(res) * 3 * res * res  # to_rgb
     d += 3 * nf(res) * res * res  # from_rgb
@@ -107,6 +118,7 @@ def train_flops_per_image(
     latent_dim: int = 512,
     fade: bool = False,
     convention: str = "executed",
+    fused: bool = True,
 ) -> float:
     """FLOPs of one training iteration per image, as multiples of the forward passes F_G and F_D.
 
@@ -117,10 +129,12 @@ def train_flops_per_image(
     forward graph (weights and inputs), which mbstd's second-order term (and leaky ReLU's and
     avg_pool's double backwards, on zeros) reach: 6 F_D. G step: G forward + backward 3 F_G; D forward
     + input-only backward (D's weights are frozen) 2 F_D. Total 4 F_G + 14 F_D ("executed", what the
-    aten ops count to). docs/design.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D).
+    aten ops count to). docs/design.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D)
+    and D's downsampling unfused (``fused``, as ``forward_flops``, applies to "executed" only).
     """
     m = EXECUTED if convention == "executed" else DESIGN_CONVENTION
-    g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade)
+    fused = fused and convention == "executed"
+    g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade, fused)
     return float(m["G"] * g + m["D"] * d)
 
 
@@ -133,7 +147,10 @@ def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> f
     probability. tests/test_bench.py holds both against the aten ops an iteration runs.
     """
     if cfg.arch == "progan":
-        return train_flops_per_image(res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade)
+        fused = cfg.d_pool == "before_bias"  # D pools after its activation unfused
+        return train_flops_per_image(
+            res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade, fused=fused
+        )
     from progan.nets import flops
 
     f_g, f_d = flops.forward_flops(G, D, res, fade)

@@ -185,6 +185,30 @@ def downsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
+def _shifted_sum(w: torch.Tensor) -> torch.Tensor:
+    """A 3x3 kernel as the 4x4 kernel that a stride-2 (transposed) conv needs to equal 2x resampling + conv."""
+    w = F.pad(w, (1, 1, 1, 1))
+    return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
+
+
+def upsample_conv(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torch.Tensor:
+    """Nearest 2x upsampling then ``conv`` (no bias); fused: one stride-2 transposed conv (4x4 kernel)."""
+    if not fused:
+        return conv(upsample2x(x), add_bias=False)
+    w = _shifted_sum(conv.weight * conv.scale)
+    return F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=1)
+
+
+def conv_downsample(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torch.Tensor:
+    """``conv`` (no bias) then 2x2 averaging; fused: one stride-2 conv with a 4x4 kernel, the same
+    function of the weights (up to rounding) in 16/36 of the multiply-adds (the official code's
+    ``conv2d_downscale2d``, ``fused_scale=True``)."""
+    if not fused:
+        return downsample2x(conv(x, add_bias=False))
+    w = _shifted_sum(conv.weight * conv.scale) * 0.25
+    return F.conv2d(x, w, stride=2, padding=1)
+
+
 def style_copies(
     w: torch.Tensor,
     count: int,

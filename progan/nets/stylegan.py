@@ -35,11 +35,12 @@ from progan.nets.layers import (
     SQRT2,
     EqualizedConv2d,
     EqualizedLinear,
-    downsample2x,
+    conv_downsample,
     lrelu,
     pixel_norm,
     style_copies,
     upsample2x,
+    upsample_conv,
 )
 from progan.nets.noise import seeded_noise
 from progan.nets.progan import Discriminator, num_features, resolutions
@@ -65,28 +66,6 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     xf = x.float()
     xf = xf - xf.mean(dim=(2, 3), keepdim=True)
     return (xf * torch.rsqrt(xf.square().mean(dim=(2, 3), keepdim=True) + eps)).to(x.dtype)
-
-
-def _shifted_sum(w: torch.Tensor) -> torch.Tensor:
-    """A 3x3 kernel as the 4x4 kernel that a stride-2 (transposed) conv needs to equal 2x resampling + conv."""
-    w = F.pad(w, (1, 1, 1, 1))
-    return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
-
-
-def upsample_conv(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torch.Tensor:
-    """Nearest 2x upsampling then ``conv`` (no bias); fused: one stride-2 transposed conv (4x4 kernel)."""
-    if not fused:
-        return conv(upsample2x(x), add_bias=False)
-    w = _shifted_sum(conv.weight * conv.scale)
-    return F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=1)
-
-
-def conv_downsample(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torch.Tensor:
-    """``conv`` (no bias) then 2x2 averaging; fused: one stride-2 conv (4x4 kernel)."""
-    if not fused:
-        return downsample2x(conv(x, add_bias=False))
-    w = _shifted_sum(conv.weight * conv.scale) * 0.25
-    return F.conv2d(x, w, stride=2, padding=1)
 
 
 # --- generator --------------------------------------------------------------------------------------
