@@ -231,6 +231,8 @@ def test_d_block_strided_conv_computes_conv_then_average_pooling():
     edge = torch.zeros_like(x)
     edge[..., 0, :] = 1.0
     assert torch.allclose(
-        conv_downsample(edge, block.conv1, True), downsample2x(block.conv1(edge, add_bias=False)),
-        rtol=0, atol=1e-12,
+        conv_downsample(edge, block.conv1, True),
+        downsample2x(block.conv1(edge, add_bias=False)),
+        rtol=0,
+        atol=1e-12,
     )
