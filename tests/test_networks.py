@@ -5,8 +5,22 @@ import math
 import pytest
 import torch
 
-from progan.nets.layers import EqualizedConv2d, EqualizedLinear, minibatch_stddev
-from progan.nets.progan import Discriminator, Generator, num_features, stage_parameter_count
+from progan.nets.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    conv_downsample,
+    downsample2x,
+    lrelu,
+    minibatch_stddev,
+)
+from progan.nets.progan import (
+    DBlock,
+    Discriminator,
+    Generator,
+    num_features,
+    stage_parameter_count,
+)
+from progan.train.step import preprocess_reals
 
 
 def small(res_max=32, **kw):
@@ -104,8 +118,6 @@ def test_blended_reals_at_alpha_zero_are_what_d_saw_at_the_previous_resolution(r
     # The trainer fades the reals in as D's input path fades: at alpha = 0, D at ``res`` on the
     # trainer's blended reals computes D at ``res / 2`` on the downsampled reals, bit for bit (a
     # 2x2 average of four equal values is exact, lerp with weight 0 returns its start).
-    from progan.nets.layers import downsample2x
-    from progan.train.step import preprocess_reals
 
     torch.manual_seed(0)
     d = Discriminator(res, fmap_base=128, fmap_max=32)
@@ -214,8 +226,6 @@ def test_acgan_networks_take_one_hot_labels_and_predict_classes():
 def test_d_block_strided_conv_computes_conv_then_average_pooling():
     """D's "before_bias" block runs conv3x3 + 2x2 average as one stride-2 4x4 conv (the official
     conv2d_downscale2d): the same function of the same weights, in float64 to rounding."""
-    from progan.nets.layers import conv_downsample, downsample2x, lrelu
-    from progan.nets.progan import DBlock
 
     torch.manual_seed(0)
     block = DBlock(5, 7).double()

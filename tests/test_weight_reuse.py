@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+import progan.nets.layers as layers
 import progan.train.step as step_module
 from progan.config.schema import TrainConfig
 from progan.devices import keep_freed_memory
-from progan.nets.layers import EqualizedConv2d, EqualizedLinear, reuse_scaled_weights
+from progan.nets.layers import (
+    EqualizedConv2d,
+    EqualizedLinear,
+    conv_downsample,
+    reuse_scaled_weights,
+)
 
+shifted_sum = layers._shifted_sum
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_train", ROOT / "tools" / "bench_train.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -31,12 +38,23 @@ def _three_steps(cfg, path, reuse: bool, monkeypatch):
     return params, stats
 
 
+NETS = {
+    "progan": {},  # D's blocks at 16 and 8 run the fused downsampling conv (a derived kernel)
+    "stylegan": {"fused_res": 8},  # G's fused upsampling and D's downsampling from 8x8
+}
+
+
 @pytest.mark.parametrize("path", ["fp32_eager", "optimised"])
 @pytest.mark.parametrize("loss", ["wgangp", "logistic"])
-def test_steps_with_reused_weights_equal_the_plain_layers_bit_for_bit(path, loss, monkeypatch):
+@pytest.mark.parametrize("arch", NETS)
+def test_steps_with_reused_weights_equal_the_plain_layers_bit_for_bit(
+    arch, path, loss, monkeypatch
+):
     # Three steps (penalty double backward, both optimizers, the fade-in) in fp32 and under bf16
     # autocast with channels_last: every parameter and every statistic identical.
-    cfg = TrainConfig(fmap_base=128, fmap_max=32, latent_dim=32, res_max=16, loss=loss)
+    cfg = TrainConfig(
+        fmap_base=128, fmap_max=32, latent_dim=32, res_max=16, loss=loss, arch=arch, net=NETS[arch]
+    )
     p_reuse, s_reuse = _three_steps(cfg, path, True, monkeypatch)
     p_plain, s_plain = _three_steps(cfg, path, False, monkeypatch)
     assert all(torch.equal(a, b) for a, b in zip(p_reuse, p_plain))
@@ -65,6 +83,31 @@ def test_a_reused_weight_follows_in_place_updates_and_the_autocast_dtype():
         assert torch.equal(bf, conv(x))  # outside the block: autocast's own cast, same values
     assert bf.dtype == torch.bfloat16
     assert torch.equal(lin_out, torch.nn.functional.linear(v, lin.weight * lin.scale, lin.bias))
+
+
+def test_a_derived_kernel_is_built_once_per_weight_version(monkeypatch):
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(3, 4, 3)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    built = []
+    monkeypatch.setattr(layers, "_shifted_sum", lambda w: built.append(w) or shifted_sum(w))
+    with reuse_scaled_weights():
+        outs = [conv_downsample(x * k, conv, True) for k in (1.0, 2.0, 3.0)]
+        (gx,) = torch.autograd.grad(outs[0].square().sum(), x, create_graph=True)
+        (sum(o.square().sum() for o in outs) + gx.square().sum()).backward()
+        assert len(built) == 1  # three calls and a double backward, one kernel
+        reused = conv.weight.grad.clone()
+        with torch.no_grad():
+            conv.weight.mul_(0.5)
+        conv_downsample(x, conv, True)
+        assert len(built) == 2  # a new version of the weight: a new kernel
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    conv.weight.grad = None
+    outs = [conv_downsample(x * k, conv, True) for k in (1.0, 2.0, 3.0)]
+    (gx,) = torch.autograd.grad(outs[0].square().sum(), x, create_graph=True)
+    (sum(o.square().sum() for o in outs) + gx.square().sum()).backward()
+    assert torch.equal(reused, conv.weight.grad)  # the plain fused conv's gradient, bit for bit
 
 
 def test_gradients_of_a_reused_weight_sum_its_calls():

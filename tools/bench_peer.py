@@ -271,8 +271,8 @@ def main(
         "TFLOP/s count progan's executed FLOPs per image (tools/bench_train.py), for the peer with D's\n"
         "second conv of each block at full resolution before the pooling (progan fuses the two into one\n"
         "stride-2 conv, 16/36 of the work); the peer's G step also takes D's weight gradients (about\n"
-        "1 F_D more), which the count leaves out. Shares\n"
-        "compare the fp32 step with the fp32 ceiling and the bf16 step with the bf16 ceiling."
+        "1 F_D more), which the count leaves out.\n"
+        "Shares compare the fp32 step with the fp32 ceiling and the bf16 step with the bf16 ceiling."
     )
     if json_out is not None:
         meta = {

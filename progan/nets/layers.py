@@ -17,7 +17,7 @@ from torch import nn
 LRELU_SLOPE = 0.2
 SQRT2 = math.sqrt(2.0)
 
-# The scope of reuse_scaled_weights: id(weight) -> (weight, its version, dtype, the scaled copy).
+# The scope of reuse_scaled_weights: (id(weight), derive) -> _Reused.
 _reuse: dict | None = None
 
 
@@ -31,8 +31,10 @@ def reuse_scaled_weights():
     which at 4x4 costs as much as the convolutions. Values and gradients are bit for bit those
     of the plain layers: the copy is the same ``(weight * scale).to(dtype)``, and each call's
     gradient is cast and scaled on its own before autograd sums them into ``weight.grad``, as
-    before (tests/test_weight_reuse.py). An in-place change of the weight (its version) or a
-    different autocast dtype computes a new copy; leaving the block drops them all.
+    before (tests/test_weight_reuse.py). The same holds for kernels derived from the scaled weight
+    (the fused resampling convs' 4x4 kernels): built and cast once, their gradient taken through
+    the same operations per call. An in-place change of the weight (its version) or a different
+    autocast dtype computes a new copy; leaving the block drops them all.
     """
     global _reuse
     outer = _reuse
@@ -43,36 +45,67 @@ def reuse_scaled_weights():
         _reuse = outer
 
 
+class _Reused:
+    """One cached copy: ``derive(weight * scale)`` cast to ``dtype``, for one version of ``weight``.
+
+    For a derived kernel, ``leaf`` (a detached alias of the weight) and ``full`` (the kernel in the
+    weight's dtype, still in its graph) let each call's backward run the derivation's own backward.
+    """
+
+    __slots__ = ("weight", "version", "dtype", "copy", "leaf", "full")
+
+    def __init__(self, weight, scale, dtype, derive):
+        self.weight, self.version, self.dtype = weight, weight._version, dtype
+        self.leaf = self.full = None
+        if derive is None:
+            with torch.no_grad():
+                self.copy = (weight * scale).to(dtype)
+            return
+        with torch.enable_grad():
+            self.leaf = weight.detach().requires_grad_(True)
+            self.full = derive(self.leaf * scale)
+        self.copy = self.full.detach().to(dtype)
+
+    def fresh(self, weight, dtype) -> bool:
+        return self.weight is weight and self.version == weight._version and self.dtype == dtype
+
+
 class _ReuseScaled(torch.autograd.Function):
-    """``scaled`` (= ``weight * scale`` cast to its dtype) as a new graph node per call, whose
-    backward is the plain layer's: the gradient cast to the weight's dtype, times ``scale``."""
+    """``hit.copy`` as a new graph node per call, whose backward is the plain layer's: the
+    gradient cast to the weight's dtype, times ``scale`` (or, for a derived kernel, back through
+    the derivation's recorded operations)."""
 
     @staticmethod
-    def forward(ctx, weight, scaled, scale):
-        ctx.scale, ctx.dtype = scale, weight.dtype
-        return scaled.view_as(scaled)
+    def forward(ctx, weight, hit, scale):
+        ctx.scale, ctx.dtype, ctx.hit = scale, weight.dtype, hit
+        return hit.copy.view_as(hit.copy)
 
     @staticmethod
     def backward(ctx, grad):
         g = grad.to(ctx.dtype)
+        hit = ctx.hit
+        if hit.full is not None:
+            (g,) = torch.autograd.grad(hit.full, hit.leaf, g, retain_graph=True)
+            return g, None, None
         g = g * ctx.scale if g is grad else g.mul_(ctx.scale)
         return g, None, None
 
 
-def scaled_weight(weight: torch.Tensor, scale: float) -> torch.Tensor:
-    """``weight * scale``; inside ``reuse_scaled_weights``, computed once per weight version."""
+def scaled_weight(weight: torch.Tensor, scale: float, derive=None) -> torch.Tensor:
+    """``weight * scale`` (then ``derive`` of it, if given: a module-level function of the kernel);
+    inside ``reuse_scaled_weights``, computed once per weight version, autocast dtype and derive."""
     if _reuse is None or torch.compiler.is_compiling():
-        return weight * scale
+        w = weight * scale
+        return w if derive is None else derive(w)
     dev = weight.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
-    hit = _reuse.get(id(weight))
-    if hit is None or hit[0] is not weight or hit[1] != weight._version or hit[2] != dtype:
-        with torch.no_grad():
-            hit = (weight, weight._version, dtype, (weight * scale).to(dtype))
-        _reuse[id(weight)] = hit
+    key = (id(weight), derive)
+    hit = _reuse.get(key)
+    if hit is None or not hit.fresh(weight, dtype):
+        hit = _reuse[key] = _Reused(weight, scale, dtype, derive)
     if weight.requires_grad and torch.is_grad_enabled():
-        return _ReuseScaled.apply(weight, hit[3], scale)
-    return hit[3]
+        return _ReuseScaled.apply(weight, hit, scale)
+    return hit.copy
 
 
 class EqualizedConv2d(nn.Module):
@@ -191,12 +224,20 @@ def _shifted_sum(w: torch.Tensor) -> torch.Tensor:
     return w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
 
 
+def _upsample_kernel(w: torch.Tensor) -> torch.Tensor:
+    return _shifted_sum(w).transpose(0, 1)
+
+
+def _downsample_kernel(w: torch.Tensor) -> torch.Tensor:
+    return _shifted_sum(w) * 0.25
+
+
 def upsample_conv(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torch.Tensor:
     """Nearest 2x upsampling then ``conv`` (no bias); fused: one stride-2 transposed conv (4x4 kernel)."""
     if not fused:
         return conv(upsample2x(x), add_bias=False)
-    w = _shifted_sum(conv.weight * conv.scale)
-    return F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=1)
+    w = scaled_weight(conv.weight, conv.scale, _upsample_kernel)
+    return F.conv_transpose2d(x, w, stride=2, padding=1)
 
 
 def conv_downsample(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torch.Tensor:
@@ -205,7 +246,7 @@ def conv_downsample(x: torch.Tensor, conv: EqualizedConv2d, fused: bool) -> torc
     ``conv2d_downscale2d``, ``fused_scale=True``)."""
     if not fused:
         return downsample2x(conv(x, add_bias=False))
-    w = _shifted_sum(conv.weight * conv.scale) * 0.25
+    w = scaled_weight(conv.weight, conv.scale, _downsample_kernel)
     return F.conv2d(x, w, stride=2, padding=1)
 
 
