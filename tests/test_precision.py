@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from progan.config.schema import TrainConfig
+from progan.errors import ProganError
 from progan.nets.progan import Discriminator
 from progan.train import precision
 from progan.train.loop import train
@@ -18,7 +19,9 @@ from progan.train.precision import (
     CheckResult,
     check_inputs,
     double_backward_weight_grad,
+    native_bf16,
     penalty_in_fp32,
+    resolve_precision,
     run_check,
 )
 
@@ -150,3 +153,75 @@ def test_trainer_logs_the_check_once_and_takes_the_route(face_store, tmp_path, m
     assert seen and all(flag is True for flag in seen)
     checks = [ln for ln in lines if "self-check" in ln]
     assert len(checks) == 1 and "runs in fp32" in checks[0]
+
+
+def test_native_bf16_needs_the_cpu_flags_and_no_isa_cap_below_them():
+    assert not native_bf16(CPU, cpu_flags=(), isa_cap="").native  # AVX2-only CPUs
+    assert native_bf16(CPU, cpu_flags=("AVX512-BF16",), isa_cap="").native
+    assert native_bf16(CPU, cpu_flags=("AVX512-BF16", "AMX"), isa_cap="avx512_core_bf16").native
+    for cap in ("AVX2", "avx512_core", "AVX512_CORE_VNNI"):  # emulated or reference bf16 below
+        found = native_bf16(CPU, cpu_flags=("AMX",), isa_cap=cap)
+        assert not found.native and cap.upper() in found.why
+    assert not native_bf16(torch.device("meta")).native
+
+
+def test_auto_precision_trains_bf16_only_where_it_is_native(monkeypatch):
+    lines = []
+    monkeypatch.setattr(precision, "_cpu_bf16_flags", lambda: ())
+    assert resolve_precision("auto", "progan", CPU, lines.append) == "fp32"
+    assert "auto: fp32" in lines[-1] and "neither AVX512-BF16 nor AMX" in lines[-1]
+    assert resolve_precision("bf16", "progan", CPU, lines.append) == "bf16"  # asked for: honoured
+    assert (
+        lines[-1].startswith("warning: precision bf16") and "--precision auto or fp32" in lines[-1]
+    )
+    monkeypatch.setattr(precision, "_cpu_bf16_flags", lambda: ("AVX512-BF16",))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert resolve_precision("auto", "progan", CPU, lines.append) == "bf16"
+    assert resolve_precision("auto", "stylegan2", CPU, lines.append) == "fp32"  # no bf16 path
+    count = len(lines)
+    assert resolve_precision("fp32", "progan", CPU, lines.append) == "fp32"
+    assert resolve_precision("bf16", "progan", CPU, lines.append) == "bf16"
+    assert len(lines) == count  # nothing to say where the request is plain and native
+    with pytest.raises(ProganError, match="precision must be one of"):
+        resolve_precision("fp16", "progan", CPU)
+
+
+@pytest.mark.parametrize("flags", [(), ("AVX512-BF16",)])
+def test_trainer_with_auto_precision_autocasts_as_the_device_allows(
+    flags, face_store, tmp_path, monkeypatch
+):
+    import progan.train.loop as loop
+
+    monkeypatch.setattr(precision, "_cpu_bf16_flags", lambda: flags)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    seen = []
+    real_step = loop.train_step
+
+    def spy(*args, **kwargs):
+        with args[15]:  # the loop's autocast context, entered as train_step enters it
+            seen.append(torch.is_autocast_enabled("cpu"))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    cfg = TrainConfig(
+        data=str(face_store),
+        res_max=4,
+        fmap_base=64,
+        fmap_max=16,
+        latent_dim=16,
+        kimg_fade=0.008,
+        kimg_stable=0.008,
+        minibatch={4: 8},
+        tick_kimg=0.016,
+        device="cpu",
+        data_workers=0,
+        grid_size=4,
+        precision="auto",
+    )
+    lines = []
+    train(cfg, tmp_path / "run", log=lines.append)
+    assert seen and all(enabled == bool(flags) for enabled in seen)
+    chosen = [ln for ln in lines if ln.startswith("precision auto:")]
+    assert len(chosen) == 1 and chosen[0].startswith(
+        f"precision auto: {'bf16' if flags else 'fp32'}"
+    )

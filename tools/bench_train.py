@@ -47,7 +47,7 @@ from progan.nets.progan import Discriminator, Generator, num_features
 from progan.progress import fmt_duration
 from progan.train.ema import update_ema
 from progan.train.losses import g_loss, wgangp_d_loss
-from progan.train.precision import penalty_in_fp32
+from progan.train.precision import native_bf16, penalty_in_fp32
 from progan.train.schedule import phases
 from progan.train.step import make_optimizer, set_trainable, train_step
 from progan.train.streams import step_inputs
@@ -538,6 +538,12 @@ def main(
                 f"unknown path {p!r}; known: {', '.join(PATHS + EXTRA_PATHS)}", param_hint="--paths"
             )
     res_values = [int(r) for r in res_list.split(",") if r]
+    native = native_bf16(dev)
+    if any(p.startswith("optimised") for p in path_list) and not native.native:
+        click.echo(
+            f"note: {native.why}, so the optimised path's bf16 runs in fallback kernels here; "
+            "the trainer's precision 'auto' trains in fp32 on this device"
+        )
     alphas = {"stable": [1.0], "fade": [0.5], "both": [0.5, 1.0]}[phase]
     rows = []
     click.echo(
@@ -589,6 +595,7 @@ def main(
             "default_allocator": default_allocator,
             "fmap_base": cfg.fmap_base,
             "fmap_max": cfg.fmap_max,
+            "native_bf16": native.native,
         }
         json_out.write_text(
             json.dumps({"meta": meta, "results": rows, "projection": projections}, indent=1)

@@ -78,7 +78,10 @@ from progan.nets.registry import ARCHITECTURES
 @click.option("--seed", type=int, help="Seed of weights, data order and noise.")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N.")
 @click.option(
-    "--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast or plain fp32."
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    help="bf16 autocast, plain fp32, or auto: bf16 where the device computes it natively "
+    "(AVX512-BF16/AMX CPUs, GPUs of compute capability 8.0+), else fp32.",
 )
 @click.option(
     "--penalty-precision",

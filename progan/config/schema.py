@@ -117,7 +117,9 @@ class TrainConfig:
     # Run.
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast; penalty norms and statistics stay fp32)
+    # "fp32", "bf16" (autocast; penalty norms and statistics stay fp32) or "auto": bf16 where the
+    # device computes it natively, else fp32 (progan/train/precision.py).
+    precision: str = "fp32"
     # With bf16: "auto" runs the penalty's pass in bf16 where a start-up check finds this device's
     # double backward right, else in fp32 (progan/precision.py); "bf16" or "fp32" forces a route.
     penalty_precision: str = "auto"
@@ -229,8 +231,8 @@ def _validate(c: TrainConfig) -> None:
         "arch 'stylegan2' does not accumulate micro-batches yet: leave batch_gpu (--batch-gpu) at 0",
     )
     need(
-        c.arch != "stylegan2" or c.precision == "fp32",
-        "arch 'stylegan2' trains in fp32 (--precision fp32); bf16 is not implemented for it yet",
+        c.arch != "stylegan2" or c.precision != "bf16",
+        "arch 'stylegan2' trains in fp32 (--precision fp32 or auto); bf16 is not implemented for it yet",
     )
     missing = [r for r in levels(c.res_start, c.res_max) if r not in c.minibatch]
     need(
@@ -261,7 +263,8 @@ def _validate(c: TrainConfig) -> None:
     check_seed(c.seed, "seed")
     need(c.loss in ("wgangp", "logistic"), f"loss must be 'wgangp' or 'logistic', got {c.loss!r}")
     need(
-        c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}"
+        c.precision in ("auto", "fp32", "bf16"),
+        f"precision must be 'auto', 'fp32' or 'bf16', got {c.precision!r}",
     )
     need(
         c.penalty_precision in ("auto", "bf16", "fp32"),

@@ -37,7 +37,7 @@ from progan.train.checks import check_classes, check_compatible, preflight
 from progan.train.ema import ema_beta, update_ema
 from progan.train.feeding import Feeding
 from progan.train.optim import TFAdam
-from progan.train.precision import penalty_in_fp32
+from progan.train.precision import penalty_in_fp32, resolve_precision
 from progan.train.reporting import EventWriter, Ticks, report_grid, report_tick
 from progan.train.runlock import run_lock
 from progan.train.schedule import phases, stage_at, total_images
@@ -222,6 +222,7 @@ def _train(
         transfer.check_source(cfg, path, state)
         transfer.start_from(path, state, run.G, run.D, run.G_ema, run.num_classes, cfg.data)
         log(f"new run from the networks of {path} at {cfg.res_start}x{cfg.res_start}")
+    precision = resolve_precision(cfg.precision, cfg.arch, device, log)
     job = Job(
         cfg,
         run_dir,
@@ -229,8 +230,8 @@ def _train(
         rank,
         world,
         log,
-        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
-        penalty_fp32=penalty_in_fp32(cfg.penalty_precision, cfg.precision, device, log),
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+        penalty_fp32=penalty_in_fp32(cfg.penalty_precision, precision, device, log),
     )
     job.threads = ThreadTuner.for_run(cfg.threads, device, on_change=_threads_chosen(job))
     threads_before = torch.get_num_threads()
