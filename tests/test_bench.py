@@ -255,8 +255,9 @@ def paper_forward_aten_flops() -> dict[int, tuple[int, int]]:
     """FLOPs of the aten ops of one image through the paper's G and D at each resolution (stable
     phase), counted by torch's flop formulas on the meta device: independent of bench's count."""
     with torch.device("meta"):
-        # The paper table counts D's second conv at full resolution, then the pooling.
-        G, D = Generator(res_max=1024), Discriminator(res_max=1024, fused=False)
+        # The paper table counts G's upsampling then its first conv at full resolution, and D's
+        # second conv at full resolution, then the pooling.
+        G, D = Generator(res_max=1024, fused=False), Discriminator(res_max=1024, fused=False)
         z = torch.randn(2, 512)
     out = {}
     for res in _design_md_table():
@@ -293,7 +294,10 @@ def test_flop_count_by_hand_at_8x8():
     assert bench.forward_flops(8, fused=False) == (2 * g, 2 * d)
     # Fused, D's second conv and pooling are one stride-2 4x4 conv: 16 taps at 4x4 output pixels.
     d_fused = d - 512 * 512 * 9 * 64 + 512 * 512 * 16 * 16
-    assert bench.forward_flops(8) == (2 * g, 2 * d_fused)
+    # G's upsampling and first conv: one stride-2 transposed 4x4 conv reading the 4x4 input.
+    g_fused = g - 512 * 512 * 9 * 64 + 512 * 512 * 16 * 16
+    assert bench.forward_flops(8) == (2 * g_fused, 2 * d_fused)
+    assert bench.forward_flops(8, g_fused=False) == (2 * g, 2 * d_fused)
 
 
 @pytest.mark.parametrize("fade", [False, True])

@@ -12,10 +12,13 @@ from progan.nets.layers import (
     downsample2x,
     lrelu,
     minibatch_stddev,
+    upsample2x,
+    upsample_conv,
 )
 from progan.nets.progan import (
     DBlock,
     Discriminator,
+    GBlock,
     Generator,
     num_features,
     stage_parameter_count,
@@ -246,3 +249,38 @@ def test_d_block_strided_conv_computes_conv_then_average_pooling():
         rtol=0,
         atol=1e-12,
     )
+
+
+def test_g_block_transposed_conv_computes_nearest_upsampling_then_conv():
+    """G's nearest block runs 2x upsampling + conv3x3 as one stride-2 4x4 transposed conv (the
+    official upscale2d_conv2d, with the kernel flipped to progan's convention): the same function
+    of the same weights, in float64 to rounding; bilinear blocks do not fuse."""
+    torch.manual_seed(0)
+    fused, plain = GBlock(5, 7).double(), GBlock(5, 7, fused=False).double()
+    with torch.no_grad():
+        fused.conv0.bias.normal_()
+    plain.load_state_dict(fused.state_dict())
+    assert fused.fused and not plain.fused and not GBlock(5, 7, "bilinear").fused
+    x = torch.randn(3, 5, 6, 6, dtype=torch.float64)
+    up = upsample2x(x)
+    assert torch.allclose(
+        upsample_conv(x, fused.conv0, True, exact=True),
+        fused.conv0(up, add_bias=False),
+        rtol=0,
+        atol=1e-12,
+    )
+    assert torch.allclose(fused(x), plain(x), rtol=0, atol=1e-12)
+    # The official kernel (exact=False, StyleGAN's) is the flipped one: a different function here.
+    assert not torch.allclose(upsample_conv(x, fused.conv0, True), fused.conv0(up, add_bias=False))
+    # The border: an input that is nonzero only in its first row and last column.
+    edge = torch.zeros_like(x)
+    edge[..., 0, :] = 1.0
+    edge[..., :, -1] = -2.0
+    assert torch.allclose(fused(edge), plain(edge), rtol=0, atol=1e-12)
+    # Gradients of the weights agree too (the backward goes through the derived kernel).
+    grads = []
+    for block in (fused, plain):
+        block.zero_grad()
+        block(x).square().sum().backward()
+        grads.append(block.conv0.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-10)

@@ -86,20 +86,26 @@ def forward_flops(
     latent_dim: int = 512,
     fade: bool = False,
     fused: bool = True,
+    g_fused: bool | None = None,
 ) -> tuple[int, int]:
     """FLOPs (2 x multiply-adds) of one image through G's and D's convs and dense layers at ``res``.
 
     ``fused``: D's second conv of each block and its 2x2 pooling as the one stride-2 4x4 conv that
     progan runs (16 taps at a quarter of the pixels); False: a 3x3 conv at full resolution, then the
-    pooling (the paper table's count of the same network).
+    pooling (the paper table's count of the same network). ``g_fused`` (default: as ``fused``): G's
+    nearest upsampling and first conv of each block as one stride-2 4x4 transposed conv (16 taps at
+    the quarter of the pixels it reads); False: upsampling, then a 3x3 conv at full resolution (as
+    with bilinear upsampling, which does not fuse).
     """
+    g_fused = fused if g_fused is None else g_fused
     nf = lambda r: num_features(r, fmap_base, fmap_max)  # noqa: E731
     c4 = nf(4)
     g = latent_dim * c4 * 16 + c4 * c4 * 9 * 16  # dense to C x 4 x 4, 3x3 conv
     d = (c4 + 1) * c4 * 9 * 16 + c4 * 16 * c4 + c4  # mbstd conv, 4x4 "conv" as dense, dense to 1
     r = 8
     while r <= res:
-        g += (nf(r // 2) + nf(r)) * nf(r) * 9 * r * r  # upsample, conv, conv
+        g += nf(r // 2) * nf(r) * (4 if g_fused else 9) * r * r  # upsample + conv
+        g += nf(r) * nf(r) * 9 * r * r  # conv
         d += nf(r) * nf(r) * 9 * r * r  # conv
         d += nf(r // 2) * nf(r) * (4 if fused else 9) * r * r  # conv + downsample
         r *= 2
@@ -119,6 +125,7 @@ def train_flops_per_image(
     fade: bool = False,
     convention: str = "executed",
     fused: bool = True,
+    g_fused: bool | None = None,
 ) -> float:
     """FLOPs of one training iteration per image, as multiples of the forward passes F_G and F_D.
 
@@ -130,11 +137,13 @@ def train_flops_per_image(
     avg_pool's double backwards, on zeros) reach: 6 F_D. G step: G forward + backward 3 F_G; D forward
     + input-only backward (D's weights are frozen) 2 F_D. Total 4 F_G + 14 F_D ("executed", what the
     aten ops count to). docs/design.md's table counts the penalty as 5 F_D ("design": 4 F_G + 13 F_D)
-    and D's downsampling unfused (``fused``, as ``forward_flops``, applies to "executed" only).
+    and G's upsampling and D's downsampling unfused (``fused`` and ``g_fused``, as ``forward_flops``,
+    apply to "executed" only).
     """
     m = EXECUTED if convention == "executed" else DESIGN_CONVENTION
-    fused = fused and convention == "executed"
-    g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade, fused)
+    g_fused = fused if g_fused is None else g_fused
+    fused, g_fused = (f and convention == "executed" for f in (fused, g_fused))
+    g, d = forward_flops(res, fmap_base, fmap_max, latent_dim, fade, fused, g_fused)
     return float(m["G"] * g + m["D"] * d)
 
 
@@ -148,8 +157,9 @@ def iteration_flops_per_image(cfg: TrainConfig, G, D, res: int, fade: bool) -> f
     """
     if cfg.arch == "progan":
         fused = cfg.d_pool == "before_bias"  # D pools after its activation unfused
+        g_fused = cfg.net["upsample"] == "nearest"  # bilinear upsampling does not fuse
         return train_flops_per_image(
-            res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade, fused=fused
+            res, cfg.fmap_base, cfg.fmap_max, cfg.latent_dim, fade, fused=fused, g_fused=g_fused
         )
     from progan.nets import flops
 
