@@ -122,34 +122,9 @@ def test_fp32_route_takes_the_penalty_pass_out_of_autocast(loss):
 
 def test_trainer_logs_the_check_once_and_takes_the_route(face_store, tmp_path, monkeypatch):
     """Where the check fails (as on Intel AMX), every step's penalty runs in fp32, and one line says so."""
-    import progan.train.loop as loop
-
     monkeypatch.setattr(precision, "_cached_check", lambda *a: CheckResult(0.49))
-    seen = []
-    real_step = loop.train_step
-
-    def spy(*args, **kwargs):
-        seen.append(args[-1])  # penalty_fp32, the last positional argument of the loop's call
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", spy)
-    cfg = TrainConfig(
-        data=str(face_store),
-        res_max=4,
-        fmap_base=64,
-        fmap_max=16,
-        latent_dim=16,
-        kimg_fade=0.016,
-        kimg_stable=0.016,
-        minibatch={4: 8},
-        tick_kimg=0.016,
-        device="cpu",
-        data_workers=0,
-        grid_size=4,
-        precision="bf16",
-    )
-    lines = []
-    train(cfg, tmp_path / "run", log=lines.append)
+    # penalty_fp32: the last positional argument of the loop's call
+    seen, lines = _train_watching_steps(face_store, tmp_path, monkeypatch, "bf16", lambda a: a[-1])
     assert seen and all(flag is True for flag in seen)
     checks = [ln for ln in lines if "self-check" in ln]
     assert len(checks) == 1 and "runs in fp32" in checks[0]
@@ -190,16 +165,31 @@ def test_auto_precision_trains_bf16_only_where_it_is_native(monkeypatch):
 def test_trainer_with_auto_precision_autocasts_as_the_device_allows(
     flags, face_store, tmp_path, monkeypatch
 ):
-    import progan.train.loop as loop
-
     monkeypatch.setattr(precision, "_cpu_bf16_flags", lambda: flags)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+    def autocast_on(args) -> bool:
+        with args[15]:  # the loop's autocast context, entered as train_step enters it
+            return torch.is_autocast_enabled("cpu")
+
+    seen, lines = _train_watching_steps(face_store, tmp_path, monkeypatch, "auto", autocast_on)
+    assert seen and all(enabled == bool(flags) for enabled in seen)
+    chosen = [ln for ln in lines if ln.startswith("precision auto:")]
+    assert len(chosen) == 1 and chosen[0].startswith(
+        f"precision auto: {'bf16' if flags else 'fp32'}"
+    )
+
+
+def _train_watching_steps(face_store, tmp_path, monkeypatch, precision_name: str, watch):
+    """A tiny 4x4 run with ``precision_name``; ``watch(args)`` of every call of the loop's
+    ``train_step``, and the run's log lines."""
+    import progan.train.loop as loop
+
     seen = []
     real_step = loop.train_step
 
     def spy(*args, **kwargs):
-        with args[15]:  # the loop's autocast context, entered as train_step enters it
-            seen.append(torch.is_autocast_enabled("cpu"))
+        seen.append(watch(args))
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_step", spy)
@@ -209,19 +199,15 @@ def test_trainer_with_auto_precision_autocasts_as_the_device_allows(
         fmap_base=64,
         fmap_max=16,
         latent_dim=16,
-        kimg_fade=0.008,
-        kimg_stable=0.008,
+        kimg_fade=0.016,
+        kimg_stable=0.016,
         minibatch={4: 8},
         tick_kimg=0.016,
         device="cpu",
         data_workers=0,
         grid_size=4,
-        precision="auto",
+        precision=precision_name,
     )
     lines = []
     train(cfg, tmp_path / "run", log=lines.append)
-    assert seen and all(enabled == bool(flags) for enabled in seen)
-    chosen = [ln for ln in lines if ln.startswith("precision auto:")]
-    assert len(chosen) == 1 and chosen[0].startswith(
-        f"precision auto: {'bf16' if flags else 'fp32'}"
-    )
+    return seen, lines

@@ -9,7 +9,10 @@ Per resolution, three training steps of the paper's networks (512 feature maps u
 - ``progan fp32``: ``tools/bench_train.py``'s ``fp32_eager`` path (the trainer with ``precision =
   "fp32"``);
 - ``progan optimised``: its ``optimised`` path (bf16 autocast, channels_last, each weight scaled
-  and cast once per step: ``reuse_scaled_weights`` in progan/nets/layers.py), the trainer's default;
+  and cast once per step: ``reuse_scaled_weights`` in progan/nets/layers.py), what the demos'
+  ``precision = "auto"`` trains in where the CPU computes bf16 natively (AVX512-BF16, AMX). On a
+  CPU without (``progan.train.precision.native_bf16``) auto trains in fp32, bf16 runs in fallback
+  kernels many times slower, and this row and the bf16 ceilings are left out;
 - ``pro-gan-pth``: the peer's own iteration as its ``ProGAN.train`` runs it (``optimize_discriminator``
   with ``WganGP``, the EMA update, ``optimize_generator``; Adam lr 0.003, betas (0, 0.99)), its
   networks at ``depth = log2(res)``, ``latent_size = 512``. It reads both losses back each step
@@ -47,6 +50,7 @@ from bench_train import build_step, train_flops_per_image  # noqa: E402
 
 from progan.config.files import load_config  # noqa: E402
 from progan.devices import keep_freed_memory  # noqa: E402
+from progan.train.precision import native_bf16  # noqa: E402
 
 PEER = "pro-gan-pth==3.4"
 
@@ -195,11 +199,20 @@ def main(
         answer = parent.recv()
         if answer != "ready":
             raise click.ClickException(answer)
+    native = native_bf16(torch.device("cpu"))
+    kinds = (False, True) if native.native else (False,)
+    paths = (("progan fp32", "fp32_eager"), ("progan optimised", "optimised"))[: len(kinds)]
+    if not native.native:
+        click.echo(
+            f"{native.why}: bf16 runs in fallback kernels here and precision 'auto' trains in "
+            "fp32, so the optimised (bf16) row and the bf16 ceilings are left out",
+            err=True,
+        )
     ceil_res = sorted({32, *res_values})
-    ceilings = {(r, bf16): conv_step(r, batch, bf16) for r in ceil_res for bf16 in (False, True)}
+    ceilings = {(r, bf16): conv_step(r, batch, bf16) for r in ceil_res for bf16 in kinds}
     runs = {}
     for r in res_values:
-        for name, path in (("progan fp32", "fp32_eager"), ("progan optimised", "optimised")):
+        for name, path in paths:
             runs[(r, name)] = build_step(cfg, r, 1.0, batch, path, torch.device("cpu"))[0]
         if peer is not None:
             runs[(r, "pro-gan-pth")] = r  # timed in the peer's process
@@ -234,14 +247,15 @@ def main(
             f"  {r:>3}x{r:<3} {'bf16 channels_last' if bf16 else 'fp32':<18} {spread(v)}  "
             f"spread {rel:.0%}"
         )
-    machine = {bf16: statistics.median(ceil_tf[(32, bf16)]) for bf16 in (False, True)}
+    machine = {bf16: statistics.median(ceil_tf[(32, bf16)]) for bf16 in kinds}
     click.echo(
         f"\n{'res':>4} {'step':<17} {'img/s':>20} {'TFLOP/s':>7} {'of ceiling':>10} "
         f"{'of same-res conv':>16} {'x peer':>7}"
     )
     rows = []
     for r in res_values:
-        # progan runs D's downsampling conv fused (tools/bench_train.py), the peer conv then pool.
+        # progan runs G's upsampling and D's downsampling convs fused (tools/bench_train.py), the
+        # peer upsampling then conv, and conv then pooling.
         flops = {"fused": train_flops_per_image(r), "plain": train_flops_per_image(r, fused=False)}
         rates = {name: [batch / s for s in secs[(r, name)]] for (rr, name) in runs if rr == r}
         peer_rate = statistics.median(rates["pro-gan-pth"]) if "pro-gan-pth" in rates else None
@@ -268,10 +282,10 @@ def main(
                 }
             )
     click.echo(
-        "TFLOP/s count progan's executed FLOPs per image (tools/bench_train.py), for the peer with D's\n"
-        "second conv of each block at full resolution before the pooling (progan fuses the two into one\n"
-        "stride-2 conv, 16/36 of the work); the peer's G step also takes D's weight gradients (about\n"
-        "1 F_D more), which the count leaves out.\n"
+        "TFLOP/s count progan's executed FLOPs per image (tools/bench_train.py), for the peer with G's\n"
+        "first conv of each block after the upsampling and D's second conv before the pooling, both at\n"
+        "full resolution (progan fuses each pair into one stride-2 conv, 16/36 of the work); the peer's\n"
+        "G step also takes D's weight gradients (about 1 F_D more), which the count leaves out.\n"
         "Shares compare the fp32 step with the fp32 ceiling and the bf16 step with the bf16 ceiling."
     )
     if json_out is not None:
@@ -284,6 +298,7 @@ def main(
             "iters": iters,
             "progan_kept_memory": kept,
             "peer_kept_memory": peer_kept_memory,
+            "native_bf16": native.native,
         }
         ceil = [{"res": r, "bf16": b, "tflops": v} for (r, b), v in ceil_tf.items()]
         json_out.write_text(json.dumps({"meta": meta, "ceilings": ceil, "rows": rows}, indent=1))

@@ -8,8 +8,9 @@ double backward, then the G step) and the G_ema update, on synthetic inputs alre
 at the config's minibatch for each resolution (or ``--batch``). Timing starts after ``--warmup``
 iterations and ends with a device synchronisation; nothing in the timed loop reads a value back.
 
-Paths: ``fp32_eager`` is the trainer as it runs today with ``precision = "fp32"`` (foreach Adam on
-CPU, fused on CUDA). ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalty norms and loss sums
+Paths: ``fp32_eager`` is the trainer's step with ``precision = "fp32"`` (foreach Adam on CPU, fused
+on CUDA) on contiguous tensors; ``fp32_channels_last`` (on request) the same in the channels_last
+layout the trainer gives its networks and inputs. ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalty norms and loss sums
 stay fp32: layers.py and losses.py do that), channels_last networks and inputs, TF32 and
 cudnn.benchmark on CUDA, and with ``--compile`` G's forward through ``torch.compile`` (D stays eager:
 the penalty's double backward does not compile); its penalty runs where the trainer's
@@ -55,7 +56,9 @@ from progan.train.streams import step_inputs
 PATHS = ("fp32_eager", "optimised")
 # The optimised path with the gradient penalty's pass in fp32: the trainer's route on CPUs whose bf16
 # double backward is wrong (progan/train/precision.py). Timed when asked (--paths), to price the route.
-EXTRA_PATHS = ("optimised_fp32gp",)
+# fp32_channels_last: fp32 with the networks and inputs in channels_last, as the trainer lays them out
+# whatever the precision (progan/train/loop.py), to price the layout where bf16 is not native.
+EXTRA_PATHS = ("optimised_fp32gp", "fp32_channels_last")
 
 # docs/design.md section 3: GFLOP per image, paper networks, stable phase.
 DESIGN_GFLOP = {
@@ -214,7 +217,11 @@ def build_step(
     torch.manual_seed(seed)
     G, D = build_networks(cfg.replace(res_max=res, res_start=min(cfg.res_start, res)))
     G, D = G.to(device), D.to(device)
-    fmt = torch.channels_last if optimised else torch.contiguous_format
+    fmt = (
+        torch.channels_last
+        if optimised or path == "fp32_channels_last"
+        else torch.contiguous_format
+    )
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     g_params = set_trainable(G, G.stage_modules(res, alpha))
