@@ -140,6 +140,19 @@ def test_native_bf16_needs_the_cpu_flags_and_no_isa_cap_below_them():
     assert not native_bf16(torch.device("meta")).native
 
 
+@pytest.mark.parametrize("capability, native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_native_bf16_on_cuda_needs_compute_capability_8(capability, native, monkeypatch):
+    # No GPU here: the capability query is the one fact the rule reads on CUDA.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    found = native_bf16(torch.device("cuda"))
+    assert found.native is native and f"{capability[0]}.{capability[1]}" in found.why
+    lines = []
+    chosen = resolve_precision("auto", "progan", torch.device("cuda"), lines.append)
+    assert chosen == ("bf16" if native else "fp32") and lines[-1].startswith(
+        f"precision auto: {chosen}"
+    )
+
+
 def test_auto_precision_trains_bf16_only_where_it_is_native(monkeypatch):
     lines = []
     monkeypatch.setattr(precision, "_cpu_bf16_flags", lambda: ())
