@@ -172,6 +172,12 @@ class EqualizedLinear(nn.Module):
         return f"{i}, {o}, scale={self.scale:.4g}"
 
 
+def add_bias(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x`` plus one bias per channel, cast to ``x``'s dtype (bf16 under autocast): for layers that
+    add their bias after the conv (fused resampling, noise inputs, a dense layer's 4x4 output)."""
+    return x + bias.to(x.dtype).view(1, -1, 1, 1)
+
+
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Normalize each pixel's feature vector to unit average square (paper Section 4.2)."""
     # Computed in fp32 under autocast: the mean of squares of bf16 activations loses too much.

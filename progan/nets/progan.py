@@ -19,6 +19,7 @@ from progan.nets.layers import (
     SQRT2,
     EqualizedConv2d,
     EqualizedLinear,
+    add_bias,
     conv_downsample,
     downsample2x,
     lrelu,
@@ -62,7 +63,7 @@ class GBlock(nn.Module):
             x = self.conv0(x)
         else:
             x = upsample_conv(x, self.conv0, self.fused, exact=True)
-            x = x + self.conv0.bias.to(x.dtype).view(1, -1, 1, 1)  # x is bf16 under autocast
+            x = add_bias(x, self.conv0.bias)
         x = pixel_norm(lrelu(x))
         return pixel_norm(lrelu(self.conv1(x)))
 
@@ -81,7 +82,7 @@ class GInput(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.dense(z).view(-1, self.out_ch, 4, 4)
-        x = x + self.bias.to(x.dtype).view(1, -1, 1, 1)  # x is bf16 under autocast
+        x = add_bias(x, self.bias)
         x = pixel_norm(lrelu(x))
         return pixel_norm(lrelu(self.conv(x)))
 
@@ -188,9 +189,7 @@ class DBlock(nn.Module):
         x = lrelu(self.conv0(x))
         if self.pool_before_bias:
             y = conv_downsample(x, self.conv1, self.fused)
-            return lrelu(
-                y + self.conv1.bias.to(y.dtype).view(1, -1, 1, 1)
-            )  # y is bf16 under autocast
+            return lrelu(add_bias(y, self.conv1.bias))
         return downsample2x(lrelu(self.conv1(x)))
 
 

@@ -35,6 +35,7 @@ from progan.nets.layers import (
     SQRT2,
     EqualizedConv2d,
     EqualizedLinear,
+    add_bias,
     conv_downsample,
     lrelu,
     pixel_norm,
@@ -117,7 +118,7 @@ class StyleLayer(nn.Module):
             x = self.conv(x, add_bias=False)
         if noise is not None:
             x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype).view(1, -1, 1, 1)
-        x = lrelu(x + self.bias.to(x.dtype).view(1, -1, 1, 1))
+        x = lrelu(add_bias(x, self.bias))
         x = instance_norm(x)
         style = self.style(w).to(x.dtype).view(-1, 2, self.out_ch, 1, 1)
         return x * (style[:, 0] + 1) + style[:, 1]
@@ -340,7 +341,7 @@ class StyleDBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = blur2d(lrelu(self.conv0(x)))
         y = conv_downsample(x, self.conv1, self.fused)
-        return lrelu(y + self.conv1.bias.to(y.dtype).view(1, -1, 1, 1))
+        return lrelu(add_bias(y, self.conv1.bias))
 
 
 class StyleDiscriminator(Discriminator):
