@@ -10,10 +10,11 @@ iterations and ends with a device synchronisation; nothing in the timed loop rea
 
 Paths: ``fp32_eager`` is the trainer's step with ``precision = "fp32"`` (foreach Adam on CPU, fused
 on CUDA) on contiguous tensors; ``fp32_channels_last`` (on request) the same in the channels_last
-layout the trainer gives its networks and inputs. ``optimised`` adds bf16 autocast (pixel norm, mbstd, penalty norms and loss sums
-stay fp32: layers.py and losses.py do that), channels_last networks and inputs, TF32 and
-cudnn.benchmark on CUDA, and with ``--compile`` G's forward through ``torch.compile`` (D stays eager:
-the penalty's double backward does not compile); its penalty runs where the trainer's
+layout the trainer gives its networks and inputs. ``optimised`` adds bf16 autocast (pixel norm,
+mbstd, penalty norms and loss sums stay fp32: layers.py and losses.py do that), channels_last
+networks and inputs, TF32 and cudnn.benchmark on CUDA, and with ``--compile`` G's forward through
+``torch.compile`` (D stays eager: the penalty's double backward does not compile); its penalty runs
+where the trainer's
 ``penalty_precision = "auto"`` puts it on this machine (the start-up check of progan/train/precision.py).
 ``optimised_fp32gp`` (on request) forces the penalty's pass into fp32, the route the trainer takes
 where that check fails.
