@@ -43,11 +43,15 @@ test-kernels: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Trains a small GAN on procedurally generated faces to 32x32 on the CPU in a few minutes.
+# Trains a small GAN on procedurally generated faces to 32x32 on the CPU in a few minutes. The preset
+# is sized for this CPU: `demo` where it computes bf16 natively, `demo-fp32` where it has AVX2 only.
+DEMO_PRESET = $$($(BIN)/python -c "from progan.train.precision import demo_preset; print(demo_preset())")
+
 demo: setup
 	$(BIN)/python -c "from progan.store.demo import make_demo_images; make_demo_images('data/demo-faces')"
 	test -d data/demo.lmdb || $(BIN)/progan prepare-lmdb data/demo-faces data/demo.lmdb --res-max 32
-	$(BIN)/progan train --config demo --data data/demo.lmdb --run-dir runs/demo
+	@preset=$(DEMO_PRESET) && echo "progan train --config $$preset (the demo preset for this CPU)" && \
+		$(BIN)/progan train --config $$preset --data data/demo.lmdb --run-dir runs/demo
 
 # The same demo on real drawings: Twitter's 3,786 emoji (CC BY 4.0) from the npm registry's tarball
 # (curl, 62 MB, checked against its SHA-256; datasets/README.md), then the FID of the last
@@ -71,7 +75,8 @@ data/emoji-32.npz: | data/emoji.lmdb
 	$(BIN)/progan fid --real data/emoji.lmdb --save-stats $@
 
 demo-emoji: setup data/emoji.lmdb data/emoji-32.npz
-	$(BIN)/progan train --config demo --data data/emoji.lmdb --run-dir runs/demo-emoji
+	@preset=$(DEMO_PRESET) && echo "progan train --config $$preset (the demo preset for this CPU)" && \
+		$(BIN)/progan train --config $$preset --data data/emoji.lmdb --run-dir runs/demo-emoji
 	$(BIN)/progan fid $$(ls runs/demo-emoji/checkpoints/ckpt-*.pt | tail -n 1) --n 2000 --ref data/emoji-32.npz
 
 bench: setup

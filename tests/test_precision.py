@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from progan.config.files import load_toml
 from progan.config.schema import TrainConfig
 from progan.errors import ProganError
-from progan.nets.progan import Discriminator
+from progan.nets.progan import Discriminator, num_features
 from progan.train import precision
 from progan.train.loop import train
 from progan.train.losses import logistic_r1_d_loss, wgangp_d_loss
@@ -18,6 +19,7 @@ from progan.train.precision import (
     CHECK_SHAPES,
     CheckResult,
     check_inputs,
+    demo_preset,
     double_backward_weight_grad,
     native_bf16,
     penalty_in_fp32,
@@ -138,6 +140,40 @@ def test_native_bf16_needs_the_cpu_flags_and_no_isa_cap_below_them():
         found = native_bf16(CPU, cpu_flags=("AMX",), isa_cap=cap)
         assert not found.native and cap.upper() in found.why
     assert not native_bf16(torch.device("meta")).native
+
+
+def test_demo_preset_is_sized_by_whether_the_cpu_computes_bf16_natively():
+    assert demo_preset(CPU, cpu_flags=(), isa_cap="") == "demo-fp32"  # AVX2-only CPUs
+    assert demo_preset(CPU, cpu_flags=("AVX512-BF16",), isa_cap="") == "demo"
+    assert demo_preset(CPU, cpu_flags=("AMX",), isa_cap="AVX2") == "demo-fp32"
+    # demo-fp32 is the demo with fewer maps at 16x16 and 32x32, in fp32: nothing else drifts apart.
+    demo, small = load_toml("demo"), load_toml("demo-fp32")
+    assert {k for k in demo.keys() | small.keys() if demo.get(k) != small.get(k)} == {
+        "fmap_base",
+        "precision",
+    }
+    assert small["precision"] == "fp32" and demo["precision"] == "auto"
+    widths = {
+        name: [num_features(res, cfg["fmap_base"], cfg["fmap_max"]) for res in (4, 8, 16, 32)]
+        for name, cfg in (("demo", demo), ("demo-fp32", small))
+    }
+    assert widths == {"demo": [64, 64, 64, 32], "demo-fp32": [64, 64, 32, 16]}
+
+
+@pytest.mark.parametrize("flags", [(), ("AVX512-BF16",)])
+def test_train_with_the_demo_names_demo_fp32_only_where_bf16_is_not_native(
+    flags, tmp_path, monkeypatch
+):
+    from helpers import invoke
+
+    monkeypatch.setattr(precision, "_cpu_bf16_flags", lambda: flags)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    # A store that is not there: the note comes with the config, before the run's first check.
+    r = invoke(
+        "train", "--config", "demo", "--data", tmp_path / "no.lmdb", "--run-dir", tmp_path / "r"
+    )
+    assert r.exit_code != 0 and "no.lmdb" in r.output and "Traceback" not in r.output
+    assert ("--config demo-fp32" in r.output) is (not flags), r.output
 
 
 @pytest.mark.parametrize("capability, native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])

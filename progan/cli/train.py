@@ -221,6 +221,14 @@ def train(
         gpus=gpus if gpus > 1 else job.world,
         inherit=transfer.inherited(source[1]) if source else None,
     )
+    if config_path == "demo" and cfg.device == "cpu" and main_rank:
+        from progan.train.precision import demo_preset
+
+        if demo_preset() != "demo":
+            click.echo(
+                "note: this CPU trains the demo in fp32; --config demo-fp32 is the demo sized for "
+                "it (fewer feature maps at 16x16 and 32x32, more images in the same minutes)"
+            )
     if source:
         transfer.check_source(cfg, *source)
     checked = preflight(cfg, run_dir, gpus if gpus > 1 else job.world)

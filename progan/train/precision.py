@@ -132,6 +132,16 @@ def _cpu_bf16_flags() -> tuple[str, ...]:
     return tuple(name for name, probe in flags if probe is not None and probe())
 
 
+def demo_preset(
+    device: torch.device | None = None, cpu_flags=None, isa_cap: str | None = None
+) -> str:
+    """The demo preset sized for ``device`` (default the CPU): ``demo`` where it computes bf16
+    natively, else ``demo-fp32``, which trades feature maps at 16x16 and 32x32 for the images that
+    fp32's slower steps cost in the same minutes (``native_bf16``'s arguments)."""
+    found = native_bf16(device or torch.device("cpu"), cpu_flags, isa_cap)
+    return "demo" if found.native else "demo-fp32"
+
+
 def resolve_precision(requested: str, arch: str, device: torch.device, log=None) -> str:
     """The precision a run trains in: ``requested`` unless it is ``auto``, which picks bf16 where the
     device runs it natively (and the architecture has a bf16 path), else fp32; logs the choice once.
